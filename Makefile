@@ -1,0 +1,127 @@
+# outboxd — one non-recursive Makefile.
+#   make            build ./outboxd
+#   make run        build and run the demo handler on the embedded default store
+#   make check      unit tests (Check) and end-to-end tests against the real binary
+#   make asan       the same tests under AddressSanitizer and UBSan
+#   make bench      throughput / latency / memory benchmarks (prints medians)
+#   make install    PREFIX=/usr/local DESTDIR=
+# V=1 shows full commands.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+CC      ?= cc
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+# Debian packages the build needs; `make deps` installs the missing ones when root.
+DEB_PKGS := pkg-config libluajit2-5.1-dev libuv1-dev check libsqlite3-dev lua-cjson-dev \
+            libcurl4-openssl-dev libpq-dev libhttp-parser-dev
+PKGS     := luajit libuv sqlite3 libcurl libpq
+
+DEPS_OK := $(shell pkg-config --exists $(PKGS) check 2>/dev/null && \
+             test -e /usr/lib/$(shell $(CC) -dumpmachine)/liblua5.1-cjson.so && \
+             test -e /usr/include/http_parser.h && echo yes)
+ifneq ($(DEPS_OK),yes)
+ifneq ($(filter-out deps clean,$(or $(MAKECMDGOALS),all)),)
+$(info outboxd: installing or checking build dependencies)
+DEPS_RC := $(shell sh tests/deps.sh $(DEB_PKGS) >&2; echo $$?)
+ifneq ($(DEPS_RC),0)
+$(error missing Debian packages; as root run: apt-get install $(DEB_PKGS))
+endif
+endif
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# lua5.1-cjson.pc requires lua5.1.pc (PUC Lua); LuaJIT provides that ABI, so link it by name.
+CJSON_LIBS := -llua5.1-cjson
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+           -Wcast-qual -Wwrite-strings -Wformat=2 -Wundef -Wvla -Wno-unused-parameter
+OPT     ?= -O2 -g
+CFLAGS  ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Werror=implicit-function-declaration \
+           -MMD -MP -Isrc -I$(BUILD) $(PKG_CFLAGS)
+LDFLAGS ?=
+LDLIBS  += $(PKG_LIBS) $(CJSON_LIBS) -lhttp_parser -lm -lpthread -ldl
+
+# Core modules: pure C, no libuv, no Lua. Unit-tested with a fake clock.
+CORE_SRC := src/limiter.c src/breaker.c src/memmon.c src/backoff.c
+APP_SRC  := $(filter-out $(CORE_SRC) src/main.c,$(wildcard src/*.c))
+LUA_SRC  := $(wildcard lua/*.lua)
+
+CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/%.o)
+APP_OBJ  := $(APP_SRC:src/%.c=$(BUILD)/%.o) $(BUILD)/lua_embed.o
+MAIN_OBJ := $(BUILD)/main.o
+
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all run check unit e2e bench asan install clean deps format
+all: outboxd
+
+outboxd: $(MAIN_OBJ) $(APP_OBJ) $(CORE_OBJ)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -Wl,-E
+
+$(BUILD)/%.o: src/%.c | $(BUILD)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+# lua/*.lua are embedded into the binary as C strings.
+$(BUILD)/lua_embed.c: $(LUA_SRC) tests/embed.sh | $(BUILD)
+	@echo "  EMBED   $(LUA_SRC)"
+	$(Q)sh tests/embed.sh $(LUA_SRC) > $@
+$(BUILD)/lua_embed.o: $(BUILD)/lua_embed.c
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -Wno-missing-prototypes -c -o $@ $<
+
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(CORE_OBJ) $(APP_OBJ) | $(BUILD)
+	@mkdir -p $(BUILD)/tests
+	@echo "  TEST    $@"
+	$(Q)$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(CORE_OBJ) $(APP_OBJ) $(LDLIBS) $(CHECK_LIBS)
+
+$(BUILD):
+	$(Q)mkdir -p $(BUILD)
+
+run: outboxd
+	$(Q)sh tests/run-demo.sh
+
+unit: $(UNIT_BIN)
+	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=120 $$t; done
+
+e2e: outboxd
+	$(Q)sh tests/e2e/run.sh
+
+check: unit e2e
+	@echo "make check: all tests passed"
+
+asan:
+	$(Q)$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" check
+
+bench: outboxd
+	$(Q)sh tests/bench/run.sh
+
+install: outboxd
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/handlers
+	install -m 755 outboxd $(DESTDIR)$(PREFIX)/bin/outboxd
+	install -m 644 handlers/*.lua $(DESTDIR)$(PREFIX)/share/outboxd/handlers/
+
+format:
+	clang-format -i src/*.c src/*.h tests/unit/*.c
+
+clean:
+	rm -rf build build-asan outboxd
+
+deps:
+	$(Q)sh tests/deps.sh $(DEB_PKGS)
+
+-include $(wildcard $(BUILD)/*.d)

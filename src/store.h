@@ -1,0 +1,111 @@
+/* store — where events come from and where their outcomes go.
+ * One interface, one file per backend: store_ndjson.c (stdin or a file, in memory),
+ * store_sqlite.c, store_pg.c. Every call is non-blocking for the loop: claims
+ * return what is at hand (a backend may prefetch), settlements are buffered and
+ * written in batches (flushed by size, by a short timer, and by store_flush).
+ * Ownership: a claimed event belongs to the dispatcher until it hands it back
+ * through exactly one of ack / fail / dead / release; the store then frees it. */
+#ifndef OUTBOXD_STORE_H
+#define OUTBOXD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct store store_t;
+
+typedef struct store_event {
+  int64_t id;
+  char *topic;         /* NUL-terminated, never NULL */
+  char *key;           /* NULL when the event has none */
+  char *payload;       /* raw text (JSON text when it was not a string) */
+  size_t payload_len;
+  char *headers;       /* JSON object text, or NULL */
+  int attempts;        /* runs already made before this claim */
+  int64_t created_at;  /* ms since the epoch */
+  void *owner;         /* free for the dispatcher */
+  void *priv;          /* free for the store */
+} store_event_t;
+
+/* Allocates an event with its strings in one block (lengths exclude NUL; key and
+ * headers may be NULL). Returns NULL on ENOMEM. Free with store_event_free. */
+store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len,
+                               const char *key, size_t key_len, const char *payload,
+                               size_t payload_len, const char *headers,
+                               size_t headers_len, size_t extra);
+void store_event_free(store_event_t *ev);
+
+/* Called by the store when claim() may return more than it did (new rows, a retry
+ * came due, a prefetch completed, input arrived). May be called from any loop
+ * callback, never from inside a store call. */
+typedef void (*store_wake_cb)(void *arg);
+
+typedef struct store_opts {
+  int batch;              /* events claimed per claim */
+  int ordering_key;       /* 1: only the head pending event of each key is claimable */
+  int64_t lease_ms;       /* claim lease, renewed by the store while events are out */
+  int keep_done;          /* keep done rows instead of deleting them */
+  int64_t poll_ms;        /* longest idle wait between looks at the store */
+  const char *host_id;    /* written to locked_by */
+  store_wake_cb wake;
+  void *wake_arg;
+} store_opts_t;
+
+typedef struct store_counts {
+  int64_t pending, processing, done, dead;
+  int64_t oldest_pending_age_ms; /* 0 when nothing is pending */
+} store_counts_t;
+
+typedef struct store_ops {
+  const char *name;
+  /* Up to `max` claimable events into out[]; *n gets the count (0 is fine).
+   * Returns 0 or a negative errno-style code (the store logs the cause). */
+  int (*claim)(store_t *s, int max, store_event_t **out, int *n);
+  /* The handler succeeded. */
+  void (*ack)(store_t *s, store_event_t *ev);
+  /* The run failed; the event is claimable again at `available_at` (ms since the
+   * epoch) with one more attempt counted. */
+  void (*fail)(store_t *s, store_event_t *ev, int64_t available_at, const char *err);
+  /* Dead-letter the event with its error; one more attempt counted when `ran`. */
+  void (*dead)(store_t *s, store_event_t *ev, int ran, const char *err);
+  /* Claimed but never started: back to pending, no attempt used. */
+  void (*release)(store_t *s, store_event_t *ev);
+  /* Writes buffered settlements now. Returns 0 or a negative code. */
+  int (*flush)(store_t *s);
+  /* 1 when the source can never yield more and holds nothing unsettled (end of
+   * NDJSON input with every retry settled); databases return 0. */
+  int (*exhausted)(store_t *s);
+  /* Counts for `status` and metrics. Returns 0 or a negative code. */
+  int (*counts)(store_t *s, store_counts_t *out);
+  /* Stops timers and watchers; `cb` runs once every handle is closed. Buffered
+   * settlements are flushed first. */
+  void (*close)(store_t *s, void (*cb)(void *arg), void *arg);
+} store_ops_t;
+
+struct store {
+  const store_ops_t *ops;
+  uv_loop_t *loop;
+  store_opts_t opts;
+  char err[256]; /* last error, for messages */
+};
+
+/* Opens the store named by `url` ("sqlite:PATH", a bare path, "postgres://...",
+ * "ndjson:PATH", "ndjson:-"). On error returns a negative code and writes a one-line
+ * message into errbuf. */
+int store_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, store_t **out,
+               char *errbuf, size_t errlen);
+
+/* Creates the outbox table(s) if missing (`outboxd init`). */
+int store_init_schema(const char *url, char *errbuf, size_t errlen);
+
+#define store_claim(s, max, out, n) ((s)->ops->claim((s), (max), (out), (n)))
+#define store_ack(s, ev) ((s)->ops->ack((s), (ev)))
+#define store_fail(s, ev, at, err) ((s)->ops->fail((s), (ev), (at), (err)))
+#define store_dead(s, ev, ran, err) ((s)->ops->dead((s), (ev), (ran), (err)))
+#define store_release(s, ev) ((s)->ops->release((s), (ev)))
+#define store_flush(s) ((s)->ops->flush((s)))
+#define store_exhausted(s) ((s)->ops->exhausted((s)))
+#define store_counts(s, c) ((s)->ops->counts((s), (c)))
+#define store_close(s, cb, arg) ((s)->ops->close((s), (cb), (arg)))
+
+#endif
