@@ -77,6 +77,17 @@ typedef struct store_ops {
   int (*exhausted)(store_t *s);
   /* Counts for `status` and metrics. Returns 0 or a negative code. */
   int (*counts)(store_t *s, store_counts_t *out);
+  /* Inserts events (one transaction); id, attempts and created_at of the given
+   * events are ignored. Returns 0 or a negative code. NULL for read-only sources. */
+  int (*enqueue)(store_t *s, store_event_t *const *evs, int n);
+  /* Moves events back to pending with attempts reset: the listed ids, or every dead
+   * event when n == 0. *moved gets the count. NULL for read-only sources. */
+  int (*requeue)(store_t *s, const int64_t *ids, int n, int64_t *moved);
+  /* Calls cb for the `max` most recent dead events, newest first. */
+  int (*list_dead)(store_t *s, int max,
+                   void (*cb)(void *arg, int64_t id, const char *topic, int attempts,
+                              const char *last_error),
+                   void *arg);
   /* Stops timers and watchers; `cb` runs once every handle is closed. Buffered
    * settlements are flushed first. */
   void (*close)(store_t *s, void (*cb)(void *arg), void *arg);
@@ -97,6 +108,13 @@ int store_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, store
 
 /* Creates the outbox table(s) if missing (`outboxd init`). */
 int store_init_schema(const char *url, char *errbuf, size_t errlen);
+
+/* Backends. */
+int store_ndjson_open(uv_loop_t *loop, const char *path, const store_opts_t *opts,
+                      store_t **out, char *errbuf, size_t errlen);
+int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opts,
+                      store_t **out, char *errbuf, size_t errlen);
+int store_sqlite_init_schema(const char *path, char *errbuf, size_t errlen);
 
 #define store_claim(s, max, out, n) ((s)->ops->claim((s), (max), (out), (n)))
 #define store_ack(s, ev) ((s)->ops->ack((s), (ev)))

@@ -1,0 +1,43 @@
+/* log — one levelled function, one line per event, key=value fields (text) or one
+ * JSON object per line (json). Lines about an event carry its id. Writes to stderr. */
+#ifndef OUTBOXD_LOG_H
+#define OUTBOXD_LOG_H
+
+#include <stdint.h>
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
+enum log_format { LOG_TEXT = 0, LOG_JSON = 1 };
+
+typedef struct log_kv {
+  const char *key;
+  const char *str; /* string value, or NULL for a number */
+  double num;
+  int is_int;
+} log_kv_t;
+
+#define KS(k, v) ((log_kv_t){(k), (v) ? (v) : "", 0, 0})
+#define KI(k, v) ((log_kv_t){(k), NULL, (double)(v), 1})
+#define KF(k, v) ((log_kv_t){(k), NULL, (double)(v), 0})
+
+/* Sets the format and the lowest level written. */
+void log_setup(int format, int min_level);
+int log_format(void);
+int log_enabled(int level);
+
+/* Writes one line: level, message, fields. */
+void log_fields(int level, const char *msg, const log_kv_t *kv, int n);
+
+/* log_at(LOG_INFO, "event done", KI("id", id), KS("topic", t)) */
+#define log_at(level, msg, ...)                                                          \
+  do {                                                                                   \
+    if (log_enabled(level)) {                                                            \
+      const log_kv_t log_kv_[] = {{0}, __VA_ARGS__};                                     \
+      log_fields((level), (msg), log_kv_ + 1,                                            \
+                 (int)(sizeof(log_kv_) / sizeof(log_kv_[0])) - 1);                       \
+    }                                                                                    \
+  } while (0)
+
+/* Parses "debug|info|warn|error"; returns the level or -1. */
+int log_level_parse(const char *s);
+
+#endif

@@ -1,0 +1,419 @@
+/* ndjson — a one-pass scanner for outbox event lines.
+ * It checks the full JSON grammar (RFC 8259) and UTF-8, but keeps only the spans of
+ * the five top-level fields; a general parser would build a tree we would discard.
+ * Invariant: unescaping writes at or before the read position, so it is in place. */
+#include "ndjson.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct scan {
+  char *p;
+  char *end;
+  const char *err;
+  int depth;
+} scan_t;
+
+#define MAX_DEPTH 256
+
+static void skip_ws(scan_t *s) {
+  while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\r' || *s->p == '\n'))
+    s->p++;
+}
+
+static int fail(scan_t *s, const char *msg) {
+  if (!s->err) s->err = msg;
+  return -EINVAL;
+}
+
+static int hex4(const char *p, unsigned *out) {
+  unsigned v = 0;
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+    else return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+static char *put_utf8(char *w, unsigned cp) {
+  if (cp < 0x80) {
+    *w++ = (char)cp;
+  } else if (cp < 0x800) {
+    *w++ = (char)(0xC0 | (cp >> 6));
+    *w++ = (char)(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    *w++ = (char)(0xE0 | (cp >> 12));
+    *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+    *w++ = (char)(0x80 | (cp & 0x3F));
+  } else {
+    *w++ = (char)(0xF0 | (cp >> 18));
+    *w++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+    *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+    *w++ = (char)(0x80 | (cp & 0x3F));
+  }
+  return w;
+}
+
+/* Length of the UTF-8 sequence at p (1..4), or 0 when it is invalid. */
+static int utf8_len(const unsigned char *p, const unsigned char *end) {
+  unsigned char c = p[0];
+  int n;
+  unsigned cp;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) n = 2, cp = c & 0x1F;
+  else if (c >= 0xE0 && c <= 0xEF) n = 3, cp = c & 0x0F;
+  else if (c >= 0xF0 && c <= 0xF4) n = 4, cp = c & 0x07;
+  else return 0;
+  if (end - p < n) return 0;
+  for (int i = 1; i < n; i++) {
+    if ((p[i] & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (p[i] & 0x3F);
+  }
+  if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+    return 0;
+  return n;
+}
+
+/* Scans a string starting at '"'. With unescape, writes the decoded bytes from
+ * *out on and stores their length; otherwise only validates. */
+static int scan_string(scan_t *s, int unescape, char **out, size_t *out_len) {
+  char *w;
+  s->p++; /* opening quote */
+  w = s->p;
+  char *start = w;
+  while (s->p < s->end) {
+    unsigned char c = (unsigned char)*s->p;
+    if (c == '"') {
+      s->p++;
+      if (unescape) {
+        *out = start;
+        *out_len = (size_t)(w - start);
+      }
+      return 0;
+    }
+    if (c < 0x20) return fail(s, "control character in string");
+    if (c == '\\') {
+      if (s->end - s->p < 2) return fail(s, "unterminated string");
+      char e = s->p[1];
+      unsigned cp;
+      s->p += 2;
+      switch (e) {
+      case '"': *w++ = '"'; break;
+      case '\\': *w++ = '\\'; break;
+      case '/': *w++ = '/'; break;
+      case 'b': *w++ = '\b'; break;
+      case 'f': *w++ = '\f'; break;
+      case 'n': *w++ = '\n'; break;
+      case 'r': *w++ = '\r'; break;
+      case 't': *w++ = '\t'; break;
+      case 'u':
+        if (s->end - s->p < 4 || hex4(s->p, &cp)) return fail(s, "bad \\u escape");
+        s->p += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+          unsigned lo;
+          if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' || hex4(s->p + 2, &lo) ||
+              lo < 0xDC00 || lo > 0xDFFF)
+            return fail(s, "unpaired surrogate in \\u escape");
+          s->p += 6;
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+          return fail(s, "unpaired surrogate in \\u escape");
+        }
+        w = put_utf8(w, cp);
+        break;
+      default:
+        return fail(s, "bad escape in string");
+      }
+      continue;
+    }
+    if (c < 0x80) {
+      *w++ = (char)c;
+      s->p++;
+      continue;
+    }
+    int n = utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end);
+    if (!n) return fail(s, "invalid UTF-8");
+    memmove(w, s->p, (size_t)n);
+    w += n;
+    s->p += n;
+  }
+  return fail(s, "unterminated string");
+}
+
+/* Validates a string without changing the buffer. */
+static int skip_string(scan_t *s) {
+  s->p++;
+  while (s->p < s->end) {
+    unsigned char c = (unsigned char)*s->p;
+    if (c == '"') {
+      s->p++;
+      return 0;
+    }
+    if (c < 0x20) return fail(s, "control character in string");
+    if (c == '\\') {
+      if (s->end - s->p < 2) return fail(s, "unterminated string");
+      char e = s->p[1];
+      unsigned cp;
+      if (e == 'u') {
+        if (s->end - s->p < 6 || hex4(s->p + 2, &cp)) return fail(s, "bad \\u escape");
+        s->p += 6;
+      } else if (strchr("\"\\/bfnrt", e) && e) {
+        s->p += 2;
+      } else {
+        return fail(s, "bad escape in string");
+      }
+      continue;
+    }
+    if (c < 0x80) {
+      s->p++;
+      continue;
+    }
+    int n = utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end);
+    if (!n) return fail(s, "invalid UTF-8");
+    s->p += n;
+  }
+  return fail(s, "unterminated string");
+}
+
+static int skip_number(scan_t *s) {
+  char *p = s->p;
+  if (p < s->end && *p == '-') p++;
+  if (p >= s->end) return fail(s, "bad number");
+  if (*p == '0') {
+    p++;
+  } else if (*p >= '1' && *p <= '9') {
+    while (p < s->end && *p >= '0' && *p <= '9') p++;
+  } else {
+    return fail(s, "unexpected character");
+  }
+  if (p < s->end && *p == '.') {
+    p++;
+    if (p >= s->end || *p < '0' || *p > '9') return fail(s, "bad number");
+    while (p < s->end && *p >= '0' && *p <= '9') p++;
+  }
+  if (p < s->end && (*p == 'e' || *p == 'E')) {
+    p++;
+    if (p < s->end && (*p == '+' || *p == '-')) p++;
+    if (p >= s->end || *p < '0' || *p > '9') return fail(s, "bad number");
+    while (p < s->end && *p >= '0' && *p <= '9') p++;
+  }
+  s->p = p;
+  return 0;
+}
+
+static int skip_lit(scan_t *s, const char *lit) {
+  size_t n = strlen(lit);
+  if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
+    return fail(s, "unexpected character");
+  s->p += n;
+  return 0;
+}
+
+static int skip_value(scan_t *s);
+
+static int skip_container(scan_t *s, char close) {
+  int first = 1;
+  if (++s->depth > MAX_DEPTH) return fail(s, "nesting too deep");
+  s->p++;
+  for (;;) {
+    skip_ws(s);
+    if (s->p >= s->end) return fail(s, "unexpected end of line");
+    if (*s->p == close && first) break;
+    if (!first) {
+      if (*s->p == close) break;
+      if (*s->p != ',') return fail(s, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+      s->p++;
+      skip_ws(s);
+    }
+    first = 0;
+    if (close == '}') {
+      if (s->p >= s->end || *s->p != '"') return fail(s, "expected a string key");
+      if (skip_string(s)) return -EINVAL;
+      skip_ws(s);
+      if (s->p >= s->end || *s->p != ':') return fail(s, "expected ':'");
+      s->p++;
+      skip_ws(s);
+    }
+    if (skip_value(s)) return -EINVAL;
+  }
+  s->p++;
+  s->depth--;
+  return 0;
+}
+
+static int skip_value(scan_t *s) {
+  if (s->p >= s->end) return fail(s, "unexpected end of line");
+  switch (*s->p) {
+  case '{': return skip_container(s, '}');
+  case '[': return skip_container(s, ']');
+  case '"': return skip_string(s);
+  case 't': return skip_lit(s, "true");
+  case 'f': return skip_lit(s, "false");
+  case 'n': return skip_lit(s, "null");
+  default: return skip_number(s);
+  }
+}
+
+int ndjson_validate(const char *str, size_t len, const char **err) {
+  scan_t s = {(char *)(uintptr_t)str, (char *)(uintptr_t)str + len, NULL, 0};
+  skip_ws(&s);
+  if (skip_value(&s)) goto bad;
+  skip_ws(&s);
+  if (s.p != s.end) {
+    fail(&s, "trailing characters after the value");
+    goto bad;
+  }
+  return 0;
+bad:
+  if (err) *err = s.err;
+  return -EINVAL;
+}
+
+static int key_is(const char *k, size_t n, const char *name) {
+  return strlen(name) == n && memcmp(k, name, n) == 0;
+}
+
+/* Value of a top-level field: strings unescaped in place; others kept as text. */
+static int field(scan_t *s, char **v, size_t *vlen, int *is_str) {
+  if (*s->p == '"') {
+    *is_str = 1;
+    return scan_string(s, 1, v, vlen);
+  }
+  char *start = s->p;
+  *is_str = 0;
+  if (skip_value(s)) return -EINVAL;
+  *v = start;
+  *vlen = (size_t)(s->p - start);
+  return 0;
+}
+
+static int parse_id(const char *v, size_t n, int64_t *out) {
+  char tmp[32];
+  char *end;
+  if (n == 0 || n >= sizeof tmp) return -1;
+  memcpy(tmp, v, n);
+  tmp[n] = 0;
+  errno = 0;
+  long long x = strtoll(tmp, &end, 10);
+  if (errno || *end) return -1;
+  *out = x;
+  return 0;
+}
+
+int ndjson_parse(char *line, size_t len, ndjson_rec_t *rec, const char **err) {
+  scan_t s = {line, line + len, NULL, 0};
+  int have_topic = 0, have_payload = 0, first = 1;
+  memset(rec, 0, sizeof *rec);
+  skip_ws(&s);
+  if (s.p == s.end) return -ENODATA;
+  if (*s.p != '{') {
+    fail(&s, "a line must be a JSON object");
+    goto bad;
+  }
+  s.p++;
+  s.depth = 1;
+  for (;;) {
+    char *k, *v;
+    size_t klen, vlen;
+    int is_str;
+    skip_ws(&s);
+    if (s.p >= s.end) {
+      fail(&s, "unexpected end of line");
+      goto bad;
+    }
+    if (*s.p == '}') {
+      if (!first && s.p[-1] == ',') {
+        fail(&s, "trailing comma");
+        goto bad;
+      }
+      s.p++;
+      break;
+    }
+    if (!first) {
+      if (*s.p != ',') {
+        fail(&s, "expected ',' or '}'");
+        goto bad;
+      }
+      s.p++;
+      skip_ws(&s);
+    }
+    first = 0;
+    if (s.p >= s.end || *s.p != '"') {
+      fail(&s, "expected a string key");
+      goto bad;
+    }
+    if (scan_string(&s, 1, &k, &klen)) goto bad;
+    skip_ws(&s);
+    if (s.p >= s.end || *s.p != ':') {
+      fail(&s, "expected ':'");
+      goto bad;
+    }
+    s.p++;
+    skip_ws(&s);
+    if (s.p >= s.end) {
+      fail(&s, "unexpected end of line");
+      goto bad;
+    }
+    if (field(&s, &v, &vlen, &is_str)) goto bad;
+    if (key_is(k, klen, "topic")) {
+      if (!is_str || vlen == 0) {
+        fail(&s, "\"topic\" must be a non-empty string");
+        goto bad;
+      }
+      rec->topic = v, rec->topic_len = vlen, have_topic = 1;
+    } else if (key_is(k, klen, "payload")) {
+      if (!is_str && vlen == 4 && memcmp(v, "null", 4) == 0) {
+        fail(&s, "\"payload\" is null");
+        goto bad;
+      }
+      rec->payload = v, rec->payload_len = vlen, have_payload = 1;
+    } else if (key_is(k, klen, "key")) {
+      if (is_str) rec->key = v, rec->key_len = vlen;
+      else if (!(vlen == 4 && memcmp(v, "null", 4) == 0)) {
+        fail(&s, "\"key\" must be a string");
+        goto bad;
+      }
+    } else if (key_is(k, klen, "headers")) {
+      if (!is_str && v[0] == '{') rec->headers = v, rec->headers_len = vlen;
+      else if (!(vlen == 4 && memcmp(v, "null", 4) == 0)) {
+        fail(&s, "\"headers\" must be an object");
+        goto bad;
+      }
+    } else if (key_is(k, klen, "id")) {
+      if (is_str || parse_id(v, vlen, &rec->id)) {
+        fail(&s, "\"id\" must be an integer");
+        goto bad;
+      }
+      rec->has_id = 1;
+    }
+  }
+  skip_ws(&s);
+  if (s.p != s.end) {
+    fail(&s, "trailing characters after the object");
+    goto bad;
+  }
+  if (!have_topic) {
+    fail(&s, "missing \"topic\"");
+    goto bad;
+  }
+  if (!have_payload) {
+    fail(&s, "missing \"payload\"");
+    goto bad;
+  }
+  /* NUL-terminate the spans; each is followed by at least one byte we no longer need
+   * (a quote, a comma, a brace or the line's own terminator). */
+  rec->topic[rec->topic_len] = 0;
+  if (rec->key) rec->key[rec->key_len] = 0;
+  rec->payload[rec->payload_len] = 0;
+  if (rec->headers) rec->headers[rec->headers_len] = 0;
+  return 0;
+bad:
+  if (err) *err = s.err ? s.err : "malformed JSON";
+  return -EINVAL;
+}

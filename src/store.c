@@ -1,0 +1,76 @@
+/* store — the backend-neutral half: URL dispatch and event allocation.
+ * Invariant: an event and all its strings are one allocation. */
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len,
+                               const char *key, size_t key_len, const char *payload,
+                               size_t payload_len, const char *headers,
+                               size_t headers_len, size_t extra) {
+  size_t need = sizeof(store_event_t) + topic_len + 1 + payload_len + 1 + extra;
+  if (key) need += key_len + 1;
+  if (headers) need += headers_len + 1;
+  store_event_t *ev = malloc(need);
+  if (!ev) return NULL;
+  char *p = (char *)(ev + 1);
+  memset(ev, 0, sizeof *ev);
+  ev->id = id;
+  ev->topic = p;
+  memcpy(p, topic, topic_len);
+  p[topic_len] = 0;
+  p += topic_len + 1;
+  ev->payload = p;
+  ev->payload_len = payload_len;
+  memcpy(p, payload, payload_len);
+  p[payload_len] = 0;
+  p += payload_len + 1;
+  if (key) {
+    ev->key = p;
+    memcpy(p, key, key_len);
+    p[key_len] = 0;
+    p += key_len + 1;
+  }
+  if (headers) {
+    ev->headers = p;
+    memcpy(p, headers, headers_len);
+    p[headers_len] = 0;
+  }
+  return ev;
+}
+
+void store_event_free(store_event_t *ev) { free(ev); }
+
+static int has_prefix(const char *s, const char *prefix) {
+  return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+int store_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, store_t **out,
+               char *errbuf, size_t errlen) {
+  if (has_prefix(url, "ndjson:"))
+    return store_ndjson_open(loop, url + 7, opts, out, errbuf, errlen);
+  if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://")) {
+    snprintf(errbuf, errlen, "--db %s: the PostgreSQL store is not built into this version",
+             url);
+    return -ENOTSUP;
+  }
+  if (has_prefix(url, "sqlite:")) url += 7;
+  return store_sqlite_open(loop, url, opts, out, errbuf, errlen);
+}
+
+int store_init_schema(const char *url, char *errbuf, size_t errlen) {
+  if (has_prefix(url, "ndjson:")) {
+    snprintf(errbuf, errlen, "--db %s: an NDJSON source has no tables to create", url);
+    return -EINVAL;
+  }
+  if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://")) {
+    snprintf(errbuf, errlen, "--db %s: the PostgreSQL store is not built into this version",
+             url);
+    return -ENOTSUP;
+  }
+  if (has_prefix(url, "sqlite:")) url += 7;
+  return store_sqlite_init_schema(url, errbuf, errlen);
+}
