@@ -1,0 +1,218 @@
+-- outbox: the Lua half of the `outbox` module, embedded in the binary.
+-- The host calls this chunk once per Lua state with `core` (the C half) and gets
+-- back the public module and the internals it drives: the worker coroutine body,
+-- the event metatable and the hook table. No globals are set here.
+local core = ...
+local cjson = require "cjson"
+
+local json_decode, json_encode = cjson.decode, cjson.encode
+local pcall, xpcall, type, tostring, setmetatable = pcall, xpcall, type, tostring, setmetatable
+local getmetatable, rawget, rawset, select, error = getmetatable, rawget, rawset, select, error
+local yield = coroutine.yield
+local traceback = debug.traceback
+
+local DONE = core.DONE              -- sentinel: "this yield ends a run"
+local K_DONE, K_FAIL, K_RETRY, K_REJECT = 0, 1, 2, 3
+local T_EVENT, T_HOOK = 1, 2
+
+local outbox = { json = { encode = json_encode, decode = json_decode, null = cjson.null } }
+
+---------------------------------------------------------------- routing
+local routes = {}        -- exact topic -> fn
+local prefixes = {}      -- { prefix, fn }, longest first
+local default_handler    -- the function the script returned
+
+function outbox.handle(topic, fn)
+  if type(topic) ~= "string" or topic == "" then
+    error("outbox.handle: topic must be a non-empty string", 2)
+  end
+  if type(fn) ~= "function" then error("outbox.handle: handler must be a function", 2) end
+  if topic:sub(-1) == "*" then
+    local p = topic:sub(1, -2)
+    for i = #prefixes, 1, -1 do
+      if prefixes[i][1] == p then table.remove(prefixes, i) end
+    end
+    prefixes[#prefixes + 1] = { p, fn }
+    table.sort(prefixes, function(a, b) return #a[1] > #b[1] end)
+  else
+    routes[topic] = fn
+  end
+end
+
+local function route(topic)
+  local fn = routes[topic]
+  if fn then return fn end
+  for i = 1, #prefixes do
+    local p = prefixes[i]
+    if topic:sub(1, #p[1]) == p[1] then return p[2] end
+  end
+  return default_handler
+end
+
+---------------------------------------------------------------- outcomes
+local retry_mt, reject_mt, poison_mt = {}, {}, {}
+
+function outbox.retry(seconds)
+  seconds = tonumber(seconds)
+  if not seconds or seconds < 0 then error("outbox.retry: seconds must be a number >= 0", 2) end
+  return setmetatable({ delay = seconds }, retry_mt)
+end
+
+function outbox.reject(reason)
+  return setmetatable({ reason = reason ~= nil and tostring(reason) or "rejected" }, reject_mt)
+end
+
+---------------------------------------------------------------- events
+-- `data` and `headers` are decoded on first access and cached in the event.
+local event_mt = {}
+event_mt.__index = function(ev, k)
+  if k == "data" then
+    local ok, v = pcall(json_decode, rawget(ev, "payload"))
+    if not ok then
+      error(setmetatable({ msg = "payload is not valid JSON: " .. tostring(v) }, poison_mt), 2)
+    end
+    rawset(ev, "data", v)
+    return v
+  elseif k == "headers" then
+    local raw = rawget(ev, "_headers")
+    if raw == nil then return nil end
+    local ok, v = pcall(json_decode, raw)
+    if not ok then v = nil end
+    rawset(ev, "headers", v)
+    return v
+  end
+end
+
+local function on_error(e)
+  if getmetatable(e) == poison_mt then return e end
+  if type(e) ~= "string" then
+    if type(e) == "table" and e.msg then return tostring(e.msg) end
+    return tostring(e)
+  end
+  return e
+end
+
+local function run_event(ev)
+  local fn = route(ev.topic)
+  if not fn then return K_REJECT, "no handler for topic " .. ev.topic end
+  local ok, r, e = xpcall(fn, on_error, ev)
+  if not ok then
+    if getmetatable(r) == poison_mt then return K_REJECT, r.msg end
+    return K_FAIL, r
+  end
+  if r == nil or r == true then return K_DONE end
+  if r == false then return K_FAIL, e ~= nil and tostring(e) or "handler returned false" end
+  local mt = getmetatable(r)
+  if mt == retry_mt then return K_RETRY, r.delay end
+  if mt == reject_mt then return K_REJECT, r.reason end
+  return K_DONE
+end
+
+---------------------------------------------------------------- hooks
+local hooks = {}         -- name -> array of fn
+
+function outbox.on(name, fn)
+  if type(name) ~= "string" then error("outbox.on: name must be a string", 2) end
+  if type(fn) ~= "function" then error("outbox.on: handler must be a function", 2) end
+  local list = hooks[name]
+  if not list then list = {}; hooks[name] = list end
+  list[#list + 1] = fn
+  return fn
+end
+
+function outbox.off(name, fn)
+  local list = hooks[name]
+  if not list then return false end
+  for i = #list, 1, -1 do
+    if fn == nil or list[i] == fn then table.remove(list, i) end
+  end
+  if #list == 0 then hooks[name] = nil end
+  return true
+end
+
+function outbox.emit(name, data)
+  local list = hooks[name]
+  if not list then return 0 end
+  for i = 1, #list do core.spawn(list[i], data, name) end
+  return #list
+end
+
+-- The body of every worker coroutine: runs one event or hook, yields DONE with the
+-- outcome, and waits to be handed the next one. Coroutines are recycled this way.
+local function run_hook(fn, arg, name)
+  local ok, err = xpcall(fn, traceback, arg)
+  if not ok then core.log_hook_error(name, tostring(err)) end
+end
+
+local function worker(kind, a, b, c)
+  while true do
+    if kind == T_EVENT then
+      kind, a, b, c = yield(DONE, run_event(a))
+    else
+      run_hook(a, b, c)
+      kind, a, b, c = yield(DONE, K_DONE)
+    end
+  end
+end
+
+---------------------------------------------------------------- time, stats, log
+outbox.sleep = core.sleep
+outbox.now = core.now
+outbox.stats = core.stats
+outbox.configure = core.configure
+outbox.log = {
+  debug = function(msg, fields) core.log(0, msg, fields) end,
+  info = function(msg, fields) core.log(1, msg, fields) end,
+  warn = function(msg, fields) core.log(2, msg, fields) end,
+  error = function(msg, fields) core.log(3, msg, fields) end,
+}
+setmetatable(outbox, { __index = function(_, k) if k == "config" then return core.config() end end })
+
+---------------------------------------------------------------- all_settled
+-- Runs fn(item, i) for every item, at most `concurrency` at a time, each in its own
+-- coroutine; waits for all; returns { {ok=true, value=v} | {ok=false, err=e} }.
+function outbox.all_settled(items, fn, concurrency)
+  if type(items) ~= "table" then error("outbox.all_settled: items must be a table", 2) end
+  if type(fn) ~= "function" then error("outbox.all_settled: fn must be a function", 2) end
+  local n = #items
+  local limit = tonumber(concurrency) or n
+  if limit < 1 then limit = 1 end
+  local results, pending, nexti = {}, 0, 1
+  if n == 0 then return results end
+  local parent, seq = core.current()
+  local launch
+  local function child(i)
+    local ok, v = pcall(fn, items[i], i)
+    results[i] = ok and { ok = true, value = v } or { ok = false, err = v }
+    pending = pending - 1
+    if nexti <= n then
+      local j = nexti
+      nexti = j + 1
+      launch(j)
+    elseif pending == 0 and parent then
+      core.resume_waiter(parent, seq)
+    end
+  end
+  launch = function(i)
+    pending = pending + 1
+    core.spawn(child, i, "all_settled")
+  end
+  while nexti <= n and pending < limit do
+    local j = nexti
+    nexti = j + 1
+    launch(j)
+  end
+  if parent then
+    core.wait_children(parent, seq)
+  end
+  return results
+end
+
+local internals = {
+  worker = worker,
+  event_mt = event_mt,
+  hooks = hooks,
+  set_handler = function(fn) default_handler = fn end,
+  has_routes = function() return next(routes) ~= nil or #prefixes > 0 end,
+}
+return outbox, internals

@@ -1,0 +1,173 @@
+/* api_core — outbox.stats, configure, config, log, and the plumbing behind
+ * outbox.emit and outbox.all_settled. Uses only host.h and the Lua C API.
+ * Lua functions that fail at run time return nil, msg; misuse raises. */
+#include <lauxlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "host.h"
+#include "log.h"
+
+static int l_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  const char *name = luaL_optstring(L, 3, "emit");
+  if (host_spawn(L, 1, 2, name)) return luaL_error(L, "out of memory");
+  return 0;
+}
+
+static int l_log_hook_error(lua_State *L) {
+  log_at(LOG_ERROR, "hook failed", KS("hook", luaL_optstring(L, 1, "?")),
+         KS("error", luaL_optstring(L, 2, "?")));
+  return 0;
+}
+
+static int l_stats(lua_State *L) {
+  host_push_stats(L);
+  return 1;
+}
+
+/* core.current() -> task, token (nil outside a task). */
+static int l_current(lua_State *L) {
+  task_t *t = host_task(L);
+  if (!t) return 0;
+  lua_pushlightuserdata(L, t);
+  lua_pushnumber(L, host_token(t));
+  return 2;
+}
+
+static int l_wait_children(lua_State *L) {
+  unsigned token = (unsigned)luaL_checknumber(L, 2);
+  if (host_wait_token(L, token))
+    return luaL_error(L, "outbox.all_settled must be called from a handler or hook coroutine");
+  return lua_yield(L, 0);
+}
+
+static int l_resume_waiter(lua_State *L) {
+  task_t *t = lua_touserdata(L, 1);
+  if (t) host_wake_token(t, (unsigned)luaL_checknumber(L, 2));
+  return 0;
+}
+
+/* outbox.configure{key = value, ...}: top level only; lowest precedence. */
+static int l_configure(lua_State *L) {
+  char err[256];
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (host_task(L)) return luaL_error(L, "outbox.configure is allowed only at the top level");
+  config_t *c = host_config(L);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    int i = k ? config_find(k, 1) : -1;
+    if (i < 0) return luaL_error(L, "outbox.configure: unknown setting '%s'", k ? k : "?");
+    int rc;
+    if (lua_type(L, -1) == LUA_TNUMBER)
+      rc = config_set_number(c, i, lua_tonumber(L, -1), CONFIG_SCRIPT, err, sizeof err);
+    else if (lua_type(L, -1) == LUA_TBOOLEAN)
+      rc = config_set(c, i, lua_toboolean(L, -1) ? "1" : "0", CONFIG_SCRIPT, err, sizeof err);
+    else if (lua_type(L, -1) == LUA_TSTRING)
+      rc = config_set(c, i, lua_tostring(L, -1), CONFIG_SCRIPT, err, sizeof err);
+    else
+      return luaL_error(L, "outbox.configure: '%s' has a %s value", k, luaL_typename(L, -1));
+    if (rc) return luaL_error(L, "outbox.configure: %s", err);
+    lua_pop(L, 1); /* value, keep key */
+  }
+  return 0;
+}
+
+static int l_readonly(lua_State *L) {
+  return luaL_error(L, "outbox.config is read-only; use outbox.configure{} at the top level");
+}
+
+/* outbox.config: a fresh read-only copy of the effective settings (times in s). */
+static int l_config(lua_State *L) {
+  const config_t *c = host_config(L);
+  lua_createtable(L, 0, 24);
+#define SETN(k, v) (lua_pushnumber(L, (lua_Number)(v)), lua_setfield(L, -2, k))
+  SETN("concurrency", c->concurrency);
+  SETN("batch", c->batch);
+  SETN("poll", c->poll_ms / 1000.0);
+  SETN("max_attempts", c->max_attempts);
+  SETN("backoff", c->backoff_base_ms / 1000.0);
+  SETN("backoff_max", c->backoff_cap_ms / 1000.0);
+  SETN("timeout", c->timeout_ms / 1000.0);
+  SETN("breaker", c->breaker_pct);
+  SETN("breaker_window", c->breaker_window);
+  SETN("breaker_min_calls", c->breaker_min_calls);
+  SETN("breaker_cooldown", c->breaker_cooldown_ms / 1000.0);
+  SETN("memory_limit", c->memory_limit);
+  SETN("memory_high", c->memory_high_pct);
+  SETN("memory_interval", c->memory_interval_ms / 1000.0);
+  SETN("lease", c->lease_ms / 1000.0);
+  SETN("drain_timeout", c->drain_timeout_ms / 1000.0);
+#undef SETN
+  lua_pushstring(L, c->ordering_key ? "key" : "none");
+  lua_setfield(L, -2, "ordering");
+  lua_pushboolean(L, c->once);
+  lua_setfield(L, -2, "once");
+  lua_pushboolean(L, c->watch);
+  lua_setfield(L, -2, "watch");
+  lua_pushstring(L, c->db);
+  lua_setfield(L, -2, "db");
+  lua_newtable(L); /* proxy */
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_readonly);
+  lua_setfield(L, -2, "__newindex");
+  lua_setmetatable(L, -2); /* proxy's metatable */
+  lua_remove(L, -2);       /* the data table lives on as __index */
+  return 1;
+}
+
+/* outbox.log.X(msg, fields): one line; fields are a flat table; inside an event
+ * the event id is added. */
+static int l_log(lua_State *L) {
+  int level = (int)luaL_checkinteger(L, 1);
+  const char *msg = luaL_checkstring(L, 2);
+  log_kv_t kv[32];
+  int n = 0;
+  if (!log_enabled(level)) return 0;
+  task_t *t = host_task(L);
+  int64_t id = t ? host_task_event(t) : -1;
+  if (id >= 0) kv[n++] = KI("id", id);
+  if (lua_istable(L, 3)) {
+    lua_pushnil(L);
+    while (n < 32 && lua_next(L, 3)) {
+      if (lua_type(L, -2) == LUA_TSTRING) {
+        const char *k = lua_tostring(L, -2);
+        switch (lua_type(L, -1)) {
+        case LUA_TNUMBER: kv[n++] = KF(k, lua_tonumber(L, -1)); break;
+        case LUA_TSTRING: kv[n++] = KS(k, lua_tostring(L, -1)); break;
+        case LUA_TBOOLEAN: kv[n++] = KS(k, lua_toboolean(L, -1) ? "true" : "false"); break;
+        default: kv[n++] = KS(k, luaL_typename(L, -1)); break;
+        }
+      }
+      lua_pop(L, 1); /* value, keep key */
+    }
+  }
+  log_fields(level, msg, kv, n);
+  return 0;
+}
+
+void api_push_core(lua_State *L, void *done) {
+  static const luaL_Reg fns[] = {
+      {"spawn", l_spawn},
+      {"log_hook_error", l_log_hook_error},
+      {"stats", l_stats},
+      {"current", l_current},
+      {"wait_children", l_wait_children},
+      {"resume_waiter", l_resume_waiter},
+      {"configure", l_configure},
+      {"config", l_config},
+      {"log", l_log},
+      {NULL, NULL},
+  };
+  lua_createtable(L, 0, 16);
+  for (const luaL_Reg *r = fns; r->name; r++) {
+    lua_pushcfunction(L, r->func);
+    lua_setfield(L, -2, r->name);
+  }
+  lua_pushlightuserdata(L, done);
+  lua_setfield(L, -2, "DONE");
+  api_time_register(L);
+}

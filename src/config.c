@@ -1,0 +1,210 @@
+/* config — one table of options; every reader and writer goes through it.
+ * Invariant: a value set from a higher-precedence source is never overwritten by a
+ * lower one (flag > environment > outbox.configure > default). */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "memmon.h"
+
+#define OFF(f) offsetof(config_t, f)
+
+const config_opt_t config_opts[] = {
+    {"concurrency", "OUTBOX_CONCURRENCY", "concurrency", CT_INT, OFF(concurrency), "N", "10",
+     "handlers in flight at most"},
+    {"batch", "OUTBOX_BATCH_SIZE", "batch", CT_INT, OFF(batch), "N", "50",
+     "events claimed per claim"},
+    {"poll", "OUTBOX_POLL_INTERVAL", "poll", CT_MS, OFF(poll_ms), "MS", "5000",
+     "longest idle wait between claims"},
+    {"max-attempts", "OUTBOX_MAX_ATTEMPTS", "max_attempts", CT_INT, OFF(max_attempts), "N", "10",
+     "attempts before an event is dead"},
+    {"backoff", "OUTBOX_BACKOFF", "backoff", CT_BACKOFF, OFF(backoff_base_ms), "MS[:MAX]",
+     "1000:300000", "retry delay base and cap (exponential, jitter)"},
+    {"timeout", "OUTBOX_TIMEOUT", "timeout", CT_MS, OFF(timeout_ms), "MS", "30000",
+     "a handler running longer fails with \"timeout\""},
+    {"breaker", "OUTBOX_BREAKER", "breaker", CT_PCT, OFF(breaker_pct), "PCT", "50",
+     "failure rate (percent) that opens the breaker"},
+    {"breaker-window", "OUTBOX_BREAKER_WINDOW", "breaker_window", CT_INT, OFF(breaker_window),
+     "N", "20", "outcomes in the sliding window"},
+    {"breaker-min-calls", "OUTBOX_BREAKER_MIN_CALLS", "breaker_min_calls", CT_INT,
+     OFF(breaker_min_calls), "N", "10", "outcomes needed before the rate counts"},
+    {"breaker-cooldown", "OUTBOX_BREAKER_COOLDOWN", "breaker_cooldown", CT_MS,
+     OFF(breaker_cooldown_ms), "MS", "30000", "open time before a half-open trial"},
+    {"memory-limit", "OUTBOX_MEMORY_LIMIT", "memory_limit", CT_SIZE, OFF(memory_limit), "SIZE",
+     "cgroup, else RAM", "what 100% memory means"},
+    {"memory-high", "OUTBOX_MEMORY_HIGH", "memory_high", CT_PCT, OFF(memory_high_pct), "PCT",
+     "90", "memory:high above this; intake resumes below 80"},
+    {"memory-interval", "OUTBOX_MEMORY_INTERVAL", "memory_interval", CT_MS,
+     OFF(memory_interval_ms), "MS", "1000", "memory sampling period"},
+    {"lease", "OUTBOX_LEASE", "lease", CT_MS, OFF(lease_ms), "MS", "30000",
+     "claim lease, renewed while a handler runs"},
+    {"drain-timeout", "OUTBOX_DRAIN_TIMEOUT", "drain_timeout", CT_MS, OFF(drain_timeout_ms),
+     "MS", "30000", "graceful-shutdown wait for in-flight handlers"},
+    {"ordering", "OUTBOX_ORDERING", "ordering", CT_ORDERING, OFF(ordering_key), "key|none", "key",
+     "same-key events one at a time, in id order"},
+    {"once", NULL, NULL, CT_BOOL, OFF(once), NULL, "off",
+     "stop when nothing is claimable, settle, exit 0"},
+    {"no-watch", NULL, NULL, CT_NEGBOOL, OFF(watch), NULL, "watch on", "disable hot reload"},
+    {"keep-done", "OUTBOX_KEEP_DONE", "keep_done", CT_BOOL, OFF(keep_done), NULL, "off",
+     "keep done rows instead of deleting them"},
+    {"metrics", "OUTBOX_METRICS", NULL, CT_STRING, OFF(metrics), "[HOST:]PORT", "off",
+     "Prometheus text on /metrics"},
+    {"log", "OUTBOX_LOG", NULL, CT_LOG, OFF(log_json), "text|json", "text on a TTY, else json",
+     "log format on stderr"},
+    {"db", "OUTBOX_DB", NULL, CT_STRING, OFF(db), "URL", "outbox.db",
+     "sqlite:PATH, PATH, postgres://..., ndjson:PATH, ndjson:-"},
+};
+const int config_nopts = (int)(sizeof config_opts / sizeof config_opts[0]);
+
+void config_defaults(config_t *c) {
+  memset(c, 0, sizeof *c);
+  c->concurrency = 10;
+  c->batch = 50;
+  c->poll_ms = 5000;
+  c->max_attempts = 10;
+  c->backoff_base_ms = 1000;
+  c->backoff_cap_ms = 300000;
+  c->timeout_ms = 30000;
+  c->breaker_pct = 50;
+  c->breaker_window = 20;
+  c->breaker_min_calls = 10;
+  c->breaker_cooldown_ms = 30000;
+  c->memory_limit = 0;
+  c->memory_high_pct = 90;
+  c->memory_interval_ms = 1000;
+  c->lease_ms = 30000;
+  c->drain_timeout_ms = 30000;
+  c->ordering_key = 1;
+  c->watch = 1;
+  c->log_json = -1;
+  snprintf(c->db, sizeof c->db, "outbox.db");
+}
+
+int config_find(const char *name, int by_lua) {
+  for (int i = 0; i < config_nopts; i++) {
+    const char *n = by_lua ? config_opts[i].lua : config_opts[i].flag;
+    if (n && strcmp(n, name) == 0) return i;
+  }
+  return -1;
+}
+
+static int parse_i64(const char *s, int64_t *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end || v < 0) return -EINVAL;
+  *out = v;
+  return 0;
+}
+
+static int bad(const config_opt_t *o, int source, const char *value, const char *why, char *err,
+               size_t errlen) {
+  const char *where = source == CONFIG_ENV      ? o->env
+                      : source == CONFIG_SCRIPT ? o->lua
+                                                : o->flag;
+  snprintf(err, errlen, "%s%s: invalid value \"%s\" (%s)", source == CONFIG_FLAG ? "--" : "",
+           where ? where : o->flag, value, why);
+  return -EINVAL;
+}
+
+int config_set(config_t *c, int i, const char *value, int source, char *err, size_t errlen) {
+  const config_opt_t *o = &config_opts[i];
+  char *field = (char *)c + o->off;
+  int64_t v = 0;
+  if (source < c->source[i]) return 0;
+  switch (o->type) {
+  case CT_INT:
+    if (parse_i64(value, &v) || v < 1 || v > 10000000)
+      return bad(o, source, value, "a whole number from 1", err, errlen);
+    *(int *)field = (int)v;
+    break;
+  case CT_PCT:
+    if (parse_i64(value, &v) || v < 1 || v > 100)
+      return bad(o, source, value, "a percentage from 1 to 100", err, errlen);
+    *(int *)field = (int)v;
+    break;
+  case CT_MS:
+    if (parse_i64(value, &v) || v > (int64_t)1 << 40)
+      return bad(o, source, value, "milliseconds", err, errlen);
+    *(int64_t *)field = v;
+    break;
+  case CT_SIZE: {
+    uint64_t b;
+    if (memmon_parse_size(value, &b) || b == 0)
+      return bad(o, source, value, "a size such as 512M or 2G", err, errlen);
+    *(int64_t *)field = (int64_t)b;
+    break;
+  }
+  case CT_BACKOFF:
+    if (backoff_parse(value, &c->backoff_base_ms, &c->backoff_cap_ms))
+      return bad(o, source, value, "MS or MS:MAX with 0 < MS <= MAX", err, errlen);
+    break;
+  case CT_ORDERING:
+    if (strcmp(value, "key") && strcmp(value, "none"))
+      return bad(o, source, value, "key or none", err, errlen);
+    *(int *)field = strcmp(value, "key") == 0;
+    break;
+  case CT_LOG:
+    if (strcmp(value, "text") && strcmp(value, "json"))
+      return bad(o, source, value, "text or json", err, errlen);
+    *(int *)field = strcmp(value, "json") == 0;
+    break;
+  case CT_BOOL:
+  case CT_NEGBOOL: {
+    int on = !(strcmp(value, "0") == 0 || strcmp(value, "false") == 0 || strcmp(value, "no") == 0);
+    *(int *)field = o->type == CT_BOOL ? on : !on;
+    break;
+  }
+  case CT_STRING:
+    if (strlen(value) >= (o->off == OFF(db) ? sizeof c->db : sizeof c->metrics))
+      return bad(o, source, value, "too long", err, errlen);
+    strcpy(field, value);
+    break;
+  }
+  c->source[i] = (unsigned char)source;
+  return 0;
+}
+
+int config_set_number(config_t *c, int i, double v, int source, char *err, size_t errlen) {
+  char buf[64];
+  const config_opt_t *o = &config_opts[i];
+  if (!isfinite(v) || v < 0) return bad(o, source, "non-finite or negative", "a number", err, errlen);
+  if (o->type == CT_MS || o->type == CT_BACKOFF)
+    snprintf(buf, sizeof buf, "%lld", (long long)llround(v * 1000.0));
+  else
+    snprintf(buf, sizeof buf, "%lld", (long long)llround(v));
+  if (o->type == CT_BACKOFF && source < c->source[i]) return 0;
+  if (o->type == CT_BACKOFF) {
+    int64_t base = llround(v * 1000.0);
+    if (base < 1) return bad(o, source, buf, "a positive number of seconds", err, errlen);
+    c->backoff_base_ms = base;
+    if (c->backoff_cap_ms < base) c->backoff_cap_ms = base;
+    c->source[i] = (unsigned char)source;
+    return 0;
+  }
+  return config_set(c, i, buf, source, err, errlen);
+}
+
+int config_from_env(config_t *c, char *err, size_t errlen) {
+  for (int i = 0; i < config_nopts; i++) {
+    const char *v = config_opts[i].env ? getenv(config_opts[i].env) : NULL;
+    if (v && *v && config_set(c, i, v, CONFIG_ENV, err, errlen)) return -EINVAL;
+  }
+  return 0;
+}
+
+void config_usage(void *file) {
+  FILE *f = file;
+  for (int i = 0; i < config_nopts; i++) {
+    const config_opt_t *o = &config_opts[i];
+    char flag[64];
+    snprintf(flag, sizeof flag, "--%s%s%s", o->flag, o->arg ? " " : "", o->arg ? o->arg : "");
+    fprintf(f, "  %-28s %s (default: %s%s%s)\n", flag, o->help, o->def, o->env ? "; env " : "",
+            o->env ? o->env : "");
+  }
+}

@@ -1,0 +1,84 @@
+/* config — the run settings: defaults, outbox.configure{} in the script, the
+ * environment and flags, in rising precedence. One table describes every option,
+ * so parsing, --help and outbox.config never disagree. */
+#ifndef OUTBOXD_CONFIG_H
+#define OUTBOXD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum config_source { CONFIG_DEFAULT = 0, CONFIG_SCRIPT = 1, CONFIG_ENV = 2, CONFIG_FLAG = 3 };
+
+enum config_type {
+  CT_INT,      /* positive integer */
+  CT_MS,       /* milliseconds (seconds as floats in Lua) */
+  CT_PCT,      /* 1..100 */
+  CT_SIZE,     /* bytes, "512M" */
+  CT_BACKOFF,  /* MS[:MAX] */
+  CT_ORDERING, /* key | none */
+  CT_LOG,      /* text | json */
+  CT_BOOL,     /* a flag without value */
+  CT_NEGBOOL,  /* a flag that turns a default-on setting off */
+  CT_STRING
+};
+
+typedef struct config {
+  int concurrency;
+  int batch;
+  int64_t poll_ms;
+  int max_attempts;
+  int64_t backoff_base_ms, backoff_cap_ms;
+  int64_t timeout_ms;
+  int breaker_pct;
+  int breaker_window;
+  int breaker_min_calls;
+  int64_t breaker_cooldown_ms;
+  int64_t memory_limit; /* 0: detect */
+  int memory_high_pct;
+  int64_t memory_interval_ms;
+  int64_t lease_ms;
+  int64_t drain_timeout_ms;
+  int ordering_key;
+  int once;
+  int watch;
+  int keep_done;
+  int log_json; /* -1: text on a TTY, else json */
+  char metrics[128];
+  char db[1024];
+  unsigned char source[32]; /* per option, enum config_source */
+} config_t;
+
+typedef struct config_opt {
+  const char *flag;   /* "concurrency" for --concurrency */
+  const char *env;    /* environment variable or NULL */
+  const char *lua;    /* key in outbox.configure / outbox.config, or NULL */
+  int type;
+  size_t off;         /* offset in config_t */
+  const char *arg;    /* placeholder for --help */
+  const char *def;    /* default as shown in --help */
+  const char *help;
+} config_opt_t;
+
+extern const config_opt_t config_opts[];
+extern const int config_nopts;
+
+/* Fills the defaults. */
+void config_defaults(config_t *c);
+
+/* Sets option `i` from text if `source` is at least the option's current source.
+ * Returns 0, or -EINVAL with a one-line message naming the option in err. */
+int config_set(config_t *c, int i, const char *value, int source, char *err, size_t errlen);
+
+/* Sets option `i` from a Lua number (times in seconds). Same rules. */
+int config_set_number(config_t *c, int i, double v, int source, char *err, size_t errlen);
+
+/* Index of the option whose flag or Lua key is `name`, or -1. */
+int config_find(const char *name, int by_lua);
+
+/* Reads every option's environment variable. Returns 0 or -EINVAL. */
+int config_from_env(config_t *c, char *err, size_t errlen);
+
+/* Prints the run options with their defaults and environment variables. */
+void config_usage(void *file);
+
+#endif

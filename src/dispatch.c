@@ -1,0 +1,553 @@
+/* dispatch — store -> limiter -> breaker -> host -> outcome -> store, on one loop.
+ * Invariants: every claimed event is handed back to the store exactly once (ack,
+ * fail, dead or release); pump() is the only place that claims and starts, and it
+ * never re-enters itself (outcomes that arrive inside it ask for another round). */
+#include "dispatch.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "backoff.h"
+#include "breaker.h"
+#include "host.h"
+#include "limiter.h"
+#include "log.h"
+#include "memmon.h"
+#include "store.h"
+
+#define MAX_PAYLOAD (16u << 20)
+#define CLAIM_MAX 4096
+
+typedef struct job {
+  limiter_item_t item; /* first: limiter items cast back to jobs */
+  store_event_t *ev;
+  struct dispatch *d;
+  uint64_t ticket;
+  struct job *next, *prev; /* claimed-but-unstarted list */
+  int started;
+} job_t;
+
+struct dispatch {
+  uv_loop_t *loop;
+  config_t *cfg;
+  const char *script;
+  store_t *store;
+  host_t *host;
+  limiter_t lim;
+  breaker_t brk;
+  memmon_t mem;
+  backoff_t bo;
+  uv_timer_t tick;     /* memory sampling, rate, breaker cooldown */
+  uv_timer_t brk_timer;
+  uv_timer_t drain_timer;
+  uv_idle_t wake_idle; /* deferred pump after a store wake-up */
+  uv_signal_t sig_int, sig_term, sig_hup;
+  job_t *unstarted;    /* claimed, admitted, not started */
+  job_t *free_jobs;
+  int pumping, again;
+  int stopping;        /* 1: draining; 2: waiting for shutdown hooks */
+  int signals;
+  int paused;          /* memory high */
+  int finished;
+  int exit_code;
+  int64_t processed, done, failed, dead, retried;
+  int64_t last_processed;
+  uint64_t started_ms, last_tick_ms;
+  double rate;
+  int handles;
+};
+
+static int64_t wall_ms(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void pump(dispatch_t *d);
+static void finish(dispatch_t *d);
+static void on_brk_timer(uv_timer_t *t);
+
+/* ------------------------------------------------------------------ jobs */
+
+static job_t *job_new(dispatch_t *d, store_event_t *ev) {
+  job_t *j = d->free_jobs;
+  if (j) d->free_jobs = j->next;
+  else if (!(j = malloc(sizeof *j))) return NULL;
+  memset(j, 0, sizeof *j);
+  j->ev = ev;
+  j->d = d;
+  ev->owner = j;
+  return j;
+}
+
+static void job_free(dispatch_t *d, job_t *j) {
+  j->next = d->free_jobs;
+  d->free_jobs = j;
+}
+
+static void unstarted_add(dispatch_t *d, job_t *j) {
+  j->prev = NULL;
+  j->next = d->unstarted;
+  if (d->unstarted) d->unstarted->prev = j;
+  d->unstarted = j;
+}
+
+static void unstarted_del(dispatch_t *d, job_t *j) {
+  if (j->prev) j->prev->next = j->next;
+  else d->unstarted = j->next;
+  if (j->next) j->next->prev = j->prev;
+  j->next = j->prev = NULL;
+}
+
+/* Claimed-but-unstarted events go back to pending untouched (no attempt used). */
+static void release_unstarted(dispatch_t *d) {
+  while (d->unstarted) {
+    job_t *j = d->unstarted;
+    unstarted_del(d, j);
+    limiter_cancel(&d->lim, &j->item);
+    store_release(d->store, j->ev);
+    job_free(d, j);
+  }
+}
+
+/* ------------------------------------------------------------------ breaker */
+
+static void breaker_changed(dispatch_t *d, int state) {
+  if (state == BREAKER_NO_CHANGE) return;
+  const char *name = breaker_state_name(state);
+  log_at(state == BREAKER_OPEN ? LOG_WARN : LOG_INFO, "circuit breaker changed",
+         KS("state", name), KF("failure_rate", breaker_failure_rate(&d->brk)));
+  if (state == BREAKER_OPEN) {
+    release_unstarted(d);
+    int64_t wait = breaker_reopen_at(&d->brk) - (int64_t)uv_now(d->loop);
+    uv_timer_start(&d->brk_timer, on_brk_timer, wait > 0 ? (uint64_t)wait : 0, 0);
+  }
+  char hook[64];
+  snprintf(hook, sizeof hook, "circuit-breaker:%s", name);
+  host_fire(d->host, hook, NULL, NULL);
+}
+
+/* ------------------------------------------------------------------ outcomes */
+
+static void fire_event(dispatch_t *d, const char *hook, store_event_t *ev, const char *err) {
+  host_fire(d->host, hook, ev, err);
+}
+
+static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double delay_s) {
+  store_event_t *ev = j->ev;
+  int attempt = ev->attempts + 1;
+  d->failed++;
+  fire_event(d, "event:failed", ev, msg);
+  if (attempt >= d->cfg->max_attempts) {
+    d->dead++;
+    log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("topic", ev->topic),
+           KI("attempt", attempt), KS("error", msg));
+    fire_event(d, "event:dead", ev, msg);
+    store_dead(d->store, ev, 1, msg);
+    return;
+  }
+  int64_t delay = delay_s >= 0 ? (int64_t)(delay_s * 1000.0) : backoff_delay(&d->bo, attempt);
+  d->retried++;
+  log_at(LOG_WARN, "event failed", KI("id", ev->id), KS("topic", ev->topic),
+         KI("attempt", attempt), KI("retry_in_ms", delay), KS("error", msg));
+  store_fail(d->store, ev, wall_ms() + delay, msg);
+}
+
+static void on_outcome(void *owner, int outcome, const char *msg, double delay_s) {
+  job_t *j = owner;
+  dispatch_t *d = j->d;
+  store_event_t *ev = j->ev;
+  int verdict = BREAKER_IGNORED;
+  limiter_release(&d->lim, &j->item);
+  if (outcome != HOST_CANCELLED) d->processed++;
+  switch (outcome) {
+  case HOST_DONE:
+    verdict = BREAKER_SUCCESS;
+    d->done++;
+    log_at(LOG_DEBUG, "event done", KI("id", ev->id), KS("topic", ev->topic));
+    store_ack(d->store, ev);
+    break;
+  case HOST_FAIL:
+  case HOST_RETRY:
+  case HOST_TIMEOUT:
+    verdict = BREAKER_FAILURE;
+    settle_failure(d, j, msg ? msg : "error", outcome == HOST_RETRY ? delay_s : -1);
+    break;
+  case HOST_REJECT:
+    d->dead++;
+    log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("topic", ev->topic),
+           KI("attempt", ev->attempts + 1), KS("error", msg ? msg : "rejected"));
+    fire_event(d, "event:dead", ev, msg ? msg : "rejected");
+    store_dead(d->store, ev, 1, msg ? msg : "rejected");
+    break;
+  default: /* cancelled: back to pending untouched */
+    store_release(d->store, ev);
+    break;
+  }
+  int state = breaker_record(&d->brk, j->ticket, verdict, (int64_t)uv_now(d->loop));
+  job_free(d, j);
+  breaker_changed(d, state);
+  pump(d);
+}
+
+/* ------------------------------------------------------------------ pump */
+
+static void start_ready(dispatch_t *d) {
+  while (!d->stopping && limiter_peek(&d->lim) && d->lim.active < d->lim.limit) {
+    uint64_t ticket;
+    int tr = BREAKER_NO_CHANGE;
+    int ok = breaker_acquire(&d->brk, (int64_t)uv_now(d->loop), &ticket, &tr);
+    breaker_changed(d, tr);
+    if (!ok) break;
+    job_t *j = (job_t *)limiter_next(&d->lim);
+    unstarted_del(d, j);
+    j->ticket = ticket;
+    j->started = 1;
+    if (host_run(d->host, j->ev, j)) {
+      log_at(LOG_ERROR, "out of memory starting a handler", KI("id", j->ev->id));
+      limiter_release(&d->lim, &j->item);
+      breaker_record(&d->brk, ticket, BREAKER_IGNORED, 0);
+      store_release(d->store, j->ev);
+      job_free(d, j);
+      break;
+    }
+  }
+}
+
+static int want_claim(const dispatch_t *d) {
+  if (d->stopping || d->paused || d->brk.state == BREAKER_OPEN) return 0;
+  if (d->brk.state == BREAKER_HALF_OPEN) return d->lim.queued == 0 && d->lim.active == 0;
+  return d->lim.active + d->lim.queued < d->lim.limit + d->cfg->batch;
+}
+
+/* Claims one batch; returns how many events came. */
+static int claim(dispatch_t *d) {
+  store_event_t *evs[CLAIM_MAX];
+  int max = d->cfg->batch < CLAIM_MAX ? d->cfg->batch : CLAIM_MAX, n = 0;
+  if (d->brk.state == BREAKER_HALF_OPEN) max = 1;
+  if (store_claim(d->store, max, evs, &n) < 0) return 0;
+  for (int i = 0; i < n; i++) {
+    store_event_t *ev = evs[i];
+    if (ev->payload_len > MAX_PAYLOAD) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "payload too large (%zu bytes, limit %u)", ev->payload_len,
+               MAX_PAYLOAD);
+      d->dead++;
+      log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("error", msg));
+      store_dead(d->store, ev, 0, msg);
+      continue;
+    }
+    job_t *j = job_new(d, ev);
+    const char *key = d->cfg->ordering_key ? ev->key : NULL;
+    if (!j || limiter_admit(&d->lim, &j->item, key, key ? strlen(key) : 0)) {
+      if (j) job_free(d, j);
+      store_release(d->store, ev);
+      continue;
+    }
+    unstarted_add(d, j);
+  }
+  return n;
+}
+
+static void pump(dispatch_t *d) {
+  if (d->pumping) {
+    d->again = 1;
+    return;
+  }
+  d->pumping = 1;
+  do {
+    d->again = 0;
+    start_ready(d);
+    if (want_claim(d) && claim(d) > 0) d->again = 1;
+  } while (d->again);
+  d->pumping = 0;
+  if (d->finished || d->stopping) {
+    if (d->stopping == 1 && d->lim.active == 0) finish(d);
+    return;
+  }
+  int idle = d->lim.active == 0 && d->lim.queued == 0;
+  if (idle && store_exhausted(d->store)) {
+    log_at(LOG_INFO, "input exhausted, every event settled", KI("processed", d->processed));
+    d->stopping = 1;
+    finish(d);
+  } else if (idle && d->cfg->once && !d->paused && d->brk.state == BREAKER_CLOSED) {
+    log_at(LOG_INFO, "nothing claimable (--once)", KI("processed", d->processed));
+    d->stopping = 1;
+    finish(d);
+  }
+}
+
+/* ------------------------------------------------------------------ timers, signals */
+
+static void on_wake_idle(uv_idle_t *h) {
+  uv_idle_stop(h);
+  pump(h->data);
+}
+
+static void on_store_wake(void *arg) {
+  dispatch_t *d = arg;
+  uv_idle_start(&d->wake_idle, on_wake_idle);
+}
+
+static void on_brk_timer(uv_timer_t *t) {
+  dispatch_t *d = t->data;
+  if (d->stopping == 2) finish(d); /* waiting for shutdown hooks */
+  else pump(d);
+}
+
+static void on_tick(uv_timer_t *t) {
+  dispatch_t *d = t->data;
+  uint64_t now = uv_now(d->loop);
+  if (now > d->last_tick_ms)
+    d->rate = (double)(d->processed - d->last_processed) * 1000.0 / (double)(now - d->last_tick_ms);
+  d->last_processed = d->processed;
+  d->last_tick_ms = now;
+  int change = memmon_sample(&d->mem, memmon_read_rss(), host_lua_heap(d->host));
+  if (change == MEMMON_HIGH) {
+    d->paused = 1;
+    log_at(LOG_WARN, "memory high: intake paused", KI("rss", d->mem.rss),
+           KI("limit", d->mem.limit), KI("lua_heap", d->mem.lua_heap));
+    host_full_gc(d->host);
+    host_fire(d->host, "memory:high", NULL, NULL);
+  } else if (change == MEMMON_NORMAL) {
+    d->paused = 0;
+    log_at(LOG_INFO, "memory normal: intake resumed", KI("rss", d->mem.rss));
+    host_fire(d->host, "memory:normal", NULL, NULL);
+    pump(d);
+  }
+  if (d->brk.state == BREAKER_OPEN && (int64_t)now >= breaker_reopen_at(&d->brk)) pump(d);
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+  dispatch_t *d = t->data;
+  if (d->stopping == 1) {
+    log_at(LOG_WARN, "drain timeout: returning unfinished events",
+           KI("running", host_events_running(d->host)));
+    host_cancel_all(d->host); /* outcomes arrive as cancelled: released */
+    finish(d);
+  } else {
+    log_at(LOG_WARN, "drain timeout: shutdown hooks still running",
+           KI("running", host_hooks_running(d->host)));
+    host_cancel_all(d->host);
+  }
+}
+
+static void close_cb_count(uv_handle_t *h) {
+  dispatch_t *d = h->data;
+  d->handles--;
+}
+
+static void store_closed(void *arg) { (void)arg; }
+static void host_closed(void *arg) { (void)arg; }
+
+/* Everything settled (or gave up waiting): fire `shutdown`, wait for the hooks,
+ * flush and close. */
+static void finish(dispatch_t *d) {
+  if (d->finished) return;
+  if (d->stopping == 1) {
+    d->stopping = 2;
+    host_fire(d->host, "shutdown", NULL, NULL);
+    uv_timer_start(&d->drain_timer, on_drain_timeout, (uint64_t)d->cfg->drain_timeout_ms, 0);
+  }
+  if (host_hooks_running(d->host) > 0) { /* look again shortly */
+    uv_timer_start(&d->brk_timer, on_brk_timer, 5, 0);
+    return;
+  }
+  d->finished = 1;
+  store_flush(d->store);
+  log_at(LOG_INFO, "stopped", KI("processed", d->processed), KI("done", d->done),
+         KI("failed", d->failed), KI("dead", d->dead));
+  uv_timer_stop(&d->drain_timer);
+  uv_timer_stop(&d->tick);
+  uv_timer_stop(&d->brk_timer);
+  uv_signal_stop(&d->sig_int);
+  uv_signal_stop(&d->sig_term);
+  uv_signal_stop(&d->sig_hup);
+  uv_stop(d->loop);
+}
+
+static void begin_shutdown(dispatch_t *d, const char *why) {
+  if (d->stopping) return;
+  log_at(LOG_INFO, "shutting down", KS("reason", why),
+         KI("in_flight", host_events_running(d->host)));
+  d->stopping = 1;
+  release_unstarted(d);
+  uv_timer_start(&d->drain_timer, on_drain_timeout, (uint64_t)d->cfg->drain_timeout_ms, 0);
+  if (d->lim.active == 0) finish(d);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  dispatch_t *d = s->data;
+  if (signum == SIGHUP) {
+    char err[1024];
+    if (host_load(d->host, d->script, err, sizeof err)) {
+      log_at(LOG_ERROR, "reload failed", KS("error", err));
+      host_fire(d->host, "reload:failed", NULL, err);
+    } else {
+      log_at(LOG_INFO, "reloaded", KI("generation", host_generation(d->host)));
+      limiter_set_limit(&d->lim, d->cfg->concurrency);
+      host_fire(d->host, "reload", NULL, NULL);
+    }
+    return;
+  }
+  if (++d->signals > 1 || d->stopping) {
+    log_at(LOG_WARN, "second signal: exiting now", KI("in_flight", host_events_running(d->host)));
+    store_flush(d->store);
+    _exit(1);
+  }
+  begin_shutdown(d, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* ------------------------------------------------------------------ stats */
+
+static void fill_stats(void *arg, host_stats_t *s) {
+  dispatch_t *d = arg;
+  s->active = d->lim.active;
+  s->queued = d->lim.queued;
+  s->processed = d->processed;
+  s->done = d->done;
+  s->failed = d->failed;
+  s->dead = d->dead;
+  s->retried = d->retried;
+  s->failure_rate = breaker_failure_rate(&d->brk);
+  s->breaker = breaker_state_name(d->brk.state);
+  s->rss = d->mem.rss ? d->mem.rss : memmon_read_rss();
+  s->memory_limit = d->mem.limit;
+  s->memory_high = d->mem.high;
+  s->rate = d->rate;
+  s->uptime_ms = (int64_t)(uv_now(d->loop) - d->started_ms);
+  s->concurrency = d->lim.limit;
+}
+
+/* ------------------------------------------------------------------ run */
+
+static void init_handle(dispatch_t *d, uv_handle_t *h) {
+  h->data = d;
+  d->handles++;
+}
+
+static void close_all(dispatch_t *d) {
+  uv_handle_t *hs[] = {(uv_handle_t *)&d->tick,     (uv_handle_t *)&d->brk_timer,
+                       (uv_handle_t *)&d->drain_timer, (uv_handle_t *)&d->wake_idle,
+                       (uv_handle_t *)&d->sig_int,  (uv_handle_t *)&d->sig_term,
+                       (uv_handle_t *)&d->sig_hup};
+  for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) uv_close(hs[i], close_cb_count);
+}
+
+static void host_id(char *out, size_t n) {
+  char hn[128] = "host";
+  gethostname(hn, sizeof hn - 1);
+  snprintf(out, n, "%s:%d:%llx", hn, (int)getpid(), (unsigned long long)uv_hrtime() & 0xffffff);
+}
+
+int dispatch_run(config_t *cfg, const char *script) {
+  dispatch_t dd, *d = &dd;
+  char err[1024], hid[200];
+  int rc = 2;
+  memset(d, 0, sizeof *d);
+  d->cfg = cfg;
+  d->script = script;
+  d->loop = uv_default_loop();
+  host_callbacks_t cb = {on_outcome, fill_stats, NULL, d};
+  if (host_init(&d->host, d->loop, cfg, &cb)) return 1;
+  if (host_load(d->host, script, err, sizeof err)) {
+    fprintf(stderr, "outboxd: %s\n", err);
+    goto fail_host;
+  }
+  if (breaker_init(&d->brk, cfg->breaker_pct, cfg->breaker_window, cfg->breaker_min_calls,
+                   cfg->breaker_cooldown_ms)) {
+    fprintf(stderr, "outboxd: invalid breaker settings (window %d, min calls %d)\n",
+            cfg->breaker_window, cfg->breaker_min_calls);
+    goto fail_host;
+  }
+  uint64_t limit = cfg->memory_limit > 0 ? (uint64_t)cfg->memory_limit : memmon_default_limit();
+  if (memmon_init(&d->mem, limit, cfg->memory_high_pct,
+                  cfg->memory_high_pct > 80 ? 80 : cfg->memory_high_pct * 8 / 9) ||
+      backoff_init(&d->bo, cfg->backoff_base_ms, cfg->backoff_cap_ms, uv_hrtime()) ||
+      limiter_init(&d->lim, cfg->concurrency)) {
+    fprintf(stderr, "outboxd: invalid memory or backoff settings\n");
+    goto fail_breaker;
+  }
+  host_id(hid, sizeof hid);
+  store_opts_t so = {cfg->batch, cfg->ordering_key, cfg->lease_ms, cfg->keep_done, cfg->poll_ms,
+                     hid, on_store_wake, d};
+  if (store_open(d->loop, cfg->db, &so, &d->store, err, sizeof err)) {
+    fprintf(stderr, "outboxd: %s\n", err);
+    rc = 1;
+    goto fail_limiter;
+  }
+  init_handle(d, (uv_handle_t *)&d->tick);
+  uv_timer_init(d->loop, &d->tick);
+  init_handle(d, (uv_handle_t *)&d->brk_timer);
+  uv_timer_init(d->loop, &d->brk_timer);
+  init_handle(d, (uv_handle_t *)&d->drain_timer);
+  uv_timer_init(d->loop, &d->drain_timer);
+  init_handle(d, (uv_handle_t *)&d->wake_idle);
+  uv_idle_init(d->loop, &d->wake_idle);
+  uv_signal_init(d->loop, &d->sig_int);
+  init_handle(d, (uv_handle_t *)&d->sig_int);
+  uv_signal_init(d->loop, &d->sig_term);
+  init_handle(d, (uv_handle_t *)&d->sig_term);
+  uv_signal_init(d->loop, &d->sig_hup);
+  init_handle(d, (uv_handle_t *)&d->sig_hup);
+  uv_signal_start(&d->sig_int, on_signal, SIGINT);
+  uv_signal_start(&d->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
+  uv_unref((uv_handle_t *)&d->sig_int);
+  uv_unref((uv_handle_t *)&d->sig_term);
+  uv_unref((uv_handle_t *)&d->sig_hup);
+  d->started_ms = d->last_tick_ms = uv_now(d->loop);
+  uv_timer_start(&d->tick, on_tick, (uint64_t)cfg->memory_interval_ms,
+                 (uint64_t)cfg->memory_interval_ms);
+  log_at(LOG_INFO, "started", KS("script", script), KS("db", cfg->db),
+         KI("concurrency", cfg->concurrency), KI("generation", host_generation(d->host)));
+  host_fire(d->host, "start", NULL, NULL);
+  pump(d);
+  uv_run(d->loop, UV_RUN_DEFAULT);
+  rc = d->finished ? 0 : 1;
+  if (!d->finished) log_at(LOG_ERROR, "loop ended with work left");
+  close_all(d);
+  store_close(d->store, store_closed, NULL);
+  host_close(d->host, host_closed, NULL);
+  api_time_shutdown();
+  uv_run(d->loop, UV_RUN_DEFAULT);
+  while (d->free_jobs) {
+    job_t *j = d->free_jobs;
+    d->free_jobs = j->next;
+    free(j);
+  }
+  limiter_free(&d->lim);
+  breaker_free(&d->brk);
+  uv_loop_close(d->loop);
+  return rc;
+fail_limiter:
+  limiter_free(&d->lim);
+fail_breaker:
+  breaker_free(&d->brk);
+fail_host:
+  host_close(d->host, host_closed, NULL);
+  uv_run(d->loop, UV_RUN_DEFAULT);
+  return rc;
+}
+
+int dispatch_check(const char *script) {
+  config_t cfg;
+  char err[1024];
+  host_t *h;
+  config_defaults(&cfg);
+  host_callbacks_t cb = {NULL, NULL, NULL, NULL};
+  uv_loop_t *loop = uv_default_loop();
+  if (host_init(&h, loop, &cfg, &cb)) return 1;
+  int rc = host_load(h, script, err, sizeof err);
+  if (rc) fprintf(stderr, "outboxd: %s\n", err);
+  else fprintf(stderr, "outboxd: %s: ok\n", script);
+  host_close(h, NULL, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  return rc ? 2 : 0;
+}

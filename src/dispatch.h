@@ -1,0 +1,21 @@
+/* dispatch — the run loop's conductor: claims events from the store, admits them
+ * through the limiter, starts them in the host when the breaker allows, and turns
+ * each outcome into a store settlement, a retry time and the hooks. */
+#ifndef OUTBOXD_DISPATCH_H
+#define OUTBOXD_DISPATCH_H
+
+#include <uv.h>
+
+#include "config.h"
+
+typedef struct dispatch dispatch_t;
+
+/* Runs `script` with `cfg` (already holding flags and environment) until the input
+ * ends (NDJSON), --once finishes, or a signal drains it. Returns the process exit
+ * code: 0 clean end, 1 runtime failure, 2 script or configuration error. */
+int dispatch_run(config_t *cfg, const char *script);
+
+/* Loads `script` once and reports errors (outboxd check). Returns 0 or 2. */
+int dispatch_check(const char *script);
+
+#endif

@@ -1,0 +1,690 @@
+/* host — Lua states (generations) and the coroutines that run handlers and hooks.
+ * Invariants: Lua is entered only through resume(); every task's coroutine is
+ * anchored in its state's registry exactly once (task->ref) and released exactly
+ * once (recycle or abandon); a generation is closed only when it is no longer
+ * current and none of its tasks runs. */
+#include "host.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <libgen.h>
+#include <limits.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "log.h"
+
+struct lua_embed {
+  const char *name;
+  const char *src;
+  size_t len;
+};
+extern const struct lua_embed lua_embedded[];
+int luaopen_cjson(lua_State *L);
+int luaopen_cjson_safe(lua_State *L);
+
+enum { T_EVENT = 1, T_HOOK = 2 };
+enum { K_DONE = 0, K_FAIL = 1, K_RETRY = 2, K_REJECT = 3 };
+
+#define LOAD_BUDGET_MS 5000
+
+struct task {
+  lua_State *co;
+  int ref;              /* registry anchor of co in gen->L */
+  host_gen_t *gen;
+  int kind;             /* T_EVENT or T_HOOK */
+  void *owner;          /* dispatcher's job (events) */
+  int64_t event_id;
+  host_wait_t wait;     /* pending asynchronous call */
+  int waiting;
+  unsigned token;       /* for waits woken by other tasks (all_settled) */
+  unsigned wait_token;
+  uint64_t deadline;    /* loop time (ms) after which the run times out; 0: none */
+  uint64_t due;         /* sort key in the wait list: deadline, or UINT64_MAX */
+  task_t *tnext, *tprev; /* timeout list, while waiting */
+  int in_tlist;
+  task_t *rnext;        /* ready queue, or free list */
+  int rargs;            /* values pushed for a queued resume */
+};
+
+struct host_gen {
+  host_t *host;
+  lua_State *L;
+  int number;
+  int refs;          /* running tasks */
+  int worker_ref;    /* Lua worker function */
+  int event_mt_ref;
+  int hooks_ref;
+  int loading;
+  uint64_t load_started;
+  config_t pending_cfg; /* outbox.configure writes here while loading */
+  task_t *free;      /* recycled tasks (coroutines parked at DONE) */
+  host_gen_t *next;
+};
+
+struct host {
+  uv_loop_t *loop;
+  config_t *cfg;
+  host_callbacks_t cb;
+  host_gen_t *gens;   /* every live generation, newest first */
+  host_gen_t *cur;
+  int counter;
+  int events_running;
+  int hooks_running;
+  task_t *thead, *ttail; /* tasks waiting, by deadline */
+  uv_timer_t ttimer;
+  task_t *rhead, *rtail; /* tasks to start or resume on the next loop pass */
+  uv_idle_t idle;
+  int closing;
+  void (*close_cb)(void *);
+  void *close_arg;
+  int pending_closes;
+};
+
+static char DONE_SENTINEL;
+
+static void on_timeout(uv_timer_t *timer);
+static void on_idle(uv_idle_t *idle);
+
+/* ------------------------------------------------------------------ timeouts */
+
+static void tlist_remove(host_t *h, task_t *t) {
+  if (!t->in_tlist) return;
+  if (t->tprev) t->tprev->tnext = t->tnext;
+  else h->thead = t->tnext;
+  if (t->tnext) t->tnext->tprev = t->tprev;
+  else h->ttail = t->tprev;
+  t->tnext = t->tprev = NULL;
+  t->in_tlist = 0;
+}
+
+static void tlist_arm(host_t *h) {
+  if (!h->thead || h->thead->due == UINT64_MAX) {
+    uv_timer_stop(&h->ttimer);
+    return;
+  }
+  uint64_t now = uv_now(h->loop);
+  uint64_t due = h->thead->due > now ? h->thead->due - now : 0;
+  uv_timer_start(&h->ttimer, on_timeout, due, 0);
+}
+
+/* Keeps the list sorted by deadline; deadlines mostly arrive in order, so the scan
+ * from the tail is O(1) in practice. */
+static void tlist_add(host_t *h, task_t *t) {
+  task_t *p = h->ttail;
+  t->due = t->deadline ? t->deadline : UINT64_MAX;
+  while (p && p->due > t->due) p = p->tprev;
+  t->tprev = p;
+  t->tnext = p ? p->tnext : h->thead;
+  if (t->tnext) t->tnext->tprev = t;
+  else h->ttail = t;
+  if (p) p->tnext = t;
+  else h->thead = t;
+  t->in_tlist = 1;
+  if (h->thead == t) tlist_arm(h);
+}
+
+/* ------------------------------------------------------------------ generations */
+
+static void gen_close(host_gen_t *g) {
+  host_t *h = g->host;
+  host_gen_t **pp = &h->gens;
+  while (*pp && *pp != g) pp = &(*pp)->next;
+  if (*pp) *pp = g->next;
+  while (g->free) {
+    task_t *t = g->free;
+    g->free = t->rnext;
+    free(t);
+  }
+  lua_close(g->L);
+  log_at(LOG_INFO, "generation closed", KI("generation", g->number));
+  if (h->cb.gen_closed) h->cb.gen_closed(h->cb.arg, g);
+  free(g);
+}
+
+static void gen_unref(host_gen_t *g) {
+  if (--g->refs == 0 && g != g->host->cur) gen_close(g);
+}
+
+/* ------------------------------------------------------------------ tasks */
+
+static task_t *task_get(host_gen_t *g, int kind) {
+  task_t *t = g->free;
+  if (t) {
+    g->free = t->rnext;
+  } else {
+    t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->co = lua_newthread(g->L);                      /* pushes the thread */
+    t->ref = luaL_ref(g->L, LUA_REGISTRYINDEX);       /* anchor it, pop */
+    t->gen = g;
+    lua_setexdata(t->co, t);
+    lua_rawgeti(t->co, LUA_REGISTRYINDEX, g->worker_ref); /* body, resumed below */
+  }
+  t->rnext = NULL;
+  t->kind = kind;
+  t->deadline = 0;
+  t->waiting = 0;
+  t->wait.cancel = NULL;
+  g->refs++;
+  if (kind == T_EVENT) g->host->events_running++;
+  else g->host->hooks_running++;
+  return t;
+}
+
+static void task_end(task_t *t) {
+  host_t *h = t->gen->host;
+  if (t->kind == T_EVENT) h->events_running--;
+  else h->hooks_running--;
+}
+
+/* Parks a finished task's coroutine for reuse. */
+static void task_recycle(task_t *t) {
+  host_gen_t *g = t->gen;
+  lua_settop(t->co, 0);
+  t->owner = NULL;
+  t->rnext = g->free;
+  g->free = t;
+  task_end(t);
+  gen_unref(g);
+}
+
+/* Drops a task whose coroutine cannot be reused (error, timeout, cancel). */
+static void task_abandon(task_t *t) {
+  host_gen_t *g = t->gen;
+  tlist_remove(g->host, t);
+  if (t->waiting && t->wait.cancel) t->wait.cancel(t, t->wait.data);
+  t->waiting = 0;
+  lua_setexdata(t->co, NULL);
+  luaL_unref(g->L, LUA_REGISTRYINDEX, t->ref);
+  task_end(t);
+  free(t);
+  gen_unref(g);
+}
+
+static void report(task_t *t, int outcome, const char *msg, double delay) {
+  host_t *h = t->gen->host;
+  if (t->kind == T_EVENT && h->cb.outcome) h->cb.outcome(t->owner, outcome, msg, delay);
+}
+
+/* The one resume path: runs the coroutine until it yields or ends, and settles
+ * what that means. nargs values are on t->co's stack. */
+static void resume(task_t *t, int nargs) {
+  host_t *h = t->gen->host;
+  int rc = lua_resume(t->co, nargs);
+  if (rc == LUA_YIELD) {
+    if (lua_gettop(t->co) >= 2 && lua_touserdata(t->co, 1) == &DONE_SENTINEL) {
+      int kind = (int)lua_tointeger(t->co, 2);
+      if (t->kind == T_EVENT) {
+        const char *msg = lua_isnoneornil(t->co, 3) ? NULL : lua_tostring(t->co, 3);
+        double delay = kind == K_RETRY ? lua_tonumber(t->co, 3) : -1.0;
+        static const int map[] = {HOST_DONE, HOST_FAIL, HOST_RETRY, HOST_REJECT};
+        if (kind == K_RETRY) msg = "retry requested";
+        report(t, map[kind & 3], msg ? msg : (kind == K_FAIL ? "error" : NULL), delay);
+      }
+      task_recycle(t);
+      return;
+    }
+    if (t->waiting) {
+      if (!t->in_tlist) tlist_add(h, t); /* every waiting task is listed */
+      return;
+    }
+    lua_settop(t->co, 0);
+    lua_pushliteral(t->co, "coroutine.yield() is not allowed in a handler; use outbox.sleep");
+    rc = LUA_ERRRUN;
+  }
+  /* An error escaped the worker, or the worker returned: the coroutine is done. */
+  const char *msg = lua_tostring(t->co, -1);
+  if (t->kind == T_EVENT) {
+    report(t, HOST_FAIL, msg ? msg : "handler coroutine died", -1);
+  } else {
+    log_at(LOG_ERROR, "hook coroutine died", KS("error", msg ? msg : "?"));
+  }
+  task_abandon(t);
+}
+
+static void ready_push(host_t *h, task_t *t, int nargs) {
+  t->rargs = nargs;
+  t->rnext = NULL;
+  if (h->rtail) h->rtail->rnext = t;
+  else h->rhead = t;
+  h->rtail = t;
+  uv_idle_start(&h->idle, on_idle);
+}
+
+static void on_idle(uv_idle_t *idle) {
+  host_t *h = idle->data;
+  task_t *list = h->rhead;
+  h->rhead = h->rtail = NULL;
+  uv_idle_stop(idle);
+  while (list) { /* everything ready now runs in one pass */
+    task_t *t = list;
+    list = t->rnext;
+    t->rnext = NULL;
+    resume(t, t->rargs);
+  }
+}
+
+static void on_timeout(uv_timer_t *timer) {
+  host_t *h = timer->data;
+  uint64_t now = uv_now(h->loop);
+  while (h->thead && h->thead->due <= now) {
+    task_t *t = h->thead;
+    tlist_remove(h, t);
+    if (t->kind == T_EVENT) {
+      log_at(LOG_WARN, "handler timed out", KI("id", t->event_id),
+             KI("timeout_ms", h->cfg->timeout_ms));
+      report(t, HOST_TIMEOUT, "timeout", -1);
+    }
+    task_abandon(t);
+  }
+  tlist_arm(h);
+}
+
+/* ------------------------------------------------------------------ public: tasks */
+
+task_t *host_task(lua_State *L) { return lua_getexdata(L); }
+
+host_gen_t *host_gen_of(lua_State *L) { return lua_getexdata2(L); }
+
+host_t *host_of(lua_State *L) {
+  host_gen_t *g = host_gen_of(L);
+  return g ? g->host : NULL;
+}
+
+uv_loop_t *host_loop(lua_State *L) { return host_of(L)->loop; }
+
+config_t *host_config(lua_State *L) {
+  host_gen_t *g = host_gen_of(L);
+  return g->loading ? &g->pending_cfg : g->host->cfg;
+}
+
+int host_wait(lua_State *L, void (*cancel)(task_t *t, void *data), void *data) {
+  task_t *t = host_task(L);
+  if (!t || t->co != L || t->waiting) return -EINVAL;
+  t->waiting = 1;
+  t->wait.cancel = cancel;
+  t->wait.data = data;
+  return 0;
+}
+
+void host_wake(task_t *t, int (*push)(lua_State *co, void *arg), void *arg) {
+  int n = 0;
+  if (!t->waiting) return;
+  t->waiting = 0;
+  t->wait.cancel = NULL;
+  tlist_remove(t->gen->host, t);
+  if (push) n = push(t->co, arg);
+  resume(t, n);
+}
+
+int64_t host_task_event(task_t *t) { return t->kind == T_EVENT ? t->event_id : -1; }
+
+double host_task_time_left(task_t *t) {
+  if (!t || !t->deadline) return 1e9;
+  uint64_t now = uv_now(t->gen->host->loop);
+  return t->deadline > now ? (double)(t->deadline - now) / 1000.0 : 0.0;
+}
+
+/* ---- Lua-facing helpers for spawn / all_settled (registered by api.c via host) */
+
+/* Queues fn(arg) to start in a new hook-kind coroutine of L's generation on the
+ * next loop pass; a child of a running event inherits its deadline. */
+int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name) {
+  host_gen_t *g = host_gen_of(L);
+  task_t *parent = host_task(L);
+  task_t *t = task_get(g, T_HOOK);
+  if (!t) return -ENOMEM;
+  if (parent && parent->deadline) t->deadline = parent->deadline;
+  else if (parent && parent->kind == T_EVENT && g->host->cfg->timeout_ms > 0)
+    t->deadline = uv_now(g->host->loop) + (uint64_t)g->host->cfg->timeout_ms;
+  lua_pushinteger(t->co, T_HOOK);
+  lua_pushvalue(L, fn_idx);
+  lua_xmove(L, t->co, 1);
+  lua_pushvalue(L, arg_idx);
+  lua_xmove(L, t->co, 1);
+  lua_pushstring(t->co, name ? name : "?");
+  ready_push(g->host, t, 4);
+  return 0;
+}
+
+unsigned host_token(task_t *t) { return ++t->token; }
+
+int host_wait_token(lua_State *L, unsigned token) {
+  task_t *t = host_task(L);
+  if (host_wait(L, NULL, NULL)) return -EINVAL;
+  t->wait_token = token;
+  return 0;
+}
+
+void host_wake_token(task_t *t, unsigned token) {
+  if (!t->waiting || t->wait_token != token) return;
+  t->waiting = 0;
+  tlist_remove(t->gen->host, t);
+  ready_push(t->gen->host, t, 0);
+}
+
+/* ------------------------------------------------------------------ events */
+
+static void push_event(host_gen_t *g, lua_State *co, const store_event_t *ev) {
+  lua_createtable(co, 0, 8);
+  lua_pushnumber(co, (lua_Number)ev->id);
+  lua_setfield(co, -2, "id");
+  lua_pushstring(co, ev->topic);
+  lua_setfield(co, -2, "topic");
+  if (ev->key) {
+    lua_pushstring(co, ev->key);
+    lua_setfield(co, -2, "key");
+  }
+  lua_pushlstring(co, ev->payload, ev->payload_len);
+  lua_setfield(co, -2, "payload");
+  if (ev->headers) {
+    lua_pushstring(co, ev->headers);
+    lua_setfield(co, -2, "_headers");
+  }
+  lua_pushinteger(co, ev->attempts + 1);
+  lua_setfield(co, -2, "attempt");
+  lua_pushnumber(co, (lua_Number)ev->created_at);
+  lua_setfield(co, -2, "created_at");
+  lua_rawgeti(co, LUA_REGISTRYINDEX, g->event_mt_ref);
+  lua_setmetatable(co, -2);
+}
+
+int host_run(host_t *h, store_event_t *ev, void *owner) {
+  host_gen_t *g = h->cur;
+  task_t *t = task_get(g, T_EVENT);
+  if (!t) return -ENOMEM;
+  t->owner = owner;
+  t->event_id = ev->id;
+  if (h->cfg->timeout_ms > 0) t->deadline = uv_now(h->loop) + (uint64_t)h->cfg->timeout_ms;
+  lua_pushinteger(t->co, T_EVENT);
+  push_event(g, t->co, ev);
+  resume(t, 2);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ hooks */
+
+void host_fire(host_t *h, const char *name, const store_event_t *ev, const char *err) {
+  host_gen_t *g = h->cur;
+  if (!g || h->closing) return;
+  lua_State *L = g->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->hooks_ref);
+  lua_getfield(L, -1, name); /* hooks[name] */
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 2); /* nil, hooks */
+    return;
+  }
+  int n = (int)lua_objlen(L, -1);
+  if (ev) {
+    lua_createtable(L, 0, 2);
+    push_event(g, L, ev);
+    lua_setfield(L, -2, "event");
+    lua_pushstring(L, err ? err : "");
+    lua_setfield(L, -2, "error");
+  } else if (err) {
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, err);
+    lua_setfield(L, -2, "error");
+  } else {
+    host_push_stats(L);
+  }
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, -2, i); /* fn */
+    host_spawn(L, lua_gettop(L), lua_gettop(L) - 1, name);
+    lua_pop(L, 1); /* fn */
+  }
+  lua_pop(L, 3); /* arg, list, hooks */
+}
+
+/* ------------------------------------------------------------------ loading */
+
+static void load_hook(lua_State *L, lua_Debug *ar) {
+  host_gen_t *g = host_gen_of(L);
+  (void)ar;
+  if (g && g->loading && uv_hrtime() / 1000000 - g->load_started > LOAD_BUDGET_MS)
+    luaL_error(L, "script took longer than %d ms to load", LOAD_BUDGET_MS);
+}
+
+static int traceback_first_line(lua_State *L) {
+  if (!lua_isstring(L, 1)) lua_pushstring(L, "(error object is not a string)");
+  return 1;
+}
+
+static void set_package_path(lua_State *L, const char *script) {
+  char tmp[PATH_MAX];
+  snprintf(tmp, sizeof tmp, "%s", script);
+  const char *dir = dirname(tmp);
+  lua_getglobal(L, "package");
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dir, dir);
+  lua_getfield(L, -2, "path");
+  lua_concat(L, 2);
+  lua_setfield(L, -2, "path");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_cjson);
+  lua_setfield(L, -2, "cjson");
+  lua_pushcfunction(L, luaopen_cjson_safe);
+  lua_setfield(L, -2, "cjson.safe");
+  lua_pop(L, 2); /* preload, package */
+}
+
+/* Runs lua/outbox.lua; leaves nothing on the stack. */
+static int load_module(host_gen_t *g, char *err, size_t errlen) {
+  lua_State *L = g->L;
+  const struct lua_embed *e = lua_embedded;
+  while (e->name && strcmp(e->name, "outbox") != 0) e++;
+  if (!e->name || luaL_loadbuffer(L, e->src, e->len, "=outbox")) {
+    snprintf(err, errlen, "internal: cannot load the outbox module");
+    return -EINVAL;
+  }
+  api_push_core(L, &DONE_SENTINEL); /* the C half */
+  if (lua_pcall(L, 1, 2, 0)) {
+    snprintf(err, errlen, "internal: %s", lua_tostring(L, -1));
+    return -EINVAL;
+  }
+  lua_getfield(L, -1, "worker");
+  g->worker_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "event_mt");
+  g->event_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "hooks");
+  g->hooks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_setfield(L, LUA_REGISTRYINDEX, "outbox.internals"); /* pops internals */
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "outbox");
+  lua_pop(L, 2); /* loaded, package */
+  lua_setglobal(L, "outbox");
+  return 0;
+}
+
+/* Runs the script; its result becomes the default handler. */
+static int load_script(host_gen_t *g, const char *path, char *err, size_t errlen) {
+  lua_State *L = g->L;
+  lua_pushcfunction(L, traceback_first_line);
+  if (luaL_loadfile(L, path)) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    return -EINVAL;
+  }
+  g->loading = 1;
+  g->load_started = uv_hrtime() / 1000000;
+  lua_sethook(L, load_hook, LUA_MASKCOUNT, 100000);
+  int rc = lua_pcall(L, 0, 1, -2);
+  lua_sethook(L, NULL, 0, 0);
+  g->loading = 0;
+  if (rc) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    return -EINVAL;
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "outbox.internals");
+  int has_fn = lua_isfunction(L, -2);
+  if (!lua_isnil(L, -2) && !has_fn) {
+    snprintf(err, errlen, "%s: the script returned a %s; return a handler function", path,
+             luaL_typename(L, -2));
+    return -EINVAL;
+  }
+  lua_getfield(L, -1, "set_handler");
+  lua_pushvalue(L, -3);
+  lua_call(L, 1, 0);
+  lua_getfield(L, -1, "has_routes");
+  lua_call(L, 0, 1);
+  int routes = lua_toboolean(L, -1);
+  lua_pop(L, 4); /* has_routes result, internals, script result, traceback fn */
+  if (!has_fn && !routes) {
+    snprintf(err, errlen,
+             "%s: no handler: return a function or route topics with outbox.handle", path);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+int host_load(host_t *h, const char *path, char *err, size_t errlen) {
+  host_gen_t *g = calloc(1, sizeof *g);
+  if (!g) {
+    snprintf(err, errlen, "out of memory");
+    return -ENOMEM;
+  }
+  g->host = h;
+  g->number = h->counter + 1;
+  g->pending_cfg = *h->cfg;
+  g->L = luaL_newstate();
+  if (!g->L) {
+    free(g);
+    snprintf(err, errlen, "cannot create a Lua state");
+    return -ENOMEM;
+  }
+  lua_setexdata2(g->L, g);
+  luaL_openlibs(g->L);
+  set_package_path(g->L, path);
+  if (load_module(g, err, errlen) || load_script(g, path, err, errlen)) {
+    lua_close(g->L);
+    free(g);
+    return -EINVAL;
+  }
+  lua_gc(g->L, LUA_GCCOLLECT, 0);
+  *h->cfg = g->pending_cfg;
+  h->counter = g->number;
+  host_gen_t *old = h->cur;
+  g->next = h->gens;
+  h->gens = g;
+  h->cur = g;
+  if (old && old->refs == 0) gen_close(old);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+int host_init(host_t **out, uv_loop_t *loop, config_t *cfg, const host_callbacks_t *cb) {
+  host_t *h = calloc(1, sizeof *h);
+  if (!h) return -ENOMEM;
+  h->loop = loop;
+  h->cfg = cfg;
+  h->cb = *cb;
+  uv_timer_init(loop, &h->ttimer);
+  h->ttimer.data = h;
+  uv_unref((uv_handle_t *)&h->ttimer);
+  uv_idle_init(loop, &h->idle);
+  h->idle.data = h;
+  *out = h;
+  return 0;
+}
+
+void host_cancel_all(host_t *h) {
+  /* Queued-but-unstarted spawns first, then every waiting task. */
+  while (h->rhead) {
+    task_t *t = h->rhead;
+    h->rhead = t->rnext;
+    if (!h->rhead) h->rtail = NULL;
+    if (t->kind == T_EVENT) report(t, HOST_CANCELLED, "cancelled", -1);
+    task_abandon(t);
+  }
+  while (h->thead) {
+    task_t *t = h->thead;
+    tlist_remove(h, t);
+    if (t->kind == T_EVENT) report(t, HOST_CANCELLED, "cancelled", -1);
+    task_abandon(t);
+  }
+}
+
+int host_hooks_running(const host_t *h) { return h->hooks_running; }
+int host_events_running(const host_t *h) { return h->events_running; }
+int host_generation(const host_t *h) { return h->cur ? h->cur->number : 0; }
+
+int host_live_generations(const host_t *h) {
+  int n = 0;
+  for (host_gen_t *g = h->gens; g; g = g->next) n++;
+  return n;
+}
+
+uint64_t host_lua_heap(const host_t *h) {
+  uint64_t sum = 0;
+  for (host_gen_t *g = h->gens; g; g = g->next)
+    sum += (uint64_t)lua_gc(g->L, LUA_GCCOUNT, 0) * 1024 + (uint64_t)lua_gc(g->L, LUA_GCCOUNTB, 0);
+  return sum;
+}
+
+void host_full_gc(host_t *h) {
+  for (host_gen_t *g = h->gens; g; g = g->next) lua_gc(g->L, LUA_GCCOLLECT, 0);
+}
+
+void host_push_stats(lua_State *L) {
+  host_t *h = host_of(L);
+  host_stats_t s;
+  memset(&s, 0, sizeof s);
+  if (h->cb.stats) h->cb.stats(h->cb.arg, &s);
+  lua_createtable(L, 0, 20);
+#define SETN(name, v)                                                                      \
+  do {                                                                                     \
+    lua_pushnumber(L, (lua_Number)(v));                                                    \
+    lua_setfield(L, -2, name);                                                             \
+  } while (0)
+  SETN("active", s.active);
+  SETN("queued", s.queued);
+  SETN("processed", s.processed);
+  SETN("done", s.done);
+  SETN("failed", s.failed);
+  SETN("dead", s.dead);
+  SETN("retried", s.retried);
+  SETN("failure_rate", s.failure_rate);
+  lua_pushstring(L, s.breaker ? s.breaker : "closed");
+  lua_setfield(L, -2, "breaker");
+  SETN("lua_heap", host_lua_heap(h));
+  SETN("rss", s.rss);
+  SETN("memory_limit", s.memory_limit);
+  lua_pushboolean(L, s.memory_high);
+  lua_setfield(L, -2, "memory_high");
+  SETN("rate", s.rate);
+  SETN("uptime_ms", s.uptime_ms);
+  SETN("generation", host_generation(h));
+  SETN("concurrency", s.concurrency);
+#undef SETN
+}
+
+static void on_handle_closed(uv_handle_t *handle) {
+  host_t *h = handle->data;
+  if (--h->pending_closes == 0) {
+    void (*cb)(void *) = h->close_cb;
+    void *arg = h->close_arg;
+    free(h);
+    if (cb) cb(arg);
+  }
+}
+
+void host_close(host_t *h, void (*cb)(void *arg), void *arg) {
+  h->closing = 1;
+  host_cancel_all(h);
+  h->cur = NULL;
+  while (h->gens) {
+    host_gen_t *g = h->gens;
+    g->refs = 0;
+    gen_close(g);
+  }
+  h->close_cb = cb;
+  h->close_arg = arg;
+  h->pending_closes = 2;
+  uv_close((uv_handle_t *)&h->ttimer, on_handle_closed);
+  uv_close((uv_handle_t *)&h->idle, on_handle_closed);
+}

@@ -1,0 +1,143 @@
+/* host — Lua states (one per generation of the script) and the coroutines that run
+ * handlers and hooks in them. One resume path (host_resume) enters Lua; every
+ * coroutine is anchored once in its state's registry and released once. */
+#ifndef OUTBOXD_HOST_H
+#define OUTBOXD_HOST_H
+
+#include <lua.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "store.h"
+
+typedef struct host host_t;
+typedef struct host_gen host_gen_t;
+typedef struct task task_t;
+
+/* How a handler run ended. */
+enum host_outcome {
+  HOST_DONE = 0,    /* returned normally */
+  HOST_FAIL = 1,    /* error(e) or return false, e */
+  HOST_RETRY = 2,   /* return outbox.retry(seconds) */
+  HOST_REJECT = 3,  /* return outbox.reject(reason), unreadable payload, no route */
+  HOST_TIMEOUT = 4, /* ran longer than the timeout */
+  HOST_CANCELLED = 5 /* abandoned by shutdown or a reload drain: counts as nothing */
+};
+
+/* What the dispatcher learns when an event's run ends. `msg` is valid only during
+ * the call; `delay_s` is the retry() delay (negative when none). */
+typedef void (*host_outcome_cb)(void *owner, int outcome, const char *msg, double delay_s);
+
+/* The figures outbox.stats() and the hooks show. Filled by the dispatcher. */
+typedef struct host_stats {
+  int64_t active, queued, processed, done, failed, dead, retried;
+  double failure_rate;
+  const char *breaker;
+  uint64_t rss, memory_limit;
+  int memory_high;
+  double rate;
+  int64_t uptime_ms;
+  int concurrency;
+} host_stats_t;
+
+/* A pending asynchronous call of a task (a sleep, an HTTP transfer). `cancel` is
+ * called when the task is abandoned (timeout, shutdown); it must free what the call
+ * holds and must not resume the task. */
+typedef struct host_wait {
+  void (*cancel)(task_t *t, void *data);
+  void *data;
+} host_wait_t;
+
+typedef struct host_callbacks {
+  host_outcome_cb outcome;
+  void (*stats)(void *arg, host_stats_t *out); /* fill current figures */
+  void (*gen_closed)(void *arg, host_gen_t *g); /* a drained generation was closed */
+  void *arg;
+} host_callbacks_t;
+
+/* Creates the host on `loop`. `cfg` is the live configuration (outbox.configure
+ * writes into it with the lowest precedence). Returns 0 or a negative code. */
+int host_init(host_t **out, uv_loop_t *loop, config_t *cfg, const host_callbacks_t *cb);
+
+/* Loads `path` into a fresh Lua state. On success it becomes the current
+ * generation (the previous one drains) and 0 is returned. On failure the current
+ * generation is untouched, `err` holds "file:line: message" and -EINVAL is
+ * returned. */
+int host_load(host_t *h, const char *path, char *err, size_t errlen);
+
+/* Runs the current generation's handler for `ev` in a coroutine. The outcome comes
+ * through the outcome callback, possibly before this returns. Returns 0 or -ENOMEM. */
+int host_run(host_t *h, store_event_t *ev, void *owner);
+
+/* Fires hook `name` in the current generation with the stats table (or, when
+ * `ev` is given, {event=, error=}; when only `err` is given, {error=}). */
+void host_fire(host_t *h, const char *name, const store_event_t *ev, const char *err);
+
+/* Abandons every running event (outcome HOST_CANCELLED) and every hook. */
+void host_cancel_all(host_t *h);
+
+/* Running hook coroutines (for waiting on `shutdown` hooks). */
+int host_hooks_running(const host_t *h);
+
+/* Running event coroutines, all generations. */
+int host_events_running(const host_t *h);
+
+/* Current generation number (1 for the first load), 0 before any. */
+int host_generation(const host_t *h);
+
+/* Generations still open (the current one and draining ones). */
+int host_live_generations(const host_t *h);
+
+/* Sum of the Lua heaps of all live states, in bytes. */
+uint64_t host_lua_heap(const host_t *h);
+
+/* Runs a full garbage collection in every live state. */
+void host_full_gc(host_t *h);
+
+/* Closes every state and handle; `cb` runs when all is released. */
+void host_close(host_t *h, void (*cb)(void *arg), void *arg);
+
+/* ---- for the Lua API files (api_*.c, http.c) ---- */
+
+/* The task running in coroutine L, or NULL (main chunk, foreign coroutine). */
+task_t *host_task(lua_State *L);
+
+/* Registers a wait on the running task; the caller then returns lua_yield(L, 0).
+ * Returns 0, or -EINVAL when L is not a task's own coroutine. */
+int host_wait(lua_State *L, void (*cancel)(task_t *t, void *data), void *data);
+
+/* Ends a wait: pushes nothing itself; `push` (may be NULL) pushes the values the
+ * yielded call returns, then the task resumes. Called from loop callbacks only. */
+void host_wake(task_t *t, int (*push)(lua_State *co, void *arg), void *arg);
+
+/* The loop and host of a Lua state. */
+uv_loop_t *host_loop(lua_State *L);
+host_t *host_of(lua_State *L);
+host_gen_t *host_gen_of(lua_State *L);
+
+/* The id of the event a task runs, or -1 for hooks. */
+int64_t host_task_event(task_t *t);
+
+/* Seconds left before the running task's timeout, or a large number. */
+double host_task_time_left(task_t *t);
+
+/* Queues fn (at fn_idx) to run with the value at arg_idx in a new coroutine of L's
+ * generation on the next loop pass, as a hook named `name` (errors are logged). A
+ * child of a running event inherits its deadline. Returns 0 or -ENOMEM. */
+int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name);
+
+/* A fresh token for a wait woken by another task (all_settled). */
+unsigned host_token(task_t *t);
+/* Registers a wait on the running task ended by host_wake_token(t, token). */
+int host_wait_token(lua_State *L, unsigned token);
+/* Queues the task to resume on the next loop pass if it waits on `token`. */
+void host_wake_token(task_t *t, unsigned token);
+
+/* Copies the stats into a new table on L's stack. */
+void host_push_stats(lua_State *L);
+
+/* The effective configuration. */
+config_t *host_config(lua_State *L);
+
+#endif
