@@ -15,7 +15,8 @@ typedef struct log_kv {
   int is_int;
 } log_kv_t;
 
-#define KS(k, v) ((log_kv_t){(k), (v) ? (v) : "", 0, 0})
+static inline const char *log_str_(const char *s) { return s ? s : ""; }
+#define KS(k, v) ((log_kv_t){(k), log_str_(v), 0, 0})
 #define KI(k, v) ((log_kv_t){(k), NULL, (double)(v), 1})
 #define KF(k, v) ((log_kv_t){(k), NULL, (double)(v), 0})
 

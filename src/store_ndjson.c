@@ -440,6 +440,7 @@ static const store_ops_t ops = {
     .flush = nd_flush,
     .exhausted = nd_exhausted,
     .counts = nd_counts,
+    .close = nd_close,
 };
 
 int store_ndjson_open(uv_loop_t *loop, const char *path, const store_opts_t *opts,
