@@ -128,9 +128,9 @@ static void breaker_changed(dispatch_t *d, int state) {
     int64_t wait = breaker_reopen_at(&d->brk) - (int64_t)uv_now(d->loop);
     uv_timer_start(&d->brk_timer, on_brk_timer, wait > 0 ? (uint64_t)wait : 0, 0);
   }
-  char hook[64];
-  snprintf(hook, sizeof hook, "circuit-breaker:%s", name);
-  host_fire(d->host, hook, NULL, NULL);
+  static const char *hooks[] = {"circuit-breaker:closed", "circuit-breaker:opened",
+                                "circuit-breaker:half-open"};
+  host_fire(d->host, hooks[state], NULL, NULL);
 }
 
 /* ------------------------------------------------------------------ outcomes */
@@ -263,6 +263,7 @@ static void pump(dispatch_t *d) {
   d->pumping = 1;
   do {
     d->again = 0;
+    breaker_changed(d, breaker_tick(&d->brk, (int64_t)uv_now(d->loop)));
     start_ready(d);
     if (want_claim(d) && claim(d) > 0) d->again = 1;
   } while (d->again);

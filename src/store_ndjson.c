@@ -376,6 +376,7 @@ static int nd_flush(store_t *s) {
 
 static int nd_exhausted(store_t *s) {
   nd_t *d = (nd_t *)s;
+  if (!d->eof && !d->is_pipe && d->pos >= d->len) fill(d); /* learn of the end of a file */
   return d->eof && d->pos >= d->len && !d->rhead && !d->nheap && d->out == 0 && d->held == 0;
 }
 
