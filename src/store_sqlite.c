@@ -303,7 +303,8 @@ static void arm_due(sq_t *s, int64_t at) {
   if (!s->dispatching || s->closing) return;
   if (s->due_at && s->due_at <= at) return;
   s->due_at = at;
-  timer_after(&s->due_timer, on_due, at - now_ms());
+  uv_update_time(s->base.loop); /* the timer counts from the loop's cached time */
+  timer_after(&s->due_timer, on_due, at - now_ms() + 1); /* +1: ms truncation */
 }
 
 /* Arms the due timer for the next retry or foreign lease expiry, if any. */
@@ -312,7 +313,7 @@ static void arm_next_due(sq_t *s, int64_t now) {
   sqlite3_bind_int64(st, 1, now);
   bind_host(s, st);
   if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-    arm_due(s, sqlite3_column_int64(st, 0) + 1);
+    arm_due(s, sqlite3_column_int64(st, 0));
   done_stmt(st);
 }
 
