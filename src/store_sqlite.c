@@ -77,14 +77,15 @@ enum {
   " AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox h WHERE h.key = o.key"         \
   " AND h.id < o.id AND h.status IN ('pending','processing')))"
 
-/* ?1 host, ?2 locked_until, ?3 now, ?4 max. Claimable: pending and due, or
- * processing with an expired lease; the head rule applies before the LIMIT. */
+/* ?1 host, ?2 locked_until, ?3 now, ?4 max. Claimable: pending and due, or held
+ * by another host whose lease ran out; the head rule applies before the LIMIT. */
 #define CLAIM_SQL(head)                                                                  \
   "UPDATE outbox SET status = 'processing', locked_by = ?1, locked_until = ?2"          \
   " WHERE id IN (SELECT id FROM (SELECT o.id FROM outbox o WHERE o.status = 'pending'"   \
   " AND o.available_at <= ?3" head " ORDER BY o.id LIMIT ?4)"                            \
   " UNION ALL SELECT id FROM (SELECT o.id FROM outbox o WHERE o.status = 'processing'"  \
-  " AND o.locked_until < ?3" head " ORDER BY o.id LIMIT ?4) ORDER BY 1 LIMIT ?4)"        \
+  " AND o.locked_until < ?3 AND o.locked_by IS NOT ?1" head " ORDER BY o.id LIMIT ?4)"  \
+  " ORDER BY 1 LIMIT ?4)"                                                                \
   " RETURNING id, topic, key, payload, headers, attempts, created_at"
 
 #define FENCE " WHERE id = ?1 AND locked_by = ?2 AND status = 'processing'"
@@ -153,7 +154,7 @@ typedef struct sq {
   idset_t out;
   int64_t data_version;
   int64_t due_at;      /* when due_timer fires, 0 when idle */
-  int busy_logged;
+  int failing;         /* failed transactions in a row */
   int dispatching;     /* opened with a host id: claims, timers, watchers */
   int closing;
   uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, check_timer, kick_timer;
@@ -242,19 +243,25 @@ static int map_rc(int rc) {
   }
 }
 
-/* Records the connection's error in s->base.err and logs it; returns a code. */
+/* Records the connection's error in s->base.err; a dispatching store also logs
+ * it, once per run of failures (the next success says so). Returns a code. */
 static int db_error(sq_t *s, int rc, const char *what) {
-  snprintf(s->base.err, sizeof s->base.err, "%s: %s: %s", s->path, what,
+  snprintf(s->base.err, sizeof s->base.err, "--db %s: %s: %s", s->path, what,
            sqlite3_errmsg(s->db));
-  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
-    if (!s->busy_logged)
-      log_at(LOG_WARN, "database busy, will retry", KS("db", s->path), KS("during", what));
-    s->busy_logged = 1;
-  } else {
-    log_at(LOG_ERROR, "database error", KS("db", s->path), KS("during", what),
+  if (!s->dispatching || s->failing++) return map_rc(rc);
+  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+    log_at(LOG_WARN, "database busy, will retry", KS("db", s->path), KS("during", what));
+  else
+    log_at(LOG_ERROR, "database error, will retry", KS("db", s->path), KS("during", what),
            KS("error", sqlite3_errmsg(s->db)));
-  }
   return map_rc(rc);
+}
+
+/* After any successful transaction. */
+static void db_ok(sq_t *s) {
+  if (s->failing && s->dispatching)
+    log_at(LOG_INFO, "database usable again", KS("db", s->path), KI("failures", s->failing));
+  s->failing = 0;
 }
 
 /* Runs a statement that returns no rows; resets it. Returns an SQLite code. */
@@ -361,7 +368,7 @@ static void settlements_committed(sq_t *s) {
   for (int i = 0; i < s->nset; i++)
     if (s->set[i].kind == SET_FAIL) arm_due(s, s->set[i].arg);
   drop_settlements(s);
-  s->busy_logged = 0;
+  db_ok(s);
 }
 
 /* Writes buffered settlements in their own transaction. Returns the number
