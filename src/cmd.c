@@ -1,0 +1,402 @@
+/* cmd — the operations commands (init, enqueue, status, requeue), written against
+ * the store interface only: no SQL here, so any backend with the ops works.
+ * Invariant: every store opened here is closed and its loop run dry before return. */
+#include "cmd.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "ndjson.h"
+#include "store.h"
+
+#define ENQUEUE_TX 1000 /* NDJSON lines per transaction */
+#define DEAD_SHOWN 5    /* dead events listed by `status` */
+
+static const char *default_db(void) {
+  const char *env = getenv("OUTBOX_DB");
+  return env && *env ? env : "outbox.db";
+}
+
+/* Prints "outboxd CMD: message" on stderr and returns `code`. */
+__attribute__((format(printf, 3, 4)))
+static int complain(int code, const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "outboxd %s: ", cmd);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  return code;
+}
+
+/* getopt_long's ':' (value missing) or '?' (unknown option) as one line. */
+static int bad_option(const char *cmd, int c, char **argv) {
+  const char *opt = argv[optind - 1];
+  if (c == ':') return complain(2, cmd, "%s needs a value", opt);
+  return complain(2, cmd, "unknown option '%s' (see outboxd --help)", opt);
+}
+
+static void reset_getopt(void) {
+  optind = 0; /* glibc: full re-initialisation, so commands can run twice */
+  opterr = 0;
+}
+
+/* ----------------------------------------------------------- sessions */
+
+/* A store opened for operations (no host id: no claims, no timers), with the
+ * loop it lives on. */
+typedef struct session {
+  uv_loop_t loop;
+  store_t *store;
+} session_t;
+
+/* Returns 0, or prints why on stderr and returns 1. */
+static int session_open(session_t *ss, const char *cmd, const char *url) {
+  char err[512];
+  store_opts_t opts;
+  memset(&opts, 0, sizeof opts);
+  opts.batch = 1;
+  if (uv_loop_init(&ss->loop)) {
+    fprintf(stderr, "outboxd %s: cannot create an event loop\n", cmd);
+    return 1;
+  }
+  if (store_open(&ss->loop, url, &opts, &ss->store, err, sizeof err)) {
+    fprintf(stderr, "outboxd %s: %s\n", cmd, err);
+    uv_loop_close(&ss->loop);
+    return 1;
+  }
+  return 0;
+}
+
+static void on_store_closed(void *arg) { *(int *)arg = 1; }
+
+static void session_close(session_t *ss) {
+  int closed = 0;
+  store_close(ss->store, on_store_closed, &closed);
+  uv_run(&ss->loop, UV_RUN_DEFAULT);
+  if (!closed) fprintf(stderr, "outboxd: the store did not finish closing\n");
+  uv_loop_close(&ss->loop);
+}
+
+/* Reports a failed store call through the store's last error; returns 1. */
+static int store_failed(session_t *ss, const char *cmd, int rc) {
+  const char *why = ss->store->err[0] ? ss->store->err : strerror(-rc);
+  fprintf(stderr, "outboxd %s: %s\n", cmd, why);
+  return 1;
+}
+
+/* --------------------------------------------------------------- init */
+
+int cmd_init(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"db", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'}, {0}};
+  const char *db = default_db();
+  char err[512];
+  int c;
+  reset_getopt();
+  while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    if (c == 'd') db = optarg;
+    else if (c == 'h') return puts("usage: outboxd init [--db URL]") < 0;
+    else return bad_option("init", c, argv);
+  }
+  if (optind < argc) return complain(2, "init", "unexpected argument '%s'", argv[optind]);
+  if (store_init_schema(db, err, sizeof err)) {
+    fprintf(stderr, "outboxd init: %s\n", err);
+    return 1;
+  }
+  fprintf(stderr, "outboxd init: outbox table ready in %s\n", db);
+  return 0;
+}
+
+/* ------------------------------------------------------------ enqueue */
+
+/* 0 when `s` is one JSON object; otherwise *why says what is wrong. */
+static int check_headers(const char *s, const char **why) {
+  size_t len = strlen(s);
+  const char *p = s + strspn(s, " \t\r\n");
+  if (ndjson_validate(s, len, why)) return -EINVAL;
+  if (*p != '{') {
+    *why = "must be a JSON object";
+    return -EINVAL;
+  }
+  return 0;
+}
+
+typedef struct pending {
+  store_event_t *ev[ENQUEUE_TX];
+  int n;
+  long total; /* events committed so far */
+} pending_t;
+
+static void pending_drop(pending_t *p) {
+  for (int i = 0; i < p->n; i++) store_event_free(p->ev[i]);
+  p->n = 0;
+}
+
+/* Inserts the held events in one transaction. Returns 0 or a negative code. */
+static int pending_write(session_t *ss, pending_t *p) {
+  int rc = p->n ? ss->store->ops->enqueue(ss->store, p->ev, p->n) : 0;
+  if (rc == 0) p->total += p->n;
+  pending_drop(p);
+  return rc;
+}
+
+/* One event per NDJSON line on `in`. Returns the exit code. */
+static int enqueue_lines(session_t *ss, FILE *in) {
+  pending_t *p = calloc(1, sizeof *p);
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  long lineno = 0, bad = 0;
+  int rc = 0;
+  if (!p) return complain(1, "enqueue", "out of memory");
+  while ((len = getline(&line, &cap, in)) != -1) {
+    ndjson_rec_t rec;
+    const char *why = NULL;
+    lineno++;
+    if (len && line[len - 1] == '\n') line[--len] = 0;
+    int r = ndjson_parse(line, (size_t)len, &rec, &why);
+    if (r == -ENODATA) continue; /* blank line */
+    if (r) {
+      fprintf(stderr, "line %ld: %s\n", lineno, why ? why : "malformed event");
+      bad++;
+      continue;
+    }
+    store_event_t *ev =
+        store_event_new(0, rec.topic, rec.topic_len, rec.key, rec.key_len, rec.payload,
+                        rec.payload_len, rec.headers, rec.headers_len, 0);
+    if (!ev) {
+      rc = complain(1, "enqueue", "line %ld: out of memory", lineno);
+      break;
+    }
+    p->ev[p->n++] = ev;
+    if (p->n == ENQUEUE_TX && (r = pending_write(ss, p))) {
+      rc = store_failed(ss, "enqueue", r);
+      break;
+    }
+  }
+  if (rc == 0 && ferror(in)) rc = complain(1, "enqueue", "stdin: %s", strerror(errno));
+  int r = rc == 0 ? pending_write(ss, p) : 0;
+  if (r) rc = store_failed(ss, "enqueue", r);
+  pending_drop(p);
+  fprintf(stderr, "enqueued %ld event%s", p->total, p->total == 1 ? "" : "s");
+  if (bad) fprintf(stderr, ", skipped %ld bad line%s", bad, bad == 1 ? "" : "s");
+  fputc('\n', stderr);
+  free(line);
+  free(p);
+  return rc ? rc : bad ? 1 : 0;
+}
+
+static int enqueue_one(session_t *ss, const char *topic, const char *key, const char *payload,
+                       const char *headers) {
+  store_event_t *ev =
+      store_event_new(0, topic, strlen(topic), key, key ? strlen(key) : 0, payload,
+                      strlen(payload), headers, headers ? strlen(headers) : 0, 0);
+  if (!ev) return complain(1, "enqueue", "out of memory");
+  int rc = ss->store->ops->enqueue(ss->store, &ev, 1);
+  store_event_free(ev);
+  if (rc) return store_failed(ss, "enqueue", rc);
+  fprintf(stderr, "enqueued 1 event\n");
+  return 0;
+}
+
+int cmd_enqueue(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"db", required_argument, NULL, 'd'},      {"topic", required_argument, NULL, 't'},
+      {"key", required_argument, NULL, 'k'},     {"payload", required_argument, NULL, 'p'},
+      {"headers", required_argument, NULL, 'H'}, {"help", no_argument, NULL, 'h'},
+      {0}};
+  const char *db = default_db(), *topic = NULL, *key = NULL, *payload = NULL;
+  const char *headers = NULL, *why = NULL;
+  char err[512];
+  session_t ss;
+  int c;
+  reset_getopt();
+  while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'd': db = optarg; break;
+    case 't': topic = optarg; break;
+    case 'k': key = optarg; break;
+    case 'p': payload = optarg; break;
+    case 'H': headers = optarg; break;
+    case 'h':
+      puts("usage: outboxd enqueue [--db URL] --topic T [--key K] [--payload TEXT] "
+           "[--headers JSON]\n       (no --payload: one NDJSON event per line on stdin)");
+      return 0;
+    default: return bad_option("enqueue", c, argv);
+    }
+  }
+  if (optind < argc) return complain(2, "enqueue", "unexpected argument '%s'", argv[optind]);
+  if (payload && !topic) return complain(2, "enqueue", "--topic is required with --payload");
+  if (payload && !*topic) return complain(2, "enqueue", "--topic must not be empty");
+  if (!payload && (topic || key || headers))
+    return complain(2, "enqueue", "--topic, --key and --headers go with --payload "
+                                  "(NDJSON lines on stdin carry their own)");
+  if (headers && check_headers(headers, &why))
+    return complain(2, "enqueue", "--headers: %s", why);
+  if (store_init_schema(db, err, sizeof err)) {
+    fprintf(stderr, "outboxd enqueue: %s\n", err);
+    return 1;
+  }
+  if (session_open(&ss, "enqueue", db)) return 1;
+  int rc;
+  if (!ss.store->ops->enqueue)
+    rc = complain(1, "enqueue", "--db %s: this source is read-only", db);
+  else if (payload)
+    rc = enqueue_one(&ss, topic, key, payload, headers);
+  else
+    rc = enqueue_lines(&ss, stdin);
+  session_close(&ss);
+  return rc;
+}
+
+/* ------------------------------------------------------------- status */
+
+/* "850 ms", "12.5 s", "3 min 05 s", "2 h 07 min", "3 d 04 h". */
+static void format_age(int64_t ms, char *buf, size_t len) {
+  int64_t s = ms / 1000;
+  if (ms < 1000) snprintf(buf, len, "%" PRId64 " ms", ms);
+  else if (s < 60) snprintf(buf, len, "%.1f s", (double)ms / 1000);
+  else if (s < 3600) snprintf(buf, len, "%" PRId64 " min %02" PRId64 " s", s / 60, s % 60);
+  else if (s < 86400)
+    snprintf(buf, len, "%" PRId64 " h %02" PRId64 " min", s / 3600, s % 3600 / 60);
+  else snprintf(buf, len, "%" PRId64 " d %02" PRId64 " h", s / 86400, s % 86400 / 3600);
+}
+
+/* One table row: the error on one line, control characters blanked, cut at 100. */
+static void print_dead(void *arg, int64_t id, const char *topic, int attempts,
+                       const char *last_error) {
+  char err[104];
+  size_t n = 0;
+  for (const char *p = last_error ? last_error : "-"; *p && n < 100; p++, n++)
+    err[n] = (unsigned char)*p < 0x20 ? ' ' : *p;
+  err[n] = 0;
+  if (last_error && strlen(last_error) > 100) strcpy(err + 97, "...");
+  (*(int *)arg)++;
+  printf("  %-10" PRId64 " %-20s %8d  %s\n", id, topic ? topic : "?", attempts, err);
+}
+
+static int status_text(session_t *ss, const char *db, const store_counts_t *c) {
+  char age[48] = "-";
+  if (c->pending) format_age(c->oldest_pending_age_ms, age, sizeof age);
+  const char *label[] = {"pending", "processing", "done", "dead"};
+  const int64_t value[] = {c->pending, c->processing, c->done, c->dead};
+  printf("outbox %s\n", db);
+  for (int i = 0; i < 4; i++) printf("  %-16s%14" PRId64 "\n", label[i], value[i]);
+  printf("  %-16s%14s\n", "oldest pending", age);
+  if (!c->dead || !ss->store->ops->list_dead) return 0;
+  printf("\nlast dead events (newest first):\n");
+  printf("  %-10s %-20s %8s  %s\n", "id", "topic", "attempts", "last error");
+  int shown = 0;
+  int rc = ss->store->ops->list_dead(ss->store, DEAD_SHOWN, print_dead, &shown);
+  return rc ? store_failed(ss, "status", rc) : 0;
+}
+
+int cmd_status(int argc, char **argv) {
+  static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
+                                       {"json", no_argument, NULL, 'j'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  const char *db = default_db();
+  int json = 0, c;
+  session_t ss;
+  store_counts_t counts;
+  reset_getopt();
+  while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    if (c == 'd') db = optarg;
+    else if (c == 'j') json = 1;
+    else if (c == 'h') return puts("usage: outboxd status [--db URL] [--json]") < 0;
+    else return bad_option("status", c, argv);
+  }
+  if (optind < argc) return complain(2, "status", "unexpected argument '%s'", argv[optind]);
+  if (session_open(&ss, "status", db)) return 1;
+  int rc = store_counts(ss.store, &counts);
+  if (rc) rc = store_failed(&ss, "status", rc);
+  else if (json)
+    printf("{\"pending\": %" PRId64 ", \"processing\": %" PRId64 ", \"done\": %" PRId64
+           ", \"dead\": %" PRId64 ", \"oldest_pending_age_ms\": %" PRId64 "}\n",
+           counts.pending, counts.processing, counts.done, counts.dead,
+           counts.oldest_pending_age_ms);
+  else rc = status_text(&ss, db, &counts);
+  session_close(&ss);
+  if (fflush(stdout) && !rc) rc = complain(1, "status", "stdout: %s", strerror(errno));
+  return rc;
+}
+
+/* ------------------------------------------------------------ requeue */
+
+/* A positive event id, or -1. */
+static int64_t parse_id(const char *s) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end || v <= 0) return -1;
+  return (int64_t)v;
+}
+
+typedef struct requeue_args {
+  const char *db;
+  int dead;
+  int n;
+  int64_t *ids; /* room for argc ids */
+} requeue_args_t;
+
+/* Returns 0, 2 (usage error, printed) or -1 (--help printed). */
+static int requeue_parse(int argc, char **argv, requeue_args_t *a) {
+  static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
+                                       {"dead", no_argument, NULL, 'D'},
+                                       {"id", required_argument, NULL, 'i'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  int c;
+  reset_getopt();
+  while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'd': a->db = optarg; break;
+    case 'D': a->dead = 1; break;
+    case 'i':
+      if ((a->ids[a->n] = parse_id(optarg)) < 0)
+        return complain(2, "requeue", "--id %s: not an event id", optarg);
+      a->n++;
+      break;
+    case 'h': puts("usage: outboxd requeue [--db URL] (--dead | --id N...)"); return -1;
+    default: return bad_option("requeue", c, argv);
+    }
+  }
+  for (int i = optind; i < argc; i++) { /* ids may also trail the options */
+    if ((a->ids[a->n] = parse_id(argv[i])) < 0)
+      return complain(2, "requeue", "'%s' is not an event id", argv[i]);
+    a->n++;
+  }
+  if (!a->dead && !a->n) return complain(2, "requeue", "give --dead or --id N");
+  if (a->dead && a->n) return complain(2, "requeue", "--dead and --id exclude each other");
+  return 0;
+}
+
+int cmd_requeue(int argc, char **argv) {
+  requeue_args_t a = {default_db(), 0, 0, calloc((size_t)argc + 1, sizeof(int64_t))};
+  int64_t moved = 0;
+  session_t ss;
+  if (!a.ids) return complain(1, "requeue", "out of memory");
+  int rc = requeue_parse(argc, argv, &a);
+  if (rc == 0) rc = session_open(&ss, "requeue", a.db);
+  if (rc) {
+    free(a.ids);
+    return rc < 0 ? 0 : rc;
+  }
+  if (!ss.store->ops->requeue)
+    rc = complain(1, "requeue", "--db %s: this source is read-only", a.db);
+  else if ((rc = ss.store->ops->requeue(ss.store, a.ids, a.n, &moved)))
+    rc = store_failed(&ss, "requeue", rc);
+  else
+    printf("requeued %" PRId64 " event%s\n", moved, moved == 1 ? "" : "s");
+  session_close(&ss);
+  free(a.ids);
+  return rc;
+}

@@ -1,0 +1,967 @@
+/* store_sqlite — the SQLite outbox: leased claims, batched settlements, wake-ups
+ * from the WAL file. One connection, used only on the loop thread.
+ * Invariant: every write to a claimed row is fenced on (id, locked_by = this host,
+ * status = 'processing'), so a host whose lease lapsed never overwrites a newer claim. */
+#include "store.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define LOOP_BUSY_MS 100   /* busy timeout for calls made from the loop */
+#define CMD_BUSY_MS 5000   /* busy timeout for operations commands and close */
+#define FLUSH_DELAY_MS 5   /* settlements wait at most this long for company */
+#define RETRY_MS 250       /* retry delay after SQLITE_BUSY */
+#define CHECK_DELAY_MS 1   /* debounce for WAL file events */
+
+/* ---------------------------------------------------------------- schema */
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS outbox (\n"
+    "  id           INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+    "  topic        TEXT    NOT NULL,\n"
+    "  key          TEXT,\n"
+    "  payload      TEXT    NOT NULL,\n"
+    "  headers      TEXT,\n"
+    "  created_at   INTEGER NOT NULL DEFAULT "
+    "(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),\n"
+    "  available_at INTEGER NOT NULL DEFAULT 0,\n"
+    "  attempts     INTEGER NOT NULL DEFAULT 0,\n"
+    "  status       TEXT    NOT NULL DEFAULT 'pending',  -- pending|processing|done|dead\n"
+    "  locked_by    TEXT,\n"
+    "  locked_until INTEGER,\n"
+    "  last_error   TEXT\n"
+    ");\n"
+    /* Claims scan one status in id order; available_at rides along so rows not yet
+     * due are skipped without touching the table. */
+    "CREATE INDEX IF NOT EXISTS outbox_claim ON outbox(status, id, available_at);\n"
+    /* Head of each key: only live rows, so done/dead history costs nothing. */
+    "CREATE INDEX IF NOT EXISTS outbox_key_head ON outbox(key, id)"
+    " WHERE status IN ('pending','processing');\n";
+
+/* ------------------------------------------------------------ statements */
+
+enum {
+  ST_BEGIN,
+  ST_COMMIT,
+  ST_ROLLBACK,
+  ST_CLAIM,
+  ST_CLAIM_ANY,
+  ST_ACK_DELETE,
+  ST_ACK_DONE,
+  ST_FAIL,
+  ST_DEAD,
+  ST_RELEASE,
+  ST_RENEW,
+  ST_NEXT_DUE,
+  ST_DATA_VERSION,
+  ST_INSERT,
+  ST_REQUEUE_DEAD,
+  ST_REQUEUE_ID,
+  ST_COUNTS,
+  ST_OLDEST,
+  ST_LIST_DEAD,
+  ST_COUNT
+};
+
+/* A row is the head of its key when no live row of that key has a smaller id. */
+#define HEAD_OF_KEY                                                                      \
+  " AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox h WHERE h.key = o.key"         \
+  " AND h.id < o.id AND h.status IN ('pending','processing')))"
+
+/* ?1 host, ?2 locked_until, ?3 now, ?4 max. Claimable: pending and due, or held
+ * by another host whose lease ran out; the head rule applies before the LIMIT. */
+#define CLAIM_SQL(head)                                                                  \
+  "UPDATE outbox SET status = 'processing', locked_by = ?1, locked_until = ?2"          \
+  " WHERE id IN (SELECT id FROM (SELECT o.id FROM outbox o WHERE o.status = 'pending'"   \
+  " AND o.available_at <= ?3" head " ORDER BY o.id LIMIT ?4)"                            \
+  " UNION ALL SELECT id FROM (SELECT o.id FROM outbox o WHERE o.status = 'processing'"  \
+  " AND o.locked_until < ?3 AND o.locked_by IS NOT ?1" head " ORDER BY o.id LIMIT ?4)"  \
+  " ORDER BY 1 LIMIT ?4)"                                                                \
+  " RETURNING id, topic, key, payload, headers, attempts, created_at"
+
+#define FENCE " WHERE id = ?1 AND locked_by = ?2 AND status = 'processing'"
+#define UNLOCK " locked_by = NULL, locked_until = NULL"
+
+static const char *const sql_text[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_CLAIM] = CLAIM_SQL(HEAD_OF_KEY),
+    [ST_CLAIM_ANY] = CLAIM_SQL(""),
+    [ST_ACK_DELETE] = "DELETE FROM outbox" FENCE,
+    [ST_ACK_DONE] = "UPDATE outbox SET status = 'done', attempts = attempts + 1," UNLOCK FENCE,
+    [ST_FAIL] = "UPDATE outbox SET status = 'pending', attempts = attempts + 1,"
+                " available_at = ?3, last_error = ?4," UNLOCK FENCE,
+    [ST_DEAD] = "UPDATE outbox SET status = 'dead', attempts = attempts + ?3,"
+                " last_error = ?4," UNLOCK FENCE,
+    [ST_RELEASE] = "UPDATE outbox SET status = 'pending'," UNLOCK FENCE,
+    [ST_RENEW] = "UPDATE outbox SET locked_until = ?3" FENCE,
+    /* The next moment something not claimable now becomes claimable: a retry
+     * coming due, or another host's lease running out. ?1 now, ?2 host. */
+    [ST_NEXT_DUE] = "SELECT min(t) FROM (SELECT min(available_at) AS t FROM outbox"
+                    " WHERE status = 'pending' AND available_at > ?1"
+                    " UNION ALL SELECT min(locked_until) FROM outbox"
+                    " WHERE status = 'processing' AND locked_by IS NOT ?2"
+                    " AND locked_until >= ?1)",
+    [ST_DATA_VERSION] = "PRAGMA data_version",
+    [ST_INSERT] = "INSERT INTO outbox (topic, key, payload, headers) VALUES (?1, ?2, ?3, ?4)",
+    [ST_REQUEUE_DEAD] = "UPDATE outbox SET status = 'pending', attempts = 0,"
+                        " available_at = 0," UNLOCK " WHERE status = 'dead'",
+    [ST_REQUEUE_ID] = "UPDATE outbox SET status = 'pending', attempts = 0,"
+                      " available_at = 0," UNLOCK
+                      " WHERE id = ?1 AND status IN ('dead', 'pending', 'done')",
+    [ST_COUNTS] = "SELECT status, count(*) FROM outbox GROUP BY status",
+    [ST_OLDEST] = "SELECT min(created_at) FROM outbox WHERE status = 'pending'",
+    [ST_LIST_DEAD] = "SELECT id, topic, attempts, last_error FROM outbox"
+                     " WHERE status = 'dead' ORDER BY id DESC LIMIT ?1",
+};
+
+/* ------------------------------------------------------------ the store */
+
+enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE };
+
+typedef struct settle {
+  int64_t id;
+  int64_t arg; /* fail: available_at; dead: attempts to add */
+  int kind;
+  char *err;   /* owned copy, or NULL */
+} settle_t;
+
+/* Ids out on lease: open addressing, linear probing, 0 marks a free slot. */
+typedef struct idset {
+  int64_t *slot;
+  size_t cap, n;
+} idset_t;
+
+typedef struct sq {
+  store_t base;
+  sqlite3 *db;
+  char *path;
+  char *wal_path;
+  char *host;
+  sqlite3_stmt *st[ST_COUNT];
+  settle_t *set;
+  int nset, capset;
+  idset_t out;
+  int64_t data_version;
+  int64_t due_at;      /* when due_timer fires, 0 when idle */
+  int failing;         /* failed transactions in a row */
+  int dispatching;     /* opened with a host id: claims, timers, watchers */
+  int closing;
+  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, check_timer, kick_timer;
+  uv_fs_event_t wal_watch, db_watch;
+  int nopen;           /* handles not yet closed */
+  void (*close_cb)(void *arg);
+  void *close_arg;
+} sq_t;
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static size_t id_hash(int64_t id, size_t mask) {
+  return (size_t)(((uint64_t)id * 0x9E3779B97F4A7C15ull) >> 29) & mask;
+}
+
+static int idset_grow(idset_t *s) {
+  size_t cap = s->cap ? s->cap * 2 : 64;
+  int64_t *slot = calloc(cap, sizeof *slot);
+  if (!slot) return -ENOMEM;
+  for (size_t i = 0; i < s->cap; i++) {
+    if (!s->slot[i]) continue;
+    size_t j = id_hash(s->slot[i], cap - 1);
+    while (slot[j]) j = (j + 1) & (cap - 1);
+    slot[j] = s->slot[i];
+  }
+  free(s->slot);
+  s->slot = slot;
+  s->cap = cap;
+  return 0;
+}
+
+static int idset_add(idset_t *s, int64_t id) {
+  if ((s->n + 1) * 2 > s->cap && idset_grow(s)) return -ENOMEM;
+  size_t mask = s->cap - 1, i = id_hash(id, mask);
+  while (s->slot[i]) {
+    if (s->slot[i] == id) return 0;
+    i = (i + 1) & mask;
+  }
+  s->slot[i] = id;
+  s->n++;
+  return 0;
+}
+
+/* Removes id, shifting later members of its probe run back (no tombstones). */
+static void idset_del(idset_t *s, int64_t id) {
+  if (!s->cap) return;
+  size_t mask = s->cap - 1, i = id_hash(id, mask);
+  while (s->slot[i] != id) {
+    if (!s->slot[i]) return;
+    i = (i + 1) & mask;
+  }
+  s->slot[i] = 0;
+  s->n--;
+  for (size_t j = (i + 1) & mask; s->slot[j]; j = (j + 1) & mask) {
+    size_t k = id_hash(s->slot[j], mask);
+    int stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+    if (stays) continue;
+    s->slot[i] = s->slot[j];
+    s->slot[j] = 0;
+    i = j;
+  }
+}
+
+/* -------------------------------------------------------------- helpers */
+
+static int map_rc(int rc) {
+  switch (rc & 0xff) {
+  case SQLITE_OK:
+  case SQLITE_DONE:
+  case SQLITE_ROW: return 0;
+  case SQLITE_BUSY:
+  case SQLITE_LOCKED: return -EAGAIN;
+  case SQLITE_NOMEM: return -ENOMEM;
+  case SQLITE_READONLY:
+  case SQLITE_PERM:
+  case SQLITE_AUTH: return -EACCES;
+  case SQLITE_FULL: return -ENOSPC;
+  case SQLITE_CANTOPEN: return -ENOENT;
+  case SQLITE_NOTADB:
+  case SQLITE_CORRUPT: return -EINVAL;
+  default: return -EIO;
+  }
+}
+
+/* Records the connection's error in s->base.err; a dispatching store also logs
+ * it, once per run of failures (the next success says so). Returns a code. */
+static int db_error(sq_t *s, int rc, const char *what) {
+  snprintf(s->base.err, sizeof s->base.err, "--db %s: %s: %s", s->path, what,
+           sqlite3_errmsg(s->db));
+  if (!s->dispatching || s->failing++) return map_rc(rc);
+  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+    log_at(LOG_WARN, "database busy, will retry", KS("db", s->path), KS("during", what));
+  else
+    log_at(LOG_ERROR, "database error, will retry", KS("db", s->path), KS("during", what),
+           KS("error", sqlite3_errmsg(s->db)));
+  return map_rc(rc);
+}
+
+/* After any successful transaction. */
+static void db_ok(sq_t *s) {
+  if (s->failing && s->dispatching)
+    log_at(LOG_INFO, "database usable again", KS("db", s->path), KI("failures", s->failing));
+  s->failing = 0;
+}
+
+/* Runs a statement that returns no rows; resets it. Returns an SQLite code. */
+static int run(sq_t *s, int which) {
+  sqlite3_stmt *st = s->st[which];
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_ROW ? SQLITE_DONE : rc;
+}
+
+static int begin(sq_t *s) { return run(s, ST_BEGIN); }
+
+static void rollback(sq_t *s) {
+  if (!sqlite3_get_autocommit(s->db)) run(s, ST_ROLLBACK);
+}
+
+static void bind_host(sq_t *s, sqlite3_stmt *st) {
+  sqlite3_bind_text(st, 2, s->host, -1, SQLITE_STATIC);
+}
+
+static void timer_after(uv_timer_t *t, uv_timer_cb cb, int64_t ms) {
+  uv_timer_start(t, cb, ms > 0 ? (uint64_t)ms : 0, 0);
+}
+
+/* Only from loop callbacks, never from inside a store call. */
+static void wake(sq_t *s) {
+  if (s->base.opts.wake && !s->closing) s->base.opts.wake(s->base.opts.wake_arg);
+}
+
+/* Resets a statement and drops its bindings (they may point at freed text). */
+static void done_stmt(sqlite3_stmt *st) {
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+}
+
+static void on_due(uv_timer_t *t) {
+  sq_t *s = t->data;
+  s->due_at = 0;
+  wake(s);
+}
+
+static void on_kick(uv_timer_t *t) { wake(t->data); }
+
+/* Makes sure a wake-up happens no later than `at` (ms since the epoch). */
+static void arm_due(sq_t *s, int64_t at) {
+  if (!s->dispatching || s->closing) return;
+  if (s->due_at && s->due_at <= at) return;
+  s->due_at = at;
+  uv_update_time(s->base.loop); /* the timer counts from the loop's cached time */
+  timer_after(&s->due_timer, on_due, at - now_ms() + 1); /* +1: ms truncation */
+}
+
+/* Arms the due timer for the next retry or foreign lease expiry, if any. */
+static void arm_next_due(sq_t *s, int64_t now) {
+  sqlite3_stmt *st = s->st[ST_NEXT_DUE];
+  sqlite3_bind_int64(st, 1, now);
+  bind_host(s, st);
+  if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+    arm_due(s, sqlite3_column_int64(st, 0));
+  done_stmt(st);
+}
+
+/* ---------------------------------------------------------- settlements */
+
+static const char *const kind_name[] = {"ack", "fail", "dead", "release"};
+
+static int write_one(sq_t *s, const settle_t *x) {
+  int which = x->kind == SET_ACK    ? (s->base.opts.keep_done ? ST_ACK_DONE : ST_ACK_DELETE)
+              : x->kind == SET_FAIL ? ST_FAIL
+              : x->kind == SET_DEAD ? ST_DEAD
+                                    : ST_RELEASE;
+  sqlite3_stmt *st = s->st[which];
+  sqlite3_bind_int64(st, 1, x->id);
+  bind_host(s, st);
+  if (x->kind == SET_FAIL || x->kind == SET_DEAD) {
+    sqlite3_bind_int64(st, 3, x->arg);
+    sqlite3_bind_text(st, 4, x->err, -1, SQLITE_STATIC); /* NULL binds NULL */
+  }
+  int rc = sqlite3_step(st);
+  done_stmt(st);
+  if (rc != SQLITE_DONE) return rc;
+  if (sqlite3_changes(s->db) == 0)
+    log_at(LOG_WARN, "settlement fenced out: the lease was lost", KI("id", x->id),
+           KS("outcome", kind_name[x->kind]), KS("db", s->path));
+  return SQLITE_OK;
+}
+
+/* Writes every buffered settlement inside the caller's transaction. */
+static int write_settlements(sq_t *s) {
+  for (int i = 0; i < s->nset; i++) {
+    int rc = write_one(s, &s->set[i]);
+    if (rc != SQLITE_OK) return rc;
+  }
+  return SQLITE_OK;
+}
+
+static void drop_settlements(sq_t *s) {
+  for (int i = 0; i < s->nset; i++) free(s->set[i].err);
+  s->nset = 0;
+}
+
+/* After the commit that wrote them: retries get a timer, the buffer empties. */
+static void settlements_committed(sq_t *s) {
+  for (int i = 0; i < s->nset; i++)
+    if (s->set[i].kind == SET_FAIL) arm_due(s, s->set[i].arg);
+  drop_settlements(s);
+  db_ok(s);
+}
+
+/* Writes buffered settlements in their own transaction. Returns the number
+ * written, or a negative code with the settlements still buffered. */
+static int flush_now(sq_t *s) {
+  int n = s->nset;
+  if (!n) return 0;
+  int rc = begin(s);
+  if (rc != SQLITE_DONE) goto fail;
+  rc = write_settlements(s);
+  if (rc != SQLITE_OK) goto fail;
+  rc = run(s, ST_COMMIT);
+  if (rc != SQLITE_DONE) goto fail;
+  settlements_committed(s);
+  return n;
+fail:;
+  int code = db_error(s, rc, "writing settlements");
+  rollback(s);
+  return code;
+}
+
+static void on_flush(uv_timer_t *t) {
+  sq_t *s = t->data;
+  int n = flush_now(s);
+  if (n < 0) timer_after(&s->flush_timer, on_flush, RETRY_MS);
+  if (n > 0) wake(s); /* a settled head may unblock its key */
+}
+
+/* Flushes now and defers the wake-up to the loop (we are inside a store call). */
+static int flush_in_call(sq_t *s) {
+  uv_timer_stop(&s->flush_timer);
+  int n = flush_now(s);
+  if (n < 0) {
+    timer_after(&s->flush_timer, on_flush, RETRY_MS);
+    return n;
+  }
+  if (n > 0 && s->dispatching && !s->closing) timer_after(&s->kick_timer, on_kick, 0);
+  return 0;
+}
+
+/* Takes over `ev`: remembers what the write needs, frees the event. */
+static void settle(sq_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
+  int64_t id = ev->id;
+  idset_del(&s->out, id);
+  store_event_free(ev);
+  if (s->nset == s->capset) {
+    int cap = s->capset ? s->capset * 2 : 64;
+    settle_t *set = realloc(s->set, (size_t)cap * sizeof *set);
+    if (!set) {
+      log_at(LOG_ERROR, "out of memory; the event returns when its lease expires",
+             KI("id", id));
+      return;
+    }
+    s->set = set;
+    s->capset = cap;
+  }
+  settle_t *x = &s->set[s->nset++];
+  x->id = id;
+  x->kind = kind;
+  x->arg = arg;
+  x->err = err ? strdup(err) : NULL;
+  int batch = s->base.opts.batch > 0 ? s->base.opts.batch : 1;
+  if (s->nset >= batch) {
+    flush_in_call(s);
+    return;
+  }
+  if (!uv_is_active((uv_handle_t *)&s->flush_timer))
+    timer_after(&s->flush_timer, on_flush, FLUSH_DELAY_MS);
+}
+
+static void sq_ack(store_t *b, store_event_t *ev) { settle((sq_t *)b, ev, SET_ACK, 0, NULL); }
+
+static void sq_fail(store_t *b, store_event_t *ev, int64_t available_at, const char *err) {
+  settle((sq_t *)b, ev, SET_FAIL, available_at, err);
+}
+
+static void sq_dead(store_t *b, store_event_t *ev, int ran, const char *err) {
+  settle((sq_t *)b, ev, SET_DEAD, ran ? 1 : 0, err);
+}
+
+static void sq_release(store_t *b, store_event_t *ev) {
+  settle((sq_t *)b, ev, SET_RELEASE, 0, NULL);
+}
+
+static int sq_flush(store_t *b) { return flush_in_call((sq_t *)b); }
+
+static int sq_exhausted(store_t *b) { return 0; }
+
+/* ---------------------------------------------------------------- claims */
+
+static store_event_t *row_event(sqlite3_stmt *st) {
+  const char *topic = (const char *)sqlite3_column_text(st, 1);
+  size_t topic_len = (size_t)sqlite3_column_bytes(st, 1);
+  const char *key = (const char *)sqlite3_column_text(st, 2);
+  size_t key_len = (size_t)sqlite3_column_bytes(st, 2);
+  const char *payload = (const char *)sqlite3_column_text(st, 3);
+  size_t payload_len = (size_t)sqlite3_column_bytes(st, 3);
+  const char *headers = (const char *)sqlite3_column_text(st, 4);
+  size_t headers_len = (size_t)sqlite3_column_bytes(st, 4);
+  store_event_t *ev =
+      store_event_new(sqlite3_column_int64(st, 0), topic ? topic : "", topic_len, key,
+                      key_len, payload ? payload : "", payload_len, headers, headers_len, 0);
+  if (!ev) return NULL;
+  ev->attempts = sqlite3_column_int(st, 5);
+  ev->created_at = sqlite3_column_int64(st, 6);
+  return ev;
+}
+
+/* Steps the claim UPDATE ... RETURNING; the events go to out[] and on lease. */
+static int claim_rows(sq_t *s, int64_t now, int max, store_event_t **out, int *got) {
+  sqlite3_stmt *st = s->st[s->base.opts.ordering_key ? ST_CLAIM : ST_CLAIM_ANY];
+  int64_t lease = s->base.opts.lease_ms > 0 ? s->base.opts.lease_ms : 30000;
+  sqlite3_bind_text(st, 1, s->host, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, now + lease);
+  sqlite3_bind_int64(st, 3, now);
+  sqlite3_bind_int(st, 4, max);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW && *got < max) {
+    store_event_t *ev = row_event(st);
+    if (!ev || idset_add(&s->out, ev->id)) {
+      store_event_free(ev);
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    out[(*got)++] = ev;
+  }
+  done_stmt(st);
+  return rc == SQLITE_ROW ? SQLITE_DONE : rc;
+}
+
+/* Undoes claim_rows after a rollback. */
+static void unclaim(sq_t *s, store_event_t **out, int got) {
+  for (int i = 0; i < got; i++) {
+    idset_del(&s->out, out[i]->id);
+    store_event_free(out[i]);
+    out[i] = NULL;
+  }
+}
+
+static int by_id(const void *a, const void *b) {
+  int64_t x = (*(store_event_t *const *)a)->id, y = (*(store_event_t *const *)b)->id;
+  return (x > y) - (x < y);
+}
+
+/* Writes buffered settlements and claims, in one transaction. A busy database
+ * returns -EAGAIN and a wake-up follows after RETRY_MS. */
+static int sq_claim(store_t *b, int max, store_event_t **out, int *n) {
+  sq_t *s = (sq_t *)b;
+  *n = 0;
+  if (!s->dispatching) {
+    snprintf(s->base.err, sizeof s->base.err, "%s: claim needs a host id", s->path);
+    return -EINVAL;
+  }
+  if (max <= 0 || s->closing) return 0;
+  uv_timer_stop(&s->flush_timer);
+  int64_t now = now_ms();
+  int got = 0;
+  int rc = begin(s);
+  if (rc != SQLITE_DONE) goto fail;
+  rc = write_settlements(s);
+  if (rc != SQLITE_OK) goto fail;
+  rc = claim_rows(s, now, max, out, &got);
+  if (rc != SQLITE_DONE) goto fail;
+  rc = run(s, ST_COMMIT);
+  if (rc != SQLITE_DONE) goto fail;
+  settlements_committed(s);
+  qsort(out, (size_t)got, sizeof *out, by_id);
+  *n = got;
+  if (uv_is_active((uv_handle_t *)&s->poll_timer)) uv_timer_again(&s->poll_timer);
+  if (got < max) arm_next_due(s, now);
+  return 0;
+fail:;
+  int code = db_error(s, rc, "claiming");
+  rollback(s);
+  unclaim(s, out, got);
+  if (s->nset) timer_after(&s->flush_timer, on_flush, RETRY_MS);
+  if (code == -EAGAIN) arm_due(s, now + RETRY_MS);
+  return code;
+}
+
+/* ---------------------------------------------------------------- leases */
+
+static int renew_all(sq_t *s, int64_t until, int64_t **lost, size_t *nlost) {
+  sqlite3_stmt *st = s->st[ST_RENEW];
+  for (size_t i = 0; i < s->out.cap; i++) {
+    int64_t id = s->out.slot[i];
+    if (!id) continue;
+    sqlite3_bind_int64(st, 1, id);
+    bind_host(s, st);
+    sqlite3_bind_int64(st, 3, until);
+    int rc = sqlite3_step(st);
+    done_stmt(st);
+    if (rc != SQLITE_DONE) return rc;
+    if (sqlite3_changes(s->db)) continue;
+    int64_t *l = realloc(*lost, (*nlost + 1) * sizeof **lost);
+    if (!l) return SQLITE_NOMEM;
+    *lost = l;
+    l[(*nlost)++] = id;
+  }
+  return SQLITE_OK;
+}
+
+/* Every lease/3: settlements out, then locked_until pushed forward for every id
+ * still out. An id whose row is no longer ours is logged and forgotten. */
+static void on_lease(uv_timer_t *t) {
+  sq_t *s = t->data;
+  if (!s->out.n && !s->nset) return;
+  int64_t lease = s->base.opts.lease_ms > 0 ? s->base.opts.lease_ms : 30000;
+  int64_t *lost = NULL;
+  size_t nlost = 0;
+  int settled = s->nset;
+  int rc = begin(s);
+  if (rc != SQLITE_DONE) goto fail;
+  rc = write_settlements(s);
+  if (rc != SQLITE_OK) goto fail;
+  rc = renew_all(s, now_ms() + lease, &lost, &nlost);
+  if (rc != SQLITE_OK) goto fail;
+  rc = run(s, ST_COMMIT);
+  if (rc != SQLITE_DONE) goto fail;
+  settlements_committed(s);
+  for (size_t i = 0; i < nlost; i++) {
+    log_at(LOG_WARN, "lease lost: another host may run the event", KI("id", lost[i]),
+           KS("db", s->path));
+    idset_del(&s->out, lost[i]);
+  }
+  free(lost);
+  if (settled) wake(s); /* a settled head may unblock its key */
+  return;
+fail:
+  db_error(s, rc, "renewing leases");
+  rollback(s);
+  free(lost);
+}
+
+/* -------------------------------------------------------------- wake-ups */
+
+static int read_data_version(sq_t *s, int64_t *v) {
+  sqlite3_stmt *st = s->st[ST_DATA_VERSION];
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) *v = sqlite3_column_int64(st, 0);
+  done_stmt(st);
+  return rc == SQLITE_ROW ? 0 : map_rc(rc);
+}
+
+/* Our own commits leave data_version alone, so only foreign commits wake. */
+static void on_check(uv_timer_t *t) {
+  sq_t *s = t->data;
+  int64_t v;
+  if (read_data_version(s, &v) || v == s->data_version) return;
+  s->data_version = v;
+  wake(s);
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status) {
+  sq_t *s = h->data;
+  if (!uv_is_active((uv_handle_t *)&s->check_timer))
+    timer_after(&s->check_timer, on_check, CHECK_DELAY_MS);
+}
+
+static void on_poll(uv_timer_t *t) { wake(t->data); }
+
+static void watch(sq_t *s, uv_fs_event_t *h, const char *path) {
+  int rc = uv_fs_event_start(h, on_fs_event, path, 0);
+  if (rc)
+    log_at(LOG_WARN, "cannot watch the database; polling only", KS("path", path),
+           KS("error", uv_strerror(rc)));
+}
+
+static void start_dispatching(sq_t *s) {
+  int64_t lease = s->base.opts.lease_ms > 0 ? s->base.opts.lease_ms : 30000;
+  uint64_t every = (uint64_t)(lease / 3 > 0 ? lease / 3 : 1);
+  uv_timer_start(&s->lease_timer, on_lease, every, every);
+  if (s->base.opts.poll_ms > 0)
+    uv_timer_start(&s->poll_timer, on_poll, (uint64_t)s->base.opts.poll_ms,
+                   (uint64_t)s->base.opts.poll_ms);
+  watch(s, &s->wal_watch, s->wal_path);
+  watch(s, &s->db_watch, s->path);
+}
+
+/* ------------------------------------------------------------ operations */
+
+static int sq_enqueue(store_t *b, store_event_t *const *evs, int n) {
+  sq_t *s = (sq_t *)b;
+  sqlite3_stmt *st = s->st[ST_INSERT];
+  int rc = begin(s);
+  if (rc != SQLITE_DONE) goto fail;
+  for (int i = 0; i < n; i++) {
+    const store_event_t *ev = evs[i];
+    sqlite3_bind_text(st, 1, ev->topic, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, ev->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, ev->payload, (int)ev->payload_len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, ev->headers, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    done_stmt(st);
+    if (rc != SQLITE_DONE) goto fail;
+  }
+  rc = run(s, ST_COMMIT);
+  if (rc != SQLITE_DONE) goto fail;
+  return 0;
+fail:;
+  int code = db_error(s, rc, "enqueueing");
+  rollback(s);
+  return code;
+}
+
+/* Requeued events keep last_error (the history of why they died) until their
+ * next failure overwrites it; attempts restart at 0 and they are due at once. */
+static int sq_requeue(store_t *b, const int64_t *ids, int n, int64_t *moved) {
+  sq_t *s = (sq_t *)b;
+  *moved = 0;
+  int rc = begin(s);
+  if (rc != SQLITE_DONE) goto fail;
+  if (n == 0) {
+    rc = run(s, ST_REQUEUE_DEAD);
+    if (rc != SQLITE_DONE) goto fail;
+    *moved = sqlite3_changes(s->db);
+  }
+  for (int i = 0; i < n; i++) {
+    sqlite3_stmt *st = s->st[ST_REQUEUE_ID];
+    sqlite3_bind_int64(st, 1, ids[i]);
+    rc = sqlite3_step(st);
+    done_stmt(st);
+    if (rc != SQLITE_DONE) goto fail;
+    *moved += sqlite3_changes(s->db);
+  }
+  rc = run(s, ST_COMMIT);
+  if (rc != SQLITE_DONE) goto fail;
+  return 0;
+fail:;
+  int code = db_error(s, rc, "requeueing");
+  rollback(s);
+  *moved = 0;
+  return code;
+}
+
+static void add_count(store_counts_t *c, const char *status, int64_t n) {
+  if (!status) return;
+  if (strcmp(status, "pending") == 0) c->pending = n;
+  else if (strcmp(status, "processing") == 0) c->processing = n;
+  else if (strcmp(status, "done") == 0) c->done = n;
+  else if (strcmp(status, "dead") == 0) c->dead = n;
+}
+
+static int sq_counts(store_t *b, store_counts_t *c) {
+  sq_t *s = (sq_t *)b;
+  memset(c, 0, sizeof *c);
+  sqlite3_stmt *st = s->st[ST_COUNTS];
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    add_count(c, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1));
+  done_stmt(st);
+  if (rc != SQLITE_DONE) return db_error(s, rc, "counting");
+  st = s->st[ST_OLDEST];
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+    int64_t age = now_ms() - sqlite3_column_int64(st, 0);
+    c->oldest_pending_age_ms = age > 0 ? age : 0;
+  }
+  done_stmt(st);
+  if (rc != SQLITE_ROW) return db_error(s, rc, "counting");
+  return 0;
+}
+
+static int sq_list_dead(store_t *b, int max,
+                        void (*cb)(void *arg, int64_t id, const char *topic, int attempts,
+                                   const char *last_error),
+                        void *arg) {
+  sq_t *s = (sq_t *)b;
+  sqlite3_stmt *st = s->st[ST_LIST_DEAD];
+  sqlite3_bind_int(st, 1, max);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    cb(arg, sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+       sqlite3_column_int(st, 2), (const char *)sqlite3_column_text(st, 3));
+  done_stmt(st);
+  return rc == SQLITE_DONE ? 0 : db_error(s, rc, "listing dead events");
+}
+
+/* ---------------------------------------------------------- open, close */
+
+static void destroy(sq_t *s) {
+  for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
+  sqlite3_close(s->db);
+  drop_settlements(s);
+  free(s->set);
+  free(s->out.slot);
+  free(s->path);
+  free(s->wal_path);
+  free(s->host);
+  free(s);
+}
+
+static void on_closed(uv_handle_t *h) {
+  sq_t *s = h->data;
+  if (--s->nopen) return;
+  void (*cb)(void *) = s->close_cb;
+  void *arg = s->close_arg;
+  destroy(s);
+  if (cb) cb(arg);
+}
+
+/* Every libuv handle the store owns; returns how many. */
+static int handles(sq_t *s, uv_handle_t **list) {
+  list[0] = (uv_handle_t *)&s->flush_timer;
+  list[1] = (uv_handle_t *)&s->lease_timer;
+  list[2] = (uv_handle_t *)&s->poll_timer;
+  list[3] = (uv_handle_t *)&s->due_timer;
+  list[4] = (uv_handle_t *)&s->check_timer;
+  list[5] = (uv_handle_t *)&s->kick_timer;
+  list[6] = (uv_handle_t *)&s->wal_watch;
+  list[7] = (uv_handle_t *)&s->db_watch;
+  return 8;
+}
+
+/* Flushes what is buffered (a failure is logged: those events come back when
+ * their leases expire), then closes every handle; cb runs after the last one. */
+static void sq_close(store_t *b, void (*cb)(void *arg), void *arg) {
+  sq_t *s = (sq_t *)b;
+  s->closing = 1;
+  s->close_cb = cb;
+  s->close_arg = arg;
+  sqlite3_busy_timeout(s->db, CMD_BUSY_MS);
+  if (flush_now(s) < 0) {
+    log_at(LOG_ERROR, "settlements not written; those events return when their leases expire",
+           KS("db", s->path), KI("events", s->nset));
+    drop_settlements(s);
+  }
+  uv_handle_t *list[8];
+  int n = handles(s, list);
+  s->nopen = n;
+  for (int i = 0; i < n; i++) uv_close(list[i], on_closed);
+}
+
+static const store_ops_t sqlite_ops = {
+    .name = "sqlite",
+    .claim = sq_claim,
+    .ack = sq_ack,
+    .fail = sq_fail,
+    .dead = sq_dead,
+    .release = sq_release,
+    .flush = sq_flush,
+    .exhausted = sq_exhausted,
+    .counts = sq_counts,
+    .enqueue = sq_enqueue,
+    .requeue = sq_requeue,
+    .list_dead = sq_list_dead,
+    .close = sq_close,
+};
+
+/* A one-line reason why `path` could not be opened. */
+static int open_error(sqlite3 *db, const char *path, int rc, char *errbuf, size_t errlen) {
+  int e = db ? sqlite3_system_errno(db) : 0;
+  if ((rc & 0xff) == SQLITE_NOTADB) {
+    snprintf(errbuf, errlen, "--db %s: file is not a database", path);
+    return -EINVAL;
+  }
+  if ((rc & 0xff) != SQLITE_CANTOPEN) {
+    snprintf(errbuf, errlen, "--db %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    return map_rc(rc);
+  }
+  char *copy = strdup(path);
+  const char *dir = copy ? dirname(copy) : ".";
+  struct stat st;
+  if (stat(dir, &st) != 0) {
+    snprintf(errbuf, errlen, "--db %s: cannot create the database: %s: %s", path, dir,
+             strerror(errno));
+    e = errno;
+  } else if (!S_ISDIR(st.st_mode)) {
+    snprintf(errbuf, errlen, "--db %s: cannot create the database: %s is not a directory",
+             path, dir);
+    e = ENOTDIR;
+  } else {
+    snprintf(errbuf, errlen, "--db %s: cannot open the database: %s", path,
+             e ? strerror(e) : sqlite3_errmsg(db));
+  }
+  free(copy);
+  return e ? -e : -EIO;
+}
+
+static int no_table(const char *path, char *errbuf, size_t errlen) {
+  snprintf(errbuf, errlen, "no outbox table in %s (run: outboxd init --db %s)", path, path);
+  return -ENOENT;
+}
+
+static int has_table(sqlite3 *db, int *yes) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(
+      db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'", -1, &st,
+      NULL);
+  if (rc != SQLITE_OK) return rc;
+  rc = sqlite3_step(st);
+  *yes = rc == SQLITE_ROW;
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Opens `path` in WAL mode; creates the file and the schema when `create`,
+ * otherwise requires the outbox table. On error *out is NULL. */
+static int open_db(const char *path, int create, sqlite3 **out, char *errbuf, size_t errlen) {
+  sqlite3 *db = NULL;
+  int yes = 0, code;
+  *out = NULL;
+  if (!create && access(path, F_OK) != 0) return no_table(path, errbuf, errlen);
+  int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+  int rc = sqlite3_open_v2(path, &db, flags, NULL);
+  if (rc != SQLITE_OK) goto fail;
+  sqlite3_busy_timeout(db, CMD_BUSY_MS);
+  rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) goto fail;
+  if (create) rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
+  if (rc != SQLITE_OK) goto fail;
+  rc = has_table(db, &yes);
+  if (rc != SQLITE_OK) goto fail;
+  if (!yes) {
+    sqlite3_close(db);
+    return no_table(path, errbuf, errlen);
+  }
+  *out = db;
+  return 0;
+fail:
+  code = open_error(db, path, rc, errbuf, errlen);
+  sqlite3_close(db);
+  return code;
+}
+
+static int prepare_all(sq_t *s, char *errbuf, size_t errlen) {
+  for (int i = 0; i < ST_COUNT; i++) {
+    int rc = sqlite3_prepare_v3(s->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                                NULL);
+    if (rc == SQLITE_OK) continue;
+    snprintf(errbuf, errlen, "--db %s: the outbox table does not match this version: %s",
+             s->path, sqlite3_errmsg(s->db));
+    return -EINVAL;
+  }
+  return 0;
+}
+
+static void init_handles(sq_t *s) {
+  uv_handle_t *list[8];
+  int n = handles(s, list);
+  for (int i = 0; i < 6; i++) uv_timer_init(s->base.loop, (uv_timer_t *)list[i]);
+  uv_fs_event_init(s->base.loop, &s->wal_watch);
+  uv_fs_event_init(s->base.loop, &s->db_watch);
+  for (int i = 0; i < n; i++) list[i]->data = s;
+}
+
+/* Without opts->host_id the store is an operations handle (status, requeue,
+ * enqueue): it never creates the schema, starts no timers and logs nothing;
+ * failures are reported through the return code and s->err only. With a host id
+ * it dispatches: the schema is created if missing, leases are renewed, and
+ * wake-ups come from the WAL file, retries coming due and the poll interval. */
+int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opts,
+                      store_t **out, char *errbuf, size_t errlen) {
+  *out = NULL;
+  sq_t *s = calloc(1, sizeof *s);
+  if (!s) goto fail_nomem;
+  s->base.ops = &sqlite_ops;
+  s->base.loop = loop;
+  s->base.opts = *opts;
+  s->dispatching = opts->host_id != NULL;
+  s->path = strdup(path);
+  s->wal_path = malloc(strlen(path) + 5);
+  s->host = opts->host_id ? strdup(opts->host_id) : NULL;
+  if (!s->path || !s->wal_path || (opts->host_id && !s->host)) goto fail_nomem;
+  sprintf(s->wal_path, "%s-wal", path);
+  s->base.opts.host_id = s->host;
+  int rc = open_db(path, s->dispatching, &s->db, errbuf, errlen);
+  if (rc) goto fail;
+  sqlite3_busy_timeout(s->db, s->dispatching ? LOOP_BUSY_MS : CMD_BUSY_MS);
+  rc = prepare_all(s, errbuf, errlen);
+  if (rc) goto fail;
+  rc = read_data_version(s, &s->data_version);
+  if (rc) {
+    snprintf(errbuf, errlen, "--db %s: %s", path, sqlite3_errmsg(s->db));
+    goto fail;
+  }
+  init_handles(s);
+  if (s->dispatching) start_dispatching(s);
+  *out = &s->base;
+  return 0;
+fail_nomem:
+  snprintf(errbuf, errlen, "--db %s: out of memory", path);
+  rc = -ENOMEM;
+fail:
+  if (s) destroy(s);
+  return rc;
+}
+
+/* Creates the database file and the outbox table and indexes if missing. */
+int store_sqlite_init_schema(const char *path, char *errbuf, size_t errlen) {
+  sqlite3 *db;
+  int rc = open_db(path, 1, &db, errbuf, errlen);
+  if (rc) return rc;
+  sqlite3_close(db);
+  return 0;
+}

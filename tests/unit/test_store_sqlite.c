@@ -1,0 +1,648 @@
+/* Tests for src/store_sqlite.c on real temporary SQLite files and a real uv loop.
+ * Each test makes its own directory and closes every handle it opens. */
+#include <check.h>
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "log.h"
+#include "store.h"
+
+#undef fail /* check.h's deprecated fail() would rewrite ops->fail */
+
+static char dir[64];
+static char path[128];
+static uv_loop_t loop;
+
+static void setup(void) {
+  strcpy(dir, "/tmp/test_store_sqlite.XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/outbox.db", dir);
+  ck_assert_int_eq(uv_loop_init(&loop), 0);
+  log_setup(LOG_TEXT, LOG_ERROR);
+}
+
+static void teardown(void) {
+  ck_assert_int_eq(uv_loop_close(&loop), 0);
+  char cmd[160];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+typedef struct wakes {
+  int n;
+  int64_t at[8];
+  int stop_after; /* stop the loop after this many wake-ups */
+} wakes_t;
+
+static void on_wake(void *arg) {
+  wakes_t *w = arg;
+  if (w->n < 8) w->at[w->n] = now_ms();
+  if (++w->n >= w->stop_after) uv_stop(&loop);
+}
+
+static store_opts_t opts_for(const char *host, int ordering, int batch, int64_t lease,
+                             wakes_t *w) {
+  store_opts_t o = {0};
+  o.batch = batch;
+  o.ordering_key = ordering;
+  o.lease_ms = lease;
+  o.poll_ms = 60000;
+  o.host_id = host;
+  o.wake = w ? on_wake : NULL;
+  o.wake_arg = w;
+  return o;
+}
+
+static store_t *open_as(const char *host, int ordering, int batch, int64_t lease, wakes_t *w) {
+  store_opts_t o = opts_for(host, ordering, batch, lease, w);
+  store_t *s = NULL;
+  char err[256] = "";
+  int rc = store_sqlite_open(&loop, path, &o, &s, err, sizeof err);
+  ck_assert_msg(rc == 0, "open: %s", err);
+  return s;
+}
+
+static void on_closed(void *arg) { (*(int *)arg)++; }
+
+static void close_store(store_t *s) {
+  int closed = 0;
+  store_close(s, on_closed, &closed);
+  while (!closed) uv_run(&loop, UV_RUN_ONCE);
+  ck_assert_int_eq(closed, 1);
+}
+
+static void put(store_t *s, const char *topic, const char *key, const char *payload) {
+  store_event_t *ev = store_event_new(0, topic, strlen(topic), key, key ? strlen(key) : 0,
+                                      payload, strlen(payload), NULL, 0, 0);
+  ck_assert_int_eq(s->ops->enqueue(s, &ev, 1), 0);
+  store_event_free(ev);
+}
+
+static int claim(store_t *s, int max, store_event_t **out) {
+  int n = -1;
+  ck_assert_int_eq(store_claim(s, max, out, &n), 0);
+  return n;
+}
+
+static sqlite3 *raw(void) {
+  sqlite3 *db;
+  ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 2000);
+  return db;
+}
+
+static void raw_exec(const char *sql) {
+  sqlite3 *db = raw();
+  char *err = NULL;
+  int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+  ck_assert_msg(rc == SQLITE_OK, "%s: %s", sql, err ? err : "");
+  sqlite3_close(db);
+}
+
+/* One integer from one SQL query. */
+static int64_t raw_int(const char *sql) {
+  sqlite3 *db = raw();
+  sqlite3_stmt *st;
+  ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+  int64_t v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+static void raw_text(const char *sql, char *buf, size_t len) {
+  sqlite3 *db = raw();
+  sqlite3_stmt *st;
+  ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+  const char *t = (const char *)sqlite3_column_text(st, 0);
+  snprintf(buf, len, "%s", t ? t : "(null)");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+static void init_db(void) {
+  char err[256] = "";
+  ck_assert_msg(store_sqlite_init_schema(path, err, sizeof err) == 0, "%s", err);
+}
+
+static void on_stop(uv_timer_t *t) { uv_stop(t->loop); }
+
+/* Runs the loop for at most ms (or until something calls uv_stop). */
+static void run_for(uint64_t ms) {
+  uv_timer_t t;
+  uv_timer_init(&loop, &t);
+  uv_timer_start(&t, on_stop, ms, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* -------------------------------------------------------------- tests */
+
+START_TEST(schema_created) {
+  init_db();
+  init_db(); /* idempotent */
+  char mode[32];
+  raw_text("PRAGMA journal_mode", mode, sizeof mode);
+  ck_assert_str_eq(mode, "wal");
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM pragma_table_info('outbox')"), 12);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+                           " AND name IN ('outbox_claim', 'outbox_key_head')"),
+                   2);
+  raw_exec("INSERT INTO outbox (topic, payload) VALUES ('t', 'p')");
+  int64_t created = raw_int("SELECT created_at FROM outbox");
+  ck_assert_int_le(llabs(created - now_ms()), 2000);
+  ck_assert_int_eq(raw_int("SELECT available_at + attempts FROM outbox"), 0);
+}
+END_TEST
+
+START_TEST(run_creates_ops_do_not) {
+  store_opts_t o = opts_for(NULL, 1, 10, 30000, NULL);
+  store_t *s = NULL;
+  char err[256] = "";
+  ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), -ENOENT);
+  ck_assert_ptr_null(s);
+  ck_assert_ptr_nonnull(strstr(err, "no outbox table in"));
+  ck_assert_ptr_nonnull(strstr(err, "run: outboxd init --db"));
+  ck_assert_int_ne(access(path, F_OK), 0); /* not created */
+  raw_exec("CREATE TABLE other (x)");      /* a database, but without the table */
+  ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), -ENOENT);
+  ck_assert_ptr_nonnull(strstr(err, "no outbox table in"));
+  s = open_as("h1", 1, 10, 30000, NULL); /* a dispatcher creates it */
+  close_store(s);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 0);
+}
+END_TEST
+
+START_TEST(round_trip) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  store_event_t *in = store_event_new(0, "orders", 6, "k1", 2, "{\"a\":1}", 7, "{\"h\":\"v\"}",
+                                      9, 0);
+  ck_assert_int_eq(s->ops->enqueue(s, &in, 1), 0);
+  store_event_free(in);
+  store_event_t *out[10];
+  ck_assert_int_eq(claim(s, 10, out), 1);
+  store_event_t *ev = out[0];
+  ck_assert_int_eq(ev->id, 1);
+  ck_assert_str_eq(ev->topic, "orders");
+  ck_assert_str_eq(ev->key, "k1");
+  ck_assert_str_eq(ev->payload, "{\"a\":1}");
+  ck_assert_uint_eq(ev->payload_len, 7);
+  ck_assert_str_eq(ev->headers, "{\"h\":\"v\"}");
+  ck_assert_int_eq(ev->attempts, 0);
+  ck_assert_int_le(llabs(ev->created_at - now_ms()), 2000);
+  char buf[64];
+  raw_text("SELECT status || ' ' || locked_by FROM outbox", buf, sizeof buf);
+  ck_assert_str_eq(buf, "processing h1");
+  ck_assert_int_gt(raw_int("SELECT locked_until FROM outbox"), now_ms() + 20000);
+  store_ack(s, ev);
+  ck_assert_int_eq(store_flush(s), 0);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 0);
+  ck_assert_int_eq(claim(s, 10, out), 0);
+  close_store(s);
+}
+END_TEST
+
+START_TEST(keep_done) {
+  store_opts_t o = opts_for("h1", 1, 10, 30000, NULL);
+  o.keep_done = 1;
+  store_t *s = NULL;
+  char err[256];
+  ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), 0);
+  put(s, "t", NULL, "p");
+  store_event_t *out[4];
+  ck_assert_int_eq(claim(s, 4, out), 1);
+  store_ack(s, out[0]);
+  close_store(s); /* close flushes */
+  char buf[64];
+  raw_text("SELECT status || ' ' || attempts || ' ' || ifnull(locked_by, '-') FROM outbox", buf,
+           sizeof buf);
+  ck_assert_str_eq(buf, "done 1 -");
+}
+END_TEST
+
+START_TEST(claim_honours_max) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  for (int i = 0; i < 10; i++) put(s, "t", NULL, "p");
+  store_event_t *out[10];
+  ck_assert_int_eq(claim(s, 4, out), 4);
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(out[i]->id, i + 1);
+    store_release(s, out[i]);
+  }
+  ck_assert_int_eq(claim(s, 10, out), 10); /* the release was flushed by the claim */
+  for (int i = 0; i < 10; i++) store_ack(s, out[i]);
+  close_store(s);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 0);
+}
+END_TEST
+
+START_TEST(head_of_key_only) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  put(s, "t", "A", "A1"); /* 1 */
+  put(s, "t", "A", "A2"); /* 2 */
+  put(s, "t", "A", "A3"); /* 3 */
+  put(s, "t", "B", "B1"); /* 4 */
+  put(s, "t", NULL, "N1"); /* 5 */
+  put(s, "t", NULL, "N2"); /* 6 */
+  store_event_t *out[10];
+  ck_assert_int_eq(claim(s, 10, out), 4);
+  ck_assert_str_eq(out[0]->payload, "A1");
+  ck_assert_str_eq(out[1]->payload, "B1");
+  ck_assert_str_eq(out[2]->payload, "N1");
+  ck_assert_str_eq(out[3]->payload, "N2");
+  store_event_t *more[10];
+  ck_assert_int_eq(claim(s, 10, more), 0);
+  store_ack(s, out[0]);
+  ck_assert_int_eq(claim(s, 10, more), 1);
+  ck_assert_str_eq(more[0]->payload, "A2");
+  store_ack(s, more[0]);
+  for (int i = 1; i < 4; i++) store_ack(s, out[i]);
+  ck_assert_int_eq(claim(s, 10, more), 1);
+  ck_assert_str_eq(more[0]->payload, "A3");
+  store_ack(s, more[0]);
+  close_store(s);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 0);
+}
+END_TEST
+
+/* The LIMIT applies after the head rule: a busy key cannot starve the others. */
+START_TEST(busy_key_does_not_starve) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  for (int i = 0; i < 20; i++) put(s, "t", "A", "A");
+  put(s, "t", "B", "B1");
+  store_event_t *out[2];
+  ck_assert_int_eq(claim(s, 2, out), 2);
+  ck_assert_str_eq(out[0]->payload, "A");
+  ck_assert_str_eq(out[1]->payload, "B1");
+  store_release(s, out[0]);
+  store_release(s, out[1]);
+  close_store(s);
+}
+END_TEST
+
+START_TEST(failed_event_blocks_its_key) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  put(s, "t", "A", "A1");
+  put(s, "t", "A", "A2");
+  put(s, "t", "B", "B1");
+  store_event_t *out[10];
+  ck_assert_int_eq(claim(s, 10, out), 2);
+  int64_t due = now_ms() + 60000;
+  store_fail(s, out[0], due, "boom");
+  store_ack(s, out[1]);
+  ck_assert_int_eq(claim(s, 10, out), 0); /* A2 waits behind A1 */
+  char buf[128];
+  raw_text("SELECT status || ' ' || attempts || ' ' || last_error || ' ' ||"
+           " ifnull(locked_by, '-') || ' ' || ifnull(locked_until, '-') FROM outbox WHERE id = 1",
+           buf, sizeof buf);
+  ck_assert_str_eq(buf, "pending 1 boom - -");
+  ck_assert_int_eq(raw_int("SELECT available_at FROM outbox WHERE id = 1"), due);
+  close_store(s);
+
+  s = open_as("h1", 0, 10, 30000, NULL); /* --ordering none */
+  ck_assert_int_eq(claim(s, 10, out), 1);
+  ck_assert_str_eq(out[0]->payload, "A2");
+  store_ack(s, out[0]);
+  close_store(s);
+}
+END_TEST
+
+START_TEST(retry_comes_due) {
+  wakes_t w = {.stop_after = 1};
+  store_t *s = open_as("h1", 1, 10, 30000, &w);
+  put(s, "t", "A", "A1");
+  store_event_t *out[4];
+  ck_assert_int_eq(claim(s, 4, out), 1);
+  int64_t due = now_ms() + 150;
+  store_fail(s, out[0], due, "later");
+  ck_assert_int_eq(store_flush(s), 0);
+  run_for(2000); /* the flush itself wakes (a head settled) */
+  ck_assert_int_eq(w.n, 1);
+  ck_assert_int_eq(claim(s, 4, out), 0); /* not due yet */
+  w.stop_after = 2;
+  run_for(2000);
+  ck_assert_int_eq(w.n, 2);
+  ck_assert_int_ge(w.at[1], due);
+  ck_assert_int_lt(w.at[1], due + 100);
+  ck_assert_int_eq(claim(s, 4, out), 1);
+  ck_assert_int_eq(out[0]->attempts, 1);
+  store_ack(s, out[0]);
+  close_store(s);
+}
+END_TEST
+
+START_TEST(release_uses_no_attempt) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  put(s, "t", "A", "A1");
+  store_event_t *out[4];
+  ck_assert_int_eq(claim(s, 4, out), 1);
+  store_release(s, out[0]);
+  ck_assert_int_eq(store_flush(s), 0);
+  char buf[64];
+  raw_text("SELECT status || ' ' || attempts || ' ' || ifnull(locked_by, '-') FROM outbox", buf,
+           sizeof buf);
+  ck_assert_str_eq(buf, "pending 0 -");
+  ck_assert_int_eq(claim(s, 4, out), 1);
+  ck_assert_int_eq(out[0]->attempts, 0);
+  store_release(s, out[0]);
+  close_store(s);
+}
+END_TEST
+
+typedef struct dead_list {
+  int n;
+  int64_t id[8];
+  char err[8][32];
+} dead_list_t;
+
+static void on_dead_row(void *arg, int64_t id, const char *topic, int attempts,
+                        const char *last_error) {
+  dead_list_t *d = arg;
+  d->id[d->n] = id;
+  snprintf(d->err[d->n], sizeof d->err[0], "%s/%d/%s", topic, attempts,
+           last_error ? last_error : "-");
+  d->n++;
+}
+
+START_TEST(dead_and_requeue) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  put(s, "t", "A", "A1");
+  put(s, "t", "A", "A2");
+  put(s, "t", NULL, "N1");
+  store_event_t *out[4];
+  ck_assert_int_eq(claim(s, 4, out), 2);
+  store_dead(s, out[0], 1, "poison");
+  store_dead(s, out[1], 0, "rejected");
+  ck_assert_int_eq(claim(s, 4, out), 1); /* a dead head no longer blocks A2 */
+  ck_assert_str_eq(out[0]->payload, "A2");
+  store_dead(s, out[0], 1, "again");
+  ck_assert_int_eq(store_flush(s), 0);
+  dead_list_t d = {0};
+  ck_assert_int_eq(s->ops->list_dead(s, 5, on_dead_row, &d), 0);
+  ck_assert_int_eq(d.n, 3);
+  ck_assert_int_eq(d.id[0], 3); /* newest first */
+  ck_assert_str_eq(d.err[0], "t/0/rejected");
+  ck_assert_int_eq(d.id[1], 2);
+  ck_assert_str_eq(d.err[1], "t/1/again");
+  ck_assert_int_eq(d.id[2], 1);
+  ck_assert_str_eq(d.err[2], "t/1/poison");
+
+  int64_t ids[] = {1, 999}, moved = -1;
+  ck_assert_int_eq(s->ops->requeue(s, ids, 2, &moved), 0);
+  ck_assert_int_eq(moved, 1);
+  char buf[64];
+  raw_text("SELECT status || ' ' || attempts || ' ' || available_at || ' ' || last_error"
+           " FROM outbox WHERE id = 1",
+           buf, sizeof buf);
+  ck_assert_str_eq(buf, "pending 0 0 poison");
+  ck_assert_int_eq(s->ops->requeue(s, NULL, 0, &moved), 0);
+  ck_assert_int_eq(moved, 2);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE status = 'pending'"), 3);
+  ck_assert_int_eq(claim(s, 4, out), 2); /* A1 (head of A) and N1 */
+  int64_t live = out[0]->id;
+  ck_assert_int_eq(s->ops->requeue(s, &live, 1, &moved), 0);
+  ck_assert_int_eq(moved, 0); /* a claimed event is not taken from its host */
+  store_release(s, out[0]);
+  store_release(s, out[1]);
+  close_store(s);
+}
+END_TEST
+
+START_TEST(expired_lease_and_fencing) {
+  store_t *s1 = open_as("h1", 1, 10, 50, NULL);
+  store_t *s2 = open_as("h2", 1, 10, 30000, NULL);
+  put(s1, "t", "A", "A1");
+  put(s1, "t", "A", "A2");
+  store_event_t *a[4], *b[4];
+  ck_assert_int_eq(claim(s1, 4, a), 1);
+  ck_assert_int_eq(claim(s2, 4, b), 0); /* lease live, key A held */
+  usleep(80 * 1000);                     /* the loop does not run: no renewal */
+  ck_assert_int_eq(claim(s2, 4, b), 1);
+  ck_assert_int_eq(b[0]->id, a[0]->id);
+  ck_assert_int_eq(b[0]->attempts, 0);
+  store_ack(s1, a[0]); /* the first host finishes late */
+  ck_assert_int_eq(store_flush(s1), 0);
+  char buf[64];
+  raw_text("SELECT status || ' ' || locked_by FROM outbox WHERE id = 1", buf, sizeof buf);
+  ck_assert_str_eq(buf, "processing h2");
+  store_fail(s1, store_event_new(1, "t", 1, NULL, 0, "x", 1, NULL, 0, 0), 0, "late");
+  store_dead(s1, store_event_new(1, "t", 1, NULL, 0, "x", 1, NULL, 0, 0), 1, "late");
+  store_release(s1, store_event_new(1, "t", 1, NULL, 0, "x", 1, NULL, 0, 0));
+  ck_assert_int_eq(store_flush(s1), 0);
+  raw_text("SELECT status || ' ' || locked_by || ' ' || attempts FROM outbox WHERE id = 1",
+           buf, sizeof buf);
+  ck_assert_str_eq(buf, "processing h2 0");
+  store_ack(s2, b[0]);
+  ck_assert_int_eq(store_flush(s2), 0);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE id = 1"), 0);
+  close_store(s1);
+  close_store(s2);
+}
+END_TEST
+
+START_TEST(lease_renewed_while_out) {
+  store_t *s1 = open_as("h1", 1, 10, 90, NULL);
+  store_t *s2 = open_as("h2", 1, 10, 30000, NULL);
+  put(s1, "t", NULL, "N1");
+  store_event_t *a[4], *b[4];
+  ck_assert_int_eq(claim(s1, 4, a), 1);
+  run_for(300); /* renewals every 30 ms */
+  ck_assert_int_eq(claim(s2, 4, b), 0);
+  ck_assert_int_gt(raw_int("SELECT locked_until FROM outbox"), now_ms());
+  store_ack(s1, a[0]);
+  close_store(s1);
+  close_store(s2);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 0);
+}
+END_TEST
+
+START_TEST(counts) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  store_counts_t c;
+  ck_assert_int_eq(store_counts(s, &c), 0);
+  ck_assert_int_eq(c.pending + c.processing + c.done + c.dead + c.oldest_pending_age_ms, 0);
+  for (int i = 0; i < 4; i++) put(s, "t", NULL, "p");
+  raw_exec("INSERT INTO outbox (topic, payload, status) VALUES ('t', 'p', 'done')");
+  store_event_t *out[4];
+  ck_assert_int_eq(claim(s, 2, out), 2);
+  store_dead(s, out[0], 1, "x");
+  ck_assert_int_eq(store_flush(s), 0);
+  raw_exec("UPDATE outbox SET created_at = created_at - 5000 WHERE id = 3");
+  ck_assert_int_eq(store_counts(s, &c), 0);
+  ck_assert_int_eq(c.pending, 2);
+  ck_assert_int_eq(c.processing, 1);
+  ck_assert_int_eq(c.done, 1);
+  ck_assert_int_eq(c.dead, 1);
+  ck_assert_int_ge(c.oldest_pending_age_ms, 5000);
+  ck_assert_int_lt(c.oldest_pending_age_ms, 7000);
+  store_release(s, out[1]);
+  close_store(s);
+}
+END_TEST
+
+typedef struct writer {
+  uv_timer_t t;
+  int64_t at;
+} writer_t;
+
+static void on_write(uv_timer_t *t) {
+  writer_t *w = (writer_t *)t;
+  w->at = now_ms();
+  raw_exec("INSERT INTO outbox (topic, payload) VALUES ('t', 'from elsewhere')");
+}
+
+START_TEST(wake_on_foreign_commit) {
+  wakes_t w = {.stop_after = 1};
+  store_t *s = open_as("h1", 1, 10, 30000, &w);
+  put(s, "t", NULL, "mine"); /* our own commit wakes nobody */
+  run_for(150);
+  ck_assert_int_eq(w.n, 0);
+  writer_t wr = {0};
+  uv_timer_init(&loop, &wr.t);
+  uv_timer_start(&wr.t, on_write, 20, 0);
+  run_for(2000);
+  ck_assert_int_eq(w.n, 1);
+  ck_assert_int_lt(w.at[0] - wr.at, 200);
+  uv_close((uv_handle_t *)&wr.t, NULL);
+  store_event_t *out[4];
+  ck_assert_int_eq(claim(s, 4, out), 2);
+  store_ack(s, out[0]);
+  store_ack(s, out[1]);
+  close_store(s);
+}
+END_TEST
+
+START_TEST(poll_fallback) {
+  wakes_t w = {.stop_after = 2};
+  store_opts_t o = opts_for("h1", 1, 10, 30000, &w);
+  o.poll_ms = 40;
+  store_t *s = NULL;
+  char err[256];
+  ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), 0);
+  int64_t t0 = now_ms();
+  run_for(2000);
+  ck_assert_int_eq(w.n, 2);
+  ck_assert_int_ge(w.at[1] - t0, 75);
+  close_store(s);
+}
+END_TEST
+
+START_TEST(busy_database_is_retried) {
+  wakes_t w = {.stop_after = 1};
+  store_t *s = open_as("h1", 1, 10, 30000, &w);
+  put(s, "t", NULL, "p");
+  sqlite3 *db = raw();
+  ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+  store_event_t *out[4];
+  int n = -1;
+  int64_t t0 = now_ms();
+  ck_assert_int_eq(store_claim(s, 4, out, &n), -EAGAIN);
+  ck_assert_int_eq(n, 0);
+  ck_assert_int_lt(now_ms() - t0, 1000); /* the loop is not held for long */
+  ck_assert_int_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  run_for(2000); /* a retry wake-up follows */
+  ck_assert_int_eq(w.n, 1);
+  ck_assert_int_eq(claim(s, 4, out), 1);
+  store_ack(s, out[0]);
+  close_store(s);
+}
+END_TEST
+
+START_TEST(not_a_database) {
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  for (int i = 0; i < 200; i++) fputs("this is not a database at all\n", f);
+  fclose(f);
+  char err[256] = "";
+  store_opts_t o = opts_for("h1", 1, 10, 30000, NULL);
+  store_t *s = NULL;
+  ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, path));
+  ck_assert_ptr_nonnull(strstr(err, "file is not a database"));
+  ck_assert_ptr_null(strchr(err, '\n'));
+  err[0] = 0;
+  ck_assert_int_eq(store_sqlite_init_schema(path, err, sizeof err), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "file is not a database"));
+}
+END_TEST
+
+START_TEST(unwritable_paths) {
+  char bad[192], err[256] = "";
+  snprintf(bad, sizeof bad, "%s/missing/outbox.db", dir);
+  ck_assert_int_eq(store_sqlite_init_schema(bad, err, sizeof err), -ENOENT);
+  ck_assert_ptr_nonnull(strstr(err, bad));
+  ck_assert_ptr_nonnull(strstr(err, "No such file or directory"));
+
+  snprintf(bad, sizeof bad, "%s/file", dir);
+  FILE *f = fopen(bad, "w");
+  fclose(f);
+  strcat(bad, "/outbox.db");
+  store_opts_t o = opts_for("h1", 1, 10, 30000, NULL);
+  store_t *s = NULL;
+  ck_assert_int_eq(store_sqlite_open(&loop, bad, &o, &s, err, sizeof err), -ENOTDIR);
+  ck_assert_ptr_nonnull(strstr(err, "is not a directory"));
+
+  if (geteuid() != 0) { /* root writes anywhere */
+    snprintf(bad, sizeof bad, "%s/ro", dir);
+    ck_assert_int_eq(mkdir(bad, 0500), 0);
+    strcat(bad, "/outbox.db");
+    ck_assert_int_eq(store_sqlite_init_schema(bad, err, sizeof err), -EACCES);
+    ck_assert_ptr_nonnull(strstr(err, "Permission denied"));
+  }
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("store_sqlite");
+  TCase *tc = tcase_create("store_sqlite");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 30);
+  tcase_add_test(tc, schema_created);
+  tcase_add_test(tc, run_creates_ops_do_not);
+  tcase_add_test(tc, round_trip);
+  tcase_add_test(tc, keep_done);
+  tcase_add_test(tc, claim_honours_max);
+  tcase_add_test(tc, head_of_key_only);
+  tcase_add_test(tc, busy_key_does_not_starve);
+  tcase_add_test(tc, failed_event_blocks_its_key);
+  tcase_add_test(tc, retry_comes_due);
+  tcase_add_test(tc, release_uses_no_attempt);
+  tcase_add_test(tc, dead_and_requeue);
+  tcase_add_test(tc, expired_lease_and_fencing);
+  tcase_add_test(tc, lease_renewed_while_out);
+  tcase_add_test(tc, counts);
+  tcase_add_test(tc, wake_on_foreign_commit);
+  tcase_add_test(tc, poll_fallback);
+  tcase_add_test(tc, busy_database_is_retried);
+  tcase_add_test(tc, not_a_database);
+  tcase_add_test(tc, unwritable_paths);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
