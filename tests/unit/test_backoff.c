@@ -140,12 +140,14 @@ START_TEST(parse_valid) {
 END_TEST
 
 START_TEST(parse_invalid) {
+  /* clang-format off */
   static const char *const bad[] = {
       "",          "0",       "0:100",    "100:0",     "-1",    "-1:100",    "100:-1",
       "abc",       "100ms",   "1e3",      "100:",      ":100",  "100:200:300", "100 ",
       " 100",      "+100",    "2000:1000", "100::200", "1.5",   "99999999999999999999",
       "1:99999999999999999999",
   };
+  /* clang-format on */
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     int64_t base = -9, cap = -9;
     ck_assert_msg(backoff_parse(bad[i], &base, &cap) == -EINVAL, "accepted '%s'", bad[i]);

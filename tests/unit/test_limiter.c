@@ -300,10 +300,10 @@ END_TEST
 
 /* ck_assert_* talks to the test runner on every success (a mark point); the hot loop
  * checks with a plain `if` and only calls into Check on failure. */
-#define REQUIRE(cond)                                                                    \
-  do {                                                                                   \
-    if (!(cond))                                                                         \
-      ck_abort_msg("%s:%d: %s", __FILE__, __LINE__, #cond);                              \
+#define REQUIRE(cond)                                                                              \
+  do {                                                                                             \
+    if (!(cond))                                                                                   \
+      ck_abort_msg("%s:%d: %s", __FILE__, __LINE__, #cond);                                        \
   } while (0)
 
 enum { P_ITEMS = 300, P_KEYS = 50, P_OPS = 1000000 };

@@ -99,8 +99,8 @@ START_TEST(parse_size_valid) {
       {"3T", 3 * 1024 * 1024 * MiB},
       {"100B", 100},
       {"0", 0},
-      {"16777215T", 16777215ULL << 40},        /* the largest T that fits */
-      {"18446744073709551615", UINT64_MAX},    /* the largest plain number */
+      {"16777215T", 16777215ULL << 40},     /* the largest T that fits */
+      {"18446744073709551615", UINT64_MAX}, /* the largest plain number */
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     uint64_t got = 12345;
@@ -111,11 +111,13 @@ START_TEST(parse_size_valid) {
 END_TEST
 
 START_TEST(parse_size_invalid) {
+  /* clang-format off */
   static const char *const bad[] = {
       "",      "M",   "-1",    "-1M",  "+5",   " 5",    "5 ",     "5 M",   "1.5G", "12X",
       "1MX",   "1Mi", "1iB",   "1BB",  "1MBB", "0x10",  "1e6",    "G1",    "abc",  "1KK",
       "16777216T", "18446744073709551616", "99999999999999999999999", "17179869184G",
   };
+  /* clang-format on */
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     uint64_t got = 777;
     ck_assert_msg(memmon_parse_size(bad[i], &got) == -EINVAL, "accepted '%s'", bad[i]);
