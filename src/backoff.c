@@ -27,7 +27,7 @@ uint64_t backoff_rand(backoff_t *b) {
 /* min(cap, base * 2^(attempt-1)) for attempt >= 1. */
 static int64_t nominal(const backoff_t *b, int attempt) {
   int shift = attempt < 1 ? 0 : attempt - 1;
-  if (shift >= 62 || b->base_ms > (b->cap_ms >> shift))
+  if (shift >= 63 || b->base_ms > (b->cap_ms >> shift))
     return b->cap_ms;
   return b->base_ms << shift;
 }

@@ -42,8 +42,7 @@ static int should_open(const breaker_t *b) {
   return (int64_t)b->failures * 100 >= (int64_t)b->threshold_pct * b->ring_count;
 }
 
-int breaker_init(breaker_t *b, int threshold_pct, int window, int min_calls,
-                 int64_t cooldown_ms) {
+int breaker_init(breaker_t *b, int threshold_pct, int window, int min_calls, int64_t cooldown_ms) {
   if (threshold_pct < 1 || threshold_pct > 100 || window < 1)
     return -EINVAL;
   if (min_calls < 0 || min_calls > window || cooldown_ms < 0)

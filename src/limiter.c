@@ -69,8 +69,7 @@ static void chain_insert(limiter_lane_t **bucket, limiter_lane_t *lane) {
   *bucket = lane;
 }
 
-static limiter_lane_t *lane_find(const limiter_t *l, const char *key, size_t len,
-                                 uint64_t hash) {
+static limiter_lane_t *lane_find(const limiter_t *l, const char *key, size_t len, uint64_t hash) {
   for (limiter_lane_t *lane = *bucket_of(l, hash); lane; lane = lane->next) {
     if (lane->hash == hash && lane->keylen == len && memcmp(lane->key, key, len) == 0)
       return lane;
@@ -286,6 +285,4 @@ void limiter_cancel(limiter_t *l, limiter_item_t *it) {
   lane_advance(l, lane);
 }
 
-void limiter_set_limit(limiter_t *l, int limit) {
-  l->limit = limit < 1 ? 1 : limit;
-}
+void limiter_set_limit(limiter_t *l, int limit) { l->limit = limit < 1 ? 1 : limit; }

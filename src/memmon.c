@@ -136,8 +136,8 @@ static int own_cgroup(const char *controller, char *out, size_t size) {
     char *path = list ? strchr(list + 1, ':') : NULL;
     if (!path)
       continue;
-    int match = controller ? lists_controller(list + 1, controller)
-                           : (strncmp(line, "0::", 3) == 0);
+    int match =
+        controller ? lists_controller(list + 1, controller) : (strncmp(line, "0::", 3) == 0);
     if (!match)
       continue;
     path[1 + strcspn(path + 1, "\n")] = '\0';
