@@ -133,7 +133,7 @@ static int l_log(lua_State *L) {
   if (lua_istable(L, 3)) {
     lua_pushnil(L);
     while (n < 32 && lua_next(L, 3)) {
-      if (lua_type(L, -2) == LUA_TSTRING) {
+      if (lua_type(L, -2) == LUA_TSTRING && !(id >= 0 && !strcmp(lua_tostring(L, -2), "id"))) {
         const char *k = lua_tostring(L, -2);
         switch (lua_type(L, -1)) {
         case LUA_TNUMBER: kv[n++] = KF(k, lua_tonumber(L, -1)); break;

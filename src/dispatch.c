@@ -509,7 +509,8 @@ int dispatch_run(config_t *cfg, const char *script) {
   log_at(LOG_INFO, "started", KS("script", script), KS("db", cfg->db),
          KI("concurrency", cfg->concurrency), KI("generation", host_generation(d->host)));
   host_fire(d->host, "start", NULL, NULL);
-  on_store_wake(d); /* first pump on the next pass, after the start hooks began */
+  host_run_ready(d->host); /* start hooks begin before the first event */
+  pump(d);
   uv_run(d->loop, UV_RUN_DEFAULT);
   rc = d->finished ? 0 : 1;
   if (!d->finished) log_at(LOG_ERROR, "loop ended with work left");

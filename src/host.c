@@ -255,11 +255,12 @@ static void ready_push(host_t *h, task_t *t, int nargs) {
   uv_idle_start(&h->idle, on_idle);
 }
 
-static void on_idle(uv_idle_t *idle) {
-  host_t *h = idle->data;
+static void on_idle(uv_idle_t *idle) { host_run_ready(idle->data); }
+
+void host_run_ready(host_t *h) {
   task_t *list = h->rhead;
   h->rhead = h->rtail = NULL;
-  uv_idle_stop(idle);
+  uv_idle_stop(&h->idle);
   while (list) { /* everything ready now runs in one pass */
     task_t *t = list;
     list = t->rnext;

@@ -74,6 +74,10 @@ int host_run(host_t *h, store_event_t *ev, void *owner);
  * `ev` is given, {event=, error=}; when only `err` is given, {error=}). */
 void host_fire(host_t *h, const char *name, const store_event_t *ev, const char *err);
 
+/* Starts or resumes now every task queued for the next loop pass. Call it from a
+ * loop callback, never from inside Lua. */
+void host_run_ready(host_t *h);
+
 /* Abandons every running event (outcome HOST_CANCELLED) and every hook. */
 void host_cancel_all(host_t *h);
 
