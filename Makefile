@@ -98,7 +98,7 @@ unit: $(UNIT_BIN)
 	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=120 $$t; done
 
 e2e: outboxd
-	$(Q)sh tests/e2e/run.sh
+	$(Q)bash tests/e2e/run.sh
 
 check: unit e2e
 	@echo "make check: all tests passed"
