@@ -25,6 +25,7 @@
 
 #define MAX_PAYLOAD (16u << 20)
 #define CLAIM_MAX 4096
+#define PUMP_ROUNDS 64     /* rounds per loop pass; then the loop polls (signals, scrapes) */
 #define OPS_TICK_MS 1000  /* status line and store counts refresh */
 #define COUNTS_COST 100   /* store counts run at most 1/COUNTS_COST of the time */
 
@@ -86,6 +87,7 @@ static int64_t wall_ms(void) {
 static void pump(dispatch_t *d);
 static void finish(dispatch_t *d);
 static void on_brk_timer(uv_timer_t *t);
+static void on_wake_idle(uv_idle_t *h);
 
 /* ------------------------------------------------------------------ jobs */
 
@@ -280,13 +282,17 @@ static void pump(dispatch_t *d) {
     return;
   }
   d->pumping = 1;
+  int rounds = 0;
   do {
     d->again = 0;
     breaker_changed(d, breaker_tick(&d->brk, (int64_t)uv_now(d->loop)));
     start_ready(d);
     if (want_claim(d) && claim(d) > 0) d->again = 1;
-  } while (d->again);
+  } while (d->again && ++rounds < PUMP_ROUNDS);
   d->pumping = 0;
+  /* Handlers that finish at once keep asking for more: go on after the loop has
+   * polled, so signals, wake-ups and metrics scrapes are never starved. */
+  if (d->again) uv_idle_start(&d->wake_idle, on_wake_idle);
   if (d->finished || d->stopping) {
     if (d->stopping == 1 && d->lim.active == 0) finish(d);
     return;

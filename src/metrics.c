@@ -354,7 +354,7 @@ static void on_sweep(uv_timer_t *t) {
   conn_t *next;
   for (conn_t *c = m->conns; c; c = next) {
     next = c->next;
-    if (now - c->opened_ms >= IDLE_MS) conn_close(c);
+    if (now >= c->opened_ms + IDLE_MS) conn_close(c); /* opened_ms may be ahead of now */
   }
 }
 
