@@ -58,7 +58,8 @@ LUA
   "$OUTBOXD" run h.lua --db ndjson:in.ndjson --backoff 10 --log text 2> log || fail "exit $?"
   assert_grep 'event failed id=1 .*error="said no"' log "return false, e fails with e"
   assert_grep 'event failed id=2 .*retry_in_ms=50 ' log "retry(0.05) waits 50 ms"
-  assert_grep 'RESULT retried=2 done=2' log "both retried once, then done"
+  assert_eq "$(field retried log)" 2 "both retried once"
+  assert_eq "$(field done log)" 2 "then done"
 }
 
 t_max_attempts_then_dead() {
@@ -221,5 +222,7 @@ LUA
   kill $feeder 2>/dev/null
   assert_eq "$rc" 0 "exit code after SIGTERM"
   assert_grep 'shutting down reason=SIGTERM' log "signal logged"
-  assert_grep 'HOOK shutdown done=3 active=0' log "in-flight handlers finished before the shutdown hook"
+  assert_grep 'HOOK shutdown' log "shutdown hook ran"
+  assert_eq "$(field done log)" 3 "in-flight handlers finished before the shutdown hook"
+  assert_eq "$(field active log)" 0 "nothing active at shutdown"
 }
