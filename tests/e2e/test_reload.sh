@@ -60,7 +60,7 @@ t_rapid_saves_coalesce_and_generations_close() {
   [ "$n" -ge 1 ] && [ "$n" -le 2 ] || fail "50 saves gave $n reloads"
   wait_for 'generation closed generation=1' log 5 || { kill $pid; return 1; }
   kill -HUP $pid                                              # SIGHUP reloads too
-  wait_for 'reloaded reason=SIGHUP .*live_generations=2' log 5 || { kill $pid; return 1; }
+  wait_for 'reloaded reason=SIGHUP' log 5 || { kill $pid; return 1; }
   kill -TERM $pid; wait $pid || fail "exit after SIGTERM: $?"
   # every generation was closed: the old ones while the host ran, the last at exit
   assert_eq "$(grep -c 'generation closed' log)" "$(( $(grep -c 'info reloaded' log) + 1 ))" "closed generations"
