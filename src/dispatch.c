@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -369,8 +370,10 @@ static void finish(dispatch_t *d) {
   }
   d->finished = 1;
   store_flush(d->store);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
   log_at(LOG_INFO, "stopped", KI("processed", d->processed), KI("done", d->done),
-         KI("failed", d->failed), KI("dead", d->dead));
+         KI("failed", d->failed), KI("dead", d->dead), KI("peak_rss", (int64_t)ru.ru_maxrss * 1024));
   uv_timer_stop(&d->drain_timer);
   uv_timer_stop(&d->tick);
   uv_timer_stop(&d->brk_timer);
@@ -487,7 +490,7 @@ static void fill_stats(void *arg, host_stats_t *s) {
   s->retried = d->retried;
   s->failure_rate = breaker_failure_rate(&d->brk);
   s->breaker = breaker_state_name(d->brk.state);
-  s->rss = d->mem.rss ? d->mem.rss : memmon_read_rss();
+  s->rss = memmon_read_rss(); /* live: stats() is not on the per-event path */
   s->memory_limit = d->mem.limit;
   s->memory_high = d->mem.high;
   s->rate = d->rate;
