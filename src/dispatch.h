@@ -15,12 +15,6 @@ typedef struct dispatch dispatch_t;
  * code: 0 clean end, 1 runtime failure, 2 script or configuration error. */
 int dispatch_run(config_t *cfg, const char *script);
 
-/* Reloads the script into a new generation (SIGHUP, file watch; `trigger` is
- * logged). Counts the result for metrics, logs it and fires `reload` or
- * `reload:failed`. Returns 0, or -EINVAL when the script failed to load (the old
- * generation keeps serving). */
-int dispatch_reload(dispatch_t *d, const char *trigger);
-
 /* Loads `script` once and reports errors (outboxd check). Returns 0 or 2. */
 int dispatch_check(const char *script);
 

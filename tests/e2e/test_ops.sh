@@ -147,8 +147,9 @@ LUA
 
 t_installed_binary_runs_from_elsewhere() {
   local root; root=$(cd "$HERE/../.." && pwd)
-  # -o outboxd: install the binary under test as it is, never rebuild it here
-  make -s -o outboxd -C "$root" install DESTDIR="$PWD/dest" PREFIX=/usr > install.log 2>&1 || { cat install.log; fail "make install"; return 1; }
+  # BIN and -o: install the binary under test as it is, never rebuild it here
+  make -s -C "$root" -o "$OUTBOXD" BIN="$OUTBOXD" install DESTDIR="$PWD/dest" PREFIX=/usr \
+    > install.log 2>&1 || { cat install.log; fail "make install"; return 1; }
   [ -x dest/usr/bin/outboxd ] || { fail "no installed binary"; return 1; }
   [ -f dest/usr/share/outboxd/handlers/demo.lua ] || { fail "no installed handler"; return 1; }
   mkdir elsewhere && cd elsewhere || return 1
