@@ -7,7 +7,7 @@ set -u
 cd "$(dirname "$0")/../.." || exit 1
 N=${N:-5000000}
 RUNS=${RUNS:-3}
-BIN=$(pwd)/outboxd
+BIN=${OUTBOXD:-$(pwd)/outboxd}
 tmp=$(mktemp -d /tmp/outboxd-bench.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 printf 'return function(ev) end\n' > "$tmp/noop.lua"
