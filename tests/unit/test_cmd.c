@@ -120,7 +120,7 @@ START_TEST(status_needs_a_table) {
   r = run(cmd_status, NULL, "status", "--db", db, "--json", NULL);
   ck_assert_int_eq(r.rc, 0);
   ck_assert_str_eq(r.out, "{\"pending\": 0, \"processing\": 0, \"done\": 0, \"dead\": 0,"
-                          " \"oldest_pending_age_ms\": 0, \"last_dead\": []}\n");
+                          " \"oldest_pending_age_ms\": 0}\n");
 }
 END_TEST
 
@@ -218,8 +218,7 @@ START_TEST(status_table_and_json) {
                           &age),
                    1);
   ck_assert_int_gt(age, 1000000000);
-  ck_assert_ptr_nonnull(strstr(r.out, ", \"last_dead\": [{\"id\": 4, \"topic\": \"orders\","
-                                      " \"attempts\": 10, \"error\": \"timeout\\nmore\"}]}\n"));
+  ck_assert_ptr_null(strstr(r.out, "last_dead")); /* exactly the contract's keys */
   r = run(cmd_status, NULL, "status", "--db", db, NULL);
   ck_assert_int_eq(r.rc, 0);
   ck_assert_ptr_nonnull(strstr(r.out, "pending "));
