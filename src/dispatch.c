@@ -68,6 +68,7 @@ struct dispatch {
   int stopping;        /* 1: draining; 2: waiting for shutdown hooks */
   int signals;
   int paused;          /* memory high */
+  int store_busy;      /* the last claim met a busy store; its wake-up will follow */
   int finished;
   int exit_code;
   int64_t processed, done, failed, dead, retried;
@@ -258,8 +259,10 @@ static int claim(dispatch_t *d) {
   store_event_t *evs[CLAIM_MAX];
   int max = d->cfg->batch < CLAIM_MAX ? d->cfg->batch : CLAIM_MAX, n = 0;
   if (d->brk.state == BREAKER_HALF_OPEN) max = 1;
-  d->store_err = store_claim(d->store, max, evs, &n) < 0;
-  if (d->store_err) return 0;
+  int rc = store_claim(d->store, max, evs, &n);
+  d->store_err = rc < 0;
+  d->store_busy = rc == -EAGAIN; /* not "nothing claimable": --once must wait */
+  if (rc < 0) return 0;
   for (int i = 0; i < n; i++) {
     store_event_t *ev = evs[i];
     if (ev->payload_len > MAX_PAYLOAD) {
@@ -309,7 +312,13 @@ static void pump(dispatch_t *d) {
     log_at(LOG_INFO, "input exhausted, every event settled", KI("processed", d->processed));
     d->stopping = 1;
     finish(d);
-  } else if (idle && d->cfg->once && !d->paused && d->brk.state == BREAKER_CLOSED) {
+  } else if (idle && d->cfg->once && d->store_err && !d->store_busy) {
+    log_at(LOG_ERROR, "the store failed (--once): stopping", KI("processed", d->processed));
+    d->exit_code = 1;
+    d->stopping = 1;
+    finish(d);
+  } else if (idle && d->cfg->once && !d->paused && !d->store_busy &&
+             d->brk.state == BREAKER_CLOSED) {
     log_at(LOG_INFO, "nothing claimable (--once)", KI("processed", d->processed));
     d->stopping = 1;
     finish(d);
@@ -694,7 +703,7 @@ int dispatch_run(config_t *cfg, const char *script) {
   host_run_ready(d->host); /* start hooks begin before the first event */
   pump(d);
   uv_run(d->loop, UV_RUN_DEFAULT);
-  rc = d->finished ? 0 : 1;
+  rc = d->finished ? d->exit_code : 1;
   if (!d->finished) log_at(LOG_ERROR, "loop ended with work left");
 close:
   statusline_stop();
