@@ -109,7 +109,7 @@ asan:
 	  LDFLAGS="-fsanitize=address,undefined" check
 
 bench: $(BIN)
-	$(Q)sh tests/bench/run.sh
+	$(Q)bash tests/bench/run.sh
 
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/handlers

@@ -140,7 +140,7 @@ static void gen_close(host_gen_t *g) {
     free(t);
   }
   lua_close(g->L);
-  log_at(LOG_INFO, "generation closed", KI("generation", g->number));
+  if (!h->closing) log_at(LOG_INFO, "generation closed", KI("generation", g->number));
   if (h->cb.gen_closed) h->cb.gen_closed(h->cb.arg, g);
   free(g);
 }

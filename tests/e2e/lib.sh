@@ -2,7 +2,8 @@
 # tests/e2e/test_*.sh file; run.sh calls them one by one in a fresh temp folder.
 OUTBOXD=${OUTBOXD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/outboxd}
 
-fail() { echo "    FAIL: $*" >&2; return 1; }
+# Every failed assertion is recorded, so a test fails even when a later line passes.
+fail() { echo "    FAIL: $*" >&2; [ -n "${FAILFLAG:-}" ] && echo "$*" >> "$FAILFLAG"; return 1; }
 
 # assert_eq ACTUAL EXPECTED WHAT
 assert_eq() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; }

@@ -13,7 +13,8 @@ for f in test_*.sh; do
     [ -n "$only" ] && [[ "$t" != *"$only"* ]] && continue
     dir=$(mktemp -d /tmp/outboxd-e2e.XXXXXX)
     start=$(date +%s%N)
-    if (cd "$dir" && HERE="$here" "$t") > "$dir/test.out" 2>&1; then
+    if (cd "$dir" && HERE="$here" FAILFLAG="$dir/.failed" "$t") > "$dir/test.out" 2>&1 &&
+       [ ! -s "$dir/.failed" ]; then
       pass=$((pass + 1)); printf 'ok    %-40s %6d ms\n' "$t" $(( ($(date +%s%N) - start) / 1000000 ))
       rm -rf "$dir"
     else

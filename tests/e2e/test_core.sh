@@ -42,7 +42,8 @@ LUA
   assert_grep 'event failed id=1 .*attempt=1 ' log "first failure"
   assert_grep 'event failed id=1 .*attempt=2 ' log "second failure"
   assert_grep 'SUCCEEDED id=1 attempt=3' log "third attempt succeeds"
-  assert_grep 'HOOK failed id=1 err="h.lua:3: flaky 1"' log "event:failed hook with the error"
+  assert_grep 'HOOK failed .*err="h.lua:3: flaky 1"' log "event:failed hook with the error"
+  assert_grep 'HOOK failed .*id=1' log "event:failed hook with the event"
   assert_eq "$(field done log)" 1 "done"
   assert_eq "$(field failed log)" 2 "failed runs"
 }
