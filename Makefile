@@ -64,6 +64,9 @@ MAIN_OBJ := $(BUILD)/main.o
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
+# The HTTP receiver the e2e tests, the bench and examples/webhook-relay talk to.
+RECEIVER := $(BUILD)/receiver
+
 .PHONY: all run check unit e2e bench asan install clean deps format
 all: outboxd
 
@@ -88,6 +91,10 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(CORE_OBJ) $(APP_OBJ) | $(BUILD)
 	@echo "  TEST    $@"
 	$(Q)$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(CORE_OBJ) $(APP_OBJ) $(LDLIBS) $(CHECK_LIBS)
 
+$(RECEIVER): tests/tools/receiver.c | $(BUILD)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+
 $(BUILD):
 	$(Q)mkdir -p $(BUILD)
 
@@ -97,8 +104,8 @@ run: outboxd
 unit: $(UNIT_BIN)
 	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=120 $$t; done
 
-e2e: outboxd
-	$(Q)sh tests/e2e/run.sh
+e2e: outboxd $(RECEIVER)
+	$(Q)RECEIVER=$(abspath $(RECEIVER)) sh tests/e2e/run.sh
 
 check: unit e2e
 	@echo "make check: all tests passed"
