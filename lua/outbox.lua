@@ -168,30 +168,9 @@ outbox.log = {
 }
 ---------------------------------------------------------------- http
 -- request{method=, url=, headers=, body=, timeout=} -> res {status, headers, body} or
--- nil, err. A non-2xx status is a response, not an error. get/post are shorthands.
-local http_request = core.http_request
-
-local function with(opts, method, url, body, name)
-  if type(url) ~= "string" then error("outbox.http." .. name .. ": url must be a string", 3) end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("outbox.http." .. name .. ": opts must be a table", 3)
-  end
-  local req = { method = method, url = url, body = body }
-  if opts then
-    req.headers, req.timeout, req.max_body = opts.headers, opts.timeout, opts.max_body
-    if opts.method ~= nil then req.method = opts.method end
-  end
-  return req
-end
-
-outbox.http = {
-  request = http_request,
-  get = function(url, opts) return http_request(with(opts, "GET", url, nil, "get")) end,
-  post = function(url, body, opts)
-    if body ~= nil and type(body) ~= "string" then error("outbox.http.post: body must be a string", 2) end
-    return http_request(with(opts, "POST", url, body or "", "post"))
-  end,
-}
+-- nil, err; a non-2xx status is a response, not an error. get(url, opts) and
+-- post(url, body, opts) are shorthands. All three live in src/http.c.
+outbox.http = { request = core.http_request, get = core.http_get, post = core.http_post }
 
 setmetatable(outbox, { __index = function(_, k) if k == "config" then return core.config() end end })
 

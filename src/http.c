@@ -392,40 +392,40 @@ static int valid_token(const char *s) {
   return 1;
 }
 
-/* Reads the request table at index 1 (raises on bad arguments); the headers table,
- * if any, is left on the stack at index 2. */
-static void read_req(lua_State *L, req_t *r) {
+/* Reads the request table at index 1 (raises on bad arguments, naming argument
+ * `arg`); the headers table, if any, is left on the stack at index 2. */
+static void read_req(lua_State *L, req_t *r, int arg) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   lua_getfield(L, 1, "headers"); /* 2 */
   if (!lua_isnil(L, 2) && !lua_istable(L, 2))
-    luaL_argerror(L, 1, "headers must be a table");
+    luaL_argerror(L, arg, "headers must be a table");
   lua_getfield(L, 1, "url"); /* 3 */
   if (lua_type(L, 3) != LUA_TSTRING)
     luaL_argerror(L, 1, "url must be a string");
   r->url = lua_tostring(L, 3);
   lua_getfield(L, 1, "method"); /* 4 */
   if (!lua_isnil(L, 4) && lua_type(L, 4) != LUA_TSTRING)
-    luaL_argerror(L, 1, "method must be a string");
+    luaL_argerror(L, arg, "method must be a string");
   r->method = lua_isnil(L, 4) ? "GET" : lua_tostring(L, 4);
   if (!valid_token(r->method))
-    luaL_argerror(L, 1, "method must be a token like GET or POST");
+    luaL_argerror(L, arg, "method must be a token like GET or POST");
   lua_getfield(L, 1, "body"); /* 5 */
   if (!lua_isnil(L, 5) && lua_type(L, 5) != LUA_TSTRING)
-    luaL_argerror(L, 1, "body must be a string");
+    luaL_argerror(L, arg == 1 ? 1 : 2, "body must be a string");
   r->body = lua_isnil(L, 5) ? NULL : lua_tolstring(L, 5, &r->body_len);
   lua_getfield(L, 1, "timeout"); /* 6 */
   if (!lua_isnil(L, 6) && lua_type(L, 6) != LUA_TNUMBER)
-    luaL_argerror(L, 1, "timeout must be a number of seconds");
+    luaL_argerror(L, arg, "timeout must be a number of seconds");
   r->timeout_s = lua_isnil(L, 6) ? HTTP_DEFAULT_TIMEOUT_S : lua_tonumber(L, 6);
   if (!(r->timeout_s > 0) || !isfinite(r->timeout_s))
-    luaL_argerror(L, 1, "timeout must be > 0 seconds");
+    luaL_argerror(L, arg, "timeout must be > 0 seconds");
   lua_getfield(L, 1, "max_body"); /* 7 */
   if (!lua_isnil(L, 7) && lua_type(L, 7) != LUA_TNUMBER)
-    luaL_argerror(L, 1, "max_body must be a number of bytes");
+    luaL_argerror(L, arg, "max_body must be a number of bytes");
   double max = lua_isnil(L, 7) ? HTTP_DEFAULT_MAX_BODY : lua_tonumber(L, 7);
   if (!(max >= 0) || max > 1e15)
-    luaL_argerror(L, 1, "max_body must be >= 0 bytes");
+    luaL_argerror(L, arg, "max_body must be >= 0 bytes");
   r->max_body = (size_t)max;
 }
 
@@ -436,25 +436,26 @@ static int header_ok(const char *s) {
   return 1;
 }
 
-static struct curl_slist *bad_headers(lua_State *L, struct curl_slist *list, const char *msg) {
+static struct curl_slist *bad_headers(lua_State *L, struct curl_slist *list, int arg,
+                                      const char *msg) {
   curl_slist_free_all(list);
-  luaL_argerror(L, 1, msg);
+  luaL_argerror(L, arg, msg);
   return NULL;
 }
 
 /* Builds the header list from the table at index 2; raises on bad entries, returns
  * NULL when out of memory. */
-static struct curl_slist *read_headers(lua_State *L) {
+static struct curl_slist *read_headers(lua_State *L, int arg) {
   struct curl_slist *list = curl_slist_append(NULL, "Expect:"); /* no 100-continue */
   if (!list || !lua_istable(L, 2))
     return list;
   lua_pushnil(L);
   while (lua_next(L, 2)) {
     if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
-      return bad_headers(L, list, "headers must map names to strings");
+      return bad_headers(L, list, arg, "headers must map names to strings");
     const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
     if (!valid_token(k) || !header_ok(v))
-      return bad_headers(L, list, "header names must be tokens, values without CR or LF");
+      return bad_headers(L, list, arg, "header names must be tokens, values without CR or LF");
     lua_pushfstring(L, *v ? "%s: %s" : "%s;", k, v); /* "Name;" sends an empty value */
     struct curl_slist *l2 = curl_slist_append(list, lua_tostring(L, -1));
     lua_pop(L, 2); /* line, value; keep key */
@@ -538,8 +539,8 @@ static void on_cancel(task_t *t, void *data) {
 }
 
 /* Fills a fresh transfer from the request; returns it, or NULL with a message. */
-static xfer_t *prepare(lua_State *L, const req_t *r, task_t *t, char *err, size_t n) {
-  struct curl_slist *headers = read_headers(L); /* may raise; nothing held yet */
+static xfer_t *prepare(lua_State *L, const req_t *r, int arg, task_t *t, char *err, size_t n) {
+  struct curl_slist *headers = read_headers(L, arg); /* may raise; nothing held yet */
   xfer_t *x = headers ? xfer_get() : NULL;
   if (!x) {
     curl_slist_free_all(headers);
@@ -566,16 +567,18 @@ static xfer_t *prepare(lua_State *L, const req_t *r, task_t *t, char *err, size_
   return x;
 }
 
-static int l_request(lua_State *L) {
+/* Starts the request described by the table at index 1 and yields; `arg` is the
+ * argument named when an option is wrong. */
+static int start(lua_State *L, int arg) {
   req_t r;
   char err[512];
-  read_req(L, &r);
+  read_req(L, &r, arg);
   task_t *t = host_task(L);
   if (!t)
     return luaL_error(L, "outbox.http can only wait inside a handler or hook");
   if (multi_open(host_loop(L)))
     return luaL_error(L, "outbox.http: cannot start libcurl");
-  xfer_t *x = prepare(L, &r, t, err, sizeof err);
+  xfer_t *x = prepare(L, &r, arg, t, err, sizeof err);
   if (!x) {
     lua_pushnil(L);
     lua_pushstring(L, err);
@@ -594,9 +597,52 @@ static int l_request(lua_State *L) {
   return lua_yield(L, 0);
 }
 
+/* request{method=, url=, headers=, body=, timeout=, max_body=} */
+static int l_request(lua_State *L) { return start(L, 1); }
+
+/* get(url, opts) and post(url, body, opts): a request table from the arguments. */
+static int shorthand(lua_State *L, const char *method, int opts) {
+  static const char *const copy[] = {"headers", "timeout", "max_body", "method", NULL};
+  luaL_checktype(L, 1, LUA_TSTRING);
+  if (opts == 3 && !lua_isnoneornil(L, 2))
+    luaL_checktype(L, 2, LUA_TSTRING);
+  if (!lua_isnoneornil(L, opts))
+    luaL_checktype(L, opts, LUA_TTABLE);
+  lua_settop(L, 3);
+  lua_createtable(L, 0, 6); /* 4: the request */
+  lua_pushstring(L, method);
+  lua_setfield(L, 4, "method");
+  for (int i = 0; copy[i] && lua_istable(L, opts); i++) {
+    lua_getfield(L, opts, copy[i]);
+    if (lua_isnil(L, -1))
+      lua_pop(L, 1); /* keep the default */
+    else
+      lua_setfield(L, 4, copy[i]);
+  }
+  lua_pushvalue(L, 1);
+  lua_setfield(L, 4, "url");
+  if (opts == 3) {
+    if (lua_isnil(L, 2))
+      lua_pushliteral(L, "");
+    else
+      lua_pushvalue(L, 2);
+    lua_setfield(L, 4, "body");
+  }
+  lua_replace(L, 1); /* the request becomes argument 1 */
+  lua_settop(L, 1);
+  return start(L, opts);
+}
+
+static int l_get(lua_State *L) { return shorthand(L, "GET", 2); }
+static int l_post(lua_State *L) { return shorthand(L, "POST", 3); }
+
 void http_register(lua_State *L) {
   lua_pushcfunction(L, l_request);
   lua_setfield(L, -2, "http_request");
+  lua_pushcfunction(L, l_get);
+  lua_setfield(L, -2, "http_get");
+  lua_pushcfunction(L, l_post);
+  lua_setfield(L, -2, "http_post");
 }
 
 static void on_timer_closed(uv_handle_t *h) { (void)h; }

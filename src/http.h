@@ -7,9 +7,10 @@
 
 #include <lua.h>
 
-/* Adds http_request to the table on top of the stack (the `core` table). The multi
- * handle is created on the first request, on the loop of the calling state.
- * core.http_request{method=, url=, headers=, body=, timeout=, max_body=} returns
+/* Adds http_request, http_get and http_post to the table on top of the stack (the
+ * `core` table); the multi handle is created on the first request, on the loop of
+ * the calling state. http_request{method=, url=, headers=, body=, timeout=,
+ * max_body=}, http_get(url, opts), http_post(url, body, opts) yield, then return
  * {status=, headers=, body=} or nil, msg; bad arguments raise. */
 void http_register(lua_State *L);
 
