@@ -10,6 +10,7 @@
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build
+BIN     ?= outboxd
 CC      ?= cc
 
 ifeq ($(V),1)
@@ -68,9 +69,9 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 RECEIVER := $(BUILD)/receiver
 
 .PHONY: all run check unit e2e bench asan install clean deps format
-all: outboxd
+all: $(BIN)
 
-outboxd: $(MAIN_OBJ) $(APP_OBJ) $(CORE_OBJ)
+$(BIN): $(MAIN_OBJ) $(APP_OBJ) $(CORE_OBJ)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -Wl,-E
 
@@ -98,28 +99,28 @@ $(RECEIVER): tests/tools/receiver.c | $(BUILD)
 $(BUILD):
 	$(Q)mkdir -p $(BUILD)
 
-run: outboxd
+run: $(BIN)
 	$(Q)sh tests/run-demo.sh
 
 unit: $(UNIT_BIN)
 	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=120 $$t; done
 
-e2e: outboxd $(RECEIVER)
-	$(Q)RECEIVER=$(abspath $(RECEIVER)) sh tests/e2e/run.sh
+e2e: $(BIN) $(RECEIVER)
+	$(Q)OUTBOXD=$(abspath $(BIN)) RECEIVER=$(abspath $(RECEIVER)) bash tests/e2e/run.sh
 
 check: unit e2e
 	@echo "make check: all tests passed"
 
 asan:
-	$(Q)$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	$(Q)$(MAKE) BUILD=build-asan BIN=build-asan/outboxd OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" check
 
-bench: outboxd
-	$(Q)sh tests/bench/run.sh
+bench: $(BIN) $(RECEIVER)
+	$(Q)RECEIVER=$(abspath $(RECEIVER)) sh tests/bench/run.sh
 
-install: outboxd
+install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/handlers
-	install -m 755 outboxd $(DESTDIR)$(PREFIX)/bin/outboxd
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/outboxd
 	install -m 644 handlers/*.lua $(DESTDIR)$(PREFIX)/share/outboxd/handlers/
 
 format:
