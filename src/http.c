@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "host.h"
 #include "http.h"
@@ -444,18 +445,22 @@ static struct curl_slist *bad_headers(lua_State *L, struct curl_slist *list, int
 }
 
 /* Builds the header list from the table at index 2; raises on bad entries, returns
- * NULL when out of memory. */
+ * NULL when out of memory. Without a Content-Type of the caller's, none is sent
+ * (curl would send a form type with a POST body). */
 static struct curl_slist *read_headers(lua_State *L, int arg) {
   struct curl_slist *list = curl_slist_append(NULL, "Expect:"); /* no 100-continue */
-  if (!list || !lua_istable(L, 2))
-    return list;
-  lua_pushnil(L);
-  while (lua_next(L, 2)) {
+  int has_type = 0;
+  if (!list)
+    return NULL;
+  if (lua_istable(L, 2))
+    lua_pushnil(L); /* first key */
+  while (lua_istable(L, 2) && lua_next(L, 2)) {
     if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
       return bad_headers(L, list, arg, "headers must map names to strings");
     const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
     if (!valid_token(k) || !header_ok(v))
       return bad_headers(L, list, arg, "header names must be tokens, values without CR or LF");
+    has_type |= strcasecmp(k, "Content-Type") == 0;
     lua_pushfstring(L, *v ? "%s: %s" : "%s;", k, v); /* "Name;" sends an empty value */
     struct curl_slist *l2 = curl_slist_append(list, lua_tostring(L, -1));
     lua_pop(L, 2); /* line, value; keep key */
@@ -465,7 +470,10 @@ static struct curl_slist *read_headers(lua_State *L, int arg) {
     }
     list = l2;
   }
-  return list;
+  struct curl_slist *l2 = has_type ? list : curl_slist_append(list, "Content-Type:");
+  if (!l2)
+    curl_slist_free_all(list);
+  return l2;
 }
 
 /* Checks the URL; fills host and port. Returns 0, or -EINVAL with a message. */
