@@ -52,10 +52,10 @@ return function(ev)
                   malformed = "http//not a url", scheme = "ftp://127.0.0.1/x" }
   for name, u in pairs(cases) do
     local r, err = outbox.http.get(u, { timeout = 5 })
-    outbox.log.info("ERR " .. name, { res = tostring(r), err = err })
+    outbox.log.info("ERR " .. name, { got = tostring(r) .. ", " .. tostring(err) })
   end
   local r, err = outbox.http.get(base .. "/slow", { timeout = 0.1 })
-  outbox.log.info("ERR timeout", { res = tostring(r), err = err })
+  outbox.log.info("ERR timeout", { got = tostring(r) .. ", " .. tostring(err) })
   r = outbox.http.request { method = "PUT", url = base .. "/x", body = "b", timeout = 5 }
   outbox.log.info("RES", { status = r.status, body = r.body, len = r.headers["content-length"] })
   for name, f in pairs {
@@ -72,11 +72,11 @@ LUA
   ndjson 1 > in.ndjson
   URL=$URL "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log || fail "exit $?" || return 1
   assert_grep 'TOPLEVEL err=".*can only wait inside a handler or hook"' log "top level" || return 1
-  assert_grep 'ERR refused id=1 res=nil err="connection refused by 127.0.0.1:1"' log "refused" || return 1
-  assert_grep 'ERR dns id=1 res=nil err="could not resolve host no-such-host.invalid"' log "dns" || return 1
-  assert_grep 'ERR malformed id=1 res=nil err="malformed URL: http//not a url"' log "malformed" || return 1
-  assert_grep "ERR scheme id=1 res=nil err=\"unsupported URL scheme 'ftp'" log "scheme" || return 1
-  assert_grep 'ERR timeout id=1 res=nil err="timeout after 100 ms"' log "timeout" || return 1
+  assert_grep 'ERR refused id=1 got="nil, connection refused by 127.0.0.1:1"' log "refused" || return 1
+  assert_grep 'ERR dns id=1 got="nil, could not resolve host no-such-host.invalid"' log "dns" || return 1
+  assert_grep 'ERR malformed id=1 got="nil, malformed URL: http//not a url"' log "malformed" || return 1
+  assert_grep "ERR scheme id=1 got=\"nil, unsupported URL scheme 'ftp'" log "scheme" || return 1
+  assert_grep 'ERR timeout id=1 got="nil, timeout after 100 ms"' log "timeout" || return 1
   assert_grep 'RES id=1 .*status=404' log "a 404 is a response" || return 1
   assert_grep 'RES id=1 .*body="fail\\n"' log "its body" || return 1
   assert_grep 'RES id=1 .*len=5' log "lower-case header names" || return 1
@@ -101,7 +101,12 @@ t_webhook_headers_body_and_reject() {
     fail "exit $?" || return 1
   assert_grep 'event dead id=1 .*attempt=1 error="webhook: HTTP 404: fail"' log2 "404 is dead at once" || return 1
   OUTBOX_WEBHOOK_URL= "$OUTBOXD" check "$WEBHOOK" 2> err; assert_eq "$?" 2 "no URL: exit 2" || return 1
-  assert_grep 'OUTBOX_WEBHOOK_URL is not set' err "names the variable"
+  assert_grep 'OUTBOX_WEBHOOK_URL is not set' err "names the variable" || return 1
+  OUTBOX_WEBHOOK_URL=$URL OUTBOX_WEBHOOK_HEADERS='[1' "$OUTBOXD" check "$WEBHOOK" 2> err
+  assert_eq "$?" 2 "bad extra headers: exit 2" || return 1
+  assert_grep 'OUTBOX_WEBHOOK_HEADERS must be a JSON object' err "names the variable" || return 1
+  OUTBOX_WEBHOOK_URL=$URL OUTBOX_WEBHOOK_TIMEOUT=soon "$OUTBOXD" check "$WEBHOOK" 2> err
+  assert_grep 'OUTBOX_WEBHOOK_TIMEOUT must be a number' err "bad timeout named"
 }
 
 t_webhook_breaker_opens_releases_and_recovers() {
