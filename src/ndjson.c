@@ -120,6 +120,18 @@ static int scan_string(scan_t *s, int unescape, char **out, size_t *out_len) {
     unsigned char c = (unsigned char)*s->p;
     char buf[4];
     int n;
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') { /* a run of plain ASCII */
+      char *run = s->p;
+      while (++s->p < s->end) {
+        c = (unsigned char)*s->p;
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
+      }
+      if (unescape) {
+        if (w != run) memmove(w, run, (size_t)(s->p - run));
+        w += s->p - run;
+      }
+      continue;
+    }
     if (c == '"') {
       s->p++;
       if (unescape) *out = start, *out_len = (size_t)(w - start);
