@@ -65,6 +65,9 @@ MAIN_OBJ := $(BUILD)/main.o
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
+# The HTTP receiver the e2e tests, the bench and examples/webhook-relay talk to.
+RECEIVER := $(BUILD)/receiver
+
 .PHONY: all run check unit e2e bench asan install clean deps format
 all: $(BIN)
 
@@ -89,6 +92,10 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(CORE_OBJ) $(APP_OBJ) | $(BUILD)
 	@echo "  TEST    $@"
 	$(Q)$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(CORE_OBJ) $(APP_OBJ) $(LDLIBS) $(CHECK_LIBS)
 
+$(RECEIVER): tests/tools/receiver.c | $(BUILD)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+
 $(BUILD):
 	$(Q)mkdir -p $(BUILD)
 
@@ -98,8 +105,8 @@ run: $(BIN)
 unit: $(UNIT_BIN)
 	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=120 $$t; done
 
-e2e: $(BIN)
-	$(Q)OUTBOXD=$(abspath $(BIN)) bash tests/e2e/run.sh
+e2e: $(BIN) $(RECEIVER)
+	$(Q)OUTBOXD=$(abspath $(BIN)) RECEIVER=$(abspath $(RECEIVER)) bash tests/e2e/run.sh
 
 check: unit e2e
 	@echo "make check: all tests passed"
@@ -108,8 +115,8 @@ asan:
 	$(Q)$(MAKE) BUILD=build-asan BIN=build-asan/outboxd OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" check
 
-bench: $(BIN)
-	$(Q)bash tests/bench/run.sh
+bench: $(BIN) $(RECEIVER)
+	$(Q)RECEIVER=$(abspath $(RECEIVER)) bash tests/bench/run.sh
 
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/handlers

@@ -166,6 +166,12 @@ outbox.log = {
   warn = function(msg, fields) core.log(2, msg, fields) end,
   error = function(msg, fields) core.log(3, msg, fields) end,
 }
+---------------------------------------------------------------- http
+-- request{method=, url=, headers=, body=, timeout=} -> res {status, headers, body} or
+-- nil, err; a non-2xx status is a response, not an error. get(url, opts) and
+-- post(url, body, opts) are shorthands. All three live in src/http.c.
+outbox.http = { request = core.http_request, get = core.http_get, post = core.http_post }
+
 setmetatable(outbox, { __index = function(_, k) if k == "config" then return core.config() end end })
 
 ---------------------------------------------------------------- all_settled

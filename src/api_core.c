@@ -6,6 +6,7 @@
 
 #include "api.h"
 #include "host.h"
+#include "http.h"
 #include "log.h"
 
 static int l_spawn(lua_State *L) {
@@ -170,4 +171,5 @@ void api_push_core(lua_State *L, void *done) {
   lua_pushlightuserdata(L, done);
   lua_setfield(L, -2, "DONE");
   api_time_register(L);
+  http_register(L);
 }

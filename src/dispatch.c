@@ -17,6 +17,7 @@
 #include "backoff.h"
 #include "breaker.h"
 #include "host.h"
+#include "http.h"
 #include "limiter.h"
 #include "log.h"
 #include "memmon.h"
@@ -711,6 +712,7 @@ close:
   store_close(d->store, store_closed, NULL);
   host_close(d->host, host_closed, NULL);
   api_time_shutdown();
+  http_shutdown();
   uv_run(d->loop, UV_RUN_DEFAULT);
   while (d->free_jobs) {
     job_t *j = d->free_jobs;

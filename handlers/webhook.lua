@@ -1,0 +1,73 @@
+-- webhook.lua: POSTs each event's payload as JSON to OUTBOX_WEBHOOK_URL.
+-- 2xx -> done; 408, 429, 5xx -> retried (after Retry-After seconds when given);
+-- other statuses -> dead now (retrying cannot help); network errors -> retried.
+--
+--   OUTBOX_WEBHOOK_URL=https://example.com/hook outboxd run handlers/webhook.lua
+--   OUTBOX_WEBHOOK_TIMEOUT=10                      seconds per request (default 30)
+--   OUTBOX_WEBHOOK_HEADERS='{"Authorization":"Bearer ..."}'   extra headers
+--
+-- Headers sent: Content-Type: application/json, Idempotency-Key: <event id>,
+-- X-Outbox-Topic, X-Outbox-Key (when the event has a key), X-Outbox-Attempt.
+local url = os.getenv("OUTBOX_WEBHOOK_URL")
+if not url or url == "" then error("OUTBOX_WEBHOOK_URL is not set", 0) end
+
+local timeout = nil
+local t = os.getenv("OUTBOX_WEBHOOK_TIMEOUT")
+if t and t ~= "" then
+  timeout = tonumber(t)
+  if not timeout or timeout <= 0 then
+    error("OUTBOX_WEBHOOK_TIMEOUT must be a number of seconds > 0, got " .. t, 0)
+  end
+end
+
+local extra = {}
+local h = os.getenv("OUTBOX_WEBHOOK_HEADERS")
+if h and h ~= "" then
+  local ok, v = pcall(outbox.json.decode, h)
+  if not ok or type(v) ~= "table" then
+    error("OUTBOX_WEBHOOK_HEADERS must be a JSON object of header names to strings", 0)
+  end
+  for name, value in pairs(v) do extra[name] = tostring(value) end
+end
+
+local json_decode, json_encode = outbox.json.decode, outbox.json.encode
+
+-- The payload as JSON: as it is when it is JSON already, else as a JSON string.
+local function body_of(event)
+  local ok = pcall(json_decode, event.payload)
+  if ok then return event.payload end
+  return json_encode(event.payload)
+end
+
+local function headers_for(event)
+  local hs = {}
+  for name, value in pairs(extra) do hs[name] = value end
+  hs["Content-Type"] = "application/json"
+  hs["Idempotency-Key"] = string.format("%d", event.id)
+  hs["X-Outbox-Topic"] = event.topic
+  hs["X-Outbox-Attempt"] = tostring(event.attempt)
+  if event.key then hs["X-Outbox-Key"] = event.key end
+  return hs
+end
+
+local function snippet(body)
+  body = (body or ""):gsub("%s+", " "):match("^ ?(.-) ?$")
+  if #body > 200 then body = body:sub(1, 200) .. "..." end
+  return body
+end
+
+return function(event)
+  local res, err = outbox.http.post(url, body_of(event), {
+    headers = headers_for(event), timeout = timeout,
+  })
+  if not res then error("webhook: " .. err, 0) end
+  local s = res.status
+  if s >= 200 and s <= 299 then return end
+  local why = string.format("webhook: HTTP %d: %s", s, snippet(res.body))
+  if s == 408 or s == 429 or s >= 500 then
+    local after = tonumber(res.headers["retry-after"])
+    if after and after >= 0 then return outbox.retry(after) end
+    error(why, 0)
+  end
+  return outbox.reject(why)
+end

@@ -1,0 +1,678 @@
+/* http — outbox.http.request on libcurl's multi interface, driven by the libuv loop:
+ * curl tells us which sockets to watch (one uv_poll_t each) and when to call it back
+ * (one uv_timer_t); no thread per request, no blocking call. One multi handle per
+ * process keeps the connection cache, so keep-alive connections are reused.
+ * Lua is resumed only after curl_multi_socket_action has returned, never from
+ * inside a curl callback. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "host.h"
+#include "http.h"
+
+#define HTTP_DEFAULT_TIMEOUT_S 30.0
+#define HTTP_DEFAULT_MAX_BODY (64u << 20)
+#define HTTP_POOL_MAX 256
+
+typedef struct buf {
+  char *data;
+  size_t len, cap;
+} buf_t;
+
+typedef struct http_sock {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  struct http_sock *prev, *next; /* live pollers, for http_shutdown */
+} http_sock_t;
+
+typedef struct xfer {
+  CURL *easy;
+  task_t *task; /* the waiting task; NULL once woken or cancelled */
+  struct curl_slist *req_headers;
+  char *req_body;
+  buf_t body; /* response body */
+  buf_t head; /* header lines of the last response */
+  size_t max_body;
+  int too_big, oom;
+  long timeout_ms;
+  CURLcode result;
+  char host[256], port[16];
+  char errbuf[CURL_ERROR_SIZE];
+  struct xfer *next; /* free list */
+} xfer_t;
+
+static struct {
+  uv_loop_t *loop;
+  CURLM *multi;
+  uv_timer_t timer;
+  http_sock_t *socks;
+  xfer_t *pool;
+  int pooled;
+  int curl_ready; /* curl_global_init done */
+} H;
+
+/* ------------------------------------------------------------------ buffers */
+
+static int buf_add(buf_t *b, const char *p, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + n + 1)
+      cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d)
+      return -ENOMEM;
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+/* Keeps small buffers for the next transfer, frees big ones. */
+static void buf_reset(buf_t *b) {
+  b->len = 0;
+  if (b->cap > 65536) {
+    free(b->data);
+    b->data = NULL;
+    b->cap = 0;
+  }
+}
+
+/* ------------------------------------------------------------------ transfers */
+
+static xfer_t *xfer_get(void) {
+  xfer_t *x = H.pool;
+  if (x) {
+    H.pool = x->next;
+    H.pooled--;
+    curl_easy_reset(x->easy);
+    x->next = NULL;
+    return x;
+  }
+  x = calloc(1, sizeof *x);
+  if (!x)
+    return NULL;
+  x->easy = curl_easy_init();
+  if (!x->easy) {
+    free(x);
+    return NULL;
+  }
+  return x;
+}
+
+static void xfer_free(xfer_t *x) {
+  curl_easy_cleanup(x->easy);
+  free(x->body.data);
+  free(x->head.data);
+  free(x);
+}
+
+/* Releases what one request held and pools the easy handle. */
+static void xfer_put(xfer_t *x) {
+  curl_slist_free_all(x->req_headers);
+  x->req_headers = NULL;
+  free(x->req_body);
+  x->req_body = NULL;
+  x->task = NULL;
+  buf_reset(&x->body);
+  buf_reset(&x->head);
+  x->too_big = x->oom = 0;
+  x->errbuf[0] = '\0';
+  if (H.pooled >= HTTP_POOL_MAX) {
+    xfer_free(x);
+    return;
+  }
+  x->next = H.pool;
+  H.pool = x;
+  H.pooled++;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg) {
+  xfer_t *x = arg;
+  size_t len = size * n;
+  if (x->body.len + len > x->max_body) {
+    x->too_big = 1;
+    return 0; /* aborts the transfer */
+  }
+  if (buf_add(&x->body, p, len)) {
+    x->oom = 1;
+    return 0;
+  }
+  return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *arg) {
+  xfer_t *x = arg;
+  size_t len = size * n;
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
+    x->head.len = 0; /* a new response */
+  if (buf_add(&x->head, p, len)) {
+    x->oom = 1;
+    return 0;
+  }
+  return len;
+}
+
+/* ------------------------------------------------------------------ results */
+
+static void push_lower(lua_State *co, const char *p, size_t n) {
+  char name[256];
+  if (n >= sizeof name)
+    n = sizeof name - 1;
+  for (size_t i = 0; i < n; i++)
+    name[i] = (p[i] >= 'A' && p[i] <= 'Z') ? (char)(p[i] - 'A' + 'a') : p[i];
+  lua_pushlstring(co, name, n);
+}
+
+/* Pushes the response headers as a table of lower-case names; repeated headers are
+ * joined with ", ". */
+static void push_headers(lua_State *co, const buf_t *head) {
+  lua_newtable(co);
+  const char *p = head->data, *end = head->data + head->len;
+  while (p && p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *next = eol ? eol + 1 : end;
+    const char *colon = memchr(p, ':', (size_t)((eol ? eol : end) - p));
+    if (colon && colon > p && strncmp(p, "HTTP/", 5) != 0) {
+      const char *v = colon + 1, *ve = eol ? eol : end;
+      while (v < ve && (*v == ' ' || *v == '\t'))
+        v++;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+        ve--;
+      push_lower(co, p, (size_t)(colon - p));
+      lua_pushvalue(co, -1);
+      lua_rawget(co, -3); /* previous value of this header */
+      if (lua_isstring(co, -1)) {
+        lua_pushliteral(co, ", ");
+        lua_pushlstring(co, v, (size_t)(ve - v));
+        lua_concat(co, 3);
+      } else {
+        lua_pop(co, 1); /* nil */
+        lua_pushlstring(co, v, (size_t)(ve - v));
+      }
+      lua_rawset(co, -3);
+    }
+    p = next;
+  }
+}
+
+/* A short, clear message for a failed transfer. */
+static void describe(xfer_t *x, char *out, size_t n) {
+  long oserr = 0;
+  switch (x->result) {
+  case CURLE_COULDNT_RESOLVE_HOST:
+    snprintf(out, n, "could not resolve host %s", x->host);
+    return;
+  case CURLE_COULDNT_CONNECT:
+    curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &oserr);
+    if (oserr == ECONNREFUSED)
+      snprintf(out, n, "connection refused by %s:%s", x->host, x->port);
+    else
+      snprintf(out, n, "could not connect to %s:%s: %s", x->host, x->port,
+               oserr ? strerror((int)oserr) : (x->errbuf[0] ? x->errbuf : "failed"));
+    return;
+  case CURLE_OPERATION_TIMEDOUT:
+    snprintf(out, n, "timeout after %ld ms", x->timeout_ms);
+    return;
+  case CURLE_GOT_NOTHING:
+    snprintf(out, n, "empty reply from %s:%s", x->host, x->port);
+    return;
+  case CURLE_WRITE_ERROR:
+    if (x->too_big) {
+      snprintf(out, n, "response body larger than %zu bytes", x->max_body);
+      return;
+    }
+    if (x->oom) {
+      snprintf(out, n, "out of memory reading the response");
+      return;
+    }
+    break;
+  default:
+    break;
+  }
+  snprintf(out, n, "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
+}
+
+/* host_wake push function: res table, or nil, msg. */
+static int push_result(lua_State *co, void *arg) {
+  xfer_t *x = arg;
+  lua_checkstack(co, 8);
+  if (x->result != CURLE_OK) {
+    char msg[CURL_ERROR_SIZE + 300];
+    describe(x, msg, sizeof msg);
+    lua_pushnil(co);
+    lua_pushstring(co, msg);
+    return 2;
+  }
+  long status = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+  lua_createtable(co, 0, 3);
+  lua_pushinteger(co, (lua_Integer)status);
+  lua_setfield(co, -2, "status");
+  push_headers(co, &x->head);
+  lua_setfield(co, -2, "headers");
+  lua_pushlstring(co, x->body.data ? x->body.data : "", x->body.len);
+  lua_setfield(co, -2, "body");
+  return 1;
+}
+
+/* ------------------------------------------------------------------ the loop side */
+
+static void check_done(void) {
+  CURLMsg *m;
+  int left;
+  while ((m = curl_multi_info_read(H.multi, &left))) {
+    if (m->msg != CURLMSG_DONE)
+      continue;
+    xfer_t *x = NULL;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+    x->result = m->data.result;
+    curl_multi_remove_handle(H.multi, x->easy); /* m is invalid from here */
+    task_t *t = x->task;
+    x->task = NULL;
+    if (t)
+      host_wake(t, push_result, x); /* may start new transfers */
+    xfer_put(x);
+  }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  http_sock_t *s = p->data;
+  int flags = 0;
+  if (status < 0)
+    flags = CURL_CSELECT_ERR;
+  if (events & UV_READABLE)
+    flags |= CURL_CSELECT_IN;
+  if (events & UV_WRITABLE)
+    flags |= CURL_CSELECT_OUT;
+  int running;
+  curl_multi_socket_action(H.multi, s->fd, flags, &running); /* may close s */
+  check_done();
+}
+
+static void on_timer(uv_timer_t *t) {
+  int running;
+  curl_multi_socket_action(H.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_done();
+}
+
+static void on_sock_closed(uv_handle_t *h) { free(h->data); }
+
+static void sock_close(http_sock_t *s) {
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    H.socks = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  uv_close((uv_handle_t *)&s->poll, on_sock_closed);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: start, change or stop watching a socket. */
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp) {
+  http_sock_t *s = socketp;
+  if (what == CURL_POLL_REMOVE) {
+    if (s) {
+      curl_multi_assign(H.multi, fd, NULL);
+      sock_close(s);
+    }
+    return 0;
+  }
+  if (!s) {
+    s = calloc(1, sizeof *s);
+    if (!s)
+      return -1;
+    if (uv_poll_init_socket(H.loop, &s->poll, fd)) {
+      free(s);
+      return -1;
+    }
+    s->fd = fd;
+    s->poll.data = s;
+    s->next = H.socks;
+    if (H.socks)
+      H.socks->prev = s;
+    H.socks = s;
+    curl_multi_assign(H.multi, fd, s);
+  }
+  int ev = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
+  uv_poll_start(&s->poll, ev, on_poll);
+  return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: curl wants to be called back in timeout_ms (-1: never). */
+static int on_timer_set(CURLM *m, long timeout_ms, void *userp) {
+  if (timeout_ms < 0)
+    uv_timer_stop(&H.timer);
+  else
+    uv_timer_start(&H.timer, on_timer, (uint64_t)timeout_ms, 0);
+  return 0;
+}
+
+/* Creates the multi handle on first use. Returns 0 or a negative code. */
+static int multi_open(uv_loop_t *loop) {
+  if (H.multi)
+    return H.loop == loop ? 0 : -EINVAL;
+  if (!H.curl_ready) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT))
+      return -ENOMEM;
+    H.curl_ready = 1;
+  }
+  H.multi = curl_multi_init();
+  if (!H.multi)
+    return -ENOMEM;
+  H.loop = loop;
+  uv_timer_init(loop, &H.timer);
+  curl_multi_setopt(H.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  curl_multi_setopt(H.multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ the Lua side */
+
+typedef struct req {
+  const char *method, *url, *body;
+  size_t body_len;
+  double timeout_s;
+  size_t max_body;
+} req_t;
+
+static int valid_token(const char *s) {
+  if (!*s)
+    return 0;
+  for (; *s; s++)
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '-' || *s == '_'))
+      return 0;
+  return 1;
+}
+
+/* Reads the request table at index 1 (raises on bad arguments, naming argument
+ * `arg`); the headers table, if any, is left on the stack at index 2. */
+static void read_req(lua_State *L, req_t *r, int arg) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_getfield(L, 1, "headers"); /* 2 */
+  if (!lua_isnil(L, 2) && !lua_istable(L, 2))
+    luaL_argerror(L, arg, "headers must be a table");
+  lua_getfield(L, 1, "url"); /* 3 */
+  if (lua_type(L, 3) != LUA_TSTRING)
+    luaL_argerror(L, 1, "url must be a string");
+  r->url = lua_tostring(L, 3);
+  lua_getfield(L, 1, "method"); /* 4 */
+  if (!lua_isnil(L, 4) && lua_type(L, 4) != LUA_TSTRING)
+    luaL_argerror(L, arg, "method must be a string");
+  r->method = lua_isnil(L, 4) ? "GET" : lua_tostring(L, 4);
+  if (!valid_token(r->method))
+    luaL_argerror(L, arg, "method must be a token like GET or POST");
+  lua_getfield(L, 1, "body"); /* 5 */
+  if (!lua_isnil(L, 5) && lua_type(L, 5) != LUA_TSTRING)
+    luaL_argerror(L, arg == 1 ? 1 : 2, "body must be a string");
+  r->body = lua_isnil(L, 5) ? NULL : lua_tolstring(L, 5, &r->body_len);
+  lua_getfield(L, 1, "timeout"); /* 6 */
+  if (!lua_isnil(L, 6) && lua_type(L, 6) != LUA_TNUMBER)
+    luaL_argerror(L, arg, "timeout must be a number of seconds");
+  r->timeout_s = lua_isnil(L, 6) ? HTTP_DEFAULT_TIMEOUT_S : lua_tonumber(L, 6);
+  if (!(r->timeout_s > 0) || !isfinite(r->timeout_s))
+    luaL_argerror(L, arg, "timeout must be > 0 seconds");
+  lua_getfield(L, 1, "max_body"); /* 7 */
+  if (!lua_isnil(L, 7) && lua_type(L, 7) != LUA_TNUMBER)
+    luaL_argerror(L, arg, "max_body must be a number of bytes");
+  double max = lua_isnil(L, 7) ? HTTP_DEFAULT_MAX_BODY : lua_tonumber(L, 7);
+  if (!(max >= 0) || max > 1e15)
+    luaL_argerror(L, arg, "max_body must be >= 0 bytes");
+  r->max_body = (size_t)max;
+}
+
+static int header_ok(const char *s) {
+  for (; *s; s++)
+    if (*s == '\r' || *s == '\n')
+      return 0;
+  return 1;
+}
+
+static struct curl_slist *bad_headers(lua_State *L, struct curl_slist *list, int arg,
+                                      const char *msg) {
+  curl_slist_free_all(list);
+  luaL_argerror(L, arg, msg);
+  return NULL;
+}
+
+/* Builds the header list from the table at index 2; raises on bad entries, returns
+ * NULL when out of memory. Without a Content-Type of the caller's, none is sent
+ * (curl would send a form type with a POST body). */
+static struct curl_slist *read_headers(lua_State *L, int arg) {
+  struct curl_slist *list = curl_slist_append(NULL, "Expect:"); /* no 100-continue */
+  int has_type = 0;
+  if (!list)
+    return NULL;
+  if (lua_istable(L, 2))
+    lua_pushnil(L); /* first key */
+  while (lua_istable(L, 2) && lua_next(L, 2)) {
+    if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+      return bad_headers(L, list, arg, "headers must map names to strings");
+    const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+    if (!valid_token(k) || !header_ok(v))
+      return bad_headers(L, list, arg, "header names must be tokens, values without CR or LF");
+    has_type |= strcasecmp(k, "Content-Type") == 0;
+    lua_pushfstring(L, *v ? "%s: %s" : "%s;", k, v); /* "Name;" sends an empty value */
+    struct curl_slist *l2 = curl_slist_append(list, lua_tostring(L, -1));
+    lua_pop(L, 2); /* line, value; keep key */
+    if (!l2) {
+      curl_slist_free_all(list);
+      return NULL;
+    }
+    list = l2;
+  }
+  struct curl_slist *l2 = has_type ? list : curl_slist_append(list, "Content-Type:");
+  if (!l2)
+    curl_slist_free_all(list);
+  return l2;
+}
+
+/* Checks the URL; fills host and port. Returns 0, or -EINVAL with a message. */
+static int check_url(const char *url, xfer_t *x, char *err, size_t n) {
+  CURLU *u = curl_url();
+  char *host = NULL, *port = NULL, *scheme = NULL;
+  int rc = -EINVAL;
+  if (!u) {
+    snprintf(err, n, "out of memory");
+    return -ENOMEM;
+  }
+  if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+      curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+    snprintf(err, n, "malformed URL: %.200s", url);
+    goto out;
+  }
+  if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
+    snprintf(err, n, "unsupported URL scheme '%.20s' (http or https): %.200s", scheme, url);
+    goto out;
+  }
+  curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+  snprintf(x->host, sizeof x->host, "%s", host);
+  snprintf(x->port, sizeof x->port, "%s", port ? port : "?");
+  rc = 0;
+out:
+  curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
+  curl_url_cleanup(u);
+  return rc;
+}
+
+static void set_method(xfer_t *x, const req_t *r) {
+  CURL *e = x->easy;
+  if (strcmp(r->method, "HEAD") == 0) {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else if (r->body || strcmp(r->method, "POST") == 0) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->body ? r->body_len : 0));
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->req_body ? x->req_body : "");
+    if (strcmp(r->method, "POST") != 0)
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+  } else if (strcmp(r->method, "GET") != 0) {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+  }
+}
+
+static void set_options(xfer_t *x, const req_t *r) {
+  CURL *e = x->easy;
+  curl_easy_setopt(e, CURLOPT_URL, r->url);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_USERAGENT, "outboxd");
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, x->timeout_ms);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, x->timeout_ms);
+  set_method(x, r);
+}
+
+/* The cancel of a waiting task: the transfer is dropped, its connection closed. */
+static void on_cancel(task_t *t, void *data) {
+  xfer_t *x = data;
+  curl_multi_remove_handle(H.multi, x->easy);
+  xfer_put(x);
+}
+
+/* Fills a fresh transfer from the request; returns it, or NULL with a message. */
+static xfer_t *prepare(lua_State *L, const req_t *r, int arg, task_t *t, char *err, size_t n) {
+  struct curl_slist *headers = read_headers(L, arg); /* may raise; nothing held yet */
+  xfer_t *x = headers ? xfer_get() : NULL;
+  if (!x) {
+    curl_slist_free_all(headers);
+    snprintf(err, n, "out of memory");
+    return NULL;
+  }
+  x->req_headers = headers;
+  if (check_url(r->url, x, err, n)) {
+    xfer_put(x);
+    return NULL;
+  }
+  if (r->body) {
+    if (!(x->req_body = malloc(r->body_len + 1))) {
+      xfer_put(x);
+      snprintf(err, n, "out of memory");
+      return NULL;
+    }
+    memcpy(x->req_body, r->body, r->body_len);
+  }
+  double secs = fmin(r->timeout_s, host_task_time_left(t));
+  x->timeout_ms = (long)fmax(1.0, ceil(secs * 1000.0));
+  x->max_body = r->max_body;
+  set_options(x, r);
+  return x;
+}
+
+/* Starts the request described by the table at index 1 and yields; `arg` is the
+ * argument named when an option is wrong. */
+static int start(lua_State *L, int arg) {
+  req_t r;
+  char err[512];
+  read_req(L, &r, arg);
+  task_t *t = host_task(L);
+  if (!t)
+    return luaL_error(L, "outbox.http can only wait inside a handler or hook");
+  if (multi_open(host_loop(L)))
+    return luaL_error(L, "outbox.http: cannot start libcurl");
+  xfer_t *x = prepare(L, &r, arg, t, err, sizeof err);
+  if (!x) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  if (curl_multi_add_handle(H.multi, x->easy) != CURLM_OK) {
+    xfer_put(x);
+    return luaL_error(L, "outbox.http: cannot add the transfer");
+  }
+  if (host_wait(L, on_cancel, x)) {
+    curl_multi_remove_handle(H.multi, x->easy);
+    xfer_put(x);
+    return luaL_error(L, "outbox.http can only wait inside a handler or hook");
+  }
+  x->task = t;
+  return lua_yield(L, 0);
+}
+
+/* request{method=, url=, headers=, body=, timeout=, max_body=} */
+static int l_request(lua_State *L) { return start(L, 1); }
+
+/* get(url, opts) and post(url, body, opts): a request table from the arguments. */
+static int shorthand(lua_State *L, const char *method, int opts) {
+  static const char *const copy[] = {"headers", "timeout", "max_body", "method", NULL};
+  luaL_checktype(L, 1, LUA_TSTRING);
+  if (opts == 3 && !lua_isnoneornil(L, 2))
+    luaL_checktype(L, 2, LUA_TSTRING);
+  if (!lua_isnoneornil(L, opts))
+    luaL_checktype(L, opts, LUA_TTABLE);
+  lua_settop(L, 3);
+  lua_createtable(L, 0, 6); /* 4: the request */
+  lua_pushstring(L, method);
+  lua_setfield(L, 4, "method");
+  for (int i = 0; copy[i] && lua_istable(L, opts); i++) {
+    lua_getfield(L, opts, copy[i]);
+    if (lua_isnil(L, -1))
+      lua_pop(L, 1); /* keep the default */
+    else
+      lua_setfield(L, 4, copy[i]);
+  }
+  lua_pushvalue(L, 1);
+  lua_setfield(L, 4, "url");
+  if (opts == 3) {
+    if (lua_isnil(L, 2))
+      lua_pushliteral(L, "");
+    else
+      lua_pushvalue(L, 2);
+    lua_setfield(L, 4, "body");
+  }
+  lua_replace(L, 1); /* the request becomes argument 1 */
+  lua_settop(L, 1);
+  return start(L, opts);
+}
+
+static int l_get(lua_State *L) { return shorthand(L, "GET", 2); }
+static int l_post(lua_State *L) { return shorthand(L, "POST", 3); }
+
+void http_register(lua_State *L) {
+  lua_pushcfunction(L, l_request);
+  lua_setfield(L, -2, "http_request");
+  lua_pushcfunction(L, l_get);
+  lua_setfield(L, -2, "http_get");
+  lua_pushcfunction(L, l_post);
+  lua_setfield(L, -2, "http_post");
+}
+
+static void on_timer_closed(uv_handle_t *h) { (void)h; }
+
+void http_shutdown(void) {
+  while (H.pool) {
+    xfer_t *x = H.pool;
+    H.pool = x->next;
+    xfer_free(x);
+  }
+  H.pooled = 0;
+  if (H.multi) {
+    while (H.socks) { /* stop watching before curl closes the sockets */
+      curl_multi_assign(H.multi, H.socks->fd, NULL);
+      sock_close(H.socks);
+    }
+    curl_multi_cleanup(H.multi); /* closes the cached connections */
+    H.multi = NULL;
+    uv_close((uv_handle_t *)&H.timer, on_timer_closed);
+  }
+  if (H.curl_ready)
+    curl_global_cleanup();
+  H.curl_ready = 0;
+  H.loop = NULL;
+}

@@ -1,0 +1,22 @@
+/* http — outbox.http.request: non-blocking HTTP for handlers on libcurl's multi
+ * interface, driven by the libuv loop (one uv_poll_t per socket, one uv_timer_t).
+ * Invariant: a transfer belongs to exactly one waiting task and is freed once —
+ * when it completes (after the task has its result) or by the task's cancel. */
+#ifndef OUTBOXD_HTTP_H
+#define OUTBOXD_HTTP_H
+
+#include <lua.h>
+
+/* Adds http_request, http_get and http_post to the table on top of the stack (the
+ * `core` table); the multi handle is created on the first request, on the loop of
+ * the calling state. http_request{method=, url=, headers=, body=, timeout=,
+ * max_body=}, http_get(url, opts), http_post(url, body, opts) yield, then return
+ * {status=, headers=, body=} or nil, msg; bad arguments raise. */
+void http_register(lua_State *L);
+
+/* Frees the pooled easy handles and the multi handle, and closes the timer and the
+ * socket pollers. Transfers still pending must have been cancelled first
+ * (host_close does that); run the loop afterwards so the close callbacks run. */
+void http_shutdown(void);
+
+#endif
