@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "host.h"
 #include "http.h"
@@ -25,24 +27,33 @@ typedef struct buf {
   size_t len, cap;
 } buf_t;
 
+/* A socket curl asked us to watch. Sockets curl opened through on_open_socket are
+ * "owned": their poller lives as long as the socket (found by fd in H.byfd), so a
+ * keep-alive connection going idle and coming back costs no epoll_ctl. Others (a
+ * resolver's socketpair) get a poller from CURL_POLL_IN/OUT until CURL_POLL_REMOVE. */
 typedef struct http_sock {
   uv_poll_t poll;
   curl_socket_t fd;
+  int events;  /* what the poller watches now: UV_READABLE | UV_WRITABLE, or 0 */
+  int wanted;  /* curl wants events; 0 while parked in the connection cache */
+  int owned;   /* closed by on_close_socket, not by CURL_POLL_REMOVE */
+  int started; /* uv_poll_init done */
   struct http_sock *prev, *next; /* live pollers, for http_shutdown */
 } http_sock_t;
 
 typedef struct xfer {
   CURL *easy;
   task_t *task; /* the waiting task; NULL once woken or cancelled */
-  struct curl_slist *req_headers;
-  char *req_body;
-  buf_t body; /* response body */
+  buf_t hdr;    /* request header lines, each ending in NUL */
+  struct curl_slist *hnodes; /* the list curl reads, pointing into hdr */
+  size_t hnodes_cap;
+  buf_t req;    /* request body */
+  buf_t body;   /* response body */
   buf_t head; /* header lines of the last response */
   size_t max_body;
   int too_big, oom;
   long timeout_ms;
   CURLcode result;
-  char host[256], port[16];
   char errbuf[CURL_ERROR_SIZE];
   struct xfer *next; /* free list */
 } xfer_t;
@@ -51,9 +62,15 @@ static struct {
   uv_loop_t *loop;
   CURLM *multi;
   uv_timer_t timer;
+  uv_idle_t kick; /* curl asked for a timeout of 0: act once on the next loop pass */
   http_sock_t *socks;
+  http_sock_t **byfd; /* owned sockets by fd */
+  size_t nbyfd;
   xfer_t *pool;
   int pooled;
+  buf_t scratch;    /* header lines being read; swapped into the transfer */
+  int scratch_lines;
+  char *good_url;   /* the last URL that passed check_url */
   int curl_ready; /* curl_global_init done */
 } H;
 
@@ -88,12 +105,35 @@ static void buf_reset(buf_t *b) {
 
 /* ------------------------------------------------------------------ transfers */
 
+static size_t on_body(char *p, size_t size, size_t n, void *arg);
+static size_t on_header(char *p, size_t size, size_t n, void *arg);
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
+                                    struct curl_sockaddr *a);
+static int on_close_socket(void *clientp, curl_socket_t fd);
+
+/* The options every request has: set once per easy handle, which is reused without
+ * curl_easy_reset (prepare() sets what changes). */
+static void set_fixed_options(xfer_t *x) {
+  CURL *e = x->easy;
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(e, CURLOPT_USERAGENT, "outboxd");
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+}
+
 static xfer_t *xfer_get(void) {
   xfer_t *x = H.pool;
   if (x) {
     H.pool = x->next;
     H.pooled--;
-    curl_easy_reset(x->easy);
     x->next = NULL;
     return x;
   }
@@ -105,23 +145,26 @@ static xfer_t *xfer_get(void) {
     free(x);
     return NULL;
   }
+  set_fixed_options(x);
   return x;
 }
 
 static void xfer_free(xfer_t *x) {
   curl_easy_cleanup(x->easy);
+  free(x->hdr.data);
+  free(x->hnodes);
+  free(x->req.data);
   free(x->body.data);
   free(x->head.data);
   free(x);
 }
 
-/* Releases what one request held and pools the easy handle. */
+/* Releases what one request held and pools the transfer; its buffers are kept
+ * (small ones) for the next request. */
 static void xfer_put(xfer_t *x) {
-  curl_slist_free_all(x->req_headers);
-  x->req_headers = NULL;
-  free(x->req_body);
-  x->req_body = NULL;
   x->task = NULL;
+  buf_reset(&x->hdr);
+  buf_reset(&x->req);
   buf_reset(&x->body);
   buf_reset(&x->head);
   x->too_big = x->oom = 0;
@@ -204,26 +247,45 @@ static void push_headers(lua_State *co, const buf_t *head) {
   }
 }
 
+/* The host and port of the transfer's URL, for messages (errors only: parsing the
+ * URL costs more than the rest of a request's setup). */
+static void url_host_port(xfer_t *x, char *host, size_t hn, char *port, size_t pn) {
+  char *url = NULL, *h = NULL, *p = NULL;
+  CURLU *u = curl_url();
+  curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &url);
+  if (u && url && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
+    curl_url_get(u, CURLUPART_HOST, &h, 0);
+    curl_url_get(u, CURLUPART_PORT, &p, CURLU_DEFAULT_PORT);
+  }
+  snprintf(host, hn, "%s", h ? h : "?");
+  snprintf(port, pn, "%s", p ? p : "?");
+  curl_free(h);
+  curl_free(p);
+  curl_url_cleanup(u);
+}
+
 /* A short, clear message for a failed transfer. */
 static void describe(xfer_t *x, char *out, size_t n) {
   long oserr = 0;
+  char host[256], port[16];
+  url_host_port(x, host, sizeof host, port, sizeof port);
   switch (x->result) {
   case CURLE_COULDNT_RESOLVE_HOST:
-    snprintf(out, n, "could not resolve host %s", x->host);
+    snprintf(out, n, "could not resolve host %s", host);
     return;
   case CURLE_COULDNT_CONNECT:
     curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &oserr);
     if (oserr == ECONNREFUSED)
-      snprintf(out, n, "connection refused by %s:%s", x->host, x->port);
+      snprintf(out, n, "connection refused by %s:%s", host, port);
     else
-      snprintf(out, n, "could not connect to %s:%s: %s", x->host, x->port,
+      snprintf(out, n, "could not connect to %s:%s: %s", host, port,
                oserr ? strerror((int)oserr) : (x->errbuf[0] ? x->errbuf : "failed"));
     return;
   case CURLE_OPERATION_TIMEDOUT:
     snprintf(out, n, "timeout after %ld ms", x->timeout_ms);
     return;
   case CURLE_GOT_NOTHING:
-    snprintf(out, n, "empty reply from %s:%s", x->host, x->port);
+    snprintf(out, n, "empty reply from %s:%s", host, port);
     return;
   case CURLE_WRITE_ERROR:
     if (x->too_big) {
@@ -286,6 +348,14 @@ static void check_done(void) {
 
 static void on_poll(uv_poll_t *p, int status, int events) {
   http_sock_t *s = p->data;
+  if (!s->wanted) {
+    /* A parked keep-alive connection became readable (closed by the peer) or is
+     * writable: stop watching until curl reuses or closes it; curl checks that the
+     * connection is alive before reusing it. */
+    uv_poll_stop(&s->poll);
+    s->events = 0;
+    return;
+  }
   int flags = 0;
   if (status < 0)
     flags = CURL_CSELECT_ERR;
@@ -304,9 +374,31 @@ static void on_timer(uv_timer_t *t) {
   check_done();
 }
 
+/* Runs curl's due work once per loop pass however many times it asked for a
+ * timeout of 0 (every curl_multi_add_handle does) since the last pass. */
+static void on_kick(uv_idle_t *i) {
+  uv_idle_stop(i);
+  on_timer(&H.timer);
+}
+
 static void on_sock_closed(uv_handle_t *h) { free(h->data); }
 
+static void sock_link(http_sock_t *s) {
+  s->prev = NULL;
+  s->next = H.socks;
+  if (H.socks)
+    H.socks->prev = s;
+  H.socks = s;
+}
+
+/* Stops watching s and frees it (after the close callback when it has a poller). */
 static void sock_close(http_sock_t *s) {
+  if (s->owned && (size_t)s->fd < H.nbyfd && H.byfd[s->fd] == s)
+    H.byfd[s->fd] = NULL;
+  if (!s->started) {
+    free(s);
+    return;
+  }
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -316,43 +408,109 @@ static void sock_close(http_sock_t *s) {
   uv_close((uv_handle_t *)&s->poll, on_sock_closed);
 }
 
+/* Watches `ev` on s; uv_poll_start costs an epoll_ctl DEL and ADD, so only when the
+ * events change. Returns 0 or a negative code. */
+static int sock_watch(http_sock_t *s, int ev) {
+  if (!s->started) {
+    if (uv_poll_init_socket(H.loop, &s->poll, s->fd))
+      return -EINVAL;
+    s->poll.data = s;
+    s->started = 1;
+    sock_link(s);
+  }
+  if (s->wanted)
+    uv_ref((uv_handle_t *)&s->poll);
+  else
+    uv_unref((uv_handle_t *)&s->poll); /* a parked connection keeps no loop alive */
+  if (ev == s->events)
+    return 0;
+  s->events = ev;
+  return ev ? uv_poll_start(&s->poll, ev, on_poll) : uv_poll_stop(&s->poll);
+}
+
+static http_sock_t *sock_owned(curl_socket_t fd) {
+  return fd >= 0 && (size_t)fd < H.nbyfd ? H.byfd[fd] : NULL;
+}
+
 /* CURLMOPT_SOCKETFUNCTION: start, change or stop watching a socket. */
 static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp) {
-  http_sock_t *s = socketp;
+  http_sock_t *s = socketp ? socketp : sock_owned(fd);
   if (what == CURL_POLL_REMOVE) {
-    if (s) {
+    if (!s)
+      return 0;
+    if (!s->owned) {
       curl_multi_assign(H.multi, fd, NULL);
       sock_close(s);
+      return 0;
     }
-    return 0;
+    /* Parked: keep watching readability (cheap) to notice a close by the peer. */
+    s->wanted = 0;
+    return sock_watch(s, s->events & UV_READABLE) ? -1 : 0;
   }
   if (!s) {
-    s = calloc(1, sizeof *s);
-    if (!s)
+    if (!(s = calloc(1, sizeof *s)))
       return -1;
-    if (uv_poll_init_socket(H.loop, &s->poll, fd)) {
-      free(s);
-      return -1;
-    }
     s->fd = fd;
-    s->poll.data = s;
-    s->next = H.socks;
-    if (H.socks)
-      H.socks->prev = s;
-    H.socks = s;
     curl_multi_assign(H.multi, fd, s);
   }
+  s->wanted = 1;
   int ev = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
-  uv_poll_start(&s->poll, ev, on_poll);
+  return sock_watch(s, ev) ? -1 : 0;
+}
+
+/* Grows H.byfd to hold fd. Returns 0 or -ENOMEM. */
+static int byfd_fit(curl_socket_t fd) {
+  if ((size_t)fd < H.nbyfd)
+    return 0;
+  size_t n = H.nbyfd ? H.nbyfd : 64;
+  while (n <= (size_t)fd)
+    n *= 2;
+  http_sock_t **b = realloc(H.byfd, n * sizeof *b);
+  if (!b)
+    return -ENOMEM;
+  memset(b + H.nbyfd, 0, (n - H.nbyfd) * sizeof *b);
+  H.byfd = b;
+  H.nbyfd = n;
   return 0;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: a connection's socket, which on_close_socket closes. */
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
+                                    struct curl_sockaddr *a) {
+  curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  if (fd == CURL_SOCKET_BAD)
+    return fd;
+  http_sock_t *s = byfd_fit(fd) ? NULL : calloc(1, sizeof *s);
+  if (!s) {
+    close(fd);
+    return CURL_SOCKET_BAD;
+  }
+  if (H.byfd[fd]) /* closed behind our back: forget it */
+    sock_close(H.byfd[fd]);
+  s->fd = fd;
+  s->owned = 1;
+  H.byfd[fd] = s;
+  return fd;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: the poller goes before the socket does. */
+static int on_close_socket(void *clientp, curl_socket_t fd) {
+  http_sock_t *s = sock_owned(fd);
+  if (s)
+    sock_close(s);
+  return close(fd);
 }
 
 /* CURLMOPT_TIMERFUNCTION: curl wants to be called back in timeout_ms (-1: never). */
 static int on_timer_set(CURLM *m, long timeout_ms, void *userp) {
-  if (timeout_ms < 0)
+  if (timeout_ms < 0) {
     uv_timer_stop(&H.timer);
-  else
+  } else if (timeout_ms == 0) {
+    uv_timer_stop(&H.timer);
+    uv_idle_start(&H.kick, on_kick);
+  } else {
     uv_timer_start(&H.timer, on_timer, (uint64_t)timeout_ms, 0);
+  }
   return 0;
 }
 
@@ -370,6 +528,7 @@ static int multi_open(uv_loop_t *loop) {
     return -ENOMEM;
   H.loop = loop;
   uv_timer_init(loop, &H.timer);
+  uv_idle_init(loop, &H.kick);
   curl_multi_setopt(H.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
   curl_multi_setopt(H.multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
   return 0;
@@ -437,49 +596,80 @@ static int header_ok(const char *s) {
   return 1;
 }
 
-static struct curl_slist *bad_headers(lua_State *L, struct curl_slist *list, int arg,
-                                      const char *msg) {
-  curl_slist_free_all(list);
-  luaL_argerror(L, arg, msg);
-  return NULL;
+/* Appends a header line for curl and its NUL to H.scratch: "name: value", or
+ * "name;" (curl sends that as an empty value) when vn is 0, or just `k` when v is
+ * NULL ("Name:" tells curl not to send its own). Returns 0 or -ENOMEM. */
+static int scratch_line(const char *k, size_t kn, const char *v, size_t vn) {
+  buf_t *b = &H.scratch;
+  int rc = buf_add(b, k, kn);
+  if (!rc && v)
+    rc = vn ? buf_add(b, ": ", 2) || buf_add(b, v, vn) : buf_add(b, ";", 1);
+  if (!rc)
+    rc = buf_add(b, "", 1); /* the NUL ends the line */
+  H.scratch_lines++;
+  return rc ? -ENOMEM : 0;
 }
 
-/* Builds the header list from the table at index 2; raises on bad entries, returns
- * NULL when out of memory. Without a Content-Type of the caller's, none is sent
- * (curl would send a form type with a POST body). */
-static struct curl_slist *read_headers(lua_State *L, int arg) {
-  struct curl_slist *list = curl_slist_append(NULL, "Expect:"); /* no 100-continue */
-  int has_type = 0;
-  if (!list)
-    return NULL;
+/* Reads the headers table at index 2 into H.scratch, one NUL-terminated line each;
+ * raises on bad entries (nothing is held but the scratch buffer, which is reused).
+ * Returns 0 or -ENOMEM. Without a Content-Type of the caller's, none is sent (curl
+ * would send a form type with a POST body). */
+static int read_headers(lua_State *L, int arg) {
+  int has_type = 0, rc = 0;
+  H.scratch.len = 0;
+  H.scratch_lines = 0;
+  rc = scratch_line("Expect:", 7, NULL, 0); /* no 100-continue */
   if (lua_istable(L, 2))
     lua_pushnil(L); /* first key */
   while (lua_istable(L, 2) && lua_next(L, 2)) {
     if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
-      return bad_headers(L, list, arg, "headers must map names to strings");
-    const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+      luaL_argerror(L, arg, "headers must map names to strings");
+    size_t kn, vn;
+    const char *k = lua_tolstring(L, -2, &kn), *v = lua_tolstring(L, -1, &vn);
     if (!valid_token(k) || !header_ok(v))
-      return bad_headers(L, list, arg, "header names must be tokens, values without CR or LF");
-    has_type |= strcasecmp(k, "Content-Type") == 0;
-    lua_pushfstring(L, *v ? "%s: %s" : "%s;", k, v); /* "Name;" sends an empty value */
-    struct curl_slist *l2 = curl_slist_append(list, lua_tostring(L, -1));
-    lua_pop(L, 2); /* line, value; keep key */
-    if (!l2) {
-      curl_slist_free_all(list);
-      return NULL;
-    }
-    list = l2;
+      luaL_argerror(L, arg, "header names must be tokens, values without CR or LF");
+    has_type |= kn == 12 && strcasecmp(k, "Content-Type") == 0;
+    if (!rc)
+      rc = scratch_line(k, kn, v, vn);
+    lua_pop(L, 1); /* value; keep key */
   }
-  struct curl_slist *l2 = has_type ? list : curl_slist_append(list, "Content-Type:");
-  if (!l2)
-    curl_slist_free_all(list);
-  return l2;
+  if (!has_type && !rc)
+    rc = scratch_line("Content-Type:", 13, NULL, 0);
+  return rc;
 }
 
-/* Checks the URL; fills host and port. Returns 0, or -EINVAL with a message. */
-static int check_url(const char *url, xfer_t *x, char *err, size_t n) {
+/* Moves the lines read by read_headers into x and points curl's list at them. The
+ * list nodes live in x, so a request allocates nothing once x has served one of
+ * its size. Returns 0 or -ENOMEM. */
+static int take_headers(xfer_t *x) {
+  buf_t t = x->hdr;
+  x->hdr = H.scratch;
+  H.scratch = t;
+  H.scratch.len = 0;
+  size_t n = (size_t)H.scratch_lines;
+  if (n > x->hnodes_cap) {
+    struct curl_slist *nodes = realloc(x->hnodes, n * sizeof *nodes);
+    if (!nodes)
+      return -ENOMEM;
+    x->hnodes = nodes;
+    x->hnodes_cap = n;
+  }
+  char *p = x->hdr.data;
+  for (size_t i = 0; i < n; i++) {
+    x->hnodes[i].data = p;
+    x->hnodes[i].next = i + 1 < n ? &x->hnodes[i + 1] : NULL;
+    p += strlen(p) + 1;
+  }
+  return 0;
+}
+
+/* Checks the URL (the last good one is remembered: handlers post to one URL).
+ * Returns 0, or -EINVAL / -ENOMEM with a message. */
+static int check_url(const char *url, char *err, size_t n) {
+  if (H.good_url && strcmp(H.good_url, url) == 0)
+    return 0;
   CURLU *u = curl_url();
-  char *host = NULL, *port = NULL, *scheme = NULL;
+  char *host = NULL, *scheme = NULL;
   int rc = -EINVAL;
   if (!u) {
     snprintf(err, n, "out of memory");
@@ -495,25 +685,28 @@ static int check_url(const char *url, xfer_t *x, char *err, size_t n) {
     snprintf(err, n, "unsupported URL scheme '%.20s' (http or https): %.200s", scheme, url);
     goto out;
   }
-  curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
-  snprintf(x->host, sizeof x->host, "%s", host);
-  snprintf(x->port, sizeof x->port, "%s", port ? port : "?");
+  free(H.good_url);
+  H.good_url = strdup(url); /* NULL when out of memory: checked again next time */
   rc = 0;
 out:
   curl_free(scheme);
   curl_free(host);
-  curl_free(port);
   curl_url_cleanup(u);
   return rc;
 }
 
+/* The method and body; the handle is reused, so what the last request set is
+ * undone first (POSTFIELDS NULL, then HTTPGET: plain GET, no body, no upload). */
 static void set_method(xfer_t *x, const req_t *r) {
   CURL *e = x->easy;
+  curl_easy_setopt(e, CURLOPT_POSTFIELDS, (char *)NULL);
+  curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, (char *)NULL);
   if (strcmp(r->method, "HEAD") == 0) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else if (r->body || strcmp(r->method, "POST") == 0) {
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->body ? r->body_len : 0));
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->req_body ? x->req_body : "");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->req.data ? x->req.data : "");
     if (strcmp(r->method, "POST") != 0)
       curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
   } else if (strcmp(r->method, "GET") != 0) {
@@ -521,19 +714,11 @@ static void set_method(xfer_t *x, const req_t *r) {
   }
 }
 
+/* What changes from one request to the next (set_fixed_options has the rest). */
 static void set_options(xfer_t *x, const req_t *r) {
   CURL *e = x->easy;
   curl_easy_setopt(e, CURLOPT_URL, r->url);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_USERAGENT, "outboxd");
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hnodes);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, x->timeout_ms);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, x->timeout_ms);
   set_method(x, r);
@@ -546,27 +731,17 @@ static void on_cancel(task_t *t, void *data) {
   xfer_put(x);
 }
 
-/* Fills a fresh transfer from the request; returns it, or NULL with a message. */
+/* Fills a pooled transfer from the request; returns it, or NULL with a message. */
 static xfer_t *prepare(lua_State *L, const req_t *r, int arg, task_t *t, char *err, size_t n) {
-  struct curl_slist *headers = read_headers(L, arg); /* may raise; nothing held yet */
-  xfer_t *x = headers ? xfer_get() : NULL;
-  if (!x) {
-    curl_slist_free_all(headers);
+  int rc = read_headers(L, arg); /* may raise; nothing held yet */
+  if (!rc && (rc = check_url(r->url, err, n)))
+    return NULL;
+  xfer_t *x = rc ? NULL : xfer_get();
+  if (!x || take_headers(x) || (r->body && buf_add(&x->req, r->body, r->body_len))) {
+    if (x)
+      xfer_put(x);
     snprintf(err, n, "out of memory");
     return NULL;
-  }
-  x->req_headers = headers;
-  if (check_url(r->url, x, err, n)) {
-    xfer_put(x);
-    return NULL;
-  }
-  if (r->body) {
-    if (!(x->req_body = malloc(r->body_len + 1))) {
-      xfer_put(x);
-      snprintf(err, n, "out of memory");
-      return NULL;
-    }
-    memcpy(x->req_body, r->body, r->body_len);
   }
   double secs = fmin(r->timeout_s, host_task_time_left(t));
   x->timeout_ms = (long)fmax(1.0, ceil(secs * 1000.0));
@@ -664,13 +839,25 @@ void http_shutdown(void) {
   H.pooled = 0;
   if (H.multi) {
     while (H.socks) { /* stop watching before curl closes the sockets */
-      curl_multi_assign(H.multi, H.socks->fd, NULL);
+      if (!H.socks->owned)
+        curl_multi_assign(H.multi, H.socks->fd, NULL);
       sock_close(H.socks);
     }
+    for (size_t i = 0; i < H.nbyfd; i++) /* owned, never watched */
+      if (H.byfd[i])
+        sock_close(H.byfd[i]);
     curl_multi_cleanup(H.multi); /* closes the cached connections */
     H.multi = NULL;
     uv_close((uv_handle_t *)&H.timer, on_timer_closed);
+    uv_close((uv_handle_t *)&H.kick, on_timer_closed);
   }
+  free(H.byfd);
+  H.byfd = NULL;
+  H.nbyfd = 0;
+  free(H.scratch.data);
+  memset(&H.scratch, 0, sizeof H.scratch);
+  free(H.good_url);
+  H.good_url = NULL;
   if (H.curl_ready)
     curl_global_cleanup();
   H.curl_ready = 0;
