@@ -552,38 +552,34 @@ static int valid_token(const char *s) {
   return 1;
 }
 
-/* Reads the request table at index 1 (raises on bad arguments, naming argument
- * `arg`); the headers table, if any, is left on the stack at index 2. */
+/* Stack slots of a request's fields while it is read: request() fetches them from
+ * its table, get() and post() from their arguments (no table is built). */
+enum { F_HEADERS = 2, F_URL, F_METHOD, F_BODY, F_TIMEOUT, F_MAX_BODY };
+
+/* Checks the fields in slots F_HEADERS..F_MAX_BODY (raises on bad arguments,
+ * naming argument `arg`) and fills r; the slots stay on the stack. */
 static void read_req(lua_State *L, req_t *r, int arg) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  lua_getfield(L, 1, "headers"); /* 2 */
-  if (!lua_isnil(L, 2) && !lua_istable(L, 2))
+  if (!lua_isnil(L, F_HEADERS) && !lua_istable(L, F_HEADERS))
     luaL_argerror(L, arg, "headers must be a table");
-  lua_getfield(L, 1, "url"); /* 3 */
-  if (lua_type(L, 3) != LUA_TSTRING)
+  if (lua_type(L, F_URL) != LUA_TSTRING)
     luaL_argerror(L, 1, "url must be a string");
-  r->url = lua_tostring(L, 3);
-  lua_getfield(L, 1, "method"); /* 4 */
-  if (!lua_isnil(L, 4) && lua_type(L, 4) != LUA_TSTRING)
+  r->url = lua_tostring(L, F_URL);
+  if (!lua_isnil(L, F_METHOD) && lua_type(L, F_METHOD) != LUA_TSTRING)
     luaL_argerror(L, arg, "method must be a string");
-  r->method = lua_isnil(L, 4) ? "GET" : lua_tostring(L, 4);
+  r->method = lua_isnil(L, F_METHOD) ? "GET" : lua_tostring(L, F_METHOD);
   if (!valid_token(r->method))
     luaL_argerror(L, arg, "method must be a token like GET or POST");
-  lua_getfield(L, 1, "body"); /* 5 */
-  if (!lua_isnil(L, 5) && lua_type(L, 5) != LUA_TSTRING)
+  if (!lua_isnil(L, F_BODY) && lua_type(L, F_BODY) != LUA_TSTRING)
     luaL_argerror(L, arg == 1 ? 1 : 2, "body must be a string");
-  r->body = lua_isnil(L, 5) ? NULL : lua_tolstring(L, 5, &r->body_len);
-  lua_getfield(L, 1, "timeout"); /* 6 */
-  if (!lua_isnil(L, 6) && lua_type(L, 6) != LUA_TNUMBER)
+  r->body = lua_isnil(L, F_BODY) ? NULL : lua_tolstring(L, F_BODY, &r->body_len);
+  if (!lua_isnil(L, F_TIMEOUT) && lua_type(L, F_TIMEOUT) != LUA_TNUMBER)
     luaL_argerror(L, arg, "timeout must be a number of seconds");
-  r->timeout_s = lua_isnil(L, 6) ? HTTP_DEFAULT_TIMEOUT_S : lua_tonumber(L, 6);
+  r->timeout_s = lua_isnil(L, F_TIMEOUT) ? HTTP_DEFAULT_TIMEOUT_S : lua_tonumber(L, F_TIMEOUT);
   if (!(r->timeout_s > 0) || !isfinite(r->timeout_s))
     luaL_argerror(L, arg, "timeout must be > 0 seconds");
-  lua_getfield(L, 1, "max_body"); /* 7 */
-  if (!lua_isnil(L, 7) && lua_type(L, 7) != LUA_TNUMBER)
+  if (!lua_isnil(L, F_MAX_BODY) && lua_type(L, F_MAX_BODY) != LUA_TNUMBER)
     luaL_argerror(L, arg, "max_body must be a number of bytes");
-  double max = lua_isnil(L, 7) ? HTTP_DEFAULT_MAX_BODY : lua_tonumber(L, 7);
+  double max = lua_isnil(L, F_MAX_BODY) ? HTTP_DEFAULT_MAX_BODY : lua_tonumber(L, F_MAX_BODY);
   if (!(max >= 0) || max > 1e15)
     luaL_argerror(L, arg, "max_body must be >= 0 bytes");
   r->max_body = (size_t)max;
@@ -610,7 +606,7 @@ static int scratch_line(const char *k, size_t kn, const char *v, size_t vn) {
   return rc ? -ENOMEM : 0;
 }
 
-/* Reads the headers table at index 2 into H.scratch, one NUL-terminated line each;
+/* Reads the headers table (slot F_HEADERS) into H.scratch, one NUL-terminated line each;
  * raises on bad entries (nothing is held but the scratch buffer, which is reused).
  * Returns 0 or -ENOMEM. Without a Content-Type of the caller's, none is sent (curl
  * would send a form type with a POST body). */
@@ -619,9 +615,9 @@ static int read_headers(lua_State *L, int arg) {
   H.scratch.len = 0;
   H.scratch_lines = 0;
   rc = scratch_line("Expect:", 7, NULL, 0); /* no 100-continue */
-  if (lua_istable(L, 2))
+  if (lua_istable(L, F_HEADERS))
     lua_pushnil(L); /* first key */
-  while (lua_istable(L, 2) && lua_next(L, 2)) {
+  while (lua_istable(L, F_HEADERS) && lua_next(L, F_HEADERS)) {
     if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
       luaL_argerror(L, arg, "headers must map names to strings");
     size_t kn, vn;
@@ -750,8 +746,8 @@ static xfer_t *prepare(lua_State *L, const req_t *r, int arg, task_t *t, char *e
   return x;
 }
 
-/* Starts the request described by the table at index 1 and yields; `arg` is the
- * argument named when an option is wrong. */
+/* Starts the request whose fields are in slots F_HEADERS..F_MAX_BODY and yields;
+ * `arg` is the argument named when an option is wrong. */
 static int start(lua_State *L, int arg) {
   req_t r;
   char err[512];
@@ -781,38 +777,49 @@ static int start(lua_State *L, int arg) {
 }
 
 /* request{method=, url=, headers=, body=, timeout=, max_body=} */
-static int l_request(lua_State *L) { return start(L, 1); }
+static int l_request(lua_State *L) {
+  static const char *const fields[] = {"headers", "url", "method", "body", "timeout", "max_body"};
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  for (int i = 0; i < 6; i++)
+    lua_getfield(L, 1, fields[i]); /* slots F_HEADERS.. */
+  return start(L, 1);
+}
 
-/* get(url, opts) and post(url, body, opts): a request table from the arguments. */
+/* Pushes opts[name] (opts at index `opts`, maybe nil), or nil. */
+static void push_opt(lua_State *L, int opts, const char *name) {
+  if (lua_istable(L, opts))
+    lua_getfield(L, opts, name);
+  else
+    lua_pushnil(L);
+}
+
+/* get(url, opts) and post(url, body, opts): the request's fields straight from the
+ * arguments; opts.method overrides the method. */
 static int shorthand(lua_State *L, const char *method, int opts) {
-  static const char *const copy[] = {"headers", "timeout", "max_body", "method", NULL};
   luaL_checktype(L, 1, LUA_TSTRING);
   if (opts == 3 && !lua_isnoneornil(L, 2))
     luaL_checktype(L, 2, LUA_TSTRING);
   if (!lua_isnoneornil(L, opts))
     luaL_checktype(L, opts, LUA_TTABLE);
   lua_settop(L, 3);
-  lua_createtable(L, 0, 6); /* 4: the request */
-  lua_pushstring(L, method);
-  lua_setfield(L, 4, "method");
-  for (int i = 0; copy[i] && lua_istable(L, opts); i++) {
-    lua_getfield(L, opts, copy[i]);
-    if (lua_isnil(L, -1))
-      lua_pop(L, 1); /* keep the default */
-    else
-      lua_setfield(L, 4, copy[i]);
+  push_opt(L, opts, "headers"); /* 4 */
+  lua_pushvalue(L, 1);          /* 5: url */
+  push_opt(L, opts, "method");  /* 6 */
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1); /* nil */
+    lua_pushstring(L, method);
   }
-  lua_pushvalue(L, 1);
-  lua_setfield(L, 4, "url");
-  if (opts == 3) {
-    if (lua_isnil(L, 2))
-      lua_pushliteral(L, "");
-    else
-      lua_pushvalue(L, 2);
-    lua_setfield(L, 4, "body");
-  }
-  lua_replace(L, 1); /* the request becomes argument 1 */
-  lua_settop(L, 1);
+  if (opts != 3)
+    lua_pushnil(L); /* 7: no body */
+  else if (lua_isnil(L, 2))
+    lua_pushliteral(L, "");
+  else
+    lua_pushvalue(L, 2);
+  push_opt(L, opts, "timeout");  /* 8 */
+  push_opt(L, opts, "max_body"); /* 9 */
+  lua_remove(L, 2);
+  lua_remove(L, 2); /* slots 4.. become F_HEADERS.. */
   return start(L, opts);
 }
 
