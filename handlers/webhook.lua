@@ -39,14 +39,18 @@ local function body_of(event)
   return json_encode(event.payload)
 end
 
+-- One headers table and one options table for every request: outbox.http copies
+-- them before it yields, so the next event may refill them at once.
+local hs = {}
+for name, value in pairs(extra) do hs[name] = value end
+hs["Content-Type"] = "application/json"
+local opts = { headers = hs, timeout = timeout }
+
 local function headers_for(event)
-  local hs = {}
-  for name, value in pairs(extra) do hs[name] = value end
-  hs["Content-Type"] = "application/json"
   hs["Idempotency-Key"] = string.format("%d", event.id)
   hs["X-Outbox-Topic"] = event.topic
   hs["X-Outbox-Attempt"] = tostring(event.attempt)
-  if event.key then hs["X-Outbox-Key"] = event.key end
+  hs["X-Outbox-Key"] = event.key or extra["X-Outbox-Key"]
   return hs
 end
 
@@ -57,9 +61,8 @@ local function snippet(body)
 end
 
 return function(event)
-  local res, err = outbox.http.post(url, body_of(event), {
-    headers = headers_for(event), timeout = timeout,
-  })
+  headers_for(event)
+  local res, err = outbox.http.post(url, body_of(event), opts)
   if not res then error("webhook: " .. err, 0) end
   local s = res.status
   if s >= 200 and s <= 299 then return end

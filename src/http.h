@@ -11,7 +11,8 @@
  * `core` table); the multi handle is created on the first request, on the loop of
  * the calling state. http_request{method=, url=, headers=, body=, timeout=,
  * max_body=}, http_get(url, opts), http_post(url, body, opts) yield, then return
- * {status=, headers=, body=} or nil, msg; bad arguments raise. */
+ * {status=, headers=, body=} or nil, msg; bad arguments raise. The headers table
+ * and the body are copied before the call yields: the caller may reuse them. */
 void http_register(lua_State *L);
 
 /* Frees the pooled easy handles and the multi handle, and closes the timer and the
