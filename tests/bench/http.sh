@@ -4,9 +4,13 @@
 #   from an NDJSON file), the same receiver driven by wrk for a ceiling, the ratio;
 #   RSS over 10^5 deliveries (sampled every 10^4 with outbox.stats().rss).
 # Prints medians of RUNS runs. wrk is installed with apt-get when missing and root.
+# Fairness: outboxd is one thread, so wrk runs one thread (-t1) with as many
+# connections as outboxd's concurrency; both share the machine with the receiver
+# and nothing is pinned. HTTP_N is large enough that outboxd's start-up and NDJSON
+# parsing (included in its time) are a small part of it.
 set -u
 RUNS=${RUNS:-3}
-N=${HTTP_N:-20000}
+N=${HTTP_N:-100000}
 SOAK=${HTTP_SOAK:-100000}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 OUTBOXD=${OUTBOXD:-$root/outboxd}
@@ -57,7 +61,7 @@ ceiling() { # ceiling CONCURRENCY -> median requests/s of wrk
   command -v wrk > /dev/null || { echo 0; return; }
   local rates="" r
   for _ in $(seq "$RUNS"); do
-    r=$(wrk -t2 -c"$1" -d3s -s post.lua "$URL" 2>&1 | awk '/^Requests\/sec:/ { printf "%d", $2 }')
+    r=$(wrk -t1 -c"$1" -d3s -s post.lua "$URL" 2>&1 | awk '/^Requests\/sec:/ { printf "%d", $2 }')
     rates="$rates ${r:-0}"
   done
   echo "$rates" | tr ' ' '\n' | grep . | median
@@ -68,7 +72,7 @@ for c in 10 200; do
   d=$(deliver "$c") || continue
   w=$(ceiling "$c")
   ratio=$(awk -v d="$d" -v w="$w" 'BEGIN { if (w > 0) printf "%.2f", d / w; else print "n/a (no wrk)" }')
-  printf '   webhook, %d events, concurrency %-4d %8s deliveries/s   wrk -c%-4d %8s req/s   ratio %s\n' \
+  printf '   webhook, %d events, concurrency %-4d %8s deliveries/s   wrk -t1 -c%-4d %8s req/s   ratio %s\n' \
     "$N" "$c" "$d" "$c" "$w" "$ratio"
 done
 
