@@ -1,5 +1,6 @@
 -- webhook.lua: POSTs each event's payload as JSON to OUTBOX_WEBHOOK_URL.
--- 2xx -> done; 408, 429, 5xx -> retried (after Retry-After seconds when given);
+-- 2xx -> done; 408, 429, 5xx -> retried (after Retry-After when given, in seconds
+-- or as an HTTP date);
 -- other statuses -> dead now (retrying cannot help); network errors -> retried.
 --
 --   OUTBOX_WEBHOOK_URL=https://example.com/hook outboxd run handlers/webhook.lua
@@ -54,6 +55,16 @@ local function headers_for(event)
   return hs
 end
 
+-- Seconds to wait from a Retry-After value, or nil.
+local function retry_after(v)
+  if not v then return nil end
+  local n = tonumber(v)
+  if n then return n >= 0 and n or nil end
+  local at = outbox.http.date(v)
+  if at then return math.max(0, at - os.time()) end
+  return nil
+end
+
 local function snippet(body)
   body = (body or ""):gsub("%s+", " "):match("^ ?(.-) ?$")
   if #body > 200 then body = body:sub(1, 200) .. "..." end
@@ -68,8 +79,8 @@ return function(event)
   if s >= 200 and s <= 299 then return end
   local why = string.format("webhook: HTTP %d: %s", s, snippet(res.body))
   if s == 408 or s == 429 or s >= 500 then
-    local after = tonumber(res.headers["retry-after"])
-    if after and after >= 0 then return outbox.retry(after) end
+    local after = retry_after(res.headers["retry-after"])
+    if after then return outbox.retry(after) end
     error(why, 0)
   end
   return outbox.reject(why)

@@ -170,7 +170,9 @@ outbox.log = {
 -- request{method=, url=, headers=, body=, timeout=} -> res {status, headers, body} or
 -- nil, err; a non-2xx status is a response, not an error. get(url, opts) and
 -- post(url, body, opts) are shorthands. All three live in src/http.c.
-outbox.http = { request = core.http_request, get = core.http_get, post = core.http_post }
+-- date(s) reads an HTTP date (Retry-After, Date) as seconds since the epoch, or nil.
+outbox.http = { request = core.http_request, get = core.http_get, post = core.http_post,
+                date = core.http_date }
 
 setmetatable(outbox, { __index = function(_, k) if k == "config" then return core.config() end end })
 

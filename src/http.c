@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "host.h"
@@ -823,6 +824,16 @@ static int shorthand(lua_State *L, const char *method, int opts) {
   return start(L, opts);
 }
 
+/* date(s): the seconds since the epoch of an HTTP date (as in Retry-After), or nil. */
+static int l_date(lua_State *L) {
+  time_t t = curl_getdate(luaL_checkstring(L, 1), NULL);
+  if (t == (time_t)-1)
+    lua_pushnil(L);
+  else
+    lua_pushnumber(L, (lua_Number)t);
+  return 1;
+}
+
 static int l_get(lua_State *L) { return shorthand(L, "GET", 2); }
 static int l_post(lua_State *L) { return shorthand(L, "POST", 3); }
 
@@ -833,6 +844,8 @@ void http_register(lua_State *L) {
   lua_setfield(L, -2, "http_get");
   lua_pushcfunction(L, l_post);
   lua_setfield(L, -2, "http_post");
+  lua_pushcfunction(L, l_date);
+  lua_setfield(L, -2, "http_date");
 }
 
 static void on_timer_closed(uv_handle_t *h) { (void)h; }

@@ -172,6 +172,20 @@ t_webhook_retry_after_is_honoured() {
   [ $((t2 - t1)) -ge 1000 ] || fail "second attempt after $((t2 - t1)) ms, Retry-After was 1 s"
 }
 
+t_webhook_retry_after_http_date_is_honoured() {
+  recv_start --fail-first 1 --fail-status 503 --retry-after 2 --retry-after-date 1 || return 1
+  ndjson 1 > in.ndjson
+  OUTBOX_WEBHOOK_URL="$URL/hook" "$OUTBOXD" run "$WEBHOOK" --db ndjson:in.ndjson --log text 2> log ||
+    fail "exit $?" || return 1
+  # An HTTP date has whole seconds: 2 s from the receiver's now is 1 to 2 s away.
+  assert_grep 'event failed id=1 .*retry_in_ms=(1000|2000) ' log "retry from an HTTP-date Retry-After" || return 1
+  assert_eq "$(grep -c 'key=1 ' req.log)" 2 "two attempts" || return 1
+  local t1 t2
+  t1=$(grep -m1 'key=1 attempt=1 ' req.log | grep -oE '^ts_ms=[0-9]+' | cut -d= -f2)
+  t2=$(grep -m1 'key=1 attempt=2 ' req.log | grep -oE '^ts_ms=[0-9]+' | cut -d= -f2)
+  [ $((t2 - t1)) -ge 900 ] || fail "second attempt after $((t2 - t1)) ms, Retry-After was a date 2 s ahead"
+}
+
 t_webhook_10000_at_concurrency_200_memory_flat() {
   recv_start || return 1
   "$OUTBOXD" init --db x.db 2> /dev/null || fail "init" || return 1

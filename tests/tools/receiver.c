@@ -4,7 +4,8 @@
  * Responses on one connection go out in request order, whatever their delays.
  *
  * usage: receiver [--port N] [--port-file F] [--log F] [--status N] [--delay MS]
- *                 [--fail-first N] [--fail-status N] [--retry-after S]
+ *                 [--fail-first N] [--fail-status N] [--retry-after S] [--retry-after-date 1]
+ *   --retry-after-date 1 sends Retry-After as an HTTP date, S seconds from now.
  *   --port 0 (default) picks a free port; it is printed on stdout and written to F.
  *   GET /stats      -> {"requests":n,"ok":n,"failed":n,"connections":n,"open":n}
  *   GET /control?status=N&delay=MS&retry_after=S&fail_first=N  changes the mode
@@ -70,6 +71,7 @@ static struct {
   FILE *log;
   int status, fail_status;
   long fail_first, delay_ms, retry_after;
+  int retry_after_date;
   long requests, ok, failed, connections, open;
 } R = {.status = 200, .fail_status = 503, .retry_after = -1};
 
@@ -191,6 +193,18 @@ static void on_delay(uv_timer_t *t) {
   flush(r->c);
 }
 
+/* The Retry-After line: seconds, or the HTTP date that many seconds from now. */
+static void retry_after_header(char *out, size_t n) {
+  if (!R.retry_after_date) {
+    snprintf(out, n, "Retry-After: %ld\r\n", R.retry_after);
+    return;
+  }
+  time_t at = time(NULL) + R.retry_after;
+  struct tm tm;
+  gmtime_r(&at, &tm);
+  strftime(out, n, "Retry-After: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+}
+
 /* Queues a response; it goes out after `delay` ms and after those before it. */
 static void respond(conn_t *c, int status, const char *body, long delay) {
   resp_t *r = calloc(1, sizeof *r);
@@ -201,7 +215,7 @@ static void respond(conn_t *c, int status, const char *body, long delay) {
     return;
   }
   if (R.retry_after >= 0 && (status < 200 || status > 299))
-    snprintf(ra, sizeof ra, "Retry-After: %ld\r\n", R.retry_after);
+    retry_after_header(ra, sizeof ra);
   size_t n = strlen(body) + 256;
   r->data = malloc(n);
   if (!r->data) {
@@ -430,7 +444,7 @@ static int usage(const char *why) {
   fprintf(stderr,
           "receiver: %s\nusage: receiver [--port N] [--port-file F] [--log F] "
           "[--status N] [--delay MS] [--fail-first N] [--fail-status N] "
-          "[--retry-after S]\n",
+          "[--retry-after S] [--retry-after-date 1]\n",
           why);
   return 2;
 }
@@ -471,6 +485,8 @@ int main(int argc, char **argv) {
       R.fail_status = (int)strtol(v, NULL, 10);
     else if (strcmp(a, "--retry-after") == 0)
       R.retry_after = strtol(v, NULL, 10);
+    else if (strcmp(a, "--retry-after-date") == 0)
+      R.retry_after_date = (int)strtol(v, NULL, 10);
     else
       return usage(a);
   }
