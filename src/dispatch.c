@@ -54,6 +54,7 @@ struct dispatch {
   int stopping;        /* 1: draining; 2: waiting for shutdown hooks */
   int signals;
   int paused;          /* memory high */
+  int claim_underway;  /* the store answered -EINPROGRESS: a wake-up follows */
   int finished;
   int exit_code;
   int64_t processed, done, failed, dead, retried;
@@ -231,7 +232,9 @@ static int claim(dispatch_t *d) {
   store_event_t *evs[CLAIM_MAX];
   int max = d->cfg->batch < CLAIM_MAX ? d->cfg->batch : CLAIM_MAX, n = 0;
   if (d->brk.state == BREAKER_HALF_OPEN) max = 1;
-  if (store_claim(d->store, max, evs, &n) < 0) return 0;
+  int rc = store_claim(d->store, max, evs, &n);
+  d->claim_underway = rc == -EINPROGRESS;
+  if (rc < 0) return 0;
   for (int i = 0; i < n; i++) {
     store_event_t *ev = evs[i];
     if (ev->payload_len > MAX_PAYLOAD) {
@@ -277,7 +280,8 @@ static void pump(dispatch_t *d) {
     log_at(LOG_INFO, "input exhausted, every event settled", KI("processed", d->processed));
     d->stopping = 1;
     finish(d);
-  } else if (idle && d->cfg->once && !d->paused && d->brk.state == BREAKER_CLOSED) {
+  } else if (idle && d->cfg->once && !d->paused && !d->claim_underway &&
+             d->brk.state == BREAKER_CLOSED) {
     log_at(LOG_INFO, "nothing claimable (--once)", KI("processed", d->processed));
     d->stopping = 1;
     finish(d);
