@@ -176,6 +176,7 @@ typedef struct pg {
   int failures;      /* failed connections or queries in a row */
   int64_t retry_ms;  /* next reconnect delay */
   int listening;     /* LISTEN done on this connection */
+  int connected_once;
   uv_poll_t *poll;   /* on PQsocket; heap-allocated, the socket changes per connection */
   int poll_fd, poll_events;
   int op;            /* the query in flight */
@@ -752,12 +753,19 @@ static void next_due_done(pg_t *s, const PGresult *r) {
   arm_due(s, now_ms() + (in > 0 ? in : 0));
 }
 
+/* The first connection says so once; later ones are reported by db_ok. */
+static void listen_done(pg_t *s) {
+  s->listening = 1;
+  if (s->connected_once++) return;
+  log_at(LOG_INFO, "database connected", KS("channel", CHANNEL), KS("host_id", s->host));
+}
+
 /* One result of the query in flight. Returns 0, or -EIO when it failed. */
 static int on_result(pg_t *s, PGresult *r) {
   ExecStatusType st = PQresultStatus(r);
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return -EIO;
   switch (s->op) {
-  case OP_LISTEN: s->listening = 1; break;
+  case OP_LISTEN: listen_done(s); break;
   case OP_FLUSH: flush_done(s, r); break;
   case OP_CLAIM: claim_done(s, r); break;
   case OP_RENEW: renew_done(s, r); break;
