@@ -10,6 +10,7 @@
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build
+BIN     ?= outboxd
 CC      ?= cc
 
 ifeq ($(V),1)
@@ -65,9 +66,9 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all run check unit e2e bench asan install clean deps format
-all: outboxd
+all: $(BIN)
 
-outboxd: $(MAIN_OBJ) $(APP_OBJ) $(CORE_OBJ)
+$(BIN): $(MAIN_OBJ) $(APP_OBJ) $(CORE_OBJ)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -Wl,-E
 
@@ -91,28 +92,28 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(CORE_OBJ) $(APP_OBJ) | $(BUILD)
 $(BUILD):
 	$(Q)mkdir -p $(BUILD)
 
-run: outboxd
+run: $(BIN)
 	$(Q)sh tests/run-demo.sh
 
 unit: $(UNIT_BIN)
 	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=120 $$t; done
 
-e2e: outboxd
-	$(Q)sh tests/e2e/run.sh
+e2e: $(BIN)
+	$(Q)OUTBOXD=$(abspath $(BIN)) bash tests/e2e/run.sh
 
 check: unit e2e
 	@echo "make check: all tests passed"
 
 asan:
-	$(Q)$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	$(Q)$(MAKE) BUILD=build-asan BIN=build-asan/outboxd OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" check
 
-bench: outboxd
+bench: $(BIN)
 	$(Q)sh tests/bench/run.sh
 
-install: outboxd
+install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/handlers
-	install -m 755 outboxd $(DESTDIR)$(PREFIX)/bin/outboxd
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/outboxd
 	install -m 644 handlers/*.lua $(DESTDIR)$(PREFIX)/share/outboxd/handlers/
 
 format:

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -20,9 +21,12 @@
 #include "log.h"
 #include "memmon.h"
 #include "store.h"
+#include "watch.h"
 
 #define MAX_PAYLOAD (16u << 20)
 #define CLAIM_MAX 4096
+
+typedef struct retired retired_t;
 
 typedef struct job {
   limiter_item_t item; /* first: limiter items cast back to jobs */
@@ -48,6 +52,9 @@ struct dispatch {
   uv_timer_t drain_timer;
   uv_idle_t wake_idle; /* deferred pump after a store wake-up */
   uv_signal_t sig_int, sig_term, sig_hup;
+  watch_t *watch;
+  struct retired *retired; /* drain timers of old generations */
+  int64_t reloads_ok, reloads_failed;
   job_t *unstarted;    /* claimed, admitted, not started */
   job_t *free_jobs;
   int pumping, again;
@@ -72,6 +79,7 @@ static int64_t wall_ms(void) {
 
 static void pump(dispatch_t *d);
 static void finish(dispatch_t *d);
+static void reload(dispatch_t *d, const char *why);
 static void on_brk_timer(uv_timer_t *t);
 
 /* ------------------------------------------------------------------ jobs */
@@ -366,14 +374,18 @@ static void finish(dispatch_t *d) {
   }
   d->finished = 1;
   store_flush(d->store);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
   log_at(LOG_INFO, "stopped", KI("processed", d->processed), KI("done", d->done),
-         KI("failed", d->failed), KI("dead", d->dead));
+         KI("failed", d->failed), KI("dead", d->dead), KI("peak_rss", (int64_t)ru.ru_maxrss * 1024));
   uv_timer_stop(&d->drain_timer);
   uv_timer_stop(&d->tick);
   uv_timer_stop(&d->brk_timer);
   uv_signal_stop(&d->sig_int);
   uv_signal_stop(&d->sig_term);
   uv_signal_stop(&d->sig_hup);
+  watch_stop(d->watch);
+  d->watch = NULL;
   uv_stop(d->loop);
 }
 
@@ -387,18 +399,78 @@ static void begin_shutdown(dispatch_t *d, const char *why) {
   if (d->lim.active == 0) finish(d);
 }
 
+/* ------------------------------------------------------------------ reload */
+
+/* A retired generation's drain timer; kept in d->retired until closed. */
+struct retired {
+  uv_timer_t timer;
+  dispatch_t *d;
+  int generation;
+  struct retired *next;
+};
+
+static void retired_closed(uv_handle_t *h) { free(h->data); }
+
+static void retired_close(dispatch_t *d, retired_t *r) {
+  retired_t **pp = &d->retired;
+  while (*pp && *pp != r) pp = &(*pp)->next;
+  if (*pp) *pp = r->next;
+  uv_close((uv_handle_t *)&r->timer, retired_closed);
+}
+
+static void on_retired_timeout(uv_timer_t *t) {
+  retired_t *r = t->data;
+  int n = host_cancel_generation(r->d->host, r->generation);
+  if (n > 0)
+    log_at(LOG_WARN, "drain timeout: events of an old generation returned to pending",
+           KI("generation", r->generation), KI("events", n));
+  retired_close(r->d, r);
+}
+
+/* Loads the script into a new generation; on failure the serving one stays. */
+static void reload(dispatch_t *d, const char *why) {
+  char err[1024];
+  int old = host_generation(d->host);
+  if (d->stopping) return;
+  if (access(d->script, R_OK) != 0) {
+    log_at(LOG_WARN, "script missing: still serving", KS("script", d->script),
+           KI("generation", old));
+    return;
+  }
+  if (host_load(d->host, d->script, err, sizeof err)) {
+    d->reloads_failed++;
+    log_at(LOG_ERROR, "reload failed", KS("reason", why), KS("error", err),
+           KI("generation", old));
+    host_fire(d->host, "reload:failed", NULL, err);
+    return;
+  }
+  d->reloads_ok++;
+  limiter_set_limit(&d->lim, d->cfg->concurrency);
+  log_at(LOG_INFO, "reloaded", KS("reason", why), KI("generation", host_generation(d->host)),
+         KI("live_generations", host_live_generations(d->host)));
+  host_fire(d->host, "reload", NULL, NULL);
+  retired_t *r = calloc(1, sizeof *r);
+  if (r && host_live_generations(d->host) > 1) {
+    r->d = d;
+    r->next = d->retired;
+    d->retired = r;
+    r->generation = old;
+    uv_timer_init(d->loop, &r->timer);
+    r->timer.data = r;
+    uv_timer_start(&r->timer, on_retired_timeout, (uint64_t)d->cfg->drain_timeout_ms, 0);
+    uv_unref((uv_handle_t *)&r->timer);
+  } else {
+    free(r);
+  }
+  pump(d);
+}
+
+static void on_script_changed(void *arg) { reload(arg, "file changed"); }
+
 static void on_signal(uv_signal_t *s, int signum) {
   dispatch_t *d = s->data;
   if (signum == SIGHUP) {
-    char err[1024];
-    if (host_load(d->host, d->script, err, sizeof err)) {
-      log_at(LOG_ERROR, "reload failed", KS("error", err));
-      host_fire(d->host, "reload:failed", NULL, err);
-    } else {
-      log_at(LOG_INFO, "reloaded", KI("generation", host_generation(d->host)));
-      limiter_set_limit(&d->lim, d->cfg->concurrency);
-      host_fire(d->host, "reload", NULL, NULL);
-    }
+    reload(d, "SIGHUP");
     return;
   }
   if (++d->signals > 1 || d->stopping) {
@@ -422,7 +494,7 @@ static void fill_stats(void *arg, host_stats_t *s) {
   s->retried = d->retried;
   s->failure_rate = breaker_failure_rate(&d->brk);
   s->breaker = breaker_state_name(d->brk.state);
-  s->rss = d->mem.rss ? d->mem.rss : memmon_read_rss();
+  s->rss = memmon_read_rss(); /* live: stats() is not on the per-event path */
   s->memory_limit = d->mem.limit;
   s->memory_high = d->mem.high;
   s->rate = d->rate;
@@ -443,6 +515,7 @@ static void close_all(dispatch_t *d) {
                        (uv_handle_t *)&d->sig_int,  (uv_handle_t *)&d->sig_term,
                        (uv_handle_t *)&d->sig_hup};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) uv_close(hs[i], close_cb_count);
+  while (d->retired) retired_close(d, d->retired);
 }
 
 static void host_id(char *out, size_t n) {
@@ -507,6 +580,11 @@ int dispatch_run(config_t *cfg, const char *script) {
   uv_unref((uv_handle_t *)&d->sig_int);
   uv_unref((uv_handle_t *)&d->sig_term);
   uv_unref((uv_handle_t *)&d->sig_hup);
+  if (cfg->watch) {
+    int wrc = watch_start(&d->watch, d->loop, script, 50, on_script_changed, d);
+    if (wrc) log_at(LOG_WARN, "hot reload off: cannot watch the script's folder",
+                    KS("error", uv_strerror(wrc)));
+  }
   d->started_ms = d->last_tick_ms = uv_now(d->loop);
   uv_timer_start(&d->tick, on_tick, (uint64_t)cfg->memory_interval_ms,
                  (uint64_t)cfg->memory_interval_ms);

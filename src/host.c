@@ -610,6 +610,23 @@ void host_cancel_all(host_t *h) {
   }
 }
 
+int host_cancel_generation(host_t *h, int number) {
+  host_gen_t *g = h->gens;
+  int n = 0;
+  while (g && g->number != number) g = g->next;
+  if (!g || g == h->cur) return 0;
+  g->refs++; /* keep it open while its tasks go */
+  for (task_t *t = h->thead, *next; t; t = next) {
+    next = t->tnext;
+    if (t->gen != g) continue;
+    tlist_remove(h, t);
+    if (t->kind == T_EVENT) report(t, HOST_CANCELLED, "cancelled", -1), n++;
+    task_abandon(t);
+  }
+  gen_unref(g);
+  return n;
+}
+
 int host_hooks_running(const host_t *h) { return h->hooks_running; }
 int host_events_running(const host_t *h) { return h->events_running; }
 int host_generation(const host_t *h) { return h->cur ? h->cur->number : 0; }

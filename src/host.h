@@ -81,6 +81,11 @@ void host_run_ready(host_t *h);
 /* Abandons every running event (outcome HOST_CANCELLED) and every hook. */
 void host_cancel_all(host_t *h);
 
+/* Drain timeout of a retired generation: abandons what still runs there (events
+ * come back as HOST_CANCELLED), so the generation closes. Returns how many events
+ * were cancelled; 0 when the generation is already gone or is the current one. */
+int host_cancel_generation(host_t *h, int number);
+
 /* Running hook coroutines (for waiting on `shutdown` hooks). */
 int host_hooks_running(const host_t *h);
 

@@ -205,7 +205,7 @@ static void arm_retry(nd_t *d) {
 /* ------------------------------------------------------------------ input */
 
 static int buf_reserve(nd_t *d, size_t extra) {
-  if (d->pos > 0 && (d->pos == d->len || d->pos > d->cap / 2)) {
+  if (d->pos > 0 && (d->pos == d->len || d->pos > d->cap / 2)) { /* compact */
     memmove(d->buf, d->buf + d->pos, d->len - d->pos);
     d->len -= d->pos;
     d->pos = 0;
@@ -255,7 +255,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
  * Returns 1 when a line is there, 0 when we must wait for more input. */
 static int fill(nd_t *d) {
   for (;;) {
-    if (memchr(d->buf + d->pos, '\n', d->len - d->pos)) return 1;
+    if (d->len > d->pos && memchr(d->buf + d->pos, '\n', d->len - d->pos)) return 1;
     if (d->eof) return d->len > d->pos;
     if (d->is_pipe) {
       if (!d->reading) {

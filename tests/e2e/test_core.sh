@@ -58,7 +58,8 @@ LUA
   "$OUTBOXD" run h.lua --db ndjson:in.ndjson --backoff 10 --log text 2> log || fail "exit $?"
   assert_grep 'event failed id=1 .*error="said no"' log "return false, e fails with e"
   assert_grep 'event failed id=2 .*retry_in_ms=50 ' log "retry(0.05) waits 50 ms"
-  assert_grep 'RESULT retried=2 done=2' log "both retried once, then done"
+  assert_eq "$(field retried log)" 2 "both retried once"
+  assert_eq "$(field done log)" 2 "then done"
 }
 
 t_max_attempts_then_dead() {
@@ -221,5 +222,50 @@ LUA
   kill $feeder 2>/dev/null
   assert_eq "$rc" 0 "exit code after SIGTERM"
   assert_grep 'shutting down reason=SIGTERM' log "signal logged"
-  assert_grep 'HOOK shutdown done=3 active=0' log "in-flight handlers finished before the shutdown hook"
+  assert_grep 'HOOK shutdown' log "shutdown hook ran"
+  assert_eq "$(field done log)" 3 "in-flight handlers finished before the shutdown hook"
+  assert_eq "$(field active log)" 0 "nothing active at shutdown"
+}
+
+t_configure_precedence() {
+  cat > h.lua <<'LUA'
+outbox.configure { concurrency = 3, batch = 7, timeout = 1.5, backoff = 0.25 }
+outbox.on("start", function()
+  local c = outbox.config
+  outbox.log.info("CONFIG", { concurrency = c.concurrency, batch = c.batch, timeout = c.timeout, backoff = c.backoff })
+  local ok = pcall(function() outbox.config.batch = 1 end)
+  outbox.log.info("READONLY", { ok = ok })
+end)
+return function() end
+LUA
+  ndjson 1 > in.ndjson
+  OUTBOX_BATCH_SIZE=9 "$OUTBOXD" run h.lua --db ndjson:in.ndjson --timeout 2500 --log text 2> log || fail "exit $?"
+  assert_eq "$(field concurrency log)" 3 "script value over the default"
+  assert_eq "$(field batch log)" 9 "environment over the script"
+  assert_eq "$(field timeout log)" 2.5 "flag over the script (ms on the command line, s in Lua)"
+  assert_eq "$(field backoff log)" 0.25 "script value in seconds"
+  assert_eq "$(field ok log)" false "outbox.config is read-only"
+  printf 'outbox.configure { concurency = 3 }\nreturn function() end\n' > typo.lua
+  "$OUTBOXD" check typo.lua 2> err; assert_eq "$?" 2 "unknown setting is a script error"
+  assert_grep "typo.lua:1: outbox.configure: unknown setting 'concurency'" err "names the setting and line"
+}
+
+t_per_key_order_with_random_failures() {
+  cat > h.lua <<'LUA'
+math.randomseed(7)
+return function(ev)
+  outbox.sleep(0.001)
+  if math.random() < 0.3 then error("random failure") end
+  outbox.log.info("OK", { key = ev.key, seq = ev.data.seq })
+end
+LUA
+  awk 'BEGIN { for (s = 1; s <= 40; s++) for (k = 1; k <= 5; k++) printf "{\"topic\":\"t\",\"key\":\"k%d\",\"payload\":{\"seq\":%d}}\n", k, s }' > in.ndjson
+  "$OUTBOXD" run h.lua --db ndjson:in.ndjson --concurrency 20 --backoff 2:5 --max-attempts 100 --breaker 100 --log text 2> log || fail "exit $?"
+  assert_eq "$(grep -c ' OK ' log)" 200 "every event succeeded once"
+  for k in 1 2 3 4 5; do
+    grep -oE "OK id=[0-9]+ .*" log | grep "key=k$k\b" | grep -oE 'seq=[0-9]+' | cut -d= -f2 > got
+    seq 1 40 > want
+    cmp -s got want || { fail "key k$k out of order: $(tr '\n' ' ' < got | head -c 200)"; return 1; }
+  done
+  assert_grep 'event failed' log "failures happened"
 }
