@@ -99,7 +99,7 @@ unit: $(UNIT_BIN)
 	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=120 $$t; done
 
 e2e: $(BIN)
-	$(Q)OUTBOXD=$(abspath $(BIN)) bash tests/e2e/run.sh
+	$(Q)OUTBOXD=$(abspath $(BIN)) bash tests/with-pg.sh bash tests/e2e/run.sh
 
 check: unit e2e
 	@echo "make check: all tests passed"
@@ -109,7 +109,7 @@ asan:
 	  LDFLAGS="-fsanitize=address,undefined" check
 
 bench: $(BIN)
-	$(Q)sh tests/bench/run.sh
+	$(Q)bash tests/with-pg.sh sh tests/bench/run.sh
 
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/handlers

@@ -106,6 +106,10 @@ static const char flush_sql[] =
     " AND o.locked_by = $1 AND o.status = 'processing' RETURNING o.id)"
     " SELECT id FROM del UNION ALL SELECT id FROM upd";
 
+/* The common case, every settlement an ack without --keep-done. $1 host, $2 ids. */
+static const char ack_sql[] = "DELETE FROM outbox WHERE id = ANY ($2::bigint[])"
+                              " AND locked_by = $1 AND status = 'processing' RETURNING id";
+
 /* $1 host, $2 ids, $3 lease ms. Returns the ids still ours. */
 static const char renew_sql[] =
     "UPDATE outbox SET locked_until = now() + $3::bigint * interval '1 millisecond'"
@@ -580,8 +584,12 @@ static int send_flush(pg_t *s) {
     sb_text_elem(&errs, x->err);
   }
   sb_put(&ids, "}", 1), sb_put(&kinds, "}", 1), sb_put(&args, "}", 1), sb_put(&errs, "}", 1);
-  int rc = -ENOMEM;
-  if (!ids.oom && !kinds.oom && !args.oom && !errs.oom) {
+  int rc = -ENOMEM, acks_only = !s->base.opts.keep_done;
+  for (int i = 0; i < s->sending.n && acks_only; i++) acks_only = s->sending.v[i].kind == SET_ACK;
+  if (acks_only && !ids.oom) {
+    const char *v[] = {s->host, ids.p};
+    rc = PQsendQueryParams(s->conn, ack_sql, 2, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
+  } else if (!ids.oom && !kinds.oom && !args.oom && !errs.oom) {
     const char *v[] = {s->host, ids.p, kinds.p, args.p, errs.p,
                        s->base.opts.keep_done ? "true" : "false"};
     rc = PQsendQueryParams(s->conn, flush_sql, 6, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
