@@ -710,7 +710,7 @@ static void claim_done(pg_t *s, const PGresult *r) {
     store_event_free(ev);
     log_at(LOG_ERROR, "out of memory holding a claimed event; it returns after its lease");
   }
-  qsort(s->buf + start, (size_t)(s->nbuf - start), sizeof *s->buf, by_id);
+  if (s->nbuf > start) qsort(s->buf + start, (size_t)(s->nbuf - start), sizeof *s->buf, by_id);
   if (rows >= s->claim_limit) s->dirty = 1;
   else s->want_due = 1;
 }
@@ -923,9 +923,11 @@ static int pg_claim(store_t *b, int max, store_event_t **out, int *n) {
   }
   if (max <= 0 || s->closing) return 0;
   int got = max < s->nbuf ? max : s->nbuf;
-  memcpy(out, s->buf, (size_t)got * sizeof *out);
-  memmove(s->buf, s->buf + got, (size_t)(s->nbuf - got) * sizeof *s->buf);
-  s->nbuf -= got;
+  if (got) {
+    memcpy(out, s->buf, (size_t)got * sizeof *out);
+    memmove(s->buf, s->buf + got, (size_t)(s->nbuf - got) * sizeof *s->buf);
+    s->nbuf -= got;
+  }
   *n = got;
   if (s->set.n || s->op == OP_FLUSH) s->dirty = 1; /* settled heads may unblock keys */
   if (s->dirty && s->op != OP_CLAIM && !s->want_claim && s->nbuf == 0) {

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 if [ -z "${DB:-}" ]; then
   pgdir=$(mktemp -d /tmp/outboxd-example-pg.XXXXXX)
   DB=$(bash tests/pg.sh start "$pgdir")
-  trap 'kill $(jobs -p) 2>/dev/null; wait; bash tests/pg.sh stop "$pgdir"' EXIT
+  trap 'bash tests/pg.sh stop "$pgdir"' EXIT
   echo "throwaway PostgreSQL at $DB"
 fi
 ./outboxd init --db "$DB"

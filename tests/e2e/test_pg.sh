@@ -121,14 +121,15 @@ t_pg_sigkill_one_host_loses_nothing() {
   pg_fresh || return 1
   local n=4000
   pg_recorder
-  sql "INSERT INTO outbox (topic, key, payload) SELECT 't', 'k' || (g % 50), g::text FROM generate_series(1, $n) g"
-  HOST=a PAUSE=0.002 "$OUTBOXD" run h.lua --db "$PGURL" --lease 1000 --batch 100 --concurrency 20 --log text 2> loga &
+  sql "INSERT INTO outbox (topic, key, payload) SELECT 't', 'k' || (g % 1000), g::text FROM generate_series(1, $n) g"
+  HOST=a PAUSE=0.01 "$OUTBOXD" run h.lua --db "$PGURL" --lease 1000 --batch 100 --concurrency 20 --log text 2> loga &
   local a=$!
-  HOST=b PAUSE=0.002 "$OUTBOXD" run h.lua --db "$PGURL" --lease 1000 --batch 100 --concurrency 20 --log text 2> logb &
+  HOST=b PAUSE=0.01 "$OUTBOXD" run h.lua --db "$PGURL" --lease 1000 --batch 100 --concurrency 20 --log text 2> logb &
   local b=$!
-  wait_for '^a ' seen.log 10 || return 1
+  wait_for '^a ' seen.log 20 || { kill $a $b; return 1; }
   sleep 0.3
   kill -9 $a
+  assert_eq "$(sql "SELECT count(*) > 0 FROM outbox WHERE status = 'processing'")" t "events in flight at the kill" || { kill $b; return 1; }
   pg_wait_settled 40 || { kill $b; return 1; }
   kill -TERM $b; wait $b || fail "host b exit $?"
   check_ids "$n" at_least || return 1
@@ -141,7 +142,7 @@ t_pg_backend_killed_and_server_restarted() {
   local n=6000
   pg_recorder
   sql "INSERT INTO outbox (topic, key, payload) SELECT 't', 'k' || (g % 40), g::text FROM generate_series(1, $n) g"
-  HOST=a PAUSE=0.002 "$OUTBOXD" run h.lua --db "$PGURL" --lease 2000 --batch 100 --concurrency 20 --log text 2> log &
+  HOST=a PAUSE=0.01 "$OUTBOXD" run h.lua --db "$PGURL" --lease 2000 --batch 100 --concurrency 20 --log text 2> log &
   local a=$!
   wait_for 'database connected' log 10 || return 1
   wait_for '^a ' seen.log 10 || return 1
@@ -150,6 +151,7 @@ t_pg_backend_killed_and_server_restarted() {
   assert_grep t killed "a backend was terminated" || { kill $a; return 1; }
   wait_for 'database reachable again' log 10 || { kill $a; return 1; }
   sleep 0.3
+  assert_eq "$(sql "SELECT count(*) > 0 FROM outbox")" t "work left at the restart" || { kill $a; return 1; }
   bash "$HERE/../pg.sh" restart "$OUTBOX_TEST_PGDATA" || { kill $a; fail "pg_ctl restart"; return 1; }
   pg_wait_settled 60 || { kill $a; return 1; }
   kill -0 $a || fail "the host exited"
