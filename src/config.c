@@ -53,7 +53,7 @@ const config_opt_t config_opts[] = {
     {"keep-done", "OUTBOX_KEEP_DONE", "keep_done", CT_BOOL, OFF(keep_done), NULL, "off",
      "keep done rows instead of deleting them"},
     {"metrics", "OUTBOX_METRICS", NULL, CT_STRING, OFF(metrics), "[HOST:]PORT", "off",
-     "Prometheus text on /metrics"},
+     "/metrics, /health, /ready; 127.0.0.1 unless a host is given"},
     {"log", "OUTBOX_LOG", NULL, CT_LOG, OFF(log_json), "text|json", "text on a TTY, else json",
      "log format on stderr"},
     {"db", "OUTBOX_DB", NULL, CT_STRING, OFF(db), "URL", "outbox.db",

@@ -20,11 +20,16 @@
 #include "limiter.h"
 #include "log.h"
 #include "memmon.h"
+#include "metrics.h"
+#include "statusline.h"
 #include "store.h"
 #include "watch.h"
 
 #define MAX_PAYLOAD (16u << 20)
 #define CLAIM_MAX 4096
+#define PUMP_ROUNDS 64     /* rounds per loop pass; then the loop polls (signals, scrapes) */
+#define OPS_TICK_MS 1000  /* status line and store counts refresh */
+#define COUNTS_COST 100   /* store counts run at most 1/COUNTS_COST of the time */
 
 typedef struct retired retired_t;
 
@@ -33,6 +38,7 @@ typedef struct job {
   store_event_t *ev;
   struct dispatch *d;
   uint64_t ticket;
+  uint64_t start_ns;       /* uv_hrtime() when the handler started */
   struct job *next, *prev; /* claimed-but-unstarted list */
   int started;
 } job_t;
@@ -50,18 +56,20 @@ struct dispatch {
   uv_timer_t tick;     /* memory sampling, rate, breaker cooldown */
   uv_timer_t brk_timer;
   uv_timer_t drain_timer;
+  uv_timer_t ops_tick; /* status line, store counts for metrics */
   uv_idle_t wake_idle; /* deferred pump after a store wake-up */
   uv_signal_t sig_int, sig_term, sig_hup;
   watch_t *watch;
   struct retired *retired; /* drain timers of old generations */
-  int64_t reloads_ok, reloads_failed;
+  int64_t reloads_ok, reloads_failed; /* counted in reload(): SIGHUP and file watch */
   job_t *unstarted;    /* claimed, admitted, not started */
   job_t *free_jobs;
   int pumping, again;
   int stopping;        /* 1: draining; 2: waiting for shutdown hooks */
   int signals;
   int paused;          /* memory high */
-  int claim_underway;  /* the store answered -EINPROGRESS: a wake-up follows */
+  int store_busy;      /* the last claim met a busy store or one still claiming
+                          (-EINPROGRESS); its wake-up will follow */
   int finished;
   int exit_code;
   int64_t processed, done, failed, dead, retried;
@@ -69,6 +77,13 @@ struct dispatch {
   uint64_t started_ms, last_tick_ms;
   double rate;
   int handles;
+  metrics_t *metrics;
+  metrics_hist_t handler_duration;
+  int statusline;
+  int store_err;           /* the last claim or count failed */
+  int counts_known;
+  store_counts_t counts;   /* cached; refreshed by the ops tick, never by a scrape */
+  uint64_t counts_next_ms;
 };
 
 static int64_t wall_ms(void) {
@@ -81,6 +96,7 @@ static void pump(dispatch_t *d);
 static void finish(dispatch_t *d);
 static void reload(dispatch_t *d, const char *why);
 static void on_brk_timer(uv_timer_t *t);
+static void on_wake_idle(uv_idle_t *h);
 
 /* ------------------------------------------------------------------ jobs */
 
@@ -174,7 +190,10 @@ static void on_outcome(void *owner, int outcome, const char *msg, double delay_s
   store_event_t *ev = j->ev;
   int verdict = BREAKER_IGNORED;
   limiter_release(&d->lim, &j->item);
-  if (outcome != HOST_CANCELLED) d->processed++;
+  if (outcome != HOST_CANCELLED) {
+    d->processed++;
+    metrics_hist_observe(&d->handler_duration, (double)(uv_hrtime() - j->start_ns) / 1e9);
+  }
   switch (outcome) {
   case HOST_DONE:
     verdict = BREAKER_SUCCESS;
@@ -218,6 +237,7 @@ static void start_ready(dispatch_t *d) {
     unstarted_del(d, j);
     j->ticket = ticket;
     j->started = 1;
+    j->start_ns = uv_hrtime();
     if (host_run(d->host, j->ev, j)) {
       log_at(LOG_ERROR, "out of memory starting a handler", KI("id", j->ev->id));
       limiter_release(&d->lim, &j->item);
@@ -241,7 +261,9 @@ static int claim(dispatch_t *d) {
   int max = d->cfg->batch < CLAIM_MAX ? d->cfg->batch : CLAIM_MAX, n = 0;
   if (d->brk.state == BREAKER_HALF_OPEN) max = 1;
   int rc = store_claim(d->store, max, evs, &n);
-  d->claim_underway = rc == -EINPROGRESS;
+  d->store_err = rc < 0 && rc != -EINPROGRESS;
+  /* not "nothing claimable": --once must wait */
+  d->store_busy = rc == -EAGAIN || rc == -EINPROGRESS;
   if (rc < 0) return 0;
   for (int i = 0; i < n; i++) {
     store_event_t *ev = evs[i];
@@ -272,13 +294,17 @@ static void pump(dispatch_t *d) {
     return;
   }
   d->pumping = 1;
+  int rounds = 0;
   do {
     d->again = 0;
     breaker_changed(d, breaker_tick(&d->brk, (int64_t)uv_now(d->loop)));
     start_ready(d);
     if (want_claim(d) && claim(d) > 0) d->again = 1;
-  } while (d->again);
+  } while (d->again && ++rounds < PUMP_ROUNDS);
   d->pumping = 0;
+  /* Handlers that finish at once keep asking for more: go on after the loop has
+   * polled, so signals, wake-ups and metrics scrapes are never starved. */
+  if (d->again) uv_idle_start(&d->wake_idle, on_wake_idle);
   if (d->finished || d->stopping) {
     if (d->stopping == 1 && d->lim.active == 0) finish(d);
     return;
@@ -288,7 +314,12 @@ static void pump(dispatch_t *d) {
     log_at(LOG_INFO, "input exhausted, every event settled", KI("processed", d->processed));
     d->stopping = 1;
     finish(d);
-  } else if (idle && d->cfg->once && !d->paused && !d->claim_underway &&
+  } else if (idle && d->cfg->once && d->store_err && !d->store_busy) {
+    log_at(LOG_ERROR, "the store failed (--once): stopping", KI("processed", d->processed));
+    d->exit_code = 1;
+    d->stopping = 1;
+    finish(d);
+  } else if (idle && d->cfg->once && !d->paused && !d->store_busy &&
              d->brk.state == BREAKER_CLOSED) {
     log_at(LOG_INFO, "nothing claimable (--once)", KI("processed", d->processed));
     d->stopping = 1;
@@ -373,6 +404,7 @@ static void finish(dispatch_t *d) {
     return;
   }
   d->finished = 1;
+  statusline_stop();
   store_flush(d->store);
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -380,6 +412,7 @@ static void finish(dispatch_t *d) {
          KI("failed", d->failed), KI("dead", d->dead), KI("peak_rss", (int64_t)ru.ru_maxrss * 1024));
   uv_timer_stop(&d->drain_timer);
   uv_timer_stop(&d->tick);
+  uv_timer_stop(&d->ops_tick);
   uv_timer_stop(&d->brk_timer);
   uv_signal_stop(&d->sig_int);
   uv_signal_stop(&d->sig_term);
@@ -502,6 +535,79 @@ static void fill_stats(void *arg, host_stats_t *s) {
   s->concurrency = d->lim.limit;
 }
 
+/* ------------------------------------------------------------------ operations */
+
+static void fill_figures(void *arg, metrics_figures_t *f) {
+  dispatch_t *d = arg;
+  f->done = d->done;
+  f->failed = d->failed;
+  f->dead = d->dead;
+  f->retried = d->retried;
+  f->inflight = d->lim.active;
+  f->queued = d->lim.queued;
+  f->concurrency = d->lim.limit;
+  f->breaker = d->brk.state;
+  f->rss = d->mem.rss ? d->mem.rss : memmon_read_rss();
+  f->lua_heap = host_lua_heap(d->host);
+  f->memory_limit = d->mem.limit;
+  f->memory_high = d->mem.high;
+  f->intake_paused = d->paused;
+  f->store_ok = !d->store_err;
+  f->pending = d->counts_known ? d->counts.pending : -1;
+  f->oldest_pending_age_s = (double)d->counts.oldest_pending_age_ms / 1000.0;
+  f->reloads_ok = d->reloads_ok;
+  f->reloads_failed = d->reloads_failed;
+  f->generation = host_generation(d->host);
+  f->uptime_s = (double)(uv_now(d->loop) - d->started_ms) / 1000.0;
+  f->handler_duration = &d->handler_duration;
+}
+
+/* Store counts can scan the whole table: refresh them about once a second, less
+ * often when they are slow, so they take at most 1/COUNTS_COST of the loop. */
+static void refresh_counts(dispatch_t *d, uint64_t now) {
+  if (now < d->counts_next_ms) return;
+  uint64_t t0 = uv_hrtime();
+  int rc = store_counts(d->store, &d->counts);
+  uint64_t took_ms = (uv_hrtime() - t0) / 1000000;
+  d->counts_known = rc == 0;
+  if (rc) d->store_err = 1;
+  d->counts_next_ms = now + (took_ms * COUNTS_COST > OPS_TICK_MS ? took_ms * COUNTS_COST
+                                                                  : OPS_TICK_MS - 50);
+}
+
+static void on_ops_tick(uv_timer_t *t) {
+  dispatch_t *d = t->data;
+  uint64_t now = uv_now(d->loop);
+  refresh_counts(d, now);
+  if (!d->statusline) return;
+  statusline_figures_t f = {now, d->processed, d->lim.active, d->lim.limit, d->lim.queued,
+                            d->counts_known ? d->counts.pending : -1,
+                            breaker_state_name(d->brk.state),
+                            d->mem.rss ? d->mem.rss : memmon_read_rss(), d->mem.limit,
+                            host_generation(d->host)};
+  statusline_update(&f);
+}
+
+/* Starts the metrics server and the status line when asked for. Returns 0, or the
+ * exit code after printing why. */
+static int ops_start(dispatch_t *d) {
+  char err[256];
+  d->statusline = statusline_wanted(log_format() == LOG_JSON) && statusline_start() == 0;
+  if (d->cfg->metrics[0]) {
+    int rc = metrics_start(&d->metrics, d->loop, d->cfg->metrics, fill_figures, d, err,
+                           sizeof err);
+    if (rc) {
+      fprintf(stderr, "outboxd: %s\n", err);
+      return rc == -EINVAL ? 2 : 1;
+    }
+  }
+  if (d->metrics || d->statusline) {
+    uv_timer_start(&d->ops_tick, on_ops_tick, 0, OPS_TICK_MS);
+    uv_unref((uv_handle_t *)&d->ops_tick);
+  }
+  return 0;
+}
+
 /* ------------------------------------------------------------------ run */
 
 static void init_handle(dispatch_t *d, uv_handle_t *h) {
@@ -513,9 +619,11 @@ static void close_all(dispatch_t *d) {
   uv_handle_t *hs[] = {(uv_handle_t *)&d->tick,     (uv_handle_t *)&d->brk_timer,
                        (uv_handle_t *)&d->drain_timer, (uv_handle_t *)&d->wake_idle,
                        (uv_handle_t *)&d->sig_int,  (uv_handle_t *)&d->sig_term,
-                       (uv_handle_t *)&d->sig_hup};
+                       (uv_handle_t *)&d->sig_hup,  (uv_handle_t *)&d->ops_tick};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) uv_close(hs[i], close_cb_count);
   while (d->retired) retired_close(d, d->retired);
+  if (d->metrics) metrics_close(d->metrics, NULL, NULL);
+  d->metrics = NULL;
 }
 
 static void host_id(char *out, size_t n) {
@@ -568,6 +676,8 @@ int dispatch_run(config_t *cfg, const char *script) {
   uv_timer_init(d->loop, &d->drain_timer);
   init_handle(d, (uv_handle_t *)&d->wake_idle);
   uv_idle_init(d->loop, &d->wake_idle);
+  init_handle(d, (uv_handle_t *)&d->ops_tick);
+  uv_timer_init(d->loop, &d->ops_tick);
   uv_signal_init(d->loop, &d->sig_int);
   init_handle(d, (uv_handle_t *)&d->sig_int);
   uv_signal_init(d->loop, &d->sig_term);
@@ -586,6 +696,7 @@ int dispatch_run(config_t *cfg, const char *script) {
                     KS("error", uv_strerror(wrc)));
   }
   d->started_ms = d->last_tick_ms = uv_now(d->loop);
+  if ((rc = ops_start(d))) goto close;
   uv_timer_start(&d->tick, on_tick, (uint64_t)cfg->memory_interval_ms,
                  (uint64_t)cfg->memory_interval_ms);
   log_at(LOG_INFO, "started", KS("script", script), KS("db", cfg->db),
@@ -594,8 +705,10 @@ int dispatch_run(config_t *cfg, const char *script) {
   host_run_ready(d->host); /* start hooks begin before the first event */
   pump(d);
   uv_run(d->loop, UV_RUN_DEFAULT);
-  rc = d->finished ? 0 : 1;
+  rc = d->finished ? d->exit_code : 1;
   if (!d->finished) log_at(LOG_ERROR, "loop ended with work left");
+close:
+  statusline_stop();
   close_all(d);
   store_close(d->store, store_closed, NULL);
   host_close(d->host, host_closed, NULL);

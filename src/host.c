@@ -155,9 +155,10 @@ static task_t *task_get(host_gen_t *g, int kind) {
   task_t *t = g->free;
   if (t) {
     g->free = t->rnext;
-  } else {
-    t = calloc(1, sizeof *t);
-    if (!t) return NULL;
+  } else if (!(t = calloc(1, sizeof *t))) {
+    return NULL;
+  }
+  if (!t->co) { /* new, or its coroutine was abandoned */
     t->co = lua_newthread(g->L);                      /* pushes the thread */
     t->ref = luaL_ref(g->L, LUA_REGISTRYINDEX);       /* anchor it, pop */
     t->gen = g;
@@ -200,8 +201,14 @@ static void task_abandon(task_t *t) {
   t->waiting = 0;
   lua_setexdata(t->co, NULL);
   luaL_unref(g->L, LUA_REGISTRYINDEX, t->ref);
+  /* The struct is kept for reuse until the generation closes: coroutines the
+   * handler created inherit a pointer to it, and host_task() must find it valid
+   * (t->co no longer matches them). */
+  t->co = NULL;
+  t->owner = NULL;
+  t->rnext = g->free;
+  g->free = t;
   task_end(t);
-  free(t);
   gen_unref(g);
 }
 
@@ -287,7 +294,10 @@ static void on_timeout(uv_timer_t *timer) {
 
 /* ------------------------------------------------------------------ public: tasks */
 
-task_t *host_task(lua_State *L) { return lua_getexdata(L); }
+task_t *host_task(lua_State *L) {
+  task_t *t = lua_getexdata(L);
+  return t && t->co == L ? t : NULL;
+}
 
 host_gen_t *host_gen_of(lua_State *L) { return lua_getexdata2(L); }
 

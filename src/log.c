@@ -13,6 +13,9 @@
 static int fmt = LOG_TEXT;
 static int min_level = LOG_INFO;
 static const char *names[] = {"debug", "info", "warn", "error"};
+static size_t (*status_line)(char *buf, size_t cap);
+
+void log_set_status_line(size_t (*fn)(char *buf, size_t cap)) { status_line = fn; }
 
 void log_setup(int format, int level) {
   fmt = format;
@@ -30,13 +33,16 @@ int log_level_parse(const char *s) {
   return -1;
 }
 
+#define LINE_ROOM 8192   /* one log line at most */
+#define STATUS_ROOM 1024 /* then the status line redrawn after it */
+
 typedef struct buf {
-  char data[8192];
+  char data[LINE_ROOM + STATUS_ROOM];
   size_t len;
 } buf_t;
 
 static void put(buf_t *b, const char *s, size_t n) {
-  if (n > sizeof(b->data) - 2 - b->len) n = sizeof(b->data) - 2 - b->len;
+  if (n > LINE_ROOM - 2 - b->len) n = LINE_ROOM - 2 - b->len;
   memcpy(b->data + b->len, s, n);
   b->len += n;
 }
@@ -102,6 +108,7 @@ void log_fields(int level, const char *msg, const log_kv_t *kv, int n) {
   if (level < min_level) return;
   if (level < 0 || level > LOG_ERROR) level = LOG_ERROR;
   b.len = 0;
+  if (status_line) puts_(&b, "\r\033[K"); /* erase the status line first */
   stamp(ts, sizeof ts);
   if (fmt == LOG_JSON) {
     puts_(&b, "{\"ts\":\"");
@@ -137,6 +144,7 @@ void log_fields(int level, const char *msg, const log_kv_t *kv, int n) {
     }
   }
   b.data[b.len++] = '\n';
+  if (status_line) b.len += status_line(b.data + b.len, sizeof(b.data) - b.len); /* redraw */
   ssize_t w = write(STDERR_FILENO, b.data, b.len);
   (void)w;
 }

@@ -3,6 +3,7 @@
 #ifndef OUTBOXD_LOG_H
 #define OUTBOXD_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
@@ -37,6 +38,12 @@ void log_fields(int level, const char *msg, const log_kv_t *kv, int n);
                  (int)(sizeof(log_kv_) / sizeof(log_kv_[0])) - 1);                       \
     }                                                                                    \
   } while (0)
+
+/* Sets (or clears, with NULL) the provider of a status line kept at the bottom of
+ * a terminal: every log line then erases it first ("\r\033[K") and redraws what
+ * `fn` copies into buf (no newline, at most cap bytes, returns the length), all in
+ * the line's one write. */
+void log_set_status_line(size_t (*fn)(char *buf, size_t cap));
 
 /* Parses "debug|info|warn|error"; returns the level or -1. */
 int log_level_parse(const char *s);

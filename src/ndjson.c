@@ -80,111 +80,86 @@ static int utf8_len(const unsigned char *p, const unsigned char *end) {
   return n;
 }
 
-/* Scans a string starting at '"'. With unescape, writes the decoded bytes from
- * *out on and stores their length; otherwise only validates. */
+/* Decodes one escape sequence at s->p (just past the backslash) into buf.
+ * Returns the number of bytes (1..4) or -EINVAL. */
+static int escape(scan_t *s, char *buf) {
+  unsigned cp;
+  char e = *s->p++;
+  switch (e) {
+  case '"': case '\\': case '/': buf[0] = e; return 1;
+  case 'b': buf[0] = '\b'; return 1;
+  case 'f': buf[0] = '\f'; return 1;
+  case 'n': buf[0] = '\n'; return 1;
+  case 'r': buf[0] = '\r'; return 1;
+  case 't': buf[0] = '\t'; return 1;
+  case 'u': break;
+  default: return fail(s, "bad escape in string");
+  }
+  if (s->end - s->p < 4 || hex4(s->p, &cp)) return fail(s, "bad \\u escape");
+  s->p += 4;
+  if (cp >= 0xD800 && cp <= 0xDBFF) {
+    unsigned lo;
+    if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' || hex4(s->p + 2, &lo) ||
+        lo < 0xDC00 || lo > 0xDFFF)
+      return fail(s, "unpaired surrogate in \\u escape");
+    s->p += 6;
+    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+  } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+    return fail(s, "unpaired surrogate in \\u escape");
+  }
+  return (int)(put_utf8(buf, cp) - buf);
+}
+
+/* Scans a string starting at '"', validating escapes and UTF-8. With unescape,
+ * the decoded bytes are written in place from the string's start and *out /
+ * *out_len describe them; otherwise the buffer is left as it is. */
 static int scan_string(scan_t *s, int unescape, char **out, size_t *out_len) {
-  char *w;
-  s->p++; /* opening quote */
-  w = s->p;
+  char *w = ++s->p; /* past the opening quote */
   char *start = w;
   while (s->p < s->end) {
     unsigned char c = (unsigned char)*s->p;
+    char buf[4];
+    int n;
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') { /* a run of plain ASCII */
+      char *run = s->p;
+      while (++s->p < s->end) {
+        c = (unsigned char)*s->p;
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
+      }
+      if (unescape) {
+        if (w != run) memmove(w, run, (size_t)(s->p - run));
+        w += s->p - run;
+      }
+      continue;
+    }
     if (c == '"') {
       s->p++;
-      if (unescape) {
-        *out = start;
-        *out_len = (size_t)(w - start);
-      }
+      if (unescape) *out = start, *out_len = (size_t)(w - start);
       return 0;
     }
     if (c < 0x20) return fail(s, "control character in string");
     if (c == '\\') {
       if (s->end - s->p < 2) return fail(s, "unterminated string");
-      char e = s->p[1];
-      unsigned cp;
-      s->p += 2;
-      switch (e) {
-      case '"': *w++ = '"'; break;
-      case '\\': *w++ = '\\'; break;
-      case '/': *w++ = '/'; break;
-      case 'b': *w++ = '\b'; break;
-      case 'f': *w++ = '\f'; break;
-      case 'n': *w++ = '\n'; break;
-      case 'r': *w++ = '\r'; break;
-      case 't': *w++ = '\t'; break;
-      case 'u':
-        if (s->end - s->p < 4 || hex4(s->p, &cp)) return fail(s, "bad \\u escape");
-        s->p += 4;
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-          unsigned lo;
-          if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' || hex4(s->p + 2, &lo) ||
-              lo < 0xDC00 || lo > 0xDFFF)
-            return fail(s, "unpaired surrogate in \\u escape");
-          s->p += 6;
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-          return fail(s, "unpaired surrogate in \\u escape");
-        }
-        w = put_utf8(w, cp);
-        break;
-      default:
-        return fail(s, "bad escape in string");
-      }
-      continue;
-    }
-    if (c < 0x80) {
-      *w++ = (char)c;
       s->p++;
+      if ((n = escape(s, buf)) < 0) return n;
+      if (unescape) memcpy(w, buf, (size_t)n), w += n;
       continue;
     }
-    int n = utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end);
+    n = c < 0x80 ? 1 : utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end);
     if (!n) return fail(s, "invalid UTF-8");
-    memmove(w, s->p, (size_t)n);
-    w += n;
+    if (unescape) memmove(w, s->p, (size_t)n), w += n;
     s->p += n;
   }
   return fail(s, "unterminated string");
 }
 
-/* Validates a string without changing the buffer. */
-static int skip_string(scan_t *s) {
-  s->p++;
-  while (s->p < s->end) {
-    unsigned char c = (unsigned char)*s->p;
-    if (c == '"') {
-      s->p++;
-      return 0;
-    }
-    if (c < 0x20) return fail(s, "control character in string");
-    if (c == '\\') {
-      if (s->end - s->p < 2) return fail(s, "unterminated string");
-      char e = s->p[1];
-      unsigned cp;
-      if (e == 'u') {
-        if (s->end - s->p < 6 || hex4(s->p + 2, &cp)) return fail(s, "bad \\u escape");
-        s->p += 6;
-      } else if (strchr("\"\\/bfnrt", e) && e) {
-        s->p += 2;
-      } else {
-        return fail(s, "bad escape in string");
-      }
-      continue;
-    }
-    if (c < 0x80) {
-      s->p++;
-      continue;
-    }
-    int n = utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end);
-    if (!n) return fail(s, "invalid UTF-8");
-    s->p += n;
-  }
-  return fail(s, "unterminated string");
-}
+static int skip_string(scan_t *s) { return scan_string(s, 0, NULL, NULL); }
 
 static int skip_number(scan_t *s) {
   char *p = s->p;
-  if (p < s->end && *p == '-') p++;
-  if (p >= s->end) return fail(s, "bad number");
+  int minus = p < s->end && *p == '-';
+  p += minus;
+  if (p >= s->end || (minus && (*p < '0' || *p > '9'))) return fail(s, "bad number");
   if (*p == '0') {
     p++;
   } else if (*p >= '1' && *p <= '9') {
@@ -344,6 +319,10 @@ int ndjson_parse(char *line, size_t len, ndjson_rec_t *rec, const char **err) {
       skip_ws(&s);
     }
     first = 0;
+    if (s.p < s.end && *s.p == '}') {
+      fail(&s, "trailing comma");
+      goto bad;
+    }
     if (s.p >= s.end || *s.p != '"') {
       fail(&s, "expected a string key");
       goto bad;

@@ -21,6 +21,7 @@
 #define FLUSH_DELAY_MS 5   /* settlements wait at most this long for company */
 #define RETRY_MS 250       /* retry delay after SQLITE_BUSY */
 #define CHECK_DELAY_MS 1   /* debounce for WAL file events */
+#define CHECK_TRIES 10     /* looks after one event, the delay doubling: ~1 s in all */
 
 /* ---------------------------------------------------------------- schema */
 
@@ -155,6 +156,7 @@ typedef struct sq {
   int64_t data_version;
   int64_t due_at;      /* when due_timer fires, 0 when idle */
   int failing;         /* failed transactions in a row */
+  int checks;          /* looks at data_version since the last file event */
   int dispatching;     /* opened with a host id: claims, timers, watchers */
   int closing;
   uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, check_timer, kick_timer;
@@ -613,19 +615,30 @@ static int read_data_version(sq_t *s, int64_t *v) {
   return rc == SQLITE_ROW ? 0 : map_rc(rc);
 }
 
-/* Our own commits leave data_version alone, so only foreign commits wake. */
+/* Our own commits leave data_version alone, so only foreign commits wake. A
+ * writer's last write to the WAL file comes before its commit is visible (it
+ * still syncs, then publishes the wal-index header in shared memory, which no file
+ * event reports), so an unchanged version is looked at again, later and later. */
 static void on_check(uv_timer_t *t) {
   sq_t *s = t->data;
   int64_t v;
-  if (read_data_version(s, &v) || v == s->data_version) return;
-  s->data_version = v;
-  wake(s);
+  if (read_data_version(s, &v) == 0 && v != s->data_version) {
+    s->data_version = v;
+    s->checks = 0;
+    wake(s);
+    return;
+  }
+  if (++s->checks < CHECK_TRIES)
+    timer_after(&s->check_timer, on_check, (int64_t)CHECK_DELAY_MS << s->checks);
 }
 
+/* A look is due CHECK_DELAY_MS after the first of a burst of events; an event
+ * during the later looks brings the next one forward again. */
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status) {
   sq_t *s = h->data;
-  if (!uv_is_active((uv_handle_t *)&s->check_timer))
-    timer_after(&s->check_timer, on_check, CHECK_DELAY_MS);
+  if (s->checks == 0 && uv_is_active((uv_handle_t *)&s->check_timer)) return;
+  s->checks = 0;
+  timer_after(&s->check_timer, on_check, CHECK_DELAY_MS);
 }
 
 static void on_poll(uv_timer_t *t) { wake(t->data); }

@@ -269,3 +269,26 @@ LUA
   done
   assert_grep 'event failed' log "failures happened"
 }
+
+t_foreign_yields_fail_clearly() {
+  cat > h.lua <<'LUA'
+local saved
+outbox.handle("yield", function() coroutine.yield(1) end)
+outbox.handle("nested", function()
+  saved = coroutine.create(function() outbox.sleep(0.01) end)
+  local ok, err = coroutine.resume(saved)
+  outbox.log.info("NESTED", { ok = ok, err = err })
+end)
+outbox.handle("stale", function()
+  outbox.sleep(0.05) -- the first handler's struct is reused by now
+  local ok, err = coroutine.resume(saved or coroutine.create(function() end))
+  outbox.log.info("STALE", { ok = ok })
+end)
+return function() end
+LUA
+  printf '%s\n' '{"topic":"yield","payload":"1"}' '{"topic":"nested","payload":"2"}' '{"topic":"stale","payload":"3"}' > in.ndjson
+  "$OUTBOXD" run h.lua --db ndjson:in.ndjson --max-attempts 1 --log text 2> log || fail "exit $?"
+  assert_grep 'event dead id=1 .*coroutine.yield\(\) is not allowed' log "a raw yield fails the event"
+  assert_grep 'NESTED id=2 .*outbox.sleep can only wait inside a handler or hook' log "sleep in a foreign coroutine: clear error"
+  assert_grep 'STALE id=3' log "a stale coroutine is harmless"
+}

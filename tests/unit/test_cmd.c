@@ -218,6 +218,7 @@ START_TEST(status_table_and_json) {
                           &age),
                    1);
   ck_assert_int_gt(age, 1000000000);
+  ck_assert_ptr_null(strstr(r.out, "last_dead")); /* exactly the contract's keys */
   r = run(cmd_status, NULL, "status", "--db", db, NULL);
   ck_assert_int_eq(r.rc, 0);
   ck_assert_ptr_nonnull(strstr(r.out, "pending "));

@@ -1,0 +1,278 @@
+# The SQLite store end to end: real database files shared with other processes
+# (the sqlite3 CLI, other outboxd hosts), crashes, stalls, locks and bad files.
+
+# sql DB STATEMENT...: the sqlite3 CLI, waiting out a lock like an application would
+sql() { local db=$1; shift; sqlite3 -cmd '.timeout 10000' "$db" "$@"; }
+
+# wait_count PATTERN FILE N SECONDS: until FILE has at least N lines matching
+wait_count() {
+  local i=0 max=$(( ${4:-10} * 20 ))
+  while [ $i -lt $max ]; do
+    [ "$(grep -cE -- "$1" "$2" 2>/dev/null)" -ge "$3" ] && return 0
+    sleep 0.05; i=$((i + 1))
+  done
+  fail "timed out waiting for $3 lines /$1/ in $2 (have $(grep -cE -- "$1" "$2" 2>/dev/null))"
+}
+
+# wait_settled DB SECONDS: until nothing is pending or processing
+wait_settled() {
+  local i=0 max=$(( ${2:-10} * 10 ))
+  while [ $i -lt $max ]; do
+    [ "$(sql "$1" "SELECT count(*) FROM outbox WHERE status IN ('pending','processing')")" = 0 ] && return 0
+    sleep 0.1; i=$((i + 1))
+  done
+  fail "timed out: $(sql "$1" "SELECT status, count(*) FROM outbox GROUP BY status" | tr '\n' ' ')"
+}
+
+# status_is DB JSON: `outboxd status --json` without the age
+status_is() {
+  local got
+  got=$("$OUTBOXD" status --db "$1" --json | sed -E 's/, "oldest_pending_age_ms": [0-9]+//')
+  assert_eq "$got" "$2" "status of $1"
+}
+
+# A handler that logs every id it sees (the test counts them).
+log_handler() { printf 'return function(ev) outbox.log.info("HANDLED", { topic = ev.topic }) end\n' > "$1"; }
+
+t_sqlite_round_trip_cli_and_sql_exactly_once() {
+  log_handler h.lua
+  "$OUTBOXD" init --db x.db 2> /dev/null || fail "init"
+  "$OUTBOXD" run h.lua --db x.db --log text 2> log &
+  local pid=$!
+  wait_for 'started' log 5 || { kill -9 $pid; return 1; }
+  # an application inserting rows one transaction at a time, beside the CLI
+  ( for i in $(seq 1 100); do sql x.db "INSERT INTO outbox (topic, key, payload) VALUES ('sql', 'k$((i % 7))', '$i')"; done ) &
+  local app=$!
+  for i in $(seq 1 40); do "$OUTBOXD" enqueue --db x.db --topic cli --payload "$i" 2> /dev/null || fail "enqueue $i"; done
+  ndjson 200 nd | "$OUTBOXD" enqueue --db x.db 2> /dev/null || fail "enqueue NDJSON"
+  sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+            INSERT INTO outbox (topic, payload) SELECT 'bulk', i FROM n"
+  wait $app
+  wait_count 'HANDLED' log 640 20 || { kill -9 $pid; return 1; }
+  kill -TERM $pid; wait $pid; local rc=$?
+  assert_eq "$rc" 0 "exit code after SIGTERM"
+  grep -oE 'HANDLED id=[0-9]+' log | sort | uniq -d > dups
+  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log | sort -u | wc -l)" 640 "unique events handled"
+  assert_eq "$(wc -l < dups)" 0 "events handled twice"
+  for t in sql cli nd bulk; do
+    assert_eq "$(grep -c "HANDLED id=.* topic=$t\$" log)" \
+      "$(case $t in sql) echo 100;; cli) echo 40;; nd) echo 200;; bulk) echo 300;; esac)" "topic $t"
+  done
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
+}
+
+t_sqlite_sigkill_loses_nothing() {
+  cat > h.lua <<'LUA'
+return function(ev)
+  outbox.sleep(0.004)
+  local f = assert(io.open("seen", "a"))
+  f:write(ev.id, "\n"); f:flush(); f:close()
+end
+LUA
+  "$OUTBOXD" init --db x.db 2> /dev/null
+  sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+            INSERT INTO outbox (topic, key, payload) SELECT 't', 'k' || (i % 50), i FROM n"
+  : > seen
+  local kill_at
+  for kill_at in 300 800 1300; do
+    "$OUTBOXD" run h.lua --db x.db --lease 500 --concurrency 20 --log text 2>> log &
+    local pid=$!
+    wait_count '.' seen "$kill_at" 30 || { kill -9 $pid; return 1; }
+    kill -9 $pid; wait $pid 2> /dev/null
+  done
+  assert_grep '' <(sql x.db "SELECT 1 FROM outbox WHERE status = 'processing' LIMIT 1") "kills left leased rows"
+  "$OUTBOXD" run h.lua --db x.db --lease 500 --concurrency 20 --log text 2>> log &
+  local pid=$!
+  wait_settled x.db 60 || { kill -9 $pid; return 1; }
+  kill -TERM $pid; wait $pid; assert_eq "$?" 0 "final run exits 0"
+  assert_eq "$(sort -un seen | wc -l)" 2000 "every event handled at least once"
+  assert_eq "$(sort -un seen | head -1),$(sort -un seen | tail -1)" "1,2000" "ids seen"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
+  echo "handled twice after kills: $(sort -n seen | uniq -d | wc -l)"
+}
+
+t_sqlite_key_order_under_random_failures() {
+  cat > h.lua <<'LUA'
+math.randomseed(tonumber(os.getenv("SEED") or "7"))
+return function(ev)
+  if math.random() < 0.3 then error("random failure") end
+  local f = assert(io.open("ok", "a"))
+  f:write(ev.key, " ", ev.payload, " ", ev.id, "\n"); f:flush(); f:close()
+end
+LUA
+  "$OUTBOXD" init --db x.db 2> /dev/null
+  # 10 keys x 50 events, interleaved: id i has key i % 10 and sequence i / 10
+  sql x.db "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 499)
+            INSERT INTO outbox (topic, key, payload) SELECT 't', 'k' || (i % 10), i / 10 FROM n"
+  : > ok
+  SEED=$RANDOM "$OUTBOXD" run h.lua --db x.db --backoff 5:20 --max-attempts 100 --concurrency 10 \
+    --breaker 100 --breaker-cooldown 100 --log text 2> log &
+  local pid=$!
+  wait_settled x.db 60 || { kill -9 $pid; return 1; }
+  kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit code"
+  assert_grep 'event failed' log "some runs failed"
+  assert_eq "$(wc -l < ok)" 500 "each event succeeded once"
+  # per key, successes in id order and in sequence order 0..49
+  awk '{ if ($1 in last && $3 <= last[$1]) bad++; if ($2 != n[$1]++) bad++; last[$1] = $3 }
+       END { print bad + 0 }' ok > bad
+  assert_eq "$(cat bad)" 0 "out-of-order successes"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
+}
+
+t_sqlite_stopped_host_events_return_after_lease() {
+  printf 'return function(ev) outbox.log.info("HUNG"); outbox.sleep(3600) end\n' > hang.lua
+  log_handler ok.lua
+  "$OUTBOXD" init --db x.db 2> /dev/null
+  sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5)
+            INSERT INTO outbox (topic, payload) SELECT 't', i FROM n"
+  "$OUTBOXD" run hang.lua --db x.db --lease 300 --timeout 3600000 --log text 2> loga &
+  local a=$!
+  wait_count 'HUNG' loga 5 5 || { kill -9 $a; return 1; }
+  kill -STOP $a
+  "$OUTBOXD" run ok.lua --db x.db --lease 300 --log text 2> logb &
+  local b=$!
+  wait_count 'HANDLED' logb 5 10 || { kill -9 $a $b; return 1; }
+  kill -TERM $b; wait $b; assert_eq "$?" 0 "host B exit code"
+  kill -9 $a; wait $a 2> /dev/null
+  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' logb | sort -u | wc -l)" 5 "host B ran every event"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
+}
+
+t_sqlite_requeue_dead_and_by_id() {
+  printf 'return function(ev) return outbox.reject("not today") end\n' > no.lua
+  log_handler ok.lua
+  for i in 1 2 3 4 5; do "$OUTBOXD" enqueue --db x.db --topic t --payload "$i" 2> /dev/null; done
+  "$OUTBOXD" run no.lua --db x.db --once --log text 2> log1 || fail "reject run exit $?"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 5}'
+  "$OUTBOXD" status --db x.db > st
+  assert_grep '^  5 +t +1  not today$' st "dead events listed with their error"
+  assert_eq "$("$OUTBOXD" requeue --db x.db --id 2 --id 4)" "requeued 2 events" "requeue --id"
+  "$OUTBOXD" run ok.lua --db x.db --once --log text 2> log2 || fail "run exit $?"
+  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log2 | tr '\n' ' ')" "HANDLED id=2 HANDLED id=4 " "requeued ids ran"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 3}'
+  assert_eq "$("$OUTBOXD" requeue --db x.db --dead)" "requeued 3 events" "requeue --dead"
+  "$OUTBOXD" run ok.lua --db x.db --once --log text 2> log3 || fail "run exit $?"
+  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log3 | tr '\n' ' ')" "HANDLED id=1 HANDLED id=3 HANDLED id=5 " "dead ids ran"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
+  assert_eq "$("$OUTBOXD" requeue --db x.db --dead)" "requeued 0 events" "nothing left to requeue"
+}
+
+# run_fails DB WHAT PATTERN: `run` exits 1 with one line matching PATTERN
+run_fails() {
+  "$OUTBOXD" run h.lua --db "$1" --log text 2> err; local rc=$?
+  assert_eq "$rc" 1 "$2: exit code"
+  assert_eq "$(wc -l < err)" 1 "$2: one line"
+  assert_grep "$3" err "$2: message"
+}
+
+t_sqlite_bad_paths_and_files() {
+  log_handler h.lua
+  run_fails nodir/x.db "missing directory" '^outboxd: --db nodir/x.db: cannot create the database: nodir: No such file'
+  echo data > file.txt
+  run_fails file.txt/outbox.db "path under a file" 'file.txt is not a directory'
+  assert_eq "$(cat file.txt)" data "the file is untouched"
+  echo hello > x.db
+  run_fails x.db "not a database" '^outboxd: --db x.db: file is not a database$'
+  "$OUTBOXD" status --db x.db 2> err; assert_eq "$?" 1 "status on a non-database"
+  assert_grep 'file is not a database' err "status message"
+  echo '{"topic":"t","payload":1}' | "$OUTBOXD" enqueue --db x.db 2> err; assert_eq "$?" 1 "enqueue on a non-database"
+  assert_grep 'file is not a database' err "enqueue message"
+  assert_eq "$(cat x.db)" hello "the file is untouched"
+  assert_eq "$(ls x.db*)" x.db "no WAL or journal left beside it"
+}
+
+t_sqlite_missing_table() {
+  log_handler h.lua
+  sql e.db "CREATE TABLE other (a)"
+  "$OUTBOXD" status --db e.db 2> err; assert_eq "$?" 1 "status exit code"
+  assert_eq "$(cat err)" "outboxd status: no outbox table in e.db (run: outboxd init --db e.db)" "status message"
+  "$OUTBOXD" requeue --db e.db --dead 2> err; assert_eq "$?" 1 "requeue exit code"
+  assert_grep '^outboxd requeue: no outbox table in e.db' err "requeue message"
+  "$OUTBOXD" status --db none.db 2> err; assert_eq "$?" 1 "status on a missing file"
+  assert_grep 'no outbox table in none.db' err "missing file message"
+  [ ! -e none.db ] || fail "status created none.db"
+  "$OUTBOXD" run h.lua --db e.db --once --log text 2> log || fail "run exit $?"
+  status_is e.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
+  assert_eq "$(sql e.db "SELECT count(*) FROM other")" 0 "other tables untouched"
+}
+
+# hold_lock DB SECONDS [SQL]: another writer holds the write lock (and inserts
+# SQL) for SECONDS; returns once the lock is taken. Its pid is in $locker.
+hold_lock() {
+  ( echo 'BEGIN IMMEDIATE;'; echo "${3:-SELECT 1;}"; echo "SELECT 'LOCKED';"; sleep "$2"; echo 'COMMIT;' ) \
+    | sqlite3 "$1" > lock.out 2>&1 &
+  locker=$!
+  wait_for LOCKED lock.out 5
+}
+
+t_sqlite_locked_database_waits_then_serves() {
+  cat > h.lua <<'LUA'
+return function(ev) outbox.sleep(0.05); outbox.log.info("HANDLED") end
+LUA
+  "$OUTBOXD" init --db x.db 2> /dev/null
+  sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60)
+            INSERT INTO outbox (topic, payload) SELECT 't', i FROM n"
+  "$OUTBOXD" run h.lua --db x.db --concurrency 2 --batch 2 --log text 2> log &
+  local pid=$!
+  wait_count 'HANDLED' log 4 5 || { kill -9 $pid; return 1; }
+  hold_lock x.db 2 "INSERT INTO outbox (topic, payload) VALUES ('in-lock', 'a'), ('in-lock', 'b');" \
+    || { kill -9 $pid; return 1; }
+  wait_for 'database busy, will retry' log 5 || { kill -9 $pid $locker; return 1; }
+  wait $locker
+  wait_count 'HANDLED' log 62 20 || { kill -9 $pid; return 1; }
+  kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit code"
+  assert_grep 'database usable again' log "recovery logged"
+  assert_eq "$(grep -c 'database busy' log)" 1 "one warning for the whole stall"
+  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log | sort -u | wc -l)" 62 "every event handled once"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
+}
+
+t_sqlite_once_waits_out_a_lock() {
+  log_handler h.lua
+  "$OUTBOXD" init --db x.db 2> /dev/null
+  sql x.db "INSERT INTO outbox (topic, payload) VALUES ('t', '1'), ('t', '2'), ('t', '3')"
+  hold_lock x.db 1 || return 1
+  "$OUTBOXD" run h.lua --db x.db --once --log text 2> log || fail "exit $?"
+  wait $locker
+  assert_grep 'database busy, will retry' log "the stall was seen"
+  assert_eq "$(grep -c 'HANDLED' log)" 3 "--once handled the events behind the lock"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
+}
+
+t_sqlite_oversized_payload_dead_others_done() {
+  log_handler h.lua
+  "$OUTBOXD" init --db x.db 2> /dev/null
+  sql x.db "INSERT INTO outbox (topic, payload) VALUES ('small', 'a')"
+  # 17,000,000 characters: the hex of a zeroblob
+  sql x.db "INSERT INTO outbox (topic, payload) VALUES ('big', hex(zeroblob(8500000)))"
+  sql x.db "INSERT INTO outbox (topic, payload) VALUES ('small', 'b'), ('small', 'c')"
+  "$OUTBOXD" run h.lua --db x.db --once --log text 2> log || fail "exit $?"
+  assert_grep 'event dead id=2 error="payload too large \(17000000 bytes' log "dead with the reason"
+  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log | tr '\n' ' ')" "HANDLED id=1 HANDLED id=3 HANDLED id=4 " "others done"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 1}'
+  assert_eq "$(sql x.db "SELECT attempts, substr(last_error, 1, 17) FROM outbox WHERE id = 2")" \
+    "0|payload too large" "no attempt used, error kept"
+}
+
+t_sqlite_once_drains_and_exits_0() {
+  log_handler h.lua
+  "$OUTBOXD" init --db x.db 2> /dev/null
+  sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+            INSERT INTO outbox (topic, key, payload) SELECT 't', 'k' || (i % 3), i FROM n"
+  "$OUTBOXD" run h.lua --db x.db --once --keep-done --log text 2> log || fail "exit $?"
+  assert_grep 'nothing claimable \(--once\) processed=1000' log "drained"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 1000, "dead": 0}'
+}
+
+t_sqlite_foreign_commit_wakes_an_idle_host() {
+  log_handler h.lua
+  "$OUTBOXD" init --db x.db 2> /dev/null
+  "$OUTBOXD" run h.lua --db x.db --poll 60000 --log text 2> log &
+  local pid=$!
+  sql x.db "INSERT INTO outbox (topic, payload) VALUES ('t', 'first')"
+  wait_for 'HANDLED id=1' log 10 || { kill -9 $pid; return 1; }
+  wait_settled x.db 5 || { kill -9 $pid; return 1; } # the host is idle again
+  sql x.db "INSERT INTO outbox (topic, payload) VALUES ('t', 'late')"
+  wait_for 'HANDLED id=2' log 10 || { kill -9 $pid; return 1; }
+  kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit code"
+}
