@@ -54,7 +54,7 @@ LDFLAGS ?=
 LDLIBS  += $(PKG_LIBS) $(CJSON_LIBS) -lhttp_parser -lm -lpthread -ldl
 
 # Core modules: pure C, no libuv, no Lua. Unit-tested with a fake clock.
-CORE_SRC := src/limiter.c src/breaker.c src/memmon.c src/backoff.c
+CORE_SRC := src/limiter.c src/breaker.c src/memmon.c src/backoff.c src/idset.c
 APP_SRC  := $(filter-out $(CORE_SRC) src/main.c,$(wildcard src/*.c))
 LUA_SRC  := $(wildcard lua/*.lua)
 
@@ -106,7 +106,7 @@ unit: $(UNIT_BIN)
 	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=120 $$t; done
 
 e2e: $(BIN) $(RECEIVER)
-	$(Q)OUTBOXD=$(abspath $(BIN)) RECEIVER=$(abspath $(RECEIVER)) bash tests/e2e/run.sh
+	$(Q)OUTBOXD=$(abspath $(BIN)) RECEIVER=$(abspath $(RECEIVER)) bash tests/with-pg.sh bash tests/e2e/run.sh
 
 check: unit e2e
 	@echo "make check: all tests passed"
@@ -116,7 +116,7 @@ asan:
 	  LDFLAGS="-fsanitize=address,undefined" check
 
 bench: $(BIN) $(RECEIVER)
-	$(Q)RECEIVER=$(abspath $(RECEIVER)) bash tests/bench/run.sh
+	$(Q)RECEIVER=$(abspath $(RECEIVER)) bash tests/with-pg.sh bash tests/bench/run.sh
 
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/handlers

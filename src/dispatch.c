@@ -69,7 +69,8 @@ struct dispatch {
   int stopping;        /* 1: draining; 2: waiting for shutdown hooks */
   int signals;
   int paused;          /* memory high */
-  int store_busy;      /* the last claim met a busy store; its wake-up will follow */
+  int store_busy;      /* the last claim met a busy store or one still claiming
+                          (-EINPROGRESS); its wake-up will follow */
   int finished;
   int exit_code;
   int64_t processed, done, failed, dead, retried;
@@ -261,8 +262,9 @@ static int claim(dispatch_t *d) {
   int max = d->cfg->batch < CLAIM_MAX ? d->cfg->batch : CLAIM_MAX, n = 0;
   if (d->brk.state == BREAKER_HALF_OPEN) max = 1;
   int rc = store_claim(d->store, max, evs, &n);
-  d->store_err = rc < 0;
-  d->store_busy = rc == -EAGAIN; /* not "nothing claimable": --once must wait */
+  d->store_err = rc < 0 && rc != -EINPROGRESS;
+  /* not "nothing claimable": --once must wait */
+  d->store_busy = rc == -EAGAIN || rc == -EINPROGRESS;
   if (rc < 0) return 0;
   for (int i = 0; i < n; i++) {
     store_event_t *ev = evs[i];

@@ -55,7 +55,7 @@ static void putf(buf_t *b, const char *f, double v, int is_int) {
   if (is_int || (v == floor(v) && fabs(v) < 9e15))
     n = snprintf(tmp, sizeof tmp, "%lld", (long long)v);
   else if (isfinite(v))
-    n = snprintf(tmp, sizeof tmp, "%.6g", v);
+    n = snprintf(tmp, sizeof tmp, "%.15g", v);
   else
     n = snprintf(tmp, sizeof tmp, f ? "null" : "%s", "null");
   put(b, tmp, (size_t)n);

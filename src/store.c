@@ -48,15 +48,15 @@ static int has_prefix(const char *s, const char *prefix) {
   return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+static int is_pg(const char *url) {
+  return has_prefix(url, "postgres://") || has_prefix(url, "postgresql://");
+}
+
 int store_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, store_t **out,
                char *errbuf, size_t errlen) {
   if (has_prefix(url, "ndjson:"))
     return store_ndjson_open(loop, url + 7, opts, out, errbuf, errlen);
-  if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://")) {
-    snprintf(errbuf, errlen, "--db %s: the PostgreSQL store is not built into this version",
-             url);
-    return -ENOTSUP;
-  }
+  if (is_pg(url)) return store_pg_open(loop, url, opts, out, errbuf, errlen);
   if (has_prefix(url, "sqlite:")) url += 7;
   return store_sqlite_open(loop, url, opts, out, errbuf, errlen);
 }
@@ -66,11 +66,7 @@ int store_init_schema(const char *url, char *errbuf, size_t errlen) {
     snprintf(errbuf, errlen, "--db %s: an NDJSON source has no tables to create", url);
     return -EINVAL;
   }
-  if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://")) {
-    snprintf(errbuf, errlen, "--db %s: the PostgreSQL store is not built into this version",
-             url);
-    return -ENOTSUP;
-  }
+  if (is_pg(url)) return store_pg_init_schema(url, errbuf, errlen);
   if (has_prefix(url, "sqlite:")) url += 7;
   return store_sqlite_init_schema(url, errbuf, errlen);
 }

@@ -59,7 +59,10 @@ typedef struct store_counts {
 typedef struct store_ops {
   const char *name;
   /* Up to `max` claimable events into out[]; *n gets the count (0 is fine).
-   * Returns 0 or a negative errno-style code (the store logs the cause). */
+   * Returns 0 or a negative errno-style code (the store logs the cause).
+   * -EINPROGRESS with *n == 0 is not a failure: nothing is at hand yet but a claim
+   * is under way (a prefetching backend), and a wake-up follows; 0 with *n == 0
+   * means nothing is claimable now. */
   int (*claim)(store_t *s, int max, store_event_t **out, int *n);
   /* The handler succeeded. */
   void (*ack)(store_t *s, store_event_t *ev);
@@ -115,6 +118,9 @@ int store_ndjson_open(uv_loop_t *loop, const char *path, const store_opts_t *opt
 int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opts,
                       store_t **out, char *errbuf, size_t errlen);
 int store_sqlite_init_schema(const char *path, char *errbuf, size_t errlen);
+int store_pg_open(uv_loop_t *loop, const char *url, const store_opts_t *opts,
+                  store_t **out, char *errbuf, size_t errlen);
+int store_pg_init_schema(const char *url, char *errbuf, size_t errlen);
 
 #define store_claim(s, max, out, n) ((s)->ops->claim((s), (max), (out), (n)))
 #define store_ack(s, ev) ((s)->ops->ack((s), (ev)))

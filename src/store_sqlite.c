@@ -2,6 +2,7 @@
  * from the WAL file. One connection, used only on the loop thread.
  * Invariant: every write to a claimed row is fenced on (id, locked_by = this host,
  * status = 'processing'), so a host whose lease lapsed never overwrites a newer claim. */
+#include "idset.h"
 #include "store.h"
 
 #include <errno.h>
@@ -137,11 +138,6 @@ typedef struct settle {
   char *err;   /* owned copy, or NULL */
 } settle_t;
 
-/* Ids out on lease: open addressing, linear probing, 0 marks a free slot. */
-typedef struct idset {
-  int64_t *slot;
-  size_t cap, n;
-} idset_t;
 
 typedef struct sq {
   store_t base;
@@ -170,58 +166,6 @@ static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static size_t id_hash(int64_t id, size_t mask) {
-  return (size_t)(((uint64_t)id * 0x9E3779B97F4A7C15ull) >> 29) & mask;
-}
-
-static int idset_grow(idset_t *s) {
-  size_t cap = s->cap ? s->cap * 2 : 64;
-  int64_t *slot = calloc(cap, sizeof *slot);
-  if (!slot) return -ENOMEM;
-  for (size_t i = 0; i < s->cap; i++) {
-    if (!s->slot[i]) continue;
-    size_t j = id_hash(s->slot[i], cap - 1);
-    while (slot[j]) j = (j + 1) & (cap - 1);
-    slot[j] = s->slot[i];
-  }
-  free(s->slot);
-  s->slot = slot;
-  s->cap = cap;
-  return 0;
-}
-
-static int idset_add(idset_t *s, int64_t id) {
-  if ((s->n + 1) * 2 > s->cap && idset_grow(s)) return -ENOMEM;
-  size_t mask = s->cap - 1, i = id_hash(id, mask);
-  while (s->slot[i]) {
-    if (s->slot[i] == id) return 0;
-    i = (i + 1) & mask;
-  }
-  s->slot[i] = id;
-  s->n++;
-  return 0;
-}
-
-/* Removes id, shifting later members of its probe run back (no tombstones). */
-static void idset_del(idset_t *s, int64_t id) {
-  if (!s->cap) return;
-  size_t mask = s->cap - 1, i = id_hash(id, mask);
-  while (s->slot[i] != id) {
-    if (!s->slot[i]) return;
-    i = (i + 1) & mask;
-  }
-  s->slot[i] = 0;
-  s->n--;
-  for (size_t j = (i + 1) & mask; s->slot[j]; j = (j + 1) & mask) {
-    size_t k = id_hash(s->slot[j], mask);
-    int stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
-    if (stays) continue;
-    s->slot[i] = s->slot[j];
-    s->slot[j] = 0;
-    i = j;
-  }
 }
 
 /* -------------------------------------------------------------- helpers */
@@ -767,7 +711,7 @@ static void destroy(sq_t *s) {
   sqlite3_close(s->db);
   drop_settlements(s);
   free(s->set);
-  free(s->out.slot);
+  idset_free(&s->out);
   free(s->path);
   free(s->wal_path);
   free(s->host);

@@ -80,3 +80,25 @@ t_drain_timeout_returns_old_events() {
   assert_grep 'drain timeout: events of an old generation returned to pending generation=1 events=1' log "old generation's event released"
   assert_no_grep 'event failed' log "released, not failed"
 }
+
+t_closed_generation_gives_memory_back() {
+  # v1 holds ~40 MB of Lua heap; after the swap to v2 and v1's close, lua_heap falls
+  cat > h.lua <<'LUA'
+local big = {}
+for i = 1, 400 do big[i] = string.rep(string.char(65 + i % 26), 100000) .. i end
+return function(ev) outbox.sleep(0.01); outbox.log.info("HEAP", { v = 1, n = #big, heap = outbox.stats().lua_heap }) end
+LUA
+  feed 1000000 | "$OUTBOXD" run h.lua --db ndjson:- --log text 2> log &
+  pid=$!
+  wait_for 'HEAP .*v=1' log 10 || { kill $pid; return 1; }
+  printf 'return function(ev) outbox.sleep(0.01); outbox.log.info("HEAP", { v = 2, heap = outbox.stats().lua_heap }) end\n' > h.lua.tmp
+  mv h.lua.tmp h.lua
+  wait_for 'generation closed generation=1' log 10 || { kill $pid; return 1; }
+  sleep 0.1
+  kill -TERM $pid; wait $pid
+  before=$(grep 'HEAP' log | grep 'v=1' | tail -1 | grep -oE 'heap=[0-9]+' | cut -d= -f2)
+  after=$(grep 'HEAP' log | grep 'v=2' | tail -1 | grep -oE 'heap=[0-9]+' | cut -d= -f2)
+  [ -n "$before" ] && [ -n "$after" ] || { fail "no heap figures"; return 1; }
+  [ "$before" -gt 40000000 ] || fail "v1 heap only $before bytes"
+  [ "$after" -lt 10000000 ] || fail "heap after v1 closed still $after bytes (was $before)"
+}

@@ -1,0 +1,1197 @@
+/* store_pg — the PostgreSQL outbox on libpq's asynchronous API, driven by the libuv loop.
+ * One connection, one query in flight (LISTEN, flush, claim, renew, next-due, in that
+ * priority); claims prefetch one batch. Invariant: every write to a claimed row is fenced
+ * on (id, locked_by = this host, status = 'processing'), and a settlement leaves the
+ * buffer only when its statement succeeded, so a lost connection loses nothing. */
+#include "idset.h"
+#include "store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define FLUSH_DELAY_MS 5       /* settlements wait at most this long for company */
+#define RETRY_MIN_MS 100       /* first reconnect delay, doubled up to RETRY_MAX_MS */
+#define RETRY_MAX_MS 5000
+#define CONNECT_TIMEOUT_MS 10000
+#define CLOSE_TIMEOUT_MS 5000  /* longest wait for the last flush at close */
+#define CHANNEL "outbox_new"
+#define APP_NAME "outboxd"
+
+/* ---------------------------------------------------------------- schema */
+
+static const char schema_sql[] =
+    "BEGIN;\n"
+    "SET LOCAL client_min_messages = warning;\n"
+    "SELECT pg_advisory_xact_lock(hashtext('outboxd init'));\n"
+    "CREATE TABLE IF NOT EXISTS outbox (\n"
+    "  id           bigserial PRIMARY KEY,\n"
+    "  topic        text        NOT NULL,\n"
+    "  key          text,\n"
+    "  payload      text        NOT NULL,\n"
+    "  headers      text,\n"
+    "  created_at   timestamptz NOT NULL DEFAULT now(),\n"
+    "  available_at timestamptz NOT NULL DEFAULT now(),\n"
+    "  attempts     integer     NOT NULL DEFAULT 0,\n"
+    "  status       text        NOT NULL DEFAULT 'pending',  -- pending|processing|done|dead\n"
+    "  locked_by    text,\n"
+    "  locked_until timestamptz,\n"
+    "  last_error   text\n"
+    ");\n"
+    /* Claims walk live rows in id order; done/dead history costs nothing. */
+    "CREATE INDEX IF NOT EXISTS outbox_claim ON outbox (id)"
+    " WHERE status IN ('pending','processing');\n"
+    /* Head of each key: the smallest live id of the key. */
+    "CREATE INDEX IF NOT EXISTS outbox_key_head ON outbox (key, id)"
+    " WHERE status IN ('pending','processing');\n"
+    "CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (id) WHERE status = 'dead';\n"
+    "CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS\n"
+    "  $$ BEGIN PERFORM pg_notify('" CHANNEL "', ''); RETURN NULL; END $$;\n"
+    "DO $$ BEGIN\n"
+    "  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'outbox_notify'\n"
+    "                 AND tgrelid = 'outbox'::regclass) THEN\n"
+    "    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox\n"
+    "      FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();\n"
+    "  END IF;\n"
+    "END $$;\n"
+    "COMMIT;\n";
+
+/* ------------------------------------------------------------ statements */
+
+/* A row is the head of its key when no live row of that key has a smaller id. A row
+ * locked by another host's claim still reads as pending in our snapshot, so the next
+ * row of its key is never the head while the first is being claimed. */
+#define HEAD_OF_KEY                                                                      \
+  " AND (c.key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox h WHERE h.key = c.key"         \
+  " AND h.id < c.id AND h.status IN ('pending','processing')))"
+
+/* $1 host, $2 lease ms, $3 limit, $4 ids this host still has out (never reclaimed).
+ * Claimable: pending and due, or processing under a lease that ran out. */
+#define CLAIM_SQL(head)                                                                  \
+  "UPDATE outbox o SET status = 'processing', locked_by = $1,"                           \
+  " locked_until = now() + $2::bigint * interval '1 millisecond'"                        \
+  " WHERE o.id IN (SELECT c.id FROM outbox c"                                            \
+  " WHERE c.status IN ('pending','processing')"                                          \
+  " AND ((c.status = 'pending' AND c.available_at <= now())"                             \
+  " OR (c.status = 'processing' AND c.locked_until < now()"                              \
+  " AND NOT (c.id = ANY ($4::bigint[]))))" head                                          \
+  " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED)"                                      \
+  " RETURNING o.id, o.topic, o.key, o.payload, o.headers, o.attempts,"                   \
+  " (extract(epoch FROM o.created_at) * 1000)::bigint"
+
+static const char claim_sql[] = CLAIM_SQL(HEAD_OF_KEY);
+static const char claim_any_sql[] = CLAIM_SQL("");
+
+/* $1 host, $2 ids, $3 kinds (0 ack, 1 fail, 2 dead, 3 release), $4 args (fail:
+ * available_at ms; dead: attempts to add), $5 errors, $6 keep done rows. Returns the
+ * ids written; a missing id was fenced out. */
+static const char flush_sql[] =
+    "WITH s AS (SELECT * FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[])"
+    " AS s(id, kind, arg, err)),"
+    " del AS (DELETE FROM outbox o USING s WHERE o.id = s.id AND s.kind = 0 AND NOT $6"
+    " AND o.locked_by = $1 AND o.status = 'processing' RETURNING o.id),"
+    " upd AS (UPDATE outbox o SET"
+    " status = CASE s.kind WHEN 0 THEN 'done' WHEN 2 THEN 'dead' ELSE 'pending' END,"
+    " attempts = o.attempts + CASE s.kind WHEN 0 THEN 1 WHEN 1 THEN 1"
+    " WHEN 2 THEN s.arg::int ELSE 0 END,"
+    " available_at = CASE s.kind WHEN 1 THEN to_timestamp(s.arg / 1000.0)"
+    " ELSE o.available_at END,"
+    " last_error = CASE WHEN s.kind IN (1, 2) THEN s.err ELSE o.last_error END,"
+    " locked_by = NULL, locked_until = NULL"
+    " FROM s WHERE o.id = s.id AND (s.kind <> 0 OR $6)"
+    " AND o.locked_by = $1 AND o.status = 'processing' RETURNING o.id)"
+    " SELECT id FROM del UNION ALL SELECT id FROM upd";
+
+/* The common case, every settlement an ack without --keep-done. $1 host, $2 ids. */
+static const char ack_sql[] = "DELETE FROM outbox WHERE id = ANY ($2::bigint[])"
+                              " AND locked_by = $1 AND status = 'processing' RETURNING id";
+
+/* $1 host, $2 ids, $3 lease ms. Returns the ids still ours. */
+static const char renew_sql[] =
+    "UPDATE outbox SET locked_until = now() + $3::bigint * interval '1 millisecond'"
+    " WHERE id = ANY ($2::bigint[]) AND locked_by = $1 AND status = 'processing'"
+    " RETURNING id";
+
+/* $1 host. Milliseconds until something not claimable now becomes claimable: a retry
+ * coming due, or another host's lease running out. NULL when nothing waits. */
+static const char next_due_sql[] =
+    "SELECT ceil(extract(epoch FROM min(t) - now()) * 1000)::bigint FROM ("
+    "SELECT min(available_at) AS t FROM outbox WHERE status = 'pending' AND available_at > now()"
+    " UNION ALL SELECT min(locked_until) FROM outbox WHERE status = 'processing'"
+    " AND locked_by IS DISTINCT FROM $1 AND locked_until >= now()) x";
+
+static const char insert_sql[] =
+    "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4)";
+static const char counts_sql[] = "SELECT status, count(*) FROM outbox GROUP BY status";
+static const char oldest_sql[] =
+    "SELECT (extract(epoch FROM now() - min(created_at)) * 1000)::bigint FROM outbox"
+    " WHERE status = 'pending'";
+static const char list_dead_sql[] = "SELECT id, topic, attempts, last_error FROM outbox"
+                                    " WHERE status = 'dead' ORDER BY id DESC LIMIT $1";
+#define REQUEUE_SET                                                                      \
+  "UPDATE outbox SET status = 'pending', attempts = 0, available_at = now(),"            \
+  " locked_by = NULL, locked_until = NULL"
+static const char requeue_dead_sql[] = REQUEUE_SET " WHERE status = 'dead'";
+static const char requeue_ids_sql[] =
+    REQUEUE_SET " WHERE id = ANY ($1::bigint[]) AND status IN ('dead', 'pending', 'done')";
+
+/* ------------------------------------------------------------ the store */
+
+enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE };
+enum { OP_NONE, OP_LISTEN, OP_FLUSH, OP_CLAIM, OP_RENEW, OP_NEXT_DUE };
+enum { ST_DOWN, ST_CONNECTING, ST_READY };
+
+typedef struct settle {
+  int64_t id;
+  int64_t arg;
+  int kind;
+  char *err; /* owned copy, or NULL */
+} settle_t;
+
+typedef struct settles {
+  settle_t *v;
+  int n, cap;
+} settles_t;
+
+
+/* A growing text buffer for array literals. */
+typedef struct sbuf {
+  char *p;
+  size_t len, cap;
+  int oom;
+} sbuf_t;
+
+typedef struct pg {
+  store_t base;
+  PGconn *conn;
+  char *url;
+  char *host;
+  int dispatching, closing, in_call;
+  int state;
+  int failures;      /* failed connections or queries in a row */
+  int64_t retry_ms;  /* next reconnect delay */
+  int listening;     /* LISTEN done on this connection */
+  int connected_once;
+  uv_poll_t *poll;   /* on PQsocket; heap-allocated, the socket changes per connection */
+  int poll_fd, poll_events;
+  int op;            /* the query in flight */
+  int want_flush, want_claim, want_renew, want_due;
+  int dirty;         /* something may have become claimable since the last claim */
+  settles_t set;     /* buffered settlements */
+  settles_t sending; /* the settlements in the flush in flight */
+  int64_t *renewing; /* ids in the renewal in flight */
+  size_t nrenewing;
+  store_event_t **buf; /* prefetched events, oldest first */
+  int nbuf, capbuf, claim_limit;
+  idset_t out;       /* every id claimed and not yet settled (buffered or handed out) */
+  int64_t due_at;    /* when due_timer fires (ms since the epoch), 0 when idle */
+  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, retry_timer, kick_timer,
+      close_timer;
+  int nopen;
+  int close_started;
+  void (*close_cb)(void *arg);
+  void *close_arg;
+} pg_t;
+
+static void send_next(pg_t *s);
+static void connection_lost(pg_t *s, const char *what);
+static void finish_close(pg_t *s);
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------- sbuf */
+
+static void sb_put(sbuf_t *b, const char *p, size_t n) {
+  if (b->oom) return;
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n + 1) cap *= 2;
+    char *q = realloc(b->p, cap);
+    if (!q) {
+      b->oom = 1;
+      return;
+    }
+    b->p = q;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, p, n);
+  b->len += n;
+  b->p[b->len] = 0;
+}
+
+static void sb_str(sbuf_t *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+static void sb_int(sbuf_t *b, int64_t v) {
+  char t[24];
+  int n = snprintf(t, sizeof t, "%" PRId64, v);
+  sb_put(b, t, (size_t)n);
+}
+
+/* One element of a text[] literal: NULL, or double-quoted with \ and " escaped. */
+static void sb_text_elem(sbuf_t *b, const char *s) {
+  if (!s) {
+    sb_str(b, "NULL");
+    return;
+  }
+  sb_put(b, "\"", 1);
+  for (const char *p = s; *p; p++) {
+    if (*p == '"' || *p == '\\') sb_put(b, "\\", 1);
+    sb_put(b, p, 1);
+  }
+  sb_put(b, "\"", 1);
+}
+
+/* "{1,2,3}" for every id in the set. */
+static void sb_idset(sbuf_t *b, const idset_t *set) {
+  int first = 1;
+  sb_put(b, "{", 1);
+  for (size_t i = 0; i < set->cap; i++) {
+    if (!set->slot[i]) continue;
+    if (!first) sb_put(b, ",", 1);
+    sb_int(b, set->slot[i]);
+    first = 0;
+  }
+  sb_put(b, "}", 1);
+}
+
+/* -------------------------------------------------------------- helpers */
+
+static int64_t lease_ms(const pg_t *s) {
+  return s->base.opts.lease_ms > 0 ? s->base.opts.lease_ms : 30000;
+}
+
+static void timer_after(uv_timer_t *t, uv_timer_cb cb, int64_t ms) {
+  uv_timer_start(t, cb, ms > 0 ? (uint64_t)ms : 0, 0);
+}
+
+static void on_kick(uv_timer_t *t) {
+  pg_t *s = t->data;
+  if (s->base.opts.wake && !s->closing) s->base.opts.wake(s->base.opts.wake_arg);
+}
+
+/* Tells the dispatcher to claim again; deferred to the loop when inside a store call. */
+static void wake(pg_t *s) {
+  if (!s->dispatching || s->closing || !s->base.opts.wake) return;
+  if (s->in_call) timer_after(&s->kick_timer, on_kick, 0);
+  else s->base.opts.wake(s->base.opts.wake_arg);
+}
+
+static void on_due(uv_timer_t *t) {
+  pg_t *s = t->data;
+  s->due_at = 0;
+  s->dirty = 1;
+  wake(s);
+}
+
+/* Makes sure a wake-up happens no later than `at` (ms since the epoch). */
+static void arm_due(pg_t *s, int64_t at) {
+  if (!s->dispatching || s->closing) return;
+  if (s->due_at && s->due_at <= at) return;
+  s->due_at = at;
+  uv_update_time(s->base.loop);
+  timer_after(&s->due_timer, on_due, at - now_ms() + 1);
+}
+
+static int settles_push(settles_t *v, const settle_t *x) {
+  if (v->n == v->cap) {
+    int cap = v->cap ? v->cap * 2 : 64;
+    settle_t *p = realloc(v->v, (size_t)cap * sizeof *p);
+    if (!p) return -ENOMEM;
+    v->v = p;
+    v->cap = cap;
+  }
+  v->v[v->n++] = *x;
+  return 0;
+}
+
+static void settles_clear(settles_t *v) {
+  for (int i = 0; i < v->n; i++) free(v->v[i].err);
+  v->n = 0;
+}
+
+/* Puts the settlements of a failed flush back in front of the buffer, in order. */
+static void settles_restore(pg_t *s) {
+  settles_t *a = &s->sending, *b = &s->set;
+  for (int i = 0; i < b->n; i++)
+    if (settles_push(a, &b->v[i])) {
+      log_at(LOG_ERROR, "out of memory; the event returns when its lease expires",
+             KI("id", b->v[i].id));
+      free(b->v[i].err);
+    }
+  b->n = 0;
+  settles_t t = *a;
+  *a = *b;
+  *b = t;
+}
+
+/* ------------------------------------------------------------ the socket */
+
+static void handle_gone(pg_t *s);
+
+static void on_poll_closed(uv_handle_t *h) {
+  pg_t *s = h->data;
+  free(h);
+  handle_gone(s);
+}
+
+static void poll_close(pg_t *s) {
+  if (!s->poll) return;
+  uv_close((uv_handle_t *)s->poll, on_poll_closed);
+  s->poll = NULL;
+  s->poll_fd = -1;
+  s->poll_events = 0;
+}
+
+static void on_socket(uv_poll_t *h, int status, int events);
+
+/* Watches PQsocket for `events`; a new socket gets a new handle. */
+static int poll_watch(pg_t *s, int events) {
+  int fd = PQsocket(s->conn);
+  if (fd < 0) return -EBADF;
+  if (s->poll && s->poll_fd != fd) poll_close(s);
+  if (!s->poll) {
+    s->poll = malloc(sizeof *s->poll);
+    if (!s->poll) return -ENOMEM;
+    if (uv_poll_init(s->base.loop, s->poll, fd)) {
+      free(s->poll);
+      s->poll = NULL;
+      return -EBADF;
+    }
+    s->poll->data = s;
+    s->nopen++;
+    s->poll_fd = fd;
+    s->poll_events = 0;
+  }
+  if (s->poll_events == events) return 0;
+  s->poll_events = events;
+  return uv_poll_start(s->poll, events, on_socket) ? -EBADF : 0;
+}
+
+/* Pushes queued output; watches for writability while some remains. */
+static int flush_output(pg_t *s) {
+  int rc = PQflush(s->conn);
+  if (rc < 0) return -EIO;
+  return poll_watch(s, UV_READABLE | (rc ? UV_WRITABLE : 0));
+}
+
+/* ------------------------------------------------------------ connection */
+
+static void on_retry(uv_timer_t *t);
+
+static void drop_conn(pg_t *s) {
+  poll_close(s); /* before PQfinish closes the socket under the poll handle */
+  if (s->conn) PQfinish(s->conn);
+  s->conn = NULL;
+  s->state = ST_DOWN;
+  s->listening = 0;
+  uv_timer_stop(&s->retry_timer);
+}
+
+/* Undoes the query in flight: settlements go back to the buffer; a claim that may
+ * have committed leaves rows leased to us, claimable again when the lease expires. */
+static void abandon_op(pg_t *s) {
+  if (s->op == OP_FLUSH) settles_restore(s);
+  if (s->op == OP_CLAIM) s->dirty = 1;
+  if (s->op == OP_RENEW) s->want_renew = 1;
+  free(s->renewing);
+  s->renewing = NULL;
+  s->nrenewing = 0;
+  s->op = OP_NONE;
+}
+
+static void schedule_reconnect(pg_t *s) {
+  if (s->closing) {
+    finish_close(s);
+    return;
+  }
+  timer_after(&s->retry_timer, on_retry, s->retry_ms);
+  s->retry_ms = s->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : s->retry_ms * 2;
+}
+
+/* Any failure on the connection: log once per streak, drop it, reconnect later. */
+static void connection_lost(pg_t *s, const char *what) {
+  const char *msg = s->conn ? PQerrorMessage(s->conn) : "out of memory";
+  char line[200];
+  snprintf(line, sizeof line, "%s", msg && *msg ? msg : "connection lost");
+  line[strcspn(line, "\n")] = 0;
+  snprintf(s->base.err, sizeof s->base.err, "%.40s: %s", what, line);
+  if (s->failures++ == 0)
+    log_at(LOG_ERROR, "database unreachable, reconnecting", KS("during", what),
+           KS("error", line), KI("settlements_buffered", s->set.n + s->sending.n),
+           KI("events_out", s->out.n));
+  abandon_op(s);
+  drop_conn(s);
+  schedule_reconnect(s);
+}
+
+/* Called after a successful query: the first success after failures says so. */
+static void db_ok(pg_t *s) {
+  if (s->failures)
+    log_at(LOG_INFO, "database reachable again", KI("failures", s->failures),
+           KI("settlements_buffered", s->set.n + s->sending.n));
+  s->failures = 0;
+  s->retry_ms = RETRY_MIN_MS;
+}
+
+static void connect_step(pg_t *s) {
+  PostgresPollingStatusType st = PQconnectPoll(s->conn);
+  if (st == PGRES_POLLING_FAILED) {
+    connection_lost(s, "connecting");
+    return;
+  }
+  if (st != PGRES_POLLING_OK) {
+    int ev = st == PGRES_POLLING_WRITING ? UV_WRITABLE : UV_READABLE;
+    if (poll_watch(s, ev)) connection_lost(s, "connecting");
+    return;
+  }
+  uv_timer_stop(&s->retry_timer);
+  if (PQsetnonblocking(s->conn, 1)) {
+    connection_lost(s, "connecting");
+    return;
+  }
+  s->state = ST_READY;
+  s->dirty = 1;
+  if (s->out.n) s->want_renew = 1; /* leases may be near their end */
+  if (poll_watch(s, UV_READABLE)) {
+    connection_lost(s, "connecting");
+    return;
+  }
+  send_next(s);
+  if (s->state == ST_READY) wake(s);
+}
+
+static void on_connect_timeout(uv_timer_t *t) {
+  pg_t *s = t->data;
+  if (s->state != ST_CONNECTING) return;
+  connection_lost(s, "connecting (timed out)");
+}
+
+static void start_connect(pg_t *s) {
+  const char *keys[] = {"dbname", "fallback_application_name", NULL};
+  const char *vals[] = {s->url, APP_NAME, NULL};
+  s->conn = PQconnectStartParams(keys, vals, 1);
+  s->state = ST_CONNECTING;
+  if (!s->conn || PQstatus(s->conn) == CONNECTION_BAD) {
+    connection_lost(s, "connecting");
+    return;
+  }
+  timer_after(&s->retry_timer, on_connect_timeout, CONNECT_TIMEOUT_MS);
+  connect_step(s);
+}
+
+static void on_retry(uv_timer_t *t) {
+  pg_t *s = t->data;
+  if (s->state == ST_DOWN && !s->closing) start_connect(s);
+}
+
+/* -------------------------------------------------------------- queries */
+
+static int send_listen(pg_t *s) {
+  s->op = OP_LISTEN;
+  return PQsendQuery(s->conn, "LISTEN " CHANNEL) ? 0 : -EIO;
+}
+
+/* Moves the buffer into the flush in flight and sends it as one statement. */
+static int send_flush(pg_t *s) {
+  sbuf_t ids = {0}, kinds = {0}, args = {0}, errs = {0};
+  settles_t t = s->sending;
+  s->sending = s->set;
+  s->set = t;
+  s->want_flush = 0;
+  s->op = OP_FLUSH;
+  sb_put(&ids, "{", 1), sb_put(&kinds, "{", 1), sb_put(&args, "{", 1), sb_put(&errs, "{", 1);
+  for (int i = 0; i < s->sending.n; i++) {
+    const settle_t *x = &s->sending.v[i];
+    if (i) sb_put(&ids, ",", 1), sb_put(&kinds, ",", 1), sb_put(&args, ",", 1), sb_put(&errs, ",", 1);
+    sb_int(&ids, x->id);
+    sb_int(&kinds, x->kind);
+    sb_int(&args, x->arg);
+    sb_text_elem(&errs, x->err);
+  }
+  sb_put(&ids, "}", 1), sb_put(&kinds, "}", 1), sb_put(&args, "}", 1), sb_put(&errs, "}", 1);
+  int rc = -ENOMEM, acks_only = !s->base.opts.keep_done;
+  for (int i = 0; i < s->sending.n && acks_only; i++) acks_only = s->sending.v[i].kind == SET_ACK;
+  if (acks_only && !ids.oom) {
+    const char *v[] = {s->host, ids.p};
+    rc = PQsendQueryParams(s->conn, ack_sql, 2, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
+  } else if (!ids.oom && !kinds.oom && !args.oom && !errs.oom) {
+    const char *v[] = {s->host, ids.p, kinds.p, args.p, errs.p,
+                       s->base.opts.keep_done ? "true" : "false"};
+    rc = PQsendQueryParams(s->conn, flush_sql, 6, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
+  }
+  free(ids.p), free(kinds.p), free(args.p), free(errs.p);
+  return rc;
+}
+
+static int send_claim(pg_t *s) {
+  sbuf_t own = {0};
+  char lease[24], limit[24];
+  int batch = s->base.opts.batch > 0 ? s->base.opts.batch : 50;
+  s->want_claim = 0;
+  s->dirty = 0;
+  s->op = OP_CLAIM;
+  s->claim_limit = batch;
+  snprintf(lease, sizeof lease, "%" PRId64, lease_ms(s));
+  snprintf(limit, sizeof limit, "%d", batch);
+  sb_idset(&own, &s->out);
+  if (own.oom) {
+    free(own.p);
+    return -ENOMEM;
+  }
+  const char *v[] = {s->host, lease, limit, own.p};
+  int rc = PQsendQueryParams(s->conn, s->base.opts.ordering_key ? claim_sql : claim_any_sql,
+                             4, NULL, v, NULL, NULL, 0)
+               ? 0
+               : -EIO;
+  free(own.p);
+  return rc;
+}
+
+static int send_renew(pg_t *s) {
+  sbuf_t ids = {0};
+  char lease[24];
+  s->want_renew = 0;
+  s->op = OP_RENEW;
+  s->renewing = malloc((s->out.n ? s->out.n : 1) * sizeof *s->renewing);
+  if (!s->renewing) return -ENOMEM;
+  s->nrenewing = 0;
+  for (size_t i = 0; i < s->out.cap; i++)
+    if (s->out.slot[i]) s->renewing[s->nrenewing++] = s->out.slot[i];
+  sb_idset(&ids, &s->out);
+  snprintf(lease, sizeof lease, "%" PRId64, lease_ms(s));
+  const char *v[] = {s->host, ids.p, lease};
+  int rc = ids.oom ? -ENOMEM
+                   : (PQsendQueryParams(s->conn, renew_sql, 3, NULL, v, NULL, NULL, 0) ? 0 : -EIO);
+  free(ids.p);
+  return rc;
+}
+
+static int send_next_due(pg_t *s) {
+  const char *v[] = {s->host};
+  s->want_due = 0;
+  s->op = OP_NEXT_DUE;
+  return PQsendQueryParams(s->conn, next_due_sql, 1, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
+}
+
+/* Sends the most urgent wanted query when the connection is free. */
+static void send_next(pg_t *s) {
+  if (s->state != ST_READY || s->op != OP_NONE) return;
+  int rc;
+  if (!s->listening) rc = send_listen(s);
+  else if (s->set.n && (s->want_flush || s->want_claim || s->closing)) rc = send_flush(s);
+  else if (s->want_claim && !s->closing) rc = send_claim(s);
+  else if (s->want_renew && s->out.n && !s->closing) rc = send_renew(s);
+  else if (s->want_due && !s->closing) rc = send_next_due(s);
+  else {
+    if (s->closing) finish_close(s);
+    return;
+  }
+  if (rc == 0) rc = flush_output(s);
+  if (rc) connection_lost(s, "sending a query");
+}
+
+/* ----------------------------------------------------------- results */
+
+static store_event_t *row_event(const PGresult *r, int i) {
+  const char *key = PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2);
+  const char *headers = PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4);
+  store_event_t *ev = store_event_new(
+      strtoll(PQgetvalue(r, i, 0), NULL, 10), PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1),
+      key, key ? (size_t)PQgetlength(r, i, 2) : 0, PQgetvalue(r, i, 3),
+      (size_t)PQgetlength(r, i, 3), headers, headers ? (size_t)PQgetlength(r, i, 4) : 0, 0);
+  if (!ev) return NULL;
+  ev->attempts = atoi(PQgetvalue(r, i, 5));
+  ev->created_at = strtoll(PQgetvalue(r, i, 6), NULL, 10);
+  return ev;
+}
+
+static int buf_push(pg_t *s, store_event_t *ev) {
+  if (s->nbuf == s->capbuf) {
+    int cap = s->capbuf ? s->capbuf * 2 : 64;
+    store_event_t **b = realloc(s->buf, (size_t)cap * sizeof *b);
+    if (!b) return -ENOMEM;
+    s->buf = b;
+    s->capbuf = cap;
+  }
+  s->buf[s->nbuf++] = ev;
+  return 0;
+}
+
+static int by_id(const void *a, const void *b) {
+  int64_t x = (*(store_event_t *const *)a)->id, y = (*(store_event_t *const *)b)->id;
+  return (x > y) - (x < y);
+}
+
+/* Claimed rows go to the prefetch buffer (in id order) and on lease. A row we cannot
+ * hold (out of memory) stays leased to us and comes back when the lease expires. */
+static void claim_done(pg_t *s, const PGresult *r) {
+  int rows = PQntuples(r), start = s->nbuf;
+  for (int i = 0; i < rows; i++) {
+    store_event_t *ev = row_event(r, i);
+    if (ev && idset_add(&s->out, ev->id) == 0) {
+      if (buf_push(s, ev) == 0) continue;
+      idset_del(&s->out, ev->id);
+    }
+    store_event_free(ev);
+    log_at(LOG_ERROR, "out of memory holding a claimed event; it returns after its lease");
+  }
+  if (s->nbuf > start) qsort(s->buf + start, (size_t)(s->nbuf - start), sizeof *s->buf, by_id);
+  if (rows >= s->claim_limit) s->dirty = 1;
+  else s->want_due = 1;
+}
+
+/* Ids returned by a fenced write: anything sent and not returned was fenced out. */
+static int returned_ids(const PGresult *r, idset_t *got) {
+  for (int i = 0; i < PQntuples(r); i++)
+    if (idset_add(got, strtoll(PQgetvalue(r, i, 0), NULL, 10))) return -ENOMEM;
+  return 0;
+}
+
+static const char *const kind_name[] = {"ack", "fail", "dead", "release"};
+
+static void flush_done(pg_t *s, const PGresult *r) {
+  idset_t got = {0};
+  int ok = returned_ids(r, &got) == 0;
+  for (int i = 0; i < s->sending.n; i++) {
+    const settle_t *x = &s->sending.v[i];
+    if (ok && !idset_has(&got, x->id))
+      log_at(LOG_WARN, "settlement fenced out: the lease was lost", KI("id", x->id),
+             KS("outcome", kind_name[x->kind]));
+    if (x->kind == SET_FAIL) arm_due(s, x->arg);
+  }
+  idset_free(&got);
+  settles_clear(&s->sending);
+  s->dirty = 1; /* a settled head may unblock its key */
+}
+
+static void renew_done(pg_t *s, const PGresult *r) {
+  idset_t got = {0};
+  if (returned_ids(r, &got) == 0) {
+    for (size_t i = 0; i < s->nrenewing; i++) {
+      int64_t id = s->renewing[i];
+      if (idset_has(&got, id) || !idset_has(&s->out, id)) continue;
+      log_at(LOG_WARN, "lease lost: another host may run the event", KI("id", id));
+      idset_del(&s->out, id);
+    }
+  }
+  idset_free(&got);
+  free(s->renewing);
+  s->renewing = NULL;
+  s->nrenewing = 0;
+}
+
+static void next_due_done(pg_t *s, const PGresult *r) {
+  if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) return;
+  int64_t in = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  arm_due(s, now_ms() + (in > 0 ? in : 0));
+}
+
+/* The first connection says so once; later ones are reported by db_ok. */
+static void listen_done(pg_t *s) {
+  s->listening = 1;
+  if (s->connected_once++) return;
+  log_at(LOG_INFO, "database connected", KS("channel", CHANNEL), KS("host_id", s->host));
+}
+
+/* One result of the query in flight. Returns 0, or -EIO when it failed. */
+static int on_result(pg_t *s, PGresult *r) {
+  ExecStatusType st = PQresultStatus(r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return -EIO;
+  switch (s->op) {
+  case OP_LISTEN: listen_done(s); break;
+  case OP_FLUSH: flush_done(s, r); break;
+  case OP_CLAIM: claim_done(s, r); break;
+  case OP_RENEW: renew_done(s, r); break;
+  case OP_NEXT_DUE: next_due_done(s, r); break;
+  default: break;
+  }
+  return 0;
+}
+
+static const char *op_name(int op) {
+  switch (op) {
+  case OP_LISTEN: return "listening";
+  case OP_FLUSH: return "writing settlements";
+  case OP_CLAIM: return "claiming";
+  case OP_RENEW: return "renewing leases";
+  default: return "looking for the next due event";
+  }
+}
+
+/* Reads every complete result; the query is over when PQgetResult returns NULL. */
+static void read_results(pg_t *s) {
+  while (s->op != OP_NONE && !PQisBusy(s->conn)) {
+    PGresult *r = PQgetResult(s->conn);
+    if (!r) {
+      int op = s->op;
+      s->op = OP_NONE;
+      db_ok(s);
+      if (op == OP_CLAIM || op == OP_FLUSH) wake(s);
+      send_next(s);
+      continue;
+    }
+    int rc = on_result(s, r);
+    if (rc) {
+      snprintf(s->base.err, sizeof s->base.err, "%s", PQresultErrorMessage(r));
+      PQclear(r);
+      connection_lost(s, op_name(s->op));
+      return;
+    }
+    PQclear(r);
+  }
+}
+
+static void read_notifies(pg_t *s) {
+  PGnotify *n;
+  int any = 0;
+  while ((n = PQnotifies(s->conn))) {
+    any = 1;
+    PQfreemem(n);
+  }
+  if (!any) return;
+  s->dirty = 1;
+  if (s->op != OP_CLAIM) wake(s);
+}
+
+static void on_socket(uv_poll_t *h, int status, int events) {
+  pg_t *s = h->data;
+  if (s->state == ST_CONNECTING) {
+    connect_step(s);
+    return;
+  }
+  if (s->state != ST_READY) return;
+  if (status < 0) {
+    connection_lost(s, op_name(s->op));
+    return;
+  }
+  if ((events & UV_WRITABLE) && flush_output(s)) {
+    connection_lost(s, op_name(s->op));
+    return;
+  }
+  if (!(events & UV_READABLE)) return;
+  if (!PQconsumeInput(s->conn)) {
+    connection_lost(s, op_name(s->op));
+    return;
+  }
+  read_notifies(s);
+  read_results(s);
+}
+
+/* ---------------------------------------------------------- settlements */
+
+static void on_flush_timer(uv_timer_t *t) {
+  pg_t *s = t->data;
+  s->want_flush = 1;
+  send_next(s);
+}
+
+/* Takes over `ev`: remembers what the write needs, frees the event. */
+static void settle(pg_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
+  settle_t x = {ev->id, arg, kind, err ? strdup(err) : NULL};
+  idset_del(&s->out, ev->id);
+  store_event_free(ev);
+  if (settles_push(&s->set, &x)) {
+    log_at(LOG_ERROR, "out of memory; the event returns when its lease expires", KI("id", x.id));
+    free(x.err);
+    return;
+  }
+  int batch = s->base.opts.batch > 0 ? s->base.opts.batch : 1;
+  if (s->set.n >= batch) {
+    s->want_flush = 1;
+    s->in_call++;
+    send_next(s);
+    s->in_call--;
+    return;
+  }
+  if (!uv_is_active((uv_handle_t *)&s->flush_timer))
+    timer_after(&s->flush_timer, on_flush_timer, FLUSH_DELAY_MS);
+}
+
+static void pg_ack(store_t *b, store_event_t *ev) { settle((pg_t *)b, ev, SET_ACK, 0, NULL); }
+
+static void pg_fail(store_t *b, store_event_t *ev, int64_t available_at, const char *err) {
+  settle((pg_t *)b, ev, SET_FAIL, available_at, err);
+}
+
+static void pg_dead(store_t *b, store_event_t *ev, int ran, const char *err) {
+  settle((pg_t *)b, ev, SET_DEAD, ran ? 1 : 0, err);
+}
+
+static void pg_release(store_t *b, store_event_t *ev) {
+  settle((pg_t *)b, ev, SET_RELEASE, 0, NULL);
+}
+
+/* Asks for the buffer to be written now; the write completes on the loop. */
+static int pg_flush(store_t *b) {
+  pg_t *s = (pg_t *)b;
+  if (!s->dispatching || !s->set.n) return 0;
+  s->want_flush = 1;
+  s->in_call++;
+  send_next(s);
+  s->in_call--;
+  return 0;
+}
+
+static int pg_exhausted(store_t *b) { return 0; }
+
+/* ---------------------------------------------------------------- claims */
+
+/* Hands out prefetched events and starts the next claim query when something may
+ * have become claimable. With nothing at hand while a claim is under way it returns
+ * -EINPROGRESS: a wake-up follows when the rows arrive. */
+static int pg_claim(store_t *b, int max, store_event_t **out, int *n) {
+  pg_t *s = (pg_t *)b;
+  *n = 0;
+  if (!s->dispatching) {
+    snprintf(s->base.err, sizeof s->base.err, "claim needs a host id");
+    return -EINVAL;
+  }
+  if (max <= 0 || s->closing) return 0;
+  int got = max < s->nbuf ? max : s->nbuf;
+  if (got) {
+    memcpy(out, s->buf, (size_t)got * sizeof *out);
+    memmove(s->buf, s->buf + got, (size_t)(s->nbuf - got) * sizeof *s->buf);
+    s->nbuf -= got;
+  }
+  *n = got;
+  if (s->set.n || s->op == OP_FLUSH) s->dirty = 1; /* settled heads may unblock keys */
+  if (s->dirty && s->op != OP_CLAIM && !s->want_claim && s->nbuf == 0) {
+    s->want_claim = 1;
+    s->in_call++;
+    send_next(s);
+    s->in_call--;
+  }
+  if (uv_is_active((uv_handle_t *)&s->poll_timer)) uv_timer_again(&s->poll_timer);
+  if (got == 0 && (s->want_claim || s->op == OP_CLAIM)) return -EINPROGRESS;
+  return 0;
+}
+
+/* ---------------------------------------------------------- timers */
+
+static void on_lease(uv_timer_t *t) {
+  pg_t *s = t->data;
+  if (!s->out.n && !s->set.n) return;
+  s->want_renew = s->out.n > 0;
+  s->want_flush = s->set.n > 0;
+  send_next(s);
+}
+
+static void on_poll(uv_timer_t *t) {
+  pg_t *s = t->data;
+  s->dirty = 1;
+  wake(s);
+}
+
+/* ---------------------------------------------------------- open, close */
+
+static uv_timer_t *timer_at(pg_t *s, int i) {
+  uv_timer_t *all[] = {&s->flush_timer, &s->lease_timer, &s->poll_timer, &s->due_timer,
+                       &s->retry_timer, &s->kick_timer,  &s->close_timer};
+  return i < (int)(sizeof all / sizeof all[0]) ? all[i] : NULL;
+}
+
+static void destroy(pg_t *s) {
+  if (s->conn) PQfinish(s->conn);
+  for (int i = 0; i < s->nbuf; i++) store_event_free(s->buf[i]);
+  free(s->buf);
+  settles_clear(&s->set);
+  settles_clear(&s->sending);
+  free(s->set.v);
+  free(s->sending.v);
+  free(s->renewing);
+  idset_free(&s->out);
+  free(s->url);
+  free(s->host);
+  free(s);
+}
+
+/* One handle fewer; after the last one the store is freed and close_cb runs. */
+static void handle_gone(pg_t *s) {
+  if (--s->nopen) return;
+  void (*cb)(void *) = s->close_cb;
+  void *arg = s->close_arg;
+  destroy(s);
+  if (cb) cb(arg);
+}
+
+static void on_closed(uv_handle_t *h) { handle_gone(h->data); }
+
+/* The last flush is done (or given up on): close the socket and every timer. */
+static void finish_close(pg_t *s) {
+  if (s->close_started) return;
+  s->close_started = 1;
+  if (s->set.n + s->sending.n)
+    log_at(LOG_ERROR, "settlements not written; those events return when their leases expire",
+           KI("events", s->set.n + s->sending.n));
+  poll_close(s);
+  if (s->conn) PQfinish(s->conn);
+  s->conn = NULL;
+  for (int i = 0; timer_at(s, i); i++) uv_close((uv_handle_t *)timer_at(s, i), on_closed);
+}
+
+static void on_close_timeout(uv_timer_t *t) { finish_close(t->data); }
+
+/* Prefetched events go back as releases, buffered settlements are written (up to
+ * CLOSE_TIMEOUT_MS), then every handle closes and cb runs. */
+static void pg_close(store_t *b, void (*cb)(void *arg), void *arg) {
+  pg_t *s = (pg_t *)b;
+  s->close_cb = cb;
+  s->close_arg = arg;
+  for (int i = 0; i < s->nbuf; i++) settle(s, s->buf[i], SET_RELEASE, 0, NULL);
+  s->nbuf = 0;
+  s->closing = 1;
+  for (int i = 0; i < 5; i++) uv_timer_stop(timer_at(s, i));
+  if (!s->dispatching || s->state != ST_READY) {
+    finish_close(s);
+    return;
+  }
+  timer_after(&s->close_timer, on_close_timeout, CLOSE_TIMEOUT_MS);
+  send_next(s);
+}
+
+/* ------------------------------------------------------ operations handle */
+
+/* Runs one statement on a blocking (operations) connection. Returns the result, or
+ * NULL with s->base.err set. */
+static PGresult *ops_exec(pg_t *s, const char *sql, int n, const char *const *vals,
+                      const char *what) {
+  PGresult *r = PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, 0);
+  ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
+  snprintf(s->base.err, sizeof s->base.err, "%s: %s", what,
+           r ? PQresultErrorMessage(r) : PQerrorMessage(s->conn));
+  s->base.err[strcspn(s->base.err, "\n")] = 0;
+  PQclear(r);
+  return NULL;
+}
+
+static int exec_cmd(pg_t *s, const char *sql, const char *what) {
+  PGresult *r = ops_exec(s, sql, 0, NULL, what);
+  PQclear(r);
+  return r ? 0 : -EIO;
+}
+
+static int need_ops(pg_t *s) {
+  if (!s->dispatching) return 0;
+  snprintf(s->base.err, sizeof s->base.err, "not available while dispatching");
+  return -ENOTSUP;
+}
+
+static int pg_enqueue(store_t *b, store_event_t *const *evs, int n) {
+  pg_t *s = (pg_t *)b;
+  int rc = need_ops(s);
+  if (rc) return rc;
+  rc = exec_cmd(s, "BEGIN", "enqueueing");
+  if (rc) return rc;
+  for (int i = 0; i < n && !rc; i++) {
+    const char *v[] = {evs[i]->topic, evs[i]->key, evs[i]->payload, evs[i]->headers};
+    PGresult *r = ops_exec(s, insert_sql, 4, v, "enqueueing");
+    rc = r ? 0 : -EIO;
+    PQclear(r);
+  }
+  if (!rc) rc = exec_cmd(s, "COMMIT", "enqueueing");
+  if (rc) PQclear(PQexec(s->conn, "ROLLBACK"));
+  return rc;
+}
+
+/* Requeued events keep last_error; attempts restart at 0 and they are due at once.
+ * Running hosts are woken through the channel. */
+static int pg_requeue(store_t *b, const int64_t *ids, int n, int64_t *moved) {
+  pg_t *s = (pg_t *)b;
+  *moved = 0;
+  int rc = need_ops(s);
+  if (rc) return rc;
+  sbuf_t list = {0};
+  sb_put(&list, "{", 1);
+  for (int i = 0; i < n; i++) {
+    if (i) sb_put(&list, ",", 1);
+    sb_int(&list, ids[i]);
+  }
+  sb_put(&list, "}", 1);
+  if (list.oom) {
+    free(list.p);
+    return -ENOMEM;
+  }
+  const char *v[] = {list.p};
+  rc = exec_cmd(s, "BEGIN", "requeueing");
+  PGresult *r = rc ? NULL
+                   : ops_exec(s, n ? requeue_ids_sql : requeue_dead_sql, n ? 1 : 0, n ? v : NULL,
+                          "requeueing");
+  if (r) *moved = strtoll(PQcmdTuples(r), NULL, 10);
+  rc = r ? 0 : -EIO;
+  PQclear(r);
+  if (!rc) rc = exec_cmd(s, "SELECT pg_notify('" CHANNEL "', '')", "requeueing");
+  if (!rc) rc = exec_cmd(s, "COMMIT", "requeueing");
+  if (rc) {
+    PQclear(PQexec(s->conn, "ROLLBACK"));
+    *moved = 0;
+  }
+  free(list.p);
+  return rc;
+}
+
+static void add_count(store_counts_t *c, const char *status, int64_t n) {
+  if (strcmp(status, "pending") == 0) c->pending = n;
+  else if (strcmp(status, "processing") == 0) c->processing = n;
+  else if (strcmp(status, "done") == 0) c->done = n;
+  else if (strcmp(status, "dead") == 0) c->dead = n;
+}
+
+static int pg_counts(store_t *b, store_counts_t *c) {
+  pg_t *s = (pg_t *)b;
+  memset(c, 0, sizeof *c);
+  int rc = need_ops(s);
+  if (rc) return rc;
+  PGresult *r = ops_exec(s, counts_sql, 0, NULL, "counting");
+  if (!r) return -EIO;
+  for (int i = 0; i < PQntuples(r); i++)
+    add_count(c, PQgetvalue(r, i, 0), strtoll(PQgetvalue(r, i, 1), NULL, 10));
+  PQclear(r);
+  r = ops_exec(s, oldest_sql, 0, NULL, "counting");
+  if (!r) return -EIO;
+  if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+    int64_t age = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    c->oldest_pending_age_ms = age > 0 ? age : 0;
+  }
+  PQclear(r);
+  return 0;
+}
+
+static int pg_list_dead(store_t *b, int max,
+                        void (*cb)(void *arg, int64_t id, const char *topic, int attempts,
+                                   const char *last_error),
+                        void *arg) {
+  pg_t *s = (pg_t *)b;
+  int rc = need_ops(s);
+  if (rc) return rc;
+  char lim[24];
+  snprintf(lim, sizeof lim, "%d", max);
+  const char *v[] = {lim};
+  PGresult *r = ops_exec(s, list_dead_sql, 1, v, "listing dead events");
+  if (!r) return -EIO;
+  for (int i = 0; i < PQntuples(r); i++)
+    cb(arg, strtoll(PQgetvalue(r, i, 0), NULL, 10), PQgetvalue(r, i, 1),
+       atoi(PQgetvalue(r, i, 2)), PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3));
+  PQclear(r);
+  return 0;
+}
+
+static const store_ops_t pg_ops = {
+    .name = "postgres",
+    .claim = pg_claim,
+    .ack = pg_ack,
+    .fail = pg_fail,
+    .dead = pg_dead,
+    .release = pg_release,
+    .flush = pg_flush,
+    .exhausted = pg_exhausted,
+    .counts = pg_counts,
+    .enqueue = pg_enqueue,
+    .requeue = pg_requeue,
+    .list_dead = pg_list_dead,
+    .close = pg_close,
+};
+
+/* A blocking connection for the operations commands (not the loop). Returns the
+ * connection, or NULL with a one-line reason in errbuf. */
+static PGconn *connect_blocking(const char *url, char *errbuf, size_t errlen) {
+  const char *keys[] = {"dbname", "fallback_application_name", NULL};
+  const char *vals[] = {url, APP_NAME "-ops", NULL};
+  PGconn *c = PQconnectdbParams(keys, vals, 1);
+  if (c && PQstatus(c) == CONNECTION_OK) return c;
+  snprintf(errbuf, errlen, "--db %s: %s", url, c ? PQerrorMessage(c) : "out of memory");
+  errbuf[strcspn(errbuf, "\n")] = 0;
+  PQfinish(c);
+  return NULL;
+}
+
+static int check_table(PGconn *c, const char *url, char *errbuf, size_t errlen) {
+  PGresult *r = PQexec(c, "SELECT to_regclass('outbox') IS NOT NULL");
+  int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+  int yes = ok && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
+  if (yes) return 0;
+  if (ok)
+    snprintf(errbuf, errlen, "no outbox table in %s (run: outboxd init --db %s)", url, url);
+  else snprintf(errbuf, errlen, "--db %s: %s", url, PQerrorMessage(c));
+  return -ENOENT;
+}
+
+static void init_timers(pg_t *s) {
+  for (int i = 0; timer_at(s, i); i++) {
+    uv_timer_init(s->base.loop, timer_at(s, i));
+    timer_at(s, i)->data = s;
+    s->nopen++;
+  }
+}
+
+static void start_dispatching(pg_t *s) {
+  int64_t every = lease_ms(s) / 3 > 0 ? lease_ms(s) / 3 : 1;
+  uv_timer_start(&s->lease_timer, on_lease, (uint64_t)every, (uint64_t)every);
+  if (s->base.opts.poll_ms > 0)
+    uv_timer_start(&s->poll_timer, on_poll, (uint64_t)s->base.opts.poll_ms,
+                   (uint64_t)s->base.opts.poll_ms);
+  s->dirty = 1;
+  start_connect(s);
+}
+
+/* Without opts->host_id the store is an operations handle (status, enqueue, requeue):
+ * it connects with blocking libpq calls and needs the outbox table. With a host id it
+ * dispatches: it connects asynchronously (a failure is logged and retried with backoff,
+ * never fatal), and never runs DDL — `outboxd init` creates the schema. */
+int store_pg_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, store_t **out,
+                  char *errbuf, size_t errlen) {
+  int rc = -ENOMEM;
+  *out = NULL;
+  pg_t *s = calloc(1, sizeof *s);
+  if (!s) goto fail_nomem;
+  s->base.ops = &pg_ops;
+  s->base.loop = loop;
+  s->base.opts = *opts;
+  s->dispatching = opts->host_id != NULL;
+  s->url = strdup(url);
+  s->host = opts->host_id ? strdup(opts->host_id) : NULL;
+  if (!s->url || (opts->host_id && !s->host)) goto fail_nomem;
+  s->base.opts.host_id = s->host;
+  s->poll_fd = -1;
+  s->retry_ms = RETRY_MIN_MS;
+  if (!s->dispatching) {
+    s->conn = connect_blocking(url, errbuf, errlen);
+    rc = s->conn ? check_table(s->conn, url, errbuf, errlen) : -ECONNREFUSED;
+    if (rc) goto fail;
+  }
+  init_timers(s);
+  if (s->dispatching) start_dispatching(s);
+  *out = &s->base;
+  return 0;
+fail_nomem:
+  snprintf(errbuf, errlen, "--db %s: out of memory", url);
+fail:
+  if (s) destroy(s);
+  return rc;
+}
+
+/* Creates the outbox table, its indexes and the NOTIFY trigger if missing, under an
+ * advisory lock so concurrent inits do not race. */
+int store_pg_init_schema(const char *url, char *errbuf, size_t errlen) {
+  PGconn *c = connect_blocking(url, errbuf, errlen);
+  if (!c) return -ECONNREFUSED;
+  PGresult *r = PQexec(c, schema_sql);
+  int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : -EIO;
+  if (rc) {
+    snprintf(errbuf, errlen, "--db %s: %s", url, PQerrorMessage(c));
+    errbuf[strcspn(errbuf, "\n")] = 0;
+  }
+  PQclear(r);
+  PQfinish(c);
+  return rc;
+}

@@ -1,0 +1,185 @@
+# The PostgreSQL store through the real binary: round trip, several hosts on one
+# outbox (exactly once, per-key order), a host killed, the backend killed and the
+# server restarted, LISTEN pick-up. Needs OUTBOX_TEST_PG (tests/with-pg.sh sets it).
+
+# pg_fresh: a fresh database for this test; sets PGURL.
+pg_fresh() {
+  [ -n "${OUTBOX_TEST_PG:-}" ] || { fail "OUTBOX_TEST_PG is not set (run through tests/with-pg.sh)"; return 1; }
+  local db="t_${FUNCNAME[1]#t_}_$$"
+  local admin="${OUTBOX_TEST_PG%/*}/postgres"
+  PGOPTIONS='-c client_min_messages=warning' psql -q "$admin" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null || return 1
+  PGURL="${OUTBOX_TEST_PG%/*}/$db"
+  "$OUTBOXD" init --db "$PGURL" 2>/dev/null || fail "init"
+}
+
+sql() { psql -qAtX "$PGURL" -c "$1"; }
+
+# pg_wait_settled SECONDS: until nothing is pending or processing.
+pg_wait_settled() {
+  local i=0 max=$(( ${1:-30} * 10 )) left
+  while [ $i -lt $max ]; do
+    left=$(sql "SELECT count(*) FROM outbox WHERE status IN ('pending','processing')" 2>/dev/null)
+    [ "$left" = 0 ] && return 0
+    sleep 0.1; i=$((i + 1))
+  done
+  fail "events still pending or processing after ${1:-30} s: $left"
+}
+
+# Handler that appends "host id key" to the shared file seen.log (one write per line,
+# O_APPEND: the file order is the order handlers started across processes).
+pg_recorder() {
+  cat > h.lua <<'LUA'
+local f = assert(io.open(os.getenv("SEEN") or "seen.log", "a"))
+f:setvbuf("line")
+local me = os.getenv("HOST") or "h"
+local pause = tonumber(os.getenv("PAUSE") or "0")
+return function(ev)
+  f:write(me, " ", ev.id, " ", ev.key or "-", "\n")
+  if pause > 0 then outbox.sleep(pause) end
+end
+LUA
+}
+
+# check_all N: ids 1..N each handled at least once (at_least) or exactly once.
+check_ids() {
+  local n=$1 mode=$2 got dup
+  got=$(awk '{print $2}' seen.log | sort -un | wc -l)
+  assert_eq "$got" "$n" "distinct ids handled" || return 1
+  assert_eq "$(awk '{print $2}' seen.log | sort -n | head -1)" 1 "smallest id" || return 1
+  assert_eq "$(awk '{print $2}' seen.log | sort -n | tail -1)" "$n" "largest id" || return 1
+  if [ "$mode" = exactly ]; then
+    dup=$(awk '{print $2}' seen.log | sort -n | uniq -d | wc -l)
+    assert_eq "$dup" 0 "ids handled twice" || return 1
+  fi
+}
+
+# Per key, the ids in handling order must rise (a re-run after a crash repeats an id:
+# allowed only with `at_least`).
+check_key_order() {
+  local bad
+  bad=$(awk -v mode="$1" '$3 != "-" {
+          if (($3 in last) && ($2 < last[$3] || (mode == "exactly" && $2 == last[$3]))) { print $3, last[$3], $2; exit }
+          if (!($3 in last) || $2 > last[$3]) last[$3] = $2 }' seen.log)
+  assert_eq "$bad" "" "per-key order (key, previous id, id)"
+}
+
+t_pg_round_trip() {
+  pg_fresh || return 1
+  cat > h.lua <<'LUA'
+return function(ev)
+  if ev.topic == "poison" then return outbox.reject("bad") end
+  if ev.topic == "flaky" and ev.attempt < 2 then error("once") end
+  outbox.log.info("HANDLED", { topic = ev.topic, key = ev.key, attempt = ev.attempt,
+                               payload = ev.payload, h = ev.headers and ev.headers.x })
+end
+LUA
+  "$OUTBOXD" enqueue --db "$PGURL" --topic a --key k1 --payload '{"n":1}' --headers '{"x":"y"}' 2>/dev/null || fail "enqueue"
+  printf '%s\n' '{"topic":"flaky","key":"k1","payload":"two"}' '{"topic":"poison","payload":3}' \
+    | "$OUTBOXD" enqueue --db "$PGURL" 2>/dev/null || fail "enqueue ndjson"
+  sql "INSERT INTO outbox (topic, payload) VALUES ('sql', 'from psql')"
+  assert_grep '"pending": 4' <("$OUTBOXD" status --db "$PGURL" --json) "status before" || return 1
+  "$OUTBOXD" run h.lua --db "$PGURL" --once --backoff 10:10 --log text 2> log || fail "exit $?"
+  # --once leaves a retry that is not yet due; a second run picks it up
+  sleep 0.1
+  "$OUTBOXD" run h.lua --db "$PGURL" --once --backoff 10:10 --log text 2>> log || fail "exit $?"
+  grep 'HANDLED id=1 ' log > e1
+  assert_grep 'topic=a' e1 "event 1 topic"
+  assert_grep 'key=k1' e1 "event 1 key"
+  assert_grep 'attempt=1' e1 "event 1 first attempt"
+  assert_grep 'payload="\{\\"n\\":1\}"' e1 "event 1 payload"
+  assert_grep 'h=y' e1 "event 1 headers"
+  grep 'HANDLED id=2 ' log > e2
+  assert_grep 'attempt=2' e2 "retried once"
+  assert_grep 'payload=two' e2 "event 2 payload"
+  assert_grep 'HANDLED id=4 .*topic=sql' log "row inserted with psql"
+  assert_grep 'event dead id=3' log "poison dead"
+  "$OUTBOXD" status --db "$PGURL" --json > st 2>&1
+  assert_grep '"pending": 0, "processing": 0, "done": 0, "dead": 1' st "status after"
+  "$OUTBOXD" status --db "$PGURL" > st2 2>&1
+  assert_grep 'bad' st2 "status lists the dead event's error"
+  "$OUTBOXD" requeue --db "$PGURL" --dead 2>/dev/null || fail "requeue"
+  assert_eq "$(sql "SELECT status || attempts FROM outbox WHERE id = 3")" pending0 "requeued"
+  "$OUTBOXD" run h.lua --db "$PGURL" --once --keep-done --log text 2> log2 || fail "exit $?"
+  assert_eq "$(sql "SELECT status || ':' || attempts || ':' || coalesce(locked_by, '-') FROM outbox WHERE id = 3")" "dead:1:-" "dead again after requeue, attempts counted"
+  sql "INSERT INTO outbox (topic, payload) VALUES ('kept', 'x')"
+  "$OUTBOXD" run h.lua --db "$PGURL" --once --keep-done --log text 2> log3 || fail "exit $?"
+  assert_eq "$(sql "SELECT status || attempts FROM outbox WHERE topic = 'kept'")" done1 "--keep-done keeps the row"
+}
+
+t_pg_three_hosts_exactly_once_in_key_order() {
+  pg_fresh || return 1
+  local n=${PG_E2E_EVENTS:-50000}
+  pg_recorder
+  sql "INSERT INTO outbox (topic, key, payload) SELECT 't', CASE WHEN g % 10 = 0 THEN NULL ELSE 'k' || (g % 397) END, g::text FROM generate_series(1, $n) g"
+  local pids=""
+  for h in 1 2 3; do
+    HOST=h$h "$OUTBOXD" run h.lua --db "$PGURL" --once --batch 500 --concurrency 50 --log text 2> "log$h" &
+    pids="$pids $!"
+  done
+  for p in $pids; do wait "$p" || fail "a host exited with $?"; done
+  pg_wait_settled 30 || return 1
+  check_ids "$n" exactly || return 1
+  check_key_order exactly || return 1
+  for h in 1 2 3; do
+    assert_grep "h$h " seen.log "host h$h took part" || return 1
+    assert_no_grep 'fenced out|lease lost' "log$h" "no lost lease on h$h" || return 1
+  done
+  assert_eq "$(sql "SELECT count(*) FROM outbox")" 0 "acked rows deleted"
+}
+
+t_pg_sigkill_one_host_loses_nothing() {
+  pg_fresh || return 1
+  local n=4000
+  pg_recorder
+  sql "INSERT INTO outbox (topic, key, payload) SELECT 't', 'k' || (g % 1000), g::text FROM generate_series(1, $n) g"
+  HOST=a PAUSE=0.01 "$OUTBOXD" run h.lua --db "$PGURL" --lease 1000 --batch 100 --concurrency 20 --log text 2> loga &
+  local a=$!
+  HOST=b PAUSE=0.01 "$OUTBOXD" run h.lua --db "$PGURL" --lease 1000 --batch 100 --concurrency 20 --log text 2> logb &
+  local b=$!
+  wait_for '^a ' seen.log 20 || { kill $a $b; return 1; }
+  sleep 0.3
+  kill -9 $a
+  assert_eq "$(sql "SELECT count(*) > 0 FROM outbox WHERE status = 'processing'")" t "events in flight at the kill" || { kill $b; return 1; }
+  pg_wait_settled 40 || { kill $b; return 1; }
+  kill -TERM $b; wait $b || fail "host b exit $?"
+  check_ids "$n" at_least || return 1
+  check_key_order at_least
+}
+
+t_pg_backend_killed_and_server_restarted() {
+  pg_fresh || return 1
+  [ -n "${OUTBOX_TEST_PGDATA:-}" ] || { fail "OUTBOX_TEST_PGDATA is not set: cannot restart the server"; return 1; }
+  local n=6000
+  pg_recorder
+  sql "INSERT INTO outbox (topic, key, payload) SELECT 't', 'k' || (g % 40), g::text FROM generate_series(1, $n) g"
+  HOST=a PAUSE=0.01 "$OUTBOXD" run h.lua --db "$PGURL" --lease 2000 --batch 100 --concurrency 20 --log text 2> log &
+  local a=$!
+  wait_for 'database connected' log 10 || return 1
+  wait_for '^a ' seen.log 10 || return 1
+  sleep 0.3
+  psql -qAtX "$PGURL" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'outboxd%'" > killed
+  assert_grep t killed "a backend was terminated" || { kill $a; return 1; }
+  wait_for 'database reachable again' log 10 || { kill $a; return 1; }
+  sleep 0.3
+  assert_eq "$(sql "SELECT count(*) > 0 FROM outbox")" t "work left at the restart" || { kill $a; return 1; }
+  bash "$HERE/../pg.sh" restart "$OUTBOX_TEST_PGDATA" || { kill $a; fail "pg_ctl restart"; return 1; }
+  pg_wait_settled 60 || { kill $a; return 1; }
+  kill -0 $a || fail "the host exited"
+  kill -TERM $a; wait $a || fail "host exit $?"
+  assert_eq "$(grep -c 'database unreachable, reconnecting' log)" 2 "one log line per outage"
+  assert_eq "$(grep -c 'database reachable again' log)" 2 "one recovery line per outage"
+  check_ids "$n" at_least || return 1
+  check_key_order at_least
+}
+
+t_pg_listen_wakes_an_idle_host() {
+  pg_fresh || return 1
+  printf 'return function(ev) outbox.log.info("HANDLED", { lag_ms = math.floor((outbox.now() - ev.created_at / 1000) * 1000) }) end\n' > h.lua
+  "$OUTBOXD" run h.lua --db "$PGURL" --poll 60000 --log text 2> log &
+  local a=$!
+  wait_for 'database connected' log 10 || { kill $a; return 1; }
+  sleep 0.2
+  sql "INSERT INTO outbox (topic, payload) VALUES ('t', 'x')"
+  wait_for 'HANDLED id=1' log 2 || { kill $a; return 1; }
+  kill -TERM $a; wait $a || fail "exit $?"
+}
