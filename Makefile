@@ -124,7 +124,7 @@ install: $(BIN)
 	install -m 644 handlers/*.lua $(DESTDIR)$(PREFIX)/share/outboxd/handlers/
 
 format:
-	clang-format -i src/*.c src/*.h tests/unit/*.c
+	clang-format -i src/*.c src/*.h tests/unit/*.c tests/tools/*.c
 
 clean:
 	rm -rf build build-asan outboxd

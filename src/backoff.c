@@ -9,8 +9,7 @@
 #define DEFAULT_CAP_MS 300000
 
 int backoff_init(backoff_t *b, int64_t base_ms, int64_t cap_ms, uint64_t seed) {
-  if (base_ms <= 0 || cap_ms < base_ms)
-    return -EINVAL;
+  if (base_ms <= 0 || cap_ms < base_ms) return -EINVAL;
   b->base_ms = base_ms;
   b->cap_ms = cap_ms;
   b->rng = seed;
@@ -27,8 +26,7 @@ uint64_t backoff_rand(backoff_t *b) {
 /* min(cap, base * 2^(attempt-1)) for attempt >= 1. */
 static int64_t nominal(const backoff_t *b, int attempt) {
   int shift = attempt < 1 ? 0 : attempt - 1;
-  if (shift >= 63 || b->base_ms > (b->cap_ms >> shift))
-    return b->cap_ms;
+  if (shift >= 63 || b->base_ms > (b->cap_ms >> shift)) return b->cap_ms;
   return b->base_ms << shift;
 }
 
@@ -43,16 +41,13 @@ int64_t backoff_delay(backoff_t *b, int attempt) {
 static int parse_ms(const char **s, int64_t *out) {
   const char *p = *s;
   int64_t v = 0;
-  if (*p < '0' || *p > '9')
-    return -EINVAL;
+  if (*p < '0' || *p > '9') return -EINVAL;
   for (; *p >= '0' && *p <= '9'; p++) {
     int d = *p - '0';
-    if (v > (INT64_MAX - d) / 10)
-      return -EINVAL;
+    if (v > (INT64_MAX - d) / 10) return -EINVAL;
     v = v * 10 + d;
   }
-  if (v == 0)
-    return -EINVAL;
+  if (v == 0) return -EINVAL;
   *s = p;
   *out = v;
   return 0;
@@ -60,17 +55,14 @@ static int parse_ms(const char **s, int64_t *out) {
 
 int backoff_parse(const char *s, int64_t *base_ms, int64_t *cap_ms) {
   int64_t base, cap;
-  if (!s || parse_ms(&s, &base) < 0)
-    return -EINVAL;
+  if (!s || parse_ms(&s, &base) < 0) return -EINVAL;
   if (*s == '\0') {
     *base_ms = base;
     *cap_ms = base > DEFAULT_CAP_MS ? base : DEFAULT_CAP_MS;
     return 0;
   }
-  if (*s++ != ':' || parse_ms(&s, &cap) < 0 || *s != '\0')
-    return -EINVAL;
-  if (base > cap)
-    return -EINVAL;
+  if (*s++ != ':' || parse_ms(&s, &cap) < 0 || *s != '\0') return -EINVAL;
+  if (base > cap) return -EINVAL;
   *base_ms = base;
   *cap_ms = cap;
   return 0;

@@ -29,28 +29,22 @@ static int set_state(breaker_t *b, int state, int64_t now) {
   b->state = state;
   b->generation++;
   b->trial_in_flight = 0;
-  if (state == BREAKER_OPEN)
-    b->opened_at = now;
-  if (state == BREAKER_CLOSED)
-    ring_clear(b);
+  if (state == BREAKER_OPEN) b->opened_at = now;
+  if (state == BREAKER_CLOSED) ring_clear(b);
   return state;
 }
 
 static int should_open(const breaker_t *b) {
-  if (b->ring_count < b->min_calls)
-    return 0;
+  if (b->ring_count < b->min_calls) return 0;
   return (int64_t)b->failures * 100 >= (int64_t)b->threshold_pct * b->ring_count;
 }
 
 int breaker_init(breaker_t *b, int threshold_pct, int window, int min_calls, int64_t cooldown_ms) {
-  if (threshold_pct < 1 || threshold_pct > 100 || window < 1)
-    return -EINVAL;
-  if (min_calls < 0 || min_calls > window || cooldown_ms < 0)
-    return -EINVAL;
+  if (threshold_pct < 1 || threshold_pct > 100 || window < 1) return -EINVAL;
+  if (min_calls < 0 || min_calls > window || cooldown_ms < 0) return -EINVAL;
   memset(b, 0, sizeof(*b));
   b->ring = calloc((size_t)window, 1);
-  if (!b->ring)
-    return -ENOMEM;
+  if (!b->ring) return -ENOMEM;
   b->state = BREAKER_CLOSED;
   b->generation = 1; /* 0 is never a valid ticket */
   b->threshold_pct = threshold_pct;
@@ -66,21 +60,17 @@ void breaker_free(breaker_t *b) {
 }
 
 int breaker_tick(breaker_t *b, int64_t now) {
-  if (b->state != BREAKER_OPEN || now < breaker_reopen_at(b))
-    return BREAKER_NO_CHANGE;
+  if (b->state != BREAKER_OPEN || now < breaker_reopen_at(b)) return BREAKER_NO_CHANGE;
   return set_state(b, BREAKER_HALF_OPEN, now);
 }
 
 int breaker_acquire(breaker_t *b, int64_t now, uint64_t *ticket, int *transition) {
   int t = breaker_tick(b, now);
-  if (transition)
-    *transition = t;
+  if (transition) *transition = t;
   *ticket = 0;
-  if (b->state == BREAKER_OPEN)
-    return 0;
+  if (b->state == BREAKER_OPEN) return 0;
   if (b->state == BREAKER_HALF_OPEN) {
-    if (b->trial_in_flight)
-      return 0;
+    if (b->trial_in_flight) return 0;
     b->trial_in_flight = 1;
   }
   *ticket = b->generation;
@@ -88,44 +78,34 @@ int breaker_acquire(breaker_t *b, int64_t now, uint64_t *ticket, int *transition
 }
 
 static int record_closed(breaker_t *b, int outcome, int64_t now) {
-  if (outcome == BREAKER_IGNORED)
-    return BREAKER_NO_CHANGE;
+  if (outcome == BREAKER_IGNORED) return BREAKER_NO_CHANGE;
   ring_push(b, outcome == BREAKER_FAILURE);
-  if (!should_open(b))
-    return BREAKER_NO_CHANGE;
+  if (!should_open(b)) return BREAKER_NO_CHANGE;
   return set_state(b, BREAKER_OPEN, now);
 }
 
 static int record_trial(breaker_t *b, int outcome, int64_t now) {
-  if (!b->trial_in_flight)
-    return BREAKER_NO_CHANGE;
-  if (outcome == BREAKER_SUCCESS)
-    return set_state(b, BREAKER_CLOSED, now);
-  if (outcome == BREAKER_FAILURE)
-    return set_state(b, BREAKER_OPEN, now);
+  if (!b->trial_in_flight) return BREAKER_NO_CHANGE;
+  if (outcome == BREAKER_SUCCESS) return set_state(b, BREAKER_CLOSED, now);
+  if (outcome == BREAKER_FAILURE) return set_state(b, BREAKER_OPEN, now);
   b->trial_in_flight = 0; /* ignored: the next acquire may run a new trial */
   return BREAKER_NO_CHANGE;
 }
 
 int breaker_record(breaker_t *b, uint64_t ticket, int outcome, int64_t now) {
-  if (ticket != b->generation)
-    return BREAKER_NO_CHANGE;
-  if (b->state == BREAKER_CLOSED)
-    return record_closed(b, outcome, now);
-  if (b->state == BREAKER_HALF_OPEN)
-    return record_trial(b, outcome, now);
+  if (ticket != b->generation) return BREAKER_NO_CHANGE;
+  if (b->state == BREAKER_CLOSED) return record_closed(b, outcome, now);
+  if (b->state == BREAKER_HALF_OPEN) return record_trial(b, outcome, now);
   return BREAKER_NO_CHANGE; /* OPEN hands out no tickets */
 }
 
 double breaker_failure_rate(const breaker_t *b) {
-  if (b->ring_count == 0)
-    return 0.0;
+  if (b->ring_count == 0) return 0.0;
   return (double)b->failures / (double)b->ring_count;
 }
 
 int64_t breaker_reopen_at(const breaker_t *b) {
-  if (b->state != BREAKER_OPEN)
-    return -1;
+  if (b->state != BREAKER_OPEN) return -1;
   if (b->opened_at > INT64_MAX - b->cooldown_ms)
     return INT64_MAX; /* saturate rather than overflow */
   return b->opened_at + b->cooldown_ms;
@@ -133,13 +113,9 @@ int64_t breaker_reopen_at(const breaker_t *b) {
 
 const char *breaker_state_name(int state) {
   switch (state) {
-  case BREAKER_CLOSED:
-    return "closed";
-  case BREAKER_OPEN:
-    return "open";
-  case BREAKER_HALF_OPEN:
-    return "half-open";
-  default:
-    return "unknown";
+  case BREAKER_CLOSED: return "closed";
+  case BREAKER_OPEN: return "open";
+  case BREAKER_HALF_OPEN: return "half-open";
+  default: return "unknown";
   }
 }

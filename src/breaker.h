@@ -19,24 +19,23 @@ enum breaker_outcome {
 #define BREAKER_NO_CHANGE (-1)
 
 typedef struct breaker {
-  int state;            /* enum breaker_state */
-  uint64_t generation;  /* bumped on every state change */
-  int threshold_pct;    /* opens when failure rate >= this (1..100) */
-  int window;           /* outcomes kept */
-  int min_calls;        /* outcomes needed before the rate counts */
-  int64_t cooldown_ms;  /* open time before a half-open trial */
-  uint8_t *ring;        /* last `window` outcomes, 1 = failure */
+  int state;           /* enum breaker_state */
+  uint64_t generation; /* bumped on every state change */
+  int threshold_pct;   /* opens when failure rate >= this (1..100) */
+  int window;          /* outcomes kept */
+  int min_calls;       /* outcomes needed before the rate counts */
+  int64_t cooldown_ms; /* open time before a half-open trial */
+  uint8_t *ring;       /* last `window` outcomes, 1 = failure */
   int ring_pos;
   int ring_count;
-  int failures;         /* failures in the ring */
+  int failures; /* failures in the ring */
   int64_t opened_at;
-  int trial_in_flight;  /* half-open: 1 while the single trial runs */
+  int trial_in_flight; /* half-open: 1 while the single trial runs */
 } breaker_t;
 
 /* Initialises a closed breaker. Returns 0, -EINVAL for out-of-range settings, or
  * -ENOMEM. */
-int breaker_init(breaker_t *b, int threshold_pct, int window, int min_calls,
-                 int64_t cooldown_ms);
+int breaker_init(breaker_t *b, int threshold_pct, int window, int min_calls, int64_t cooldown_ms);
 
 void breaker_free(breaker_t *b);
 

@@ -24,8 +24,8 @@ static const char *default_db(void) {
 }
 
 /* Prints "outboxd CMD: message" on stderr and returns `code`. */
-__attribute__((format(printf, 3, 4)))
-static int complain(int code, const char *cmd, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int complain(int code, const char *cmd,
+                                                          const char *fmt, ...) {
   va_list ap;
   fprintf(stderr, "outboxd %s: ", cmd);
   va_start(ap, fmt);
@@ -101,9 +101,12 @@ int cmd_init(int argc, char **argv) {
   int c;
   reset_getopt();
   while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-    if (c == 'd') db = optarg;
-    else if (c == 'h') return puts("usage: outboxd init [--db URL]") < 0;
-    else return bad_option("init", c, argv);
+    if (c == 'd')
+      db = optarg;
+    else if (c == 'h')
+      return puts("usage: outboxd init [--db URL]") < 0;
+    else
+      return bad_option("init", c, argv);
   }
   if (optind < argc) return complain(2, "init", "unexpected argument '%s'", argv[optind]);
   if (store_init_schema(db, err, sizeof err)) {
@@ -195,9 +198,8 @@ static int enqueue_lines(session_t *ss, FILE *in) {
 
 static int enqueue_one(session_t *ss, const char *topic, const char *key, const char *payload,
                        const char *headers) {
-  store_event_t *ev =
-      store_event_new(0, topic, strlen(topic), key, key ? strlen(key) : 0, payload,
-                      strlen(payload), headers, headers ? strlen(headers) : 0, 0);
+  store_event_t *ev = store_event_new(0, topic, strlen(topic), key, key ? strlen(key) : 0, payload,
+                                      strlen(payload), headers, headers ? strlen(headers) : 0, 0);
   if (!ev) return complain(1, "enqueue", "out of memory");
   int rc = ss->store->ops->enqueue(ss->store, &ev, 1);
   store_event_free(ev);
@@ -207,11 +209,13 @@ static int enqueue_one(session_t *ss, const char *topic, const char *key, const 
 }
 
 int cmd_enqueue(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"db", required_argument, NULL, 'd'},      {"topic", required_argument, NULL, 't'},
-      {"key", required_argument, NULL, 'k'},     {"payload", required_argument, NULL, 'p'},
-      {"headers", required_argument, NULL, 'H'}, {"help", no_argument, NULL, 'h'},
-      {0}};
+  static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
+                                       {"topic", required_argument, NULL, 't'},
+                                       {"key", required_argument, NULL, 'k'},
+                                       {"payload", required_argument, NULL, 'p'},
+                                       {"headers", required_argument, NULL, 'H'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
   const char *db = default_db(), *topic = NULL, *key = NULL, *payload = NULL;
   const char *headers = NULL, *why = NULL;
   char err[512];
@@ -236,10 +240,10 @@ int cmd_enqueue(int argc, char **argv) {
   if (payload && !topic) return complain(2, "enqueue", "--topic is required with --payload");
   if (payload && !*topic) return complain(2, "enqueue", "--topic must not be empty");
   if (!payload && (topic || key || headers))
-    return complain(2, "enqueue", "--topic, --key and --headers go with --payload "
-                                  "(NDJSON lines on stdin carry their own)");
-  if (headers && check_headers(headers, &why))
-    return complain(2, "enqueue", "--headers: %s", why);
+    return complain(2, "enqueue",
+                    "--topic, --key and --headers go with --payload "
+                    "(NDJSON lines on stdin carry their own)");
+  if (headers && check_headers(headers, &why)) return complain(2, "enqueue", "--headers: %s", why);
   if (store_init_schema(db, err, sizeof err)) {
     fprintf(stderr, "outboxd enqueue: %s\n", err);
     return 1;
@@ -261,12 +265,16 @@ int cmd_enqueue(int argc, char **argv) {
 /* "850 ms", "12.5 s", "3 min 05 s", "2 h 07 min", "3 d 04 h". */
 static void format_age(int64_t ms, char *buf, size_t len) {
   int64_t s = ms / 1000;
-  if (ms < 1000) snprintf(buf, len, "%" PRId64 " ms", ms);
-  else if (s < 60) snprintf(buf, len, "%.1f s", (double)ms / 1000);
-  else if (s < 3600) snprintf(buf, len, "%" PRId64 " min %02" PRId64 " s", s / 60, s % 60);
+  if (ms < 1000)
+    snprintf(buf, len, "%" PRId64 " ms", ms);
+  else if (s < 60)
+    snprintf(buf, len, "%.1f s", (double)ms / 1000);
+  else if (s < 3600)
+    snprintf(buf, len, "%" PRId64 " min %02" PRId64 " s", s / 60, s % 60);
   else if (s < 86400)
     snprintf(buf, len, "%" PRId64 " h %02" PRId64 " min", s / 3600, s % 3600 / 60);
-  else snprintf(buf, len, "%" PRId64 " d %02" PRId64 " h", s / 86400, s % 86400 / 3600);
+  else
+    snprintf(buf, len, "%" PRId64 " d %02" PRId64 " h", s / 86400, s % 86400 / 3600);
 }
 
 /* One table row: the error on one line, control characters blanked, cut at 100. */
@@ -317,17 +325,24 @@ int cmd_status(int argc, char **argv) {
   store_counts_t counts;
   reset_getopt();
   while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-    if (c == 'd') db = optarg;
-    else if (c == 'j') json = 1;
-    else if (c == 'h') return puts("usage: outboxd status [--db URL] [--json]") < 0;
-    else return bad_option("status", c, argv);
+    if (c == 'd')
+      db = optarg;
+    else if (c == 'j')
+      json = 1;
+    else if (c == 'h')
+      return puts("usage: outboxd status [--db URL] [--json]") < 0;
+    else
+      return bad_option("status", c, argv);
   }
   if (optind < argc) return complain(2, "status", "unexpected argument '%s'", argv[optind]);
   if (session_open(&ss, "status", db)) return 1;
   int rc = store_counts(ss.store, &counts);
-  if (rc) rc = store_failed(&ss, "status", rc);
-  else if (json) rc = status_json(&counts);
-  else rc = status_text(&ss, db, &counts);
+  if (rc)
+    rc = store_failed(&ss, "status", rc);
+  else if (json)
+    rc = status_json(&counts);
+  else
+    rc = status_text(&ss, db, &counts);
   session_close(&ss);
   if (fflush(stdout) && !rc) rc = complain(1, "status", "stdout: %s", strerror(errno));
   return rc;

@@ -29,22 +29,22 @@ const config_opt_t config_opts[] = {
      "a handler running longer fails with \"timeout\""},
     {"breaker", "OUTBOX_BREAKER", "breaker", CT_PCT, OFF(breaker_pct), "PCT", "50",
      "failure rate (percent) that opens the breaker"},
-    {"breaker-window", "OUTBOX_BREAKER_WINDOW", "breaker_window", CT_INT, OFF(breaker_window),
-     "N", "20", "outcomes in the sliding window"},
+    {"breaker-window", "OUTBOX_BREAKER_WINDOW", "breaker_window", CT_INT, OFF(breaker_window), "N",
+     "20", "outcomes in the sliding window"},
     {"breaker-min-calls", "OUTBOX_BREAKER_MIN_CALLS", "breaker_min_calls", CT_INT,
      OFF(breaker_min_calls), "N", "10", "outcomes needed before the rate counts"},
     {"breaker-cooldown", "OUTBOX_BREAKER_COOLDOWN", "breaker_cooldown", CT_MS,
      OFF(breaker_cooldown_ms), "MS", "30000", "open time before a half-open trial"},
     {"memory-limit", "OUTBOX_MEMORY_LIMIT", "memory_limit", CT_SIZE, OFF(memory_limit), "SIZE",
      "cgroup, else RAM", "what 100% memory means"},
-    {"memory-high", "OUTBOX_MEMORY_HIGH", "memory_high", CT_PCT, OFF(memory_high_pct), "PCT",
-     "90", "memory:high above this; intake resumes below 80"},
-    {"memory-interval", "OUTBOX_MEMORY_INTERVAL", "memory_interval", CT_MS,
-     OFF(memory_interval_ms), "MS", "1000", "memory sampling period"},
+    {"memory-high", "OUTBOX_MEMORY_HIGH", "memory_high", CT_PCT, OFF(memory_high_pct), "PCT", "90",
+     "memory:high above this; intake resumes below 80"},
+    {"memory-interval", "OUTBOX_MEMORY_INTERVAL", "memory_interval", CT_MS, OFF(memory_interval_ms),
+     "MS", "1000", "memory sampling period"},
     {"lease", "OUTBOX_LEASE", "lease", CT_MS, OFF(lease_ms), "MS", "30000",
      "claim lease, renewed while a handler runs"},
-    {"drain-timeout", "OUTBOX_DRAIN_TIMEOUT", "drain_timeout", CT_MS, OFF(drain_timeout_ms),
-     "MS", "30000", "graceful-shutdown wait for in-flight handlers"},
+    {"drain-timeout", "OUTBOX_DRAIN_TIMEOUT", "drain_timeout", CT_MS, OFF(drain_timeout_ms), "MS",
+     "30000", "graceful-shutdown wait for in-flight handlers"},
     {"ordering", "OUTBOX_ORDERING", "ordering", CT_ORDERING, OFF(ordering_key), "key|none", "key",
      "same-key events one at a time, in id order"},
     {"once", NULL, NULL, CT_BOOL, OFF(once), NULL, "off",
@@ -104,9 +104,7 @@ static int parse_i64(const char *s, int64_t *out) {
 
 static int bad(const config_opt_t *o, int source, const char *value, const char *why, char *err,
                size_t errlen) {
-  const char *where = source == CONFIG_ENV      ? o->env
-                      : source == CONFIG_SCRIPT ? o->lua
-                                                : o->flag;
+  const char *where = source == CONFIG_ENV ? o->env : source == CONFIG_SCRIPT ? o->lua : o->flag;
   snprintf(err, errlen, "%s%s: invalid value \"%s\" (%s)", source == CONFIG_FLAG ? "--" : "",
            where ? where : o->flag, value, why);
   return -EINVAL;
@@ -173,7 +171,8 @@ int config_set(config_t *c, int i, const char *value, int source, char *err, siz
 int config_set_number(config_t *c, int i, double v, int source, char *err, size_t errlen) {
   char buf[64];
   const config_opt_t *o = &config_opts[i];
-  if (!isfinite(v) || v < 0) return bad(o, source, "non-finite or negative", "a number", err, errlen);
+  if (!isfinite(v) || v < 0)
+    return bad(o, source, "non-finite or negative", "a number", err, errlen);
   if (o->type == CT_MS || o->type == CT_BACKOFF)
     snprintf(buf, sizeof buf, "%lld", (long long)llround(v * 1000.0));
   else

@@ -49,13 +49,13 @@ typedef struct config {
 } config_t;
 
 typedef struct config_opt {
-  const char *flag;   /* "concurrency" for --concurrency */
-  const char *env;    /* environment variable or NULL */
-  const char *lua;    /* key in outbox.configure / outbox.config, or NULL */
+  const char *flag; /* "concurrency" for --concurrency */
+  const char *env;  /* environment variable or NULL */
+  const char *lua;  /* key in outbox.configure / outbox.config, or NULL */
   int type;
-  size_t off;         /* offset in config_t */
-  const char *arg;    /* placeholder for --help */
-  const char *def;    /* default as shown in --help */
+  size_t off;      /* offset in config_t */
+  const char *arg; /* placeholder for --help */
+  const char *def; /* default as shown in --help */
   const char *help;
 } config_opt_t;
 

@@ -28,9 +28,9 @@
 
 #define MAX_PAYLOAD (16u << 20)
 #define CLAIM_MAX 4096
-#define PUMP_ROUNDS 64     /* rounds per loop pass; then the loop polls (signals, scrapes) */
-#define OPS_TICK_MS 1000  /* status line and store counts refresh */
-#define COUNTS_COST 100   /* store counts run at most 1/COUNTS_COST of the time */
+#define PUMP_ROUNDS 64   /* rounds per loop pass; then the loop polls (signals, scrapes) */
+#define OPS_TICK_MS 1000 /* status line and store counts refresh */
+#define COUNTS_COST 100  /* store counts run at most 1/COUNTS_COST of the time */
 
 typedef struct retired retired_t;
 
@@ -54,23 +54,23 @@ struct dispatch {
   breaker_t brk;
   memmon_t mem;
   backoff_t bo;
-  uv_timer_t tick;     /* memory sampling, rate, breaker cooldown */
+  uv_timer_t tick; /* memory sampling, rate, breaker cooldown */
   uv_timer_t brk_timer;
   uv_timer_t drain_timer;
   uv_timer_t ops_tick; /* status line, store counts for metrics */
   uv_idle_t wake_idle; /* deferred pump after a store wake-up */
   uv_signal_t sig_int, sig_term, sig_hup;
   watch_t *watch;
-  struct retired *retired; /* drain timers of old generations */
+  struct retired *retired;            /* drain timers of old generations */
   int64_t reloads_ok, reloads_failed; /* counted in reload(): SIGHUP and file watch */
-  job_t *unstarted;    /* claimed, admitted, not started */
+  job_t *unstarted;                   /* claimed, admitted, not started */
   job_t *free_jobs;
   int pumping, again;
-  int stopping;        /* 1: draining; 2: waiting for shutdown hooks */
+  int stopping; /* 1: draining; 2: waiting for shutdown hooks */
   int signals;
-  int paused;          /* memory high */
-  int store_busy;      /* the last claim met a busy store or one still claiming
-                          (-EINPROGRESS); its wake-up will follow */
+  int paused;     /* memory high */
+  int store_busy; /* the last claim met a busy store or one still claiming
+                     (-EINPROGRESS); its wake-up will follow */
   int finished;
   int exit_code;
   int64_t processed, done, failed, dead, retried;
@@ -81,9 +81,9 @@ struct dispatch {
   metrics_t *metrics;
   metrics_hist_t handler_duration;
   int statusline;
-  int store_err;           /* the last claim or count failed */
+  int store_err; /* the last claim or count failed */
   int counts_known;
-  store_counts_t counts;   /* cached; refreshed by the ops tick, never by a scrape */
+  store_counts_t counts; /* cached; refreshed by the ops tick, never by a scrape */
   uint64_t counts_next_ms;
 };
 
@@ -103,8 +103,10 @@ static void on_wake_idle(uv_idle_t *h);
 
 static job_t *job_new(dispatch_t *d, store_event_t *ev) {
   job_t *j = d->free_jobs;
-  if (j) d->free_jobs = j->next;
-  else if (!(j = malloc(sizeof *j))) return NULL;
+  if (j)
+    d->free_jobs = j->next;
+  else if (!(j = malloc(sizeof *j)))
+    return NULL;
   memset(j, 0, sizeof *j);
   j->ev = ev;
   j->d = d;
@@ -125,8 +127,10 @@ static void unstarted_add(dispatch_t *d, job_t *j) {
 }
 
 static void unstarted_del(dispatch_t *d, job_t *j) {
-  if (j->prev) j->prev->next = j->next;
-  else d->unstarted = j->next;
+  if (j->prev)
+    j->prev->next = j->next;
+  else
+    d->unstarted = j->next;
   if (j->next) j->next->prev = j->prev;
   j->next = j->prev = NULL;
 }
@@ -147,8 +151,8 @@ static void release_unstarted(dispatch_t *d) {
 static void breaker_changed(dispatch_t *d, int state) {
   if (state == BREAKER_NO_CHANGE) return;
   const char *name = breaker_state_name(state);
-  log_at(state == BREAKER_OPEN ? LOG_WARN : LOG_INFO, "circuit breaker changed",
-         KS("state", name), KF("failure_rate", breaker_failure_rate(&d->brk)));
+  log_at(state == BREAKER_OPEN ? LOG_WARN : LOG_INFO, "circuit breaker changed", KS("state", name),
+         KF("failure_rate", breaker_failure_rate(&d->brk)));
   if (state == BREAKER_OPEN) {
     release_unstarted(d);
     int64_t wait = breaker_reopen_at(&d->brk) - (int64_t)uv_now(d->loop);
@@ -180,8 +184,8 @@ static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double dela
   }
   int64_t delay = delay_s >= 0 ? (int64_t)(delay_s * 1000.0) : backoff_delay(&d->bo, attempt);
   d->retried++;
-  log_at(LOG_WARN, "event failed", KI("id", ev->id), KS("topic", ev->topic),
-         KI("attempt", attempt), KI("retry_in_ms", delay), KS("error", msg));
+  log_at(LOG_WARN, "event failed", KI("id", ev->id), KS("topic", ev->topic), KI("attempt", attempt),
+         KI("retry_in_ms", delay), KS("error", msg));
   store_fail(d->store, ev, wall_ms() + delay, msg);
 }
 
@@ -215,9 +219,7 @@ static void on_outcome(void *owner, int outcome, const char *msg, double delay_s
     fire_event(d, "event:dead", ev, msg ? msg : "rejected");
     store_dead(d->store, ev, 1, msg ? msg : "rejected");
     break;
-  default: /* cancelled: back to pending untouched */
-    store_release(d->store, ev);
-    break;
+  default: /* cancelled: back to pending untouched */ store_release(d->store, ev); break;
   }
   int state = breaker_record(&d->brk, j->ticket, verdict, (int64_t)uv_now(d->loop));
   job_free(d, j);
@@ -342,8 +344,10 @@ static void on_store_wake(void *arg) {
 
 static void on_brk_timer(uv_timer_t *t) {
   dispatch_t *d = t->data;
-  if (d->stopping == 2) finish(d); /* waiting for shutdown hooks */
-  else pump(d);
+  if (d->stopping == 2)
+    finish(d); /* waiting for shutdown hooks */
+  else
+    pump(d);
 }
 
 static void on_tick(uv_timer_t *t) {
@@ -356,8 +360,8 @@ static void on_tick(uv_timer_t *t) {
   int change = memmon_sample(&d->mem, memmon_read_rss(), host_lua_heap(d->host));
   if (change == MEMMON_HIGH) {
     d->paused = 1;
-    log_at(LOG_WARN, "memory high: intake paused", KI("rss", d->mem.rss),
-           KI("limit", d->mem.limit), KI("lua_heap", d->mem.lua_heap));
+    log_at(LOG_WARN, "memory high: intake paused", KI("rss", d->mem.rss), KI("limit", d->mem.limit),
+           KI("lua_heap", d->mem.lua_heap));
     host_full_gc(d->host);
     host_fire(d->host, "memory:high", NULL, NULL);
   } else if (change == MEMMON_NORMAL) {
@@ -410,7 +414,8 @@ static void finish(dispatch_t *d) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   log_at(LOG_INFO, "stopped", KI("processed", d->processed), KI("done", d->done),
-         KI("failed", d->failed), KI("dead", d->dead), KI("peak_rss", (int64_t)ru.ru_maxrss * 1024));
+         KI("failed", d->failed), KI("dead", d->dead),
+         KI("peak_rss", (int64_t)ru.ru_maxrss * 1024));
   uv_timer_stop(&d->drain_timer);
   uv_timer_stop(&d->tick);
   uv_timer_stop(&d->ops_tick);
@@ -473,8 +478,7 @@ static void reload(dispatch_t *d, const char *why) {
   }
   if (host_load(d->host, d->script, err, sizeof err)) {
     d->reloads_failed++;
-    log_at(LOG_ERROR, "reload failed", KS("reason", why), KS("error", err),
-           KI("generation", old));
+    log_at(LOG_ERROR, "reload failed", KS("reason", why), KS("error", err), KI("generation", old));
     host_fire(d->host, "reload:failed", NULL, err);
     return;
   }
@@ -572,8 +576,8 @@ static void refresh_counts(dispatch_t *d, uint64_t now) {
   uint64_t took_ms = (uv_hrtime() - t0) / 1000000;
   d->counts_known = rc == 0;
   if (rc) d->store_err = 1;
-  d->counts_next_ms = now + (took_ms * COUNTS_COST > OPS_TICK_MS ? took_ms * COUNTS_COST
-                                                                  : OPS_TICK_MS - 50);
+  d->counts_next_ms =
+      now + (took_ms * COUNTS_COST > OPS_TICK_MS ? took_ms * COUNTS_COST : OPS_TICK_MS - 50);
 }
 
 static void on_ops_tick(uv_timer_t *t) {
@@ -581,10 +585,15 @@ static void on_ops_tick(uv_timer_t *t) {
   uint64_t now = uv_now(d->loop);
   refresh_counts(d, now);
   if (!d->statusline) return;
-  statusline_figures_t f = {now, d->processed, d->lim.active, d->lim.limit, d->lim.queued,
+  statusline_figures_t f = {now,
+                            d->processed,
+                            d->lim.active,
+                            d->lim.limit,
+                            d->lim.queued,
                             d->counts_known ? d->counts.pending : -1,
                             breaker_state_name(d->brk.state),
-                            d->mem.rss ? d->mem.rss : memmon_read_rss(), d->mem.limit,
+                            d->mem.rss ? d->mem.rss : memmon_read_rss(),
+                            d->mem.limit,
                             host_generation(d->host)};
   statusline_update(&f);
 }
@@ -595,8 +604,7 @@ static int ops_start(dispatch_t *d) {
   char err[256];
   d->statusline = statusline_wanted(log_format() == LOG_JSON) && statusline_start() == 0;
   if (d->cfg->metrics[0]) {
-    int rc = metrics_start(&d->metrics, d->loop, d->cfg->metrics, fill_figures, d, err,
-                           sizeof err);
+    int rc = metrics_start(&d->metrics, d->loop, d->cfg->metrics, fill_figures, d, err, sizeof err);
     if (rc) {
       fprintf(stderr, "outboxd: %s\n", err);
       return rc == -EINVAL ? 2 : 1;
@@ -617,10 +625,10 @@ static void init_handle(dispatch_t *d, uv_handle_t *h) {
 }
 
 static void close_all(dispatch_t *d) {
-  uv_handle_t *hs[] = {(uv_handle_t *)&d->tick,     (uv_handle_t *)&d->brk_timer,
+  uv_handle_t *hs[] = {(uv_handle_t *)&d->tick,        (uv_handle_t *)&d->brk_timer,
                        (uv_handle_t *)&d->drain_timer, (uv_handle_t *)&d->wake_idle,
-                       (uv_handle_t *)&d->sig_int,  (uv_handle_t *)&d->sig_term,
-                       (uv_handle_t *)&d->sig_hup,  (uv_handle_t *)&d->ops_tick};
+                       (uv_handle_t *)&d->sig_int,     (uv_handle_t *)&d->sig_term,
+                       (uv_handle_t *)&d->sig_hup,     (uv_handle_t *)&d->ops_tick};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) uv_close(hs[i], close_cb_count);
   while (d->retired) retired_close(d, d->retired);
   if (d->metrics) metrics_close(d->metrics, NULL, NULL);
@@ -662,8 +670,10 @@ int dispatch_run(config_t *cfg, const char *script) {
     goto fail_breaker;
   }
   host_id(hid, sizeof hid);
-  store_opts_t so = {cfg->batch, cfg->ordering_key, cfg->lease_ms, cfg->keep_done, cfg->poll_ms,
-                     hid, on_store_wake, d};
+  store_opts_t so = {cfg->batch,    cfg->ordering_key,
+                     cfg->lease_ms, cfg->keep_done,
+                     cfg->poll_ms,  hid,
+                     on_store_wake, d};
   if (store_open(d->loop, cfg->db, &so, &d->store, err, sizeof err)) {
     fprintf(stderr, "outboxd: %s\n", err);
     rc = 1;
@@ -693,8 +703,9 @@ int dispatch_run(config_t *cfg, const char *script) {
   uv_unref((uv_handle_t *)&d->sig_hup);
   if (cfg->watch) {
     int wrc = watch_start(&d->watch, d->loop, script, 50, on_script_changed, d);
-    if (wrc) log_at(LOG_WARN, "hot reload off: cannot watch the script's folder",
-                    KS("error", uv_strerror(wrc)));
+    if (wrc)
+      log_at(LOG_WARN, "hot reload off: cannot watch the script's folder",
+             KS("error", uv_strerror(wrc)));
   }
   d->started_ms = d->last_tick_ms = uv_now(d->loop);
   if ((rc = ops_start(d))) goto close;
@@ -744,8 +755,10 @@ int dispatch_check(const char *script) {
   uv_loop_t *loop = uv_default_loop();
   if (host_init(&h, loop, &cfg, &cb)) return 1;
   int rc = host_load(h, script, err, sizeof err);
-  if (rc) fprintf(stderr, "outboxd: %s\n", err);
-  else fprintf(stderr, "outboxd: %s: ok\n", script);
+  if (rc)
+    fprintf(stderr, "outboxd: %s\n", err);
+  else
+    fprintf(stderr, "outboxd: %s: ok\n", script);
   host_close(h, NULL, NULL);
   uv_run(loop, UV_RUN_DEFAULT);
   return rc ? 2 : 0;

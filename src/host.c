@@ -33,35 +33,35 @@ enum { K_DONE = 0, K_FAIL = 1, K_RETRY = 2, K_REJECT = 3 };
 
 struct task {
   lua_State *co;
-  int ref;              /* registry anchor of co in gen->L */
+  int ref; /* registry anchor of co in gen->L */
   host_gen_t *gen;
-  int kind;             /* T_EVENT or T_HOOK */
-  void *owner;          /* dispatcher's job (events) */
+  int kind;    /* T_EVENT or T_HOOK */
+  void *owner; /* dispatcher's job (events) */
   int64_t event_id;
-  host_wait_t wait;     /* pending asynchronous call */
+  host_wait_t wait; /* pending asynchronous call */
   int waiting;
-  unsigned token;       /* for waits woken by other tasks (all_settled) */
+  unsigned token; /* for waits woken by other tasks (all_settled) */
   unsigned wait_token;
-  uint64_t deadline;    /* loop time (ms) after which the run times out; 0: none */
-  uint64_t due;         /* sort key in the wait list: deadline, or UINT64_MAX */
+  uint64_t deadline;     /* loop time (ms) after which the run times out; 0: none */
+  uint64_t due;          /* sort key in the wait list: deadline, or UINT64_MAX */
   task_t *tnext, *tprev; /* timeout list, while waiting */
   int in_tlist;
-  task_t *rnext;        /* ready queue, or free list */
-  int rargs;            /* values pushed for a queued resume */
+  task_t *rnext; /* ready queue, or free list */
+  int rargs;     /* values pushed for a queued resume */
 };
 
 struct host_gen {
   host_t *host;
   lua_State *L;
   int number;
-  int refs;          /* running tasks */
-  int worker_ref;    /* Lua worker function */
+  int refs;       /* running tasks */
+  int worker_ref; /* Lua worker function */
   int event_mt_ref;
   int hooks_ref;
   int loading;
   uint64_t load_started;
   config_t pending_cfg; /* outbox.configure writes here while loading */
-  task_t *free;      /* recycled tasks (coroutines parked at DONE) */
+  task_t *free;         /* recycled tasks (coroutines parked at DONE) */
   host_gen_t *next;
 };
 
@@ -69,7 +69,7 @@ struct host {
   uv_loop_t *loop;
   config_t *cfg;
   host_callbacks_t cb;
-  host_gen_t *gens;   /* every live generation, newest first */
+  host_gen_t *gens; /* every live generation, newest first */
   host_gen_t *cur;
   int counter;
   int events_running;
@@ -93,10 +93,14 @@ static void on_idle(uv_idle_t *idle);
 
 static void tlist_remove(host_t *h, task_t *t) {
   if (!t->in_tlist) return;
-  if (t->tprev) t->tprev->tnext = t->tnext;
-  else h->thead = t->tnext;
-  if (t->tnext) t->tnext->tprev = t->tprev;
-  else h->ttail = t->tprev;
+  if (t->tprev)
+    t->tprev->tnext = t->tnext;
+  else
+    h->thead = t->tnext;
+  if (t->tnext)
+    t->tnext->tprev = t->tprev;
+  else
+    h->ttail = t->tprev;
   t->tnext = t->tprev = NULL;
   t->in_tlist = 0;
 }
@@ -119,10 +123,14 @@ static void tlist_add(host_t *h, task_t *t) {
   while (p && p->due > t->due) p = p->tprev;
   t->tprev = p;
   t->tnext = p ? p->tnext : h->thead;
-  if (t->tnext) t->tnext->tprev = t;
-  else h->ttail = t;
-  if (p) p->tnext = t;
-  else h->thead = t;
+  if (t->tnext)
+    t->tnext->tprev = t;
+  else
+    h->ttail = t;
+  if (p)
+    p->tnext = t;
+  else
+    h->thead = t;
   t->in_tlist = 1;
   if (h->thead == t) tlist_arm(h);
 }
@@ -158,9 +166,9 @@ static task_t *task_get(host_gen_t *g, int kind) {
   } else if (!(t = calloc(1, sizeof *t))) {
     return NULL;
   }
-  if (!t->co) { /* new, or its coroutine was abandoned */
-    t->co = lua_newthread(g->L);                      /* pushes the thread */
-    t->ref = luaL_ref(g->L, LUA_REGISTRYINDEX);       /* anchor it, pop */
+  if (!t->co) {                                 /* new, or its coroutine was abandoned */
+    t->co = lua_newthread(g->L);                /* pushes the thread */
+    t->ref = luaL_ref(g->L, LUA_REGISTRYINDEX); /* anchor it, pop */
     t->gen = g;
     lua_setexdata(t->co, t);
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, g->worker_ref); /* body, resumed below */
@@ -171,15 +179,19 @@ static task_t *task_get(host_gen_t *g, int kind) {
   t->waiting = 0;
   t->wait.cancel = NULL;
   g->refs++;
-  if (kind == T_EVENT) g->host->events_running++;
-  else g->host->hooks_running++;
+  if (kind == T_EVENT)
+    g->host->events_running++;
+  else
+    g->host->hooks_running++;
   return t;
 }
 
 static void task_end(task_t *t) {
   host_t *h = t->gen->host;
-  if (t->kind == T_EVENT) h->events_running--;
-  else h->hooks_running--;
+  if (t->kind == T_EVENT)
+    h->events_running--;
+  else
+    h->hooks_running--;
 }
 
 /* Parks a finished task's coroutine for reuse. */
@@ -256,8 +268,10 @@ static void resume(task_t *t, int nargs) {
 static void ready_push(host_t *h, task_t *t, int nargs) {
   t->rargs = nargs;
   t->rnext = NULL;
-  if (h->rtail) h->rtail->rnext = t;
-  else h->rhead = t;
+  if (h->rtail)
+    h->rtail->rnext = t;
+  else
+    h->rhead = t;
   h->rtail = t;
   uv_idle_start(&h->idle, on_idle);
 }
@@ -349,7 +363,8 @@ int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name) {
   task_t *parent = host_task(L);
   task_t *t = task_get(g, T_HOOK);
   if (!t) return -ENOMEM;
-  if (parent && parent->deadline) t->deadline = parent->deadline;
+  if (parent && parent->deadline)
+    t->deadline = parent->deadline;
   else if (parent && parent->kind == T_EVENT && g->host->cfg->timeout_ms > 0)
     t->deadline = uv_now(g->host->loop) + (uint64_t)g->host->cfg->timeout_ms;
   lua_pushinteger(t->co, T_HOOK);
@@ -545,8 +560,8 @@ static int load_script(host_gen_t *g, const char *path, char *err, size_t errlen
   int routes = lua_toboolean(L, -1);
   lua_pop(L, 4); /* has_routes result, internals, script result, traceback fn */
   if (!has_fn && !routes) {
-    snprintf(err, errlen,
-             "%s: no handler: return a function or route topics with outbox.handle", path);
+    snprintf(err, errlen, "%s: no handler: return a function or route topics with outbox.handle",
+             path);
     return -EINVAL;
   }
   return 0;
@@ -664,10 +679,10 @@ void host_push_stats(lua_State *L) {
   memset(&s, 0, sizeof s);
   if (h->cb.stats) h->cb.stats(h->cb.arg, &s);
   lua_createtable(L, 0, 20);
-#define SETN(name, v)                                                                      \
-  do {                                                                                     \
-    lua_pushnumber(L, (lua_Number)(v));                                                    \
-    lua_setfield(L, -2, name);                                                             \
+#define SETN(name, v)                                                                              \
+  do {                                                                                             \
+    lua_pushnumber(L, (lua_Number)(v));                                                            \
+    lua_setfield(L, -2, name);                                                                     \
   } while (0)
   SETN("active", s.active);
   SETN("queued", s.queued);

@@ -17,11 +17,11 @@ typedef struct task task_t;
 
 /* How a handler run ended. */
 enum host_outcome {
-  HOST_DONE = 0,    /* returned normally */
-  HOST_FAIL = 1,    /* error(e) or return false, e */
-  HOST_RETRY = 2,   /* return outbox.retry(seconds) */
-  HOST_REJECT = 3,  /* return outbox.reject(reason), unreadable payload, no route */
-  HOST_TIMEOUT = 4, /* ran longer than the timeout */
+  HOST_DONE = 0,     /* returned normally */
+  HOST_FAIL = 1,     /* error(e) or return false, e */
+  HOST_RETRY = 2,    /* return outbox.retry(seconds) */
+  HOST_REJECT = 3,   /* return outbox.reject(reason), unreadable payload, no route */
+  HOST_TIMEOUT = 4,  /* ran longer than the timeout */
   HOST_CANCELLED = 5 /* abandoned by shutdown or a reload drain: counts as nothing */
 };
 
@@ -51,7 +51,7 @@ typedef struct host_wait {
 
 typedef struct host_callbacks {
   host_outcome_cb outcome;
-  void (*stats)(void *arg, host_stats_t *out); /* fill current figures */
+  void (*stats)(void *arg, host_stats_t *out);  /* fill current figures */
   void (*gen_closed)(void *arg, host_gen_t *g); /* a drained generation was closed */
   void *arg;
 } host_callbacks_t;

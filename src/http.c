@@ -35,21 +35,21 @@ typedef struct buf {
 typedef struct http_sock {
   uv_poll_t poll;
   curl_socket_t fd;
-  int events;  /* what the poller watches now: UV_READABLE | UV_WRITABLE, or 0 */
-  int wanted;  /* curl wants events; 0 while parked in the connection cache */
-  int owned;   /* closed by on_close_socket, not by CURL_POLL_REMOVE */
-  int started; /* uv_poll_init done */
+  int events;                    /* what the poller watches now: UV_READABLE | UV_WRITABLE, or 0 */
+  int wanted;                    /* curl wants events; 0 while parked in the connection cache */
+  int owned;                     /* closed by on_close_socket, not by CURL_POLL_REMOVE */
+  int started;                   /* uv_poll_init done */
   struct http_sock *prev, *next; /* live pollers, for http_shutdown */
 } http_sock_t;
 
 typedef struct xfer {
   CURL *easy;
-  task_t *task; /* the waiting task; NULL once woken or cancelled */
-  buf_t hdr;    /* request header lines, each ending in NUL */
+  task_t *task;              /* the waiting task; NULL once woken or cancelled */
+  buf_t hdr;                 /* request header lines, each ending in NUL */
   struct curl_slist *hnodes; /* the list curl reads, pointing into hdr */
   size_t hnodes_cap;
-  buf_t req;    /* request body */
-  buf_t body;   /* response body */
+  buf_t req;  /* request body */
+  buf_t body; /* response body */
   buf_t head; /* header lines of the last response */
   size_t max_body;
   int too_big, oom;
@@ -69,9 +69,9 @@ static struct {
   size_t nbyfd;
   xfer_t *pool;
   int pooled;
-  buf_t scratch;    /* header lines being read; swapped into the transfer */
+  buf_t scratch; /* header lines being read; swapped into the transfer */
   int scratch_lines;
-  char *good_url;   /* the last URL that passed check_url */
+  char *good_url; /* the last URL that passed check_url */
   int curl_ready; /* curl_global_init done */
 } H;
 
@@ -80,11 +80,9 @@ static struct {
 static int buf_add(buf_t *b, const char *p, size_t n) {
   if (b->len + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + n + 1)
-      cap *= 2;
+    while (cap < b->len + n + 1) cap *= 2;
     char *d = realloc(b->data, cap);
-    if (!d)
-      return -ENOMEM;
+    if (!d) return -ENOMEM;
     b->data = d;
     b->cap = cap;
   }
@@ -108,8 +106,7 @@ static void buf_reset(buf_t *b) {
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg);
 static size_t on_header(char *p, size_t size, size_t n, void *arg);
-static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
-                                    struct curl_sockaddr *a);
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a);
 static int on_close_socket(void *clientp, curl_socket_t fd);
 
 /* The options every request has: set once per easy handle, which is reused without
@@ -139,8 +136,7 @@ static xfer_t *xfer_get(void) {
     return x;
   }
   x = calloc(1, sizeof *x);
-  if (!x)
-    return NULL;
+  if (!x) return NULL;
   x->easy = curl_easy_init();
   if (!x->easy) {
     free(x);
@@ -196,8 +192,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg) {
 static size_t on_header(char *p, size_t size, size_t n, void *arg) {
   xfer_t *x = arg;
   size_t len = size * n;
-  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
-    x->head.len = 0; /* a new response */
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) x->head.len = 0; /* a new response */
   if (buf_add(&x->head, p, len)) {
     x->oom = 1;
     return 0;
@@ -209,8 +204,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg) {
 
 static void push_lower(lua_State *co, const char *p, size_t n) {
   char name[256];
-  if (n >= sizeof name)
-    n = sizeof name - 1;
+  if (n >= sizeof name) n = sizeof name - 1;
   for (size_t i = 0; i < n; i++)
     name[i] = (p[i] >= 'A' && p[i] <= 'Z') ? (char)(p[i] - 'A' + 'a') : p[i];
   lua_pushlstring(co, name, n);
@@ -227,10 +221,8 @@ static void push_headers(lua_State *co, const buf_t *head) {
     const char *colon = memchr(p, ':', (size_t)((eol ? eol : end) - p));
     if (colon && colon > p && strncmp(p, "HTTP/", 5) != 0) {
       const char *v = colon + 1, *ve = eol ? eol : end;
-      while (v < ve && (*v == ' ' || *v == '\t'))
-        v++;
-      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-        ve--;
+      while (v < ve && (*v == ' ' || *v == '\t')) v++;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
       push_lower(co, p, (size_t)(colon - p));
       lua_pushvalue(co, -1);
       lua_rawget(co, -3); /* previous value of this header */
@@ -271,9 +263,7 @@ static void describe(xfer_t *x, char *out, size_t n) {
   char host[256], port[16];
   url_host_port(x, host, sizeof host, port, sizeof port);
   switch (x->result) {
-  case CURLE_COULDNT_RESOLVE_HOST:
-    snprintf(out, n, "could not resolve host %s", host);
-    return;
+  case CURLE_COULDNT_RESOLVE_HOST: snprintf(out, n, "could not resolve host %s", host); return;
   case CURLE_COULDNT_CONNECT:
     curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &oserr);
     if (oserr == ECONNREFUSED)
@@ -282,12 +272,8 @@ static void describe(xfer_t *x, char *out, size_t n) {
       snprintf(out, n, "could not connect to %s:%s: %s", host, port,
                oserr ? strerror((int)oserr) : (x->errbuf[0] ? x->errbuf : "failed"));
     return;
-  case CURLE_OPERATION_TIMEDOUT:
-    snprintf(out, n, "timeout after %ld ms", x->timeout_ms);
-    return;
-  case CURLE_GOT_NOTHING:
-    snprintf(out, n, "empty reply from %s:%s", host, port);
-    return;
+  case CURLE_OPERATION_TIMEDOUT: snprintf(out, n, "timeout after %ld ms", x->timeout_ms); return;
+  case CURLE_GOT_NOTHING: snprintf(out, n, "empty reply from %s:%s", host, port); return;
   case CURLE_WRITE_ERROR:
     if (x->too_big) {
       snprintf(out, n, "response body larger than %zu bytes", x->max_body);
@@ -298,8 +284,7 @@ static void describe(xfer_t *x, char *out, size_t n) {
       return;
     }
     break;
-  default:
-    break;
+  default: break;
   }
   snprintf(out, n, "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
 }
@@ -333,16 +318,14 @@ static void check_done(void) {
   CURLMsg *m;
   int left;
   while ((m = curl_multi_info_read(H.multi, &left))) {
-    if (m->msg != CURLMSG_DONE)
-      continue;
+    if (m->msg != CURLMSG_DONE) continue;
     xfer_t *x = NULL;
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
     x->result = m->data.result;
     curl_multi_remove_handle(H.multi, x->easy); /* m is invalid from here */
     task_t *t = x->task;
     x->task = NULL;
-    if (t)
-      host_wake(t, push_result, x); /* may start new transfers */
+    if (t) host_wake(t, push_result, x); /* may start new transfers */
     xfer_put(x);
   }
 }
@@ -358,12 +341,9 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     return;
   }
   int flags = 0;
-  if (status < 0)
-    flags = CURL_CSELECT_ERR;
-  if (events & UV_READABLE)
-    flags |= CURL_CSELECT_IN;
-  if (events & UV_WRITABLE)
-    flags |= CURL_CSELECT_OUT;
+  if (status < 0) flags = CURL_CSELECT_ERR;
+  if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+  if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   int running;
   curl_multi_socket_action(H.multi, s->fd, flags, &running); /* may close s */
   check_done();
@@ -387,15 +367,13 @@ static void on_sock_closed(uv_handle_t *h) { free(h->data); }
 static void sock_link(http_sock_t *s) {
   s->prev = NULL;
   s->next = H.socks;
-  if (H.socks)
-    H.socks->prev = s;
+  if (H.socks) H.socks->prev = s;
   H.socks = s;
 }
 
 /* Stops watching s and frees it (after the close callback when it has a poller). */
 static void sock_close(http_sock_t *s) {
-  if (s->owned && (size_t)s->fd < H.nbyfd && H.byfd[s->fd] == s)
-    H.byfd[s->fd] = NULL;
+  if (s->owned && (size_t)s->fd < H.nbyfd && H.byfd[s->fd] == s) H.byfd[s->fd] = NULL;
   if (!s->started) {
     free(s);
     return;
@@ -404,8 +382,7 @@ static void sock_close(http_sock_t *s) {
     s->prev->next = s->next;
   else
     H.socks = s->next;
-  if (s->next)
-    s->next->prev = s->prev;
+  if (s->next) s->next->prev = s->prev;
   uv_close((uv_handle_t *)&s->poll, on_sock_closed);
 }
 
@@ -413,8 +390,7 @@ static void sock_close(http_sock_t *s) {
  * events change. Returns 0 or a negative code. */
 static int sock_watch(http_sock_t *s, int ev) {
   if (!s->started) {
-    if (uv_poll_init_socket(H.loop, &s->poll, s->fd))
-      return -EINVAL;
+    if (uv_poll_init_socket(H.loop, &s->poll, s->fd)) return -EINVAL;
     s->poll.data = s;
     s->started = 1;
     sock_link(s);
@@ -423,8 +399,7 @@ static int sock_watch(http_sock_t *s, int ev) {
     uv_ref((uv_handle_t *)&s->poll);
   else
     uv_unref((uv_handle_t *)&s->poll); /* a parked connection keeps no loop alive */
-  if (ev == s->events)
-    return 0;
+  if (ev == s->events) return 0;
   s->events = ev;
   return ev ? uv_poll_start(&s->poll, ev, on_poll) : uv_poll_stop(&s->poll);
 }
@@ -437,8 +412,7 @@ static http_sock_t *sock_owned(curl_socket_t fd) {
 static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp) {
   http_sock_t *s = socketp ? socketp : sock_owned(fd);
   if (what == CURL_POLL_REMOVE) {
-    if (!s)
-      return 0;
+    if (!s) return 0;
     if (!s->owned) {
       curl_multi_assign(H.multi, fd, NULL);
       sock_close(s);
@@ -449,8 +423,7 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
     return sock_watch(s, s->events & UV_READABLE) ? -1 : 0;
   }
   if (!s) {
-    if (!(s = calloc(1, sizeof *s)))
-      return -1;
+    if (!(s = calloc(1, sizeof *s))) return -1;
     s->fd = fd;
     curl_multi_assign(H.multi, fd, s);
   }
@@ -461,14 +434,11 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
 
 /* Grows H.byfd to hold fd. Returns 0 or -ENOMEM. */
 static int byfd_fit(curl_socket_t fd) {
-  if ((size_t)fd < H.nbyfd)
-    return 0;
+  if ((size_t)fd < H.nbyfd) return 0;
   size_t n = H.nbyfd ? H.nbyfd : 64;
-  while (n <= (size_t)fd)
-    n *= 2;
+  while (n <= (size_t)fd) n *= 2;
   http_sock_t **b = realloc(H.byfd, n * sizeof *b);
-  if (!b)
-    return -ENOMEM;
+  if (!b) return -ENOMEM;
   memset(b + H.nbyfd, 0, (n - H.nbyfd) * sizeof *b);
   H.byfd = b;
   H.nbyfd = n;
@@ -476,11 +446,9 @@ static int byfd_fit(curl_socket_t fd) {
 }
 
 /* CURLOPT_OPENSOCKETFUNCTION: a connection's socket, which on_close_socket closes. */
-static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
-                                    struct curl_sockaddr *a) {
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a) {
   curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-  if (fd == CURL_SOCKET_BAD)
-    return fd;
+  if (fd == CURL_SOCKET_BAD) return fd;
   http_sock_t *s = byfd_fit(fd) ? NULL : calloc(1, sizeof *s);
   if (!s) {
     close(fd);
@@ -497,8 +465,7 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
 /* CURLOPT_CLOSESOCKETFUNCTION: the poller goes before the socket does. */
 static int on_close_socket(void *clientp, curl_socket_t fd) {
   http_sock_t *s = sock_owned(fd);
-  if (s)
-    sock_close(s);
+  if (s) sock_close(s);
   return close(fd);
 }
 
@@ -517,16 +484,13 @@ static int on_timer_set(CURLM *m, long timeout_ms, void *userp) {
 
 /* Creates the multi handle on first use. Returns 0 or a negative code. */
 static int multi_open(uv_loop_t *loop) {
-  if (H.multi)
-    return H.loop == loop ? 0 : -EINVAL;
+  if (H.multi) return H.loop == loop ? 0 : -EINVAL;
   if (!H.curl_ready) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT))
-      return -ENOMEM;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT)) return -ENOMEM;
     H.curl_ready = 1;
   }
   H.multi = curl_multi_init();
-  if (!H.multi)
-    return -ENOMEM;
+  if (!H.multi) return -ENOMEM;
   H.loop = loop;
   uv_timer_init(loop, &H.timer);
   uv_idle_init(loop, &H.kick);
@@ -545,11 +509,9 @@ typedef struct req {
 } req_t;
 
 static int valid_token(const char *s) {
-  if (!*s)
-    return 0;
+  if (!*s) return 0;
   for (; *s; s++)
-    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '-' || *s == '_'))
-      return 0;
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '-' || *s == '_')) return 0;
   return 1;
 }
 
@@ -562,14 +524,12 @@ enum { F_HEADERS = 2, F_URL, F_METHOD, F_BODY, F_TIMEOUT, F_MAX_BODY };
 static void read_req(lua_State *L, req_t *r, int arg) {
   if (!lua_isnil(L, F_HEADERS) && !lua_istable(L, F_HEADERS))
     luaL_argerror(L, arg, "headers must be a table");
-  if (lua_type(L, F_URL) != LUA_TSTRING)
-    luaL_argerror(L, 1, "url must be a string");
+  if (lua_type(L, F_URL) != LUA_TSTRING) luaL_argerror(L, 1, "url must be a string");
   r->url = lua_tostring(L, F_URL);
   if (!lua_isnil(L, F_METHOD) && lua_type(L, F_METHOD) != LUA_TSTRING)
     luaL_argerror(L, arg, "method must be a string");
   r->method = lua_isnil(L, F_METHOD) ? "GET" : lua_tostring(L, F_METHOD);
-  if (!valid_token(r->method))
-    luaL_argerror(L, arg, "method must be a token like GET or POST");
+  if (!valid_token(r->method)) luaL_argerror(L, arg, "method must be a token like GET or POST");
   if (!lua_isnil(L, F_BODY) && lua_type(L, F_BODY) != LUA_TSTRING)
     luaL_argerror(L, arg == 1 ? 1 : 2, "body must be a string");
   r->body = lua_isnil(L, F_BODY) ? NULL : lua_tolstring(L, F_BODY, &r->body_len);
@@ -581,15 +541,13 @@ static void read_req(lua_State *L, req_t *r, int arg) {
   if (!lua_isnil(L, F_MAX_BODY) && lua_type(L, F_MAX_BODY) != LUA_TNUMBER)
     luaL_argerror(L, arg, "max_body must be a number of bytes");
   double max = lua_isnil(L, F_MAX_BODY) ? HTTP_DEFAULT_MAX_BODY : lua_tonumber(L, F_MAX_BODY);
-  if (!(max >= 0) || max > 1e15)
-    luaL_argerror(L, arg, "max_body must be >= 0 bytes");
+  if (!(max >= 0) || max > 1e15) luaL_argerror(L, arg, "max_body must be >= 0 bytes");
   r->max_body = (size_t)max;
 }
 
 static int header_ok(const char *s) {
   for (; *s; s++)
-    if (*s == '\r' || *s == '\n')
-      return 0;
+    if (*s == '\r' || *s == '\n') return 0;
   return 1;
 }
 
@@ -599,10 +557,8 @@ static int header_ok(const char *s) {
 static int scratch_line(const char *k, size_t kn, const char *v, size_t vn) {
   buf_t *b = &H.scratch;
   int rc = buf_add(b, k, kn);
-  if (!rc && v)
-    rc = vn ? buf_add(b, ": ", 2) || buf_add(b, v, vn) : buf_add(b, ";", 1);
-  if (!rc)
-    rc = buf_add(b, "", 1); /* the NUL ends the line */
+  if (!rc && v) rc = vn ? buf_add(b, ": ", 2) || buf_add(b, v, vn) : buf_add(b, ";", 1);
+  if (!rc) rc = buf_add(b, "", 1); /* the NUL ends the line */
   H.scratch_lines++;
   return rc ? -ENOMEM : 0;
 }
@@ -615,9 +571,8 @@ static int read_headers(lua_State *L, int arg) {
   int has_type = 0, rc = 0;
   H.scratch.len = 0;
   H.scratch_lines = 0;
-  rc = scratch_line("Expect:", 7, NULL, 0); /* no 100-continue */
-  if (lua_istable(L, F_HEADERS))
-    lua_pushnil(L); /* first key */
+  rc = scratch_line("Expect:", 7, NULL, 0);      /* no 100-continue */
+  if (lua_istable(L, F_HEADERS)) lua_pushnil(L); /* first key */
   while (lua_istable(L, F_HEADERS) && lua_next(L, F_HEADERS)) {
     if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
       luaL_argerror(L, arg, "headers must map names to strings");
@@ -626,12 +581,10 @@ static int read_headers(lua_State *L, int arg) {
     if (!valid_token(k) || !header_ok(v))
       luaL_argerror(L, arg, "header names must be tokens, values without CR or LF");
     has_type |= kn == 12 && strcasecmp(k, "Content-Type") == 0;
-    if (!rc)
-      rc = scratch_line(k, kn, v, vn);
+    if (!rc) rc = scratch_line(k, kn, v, vn);
     lua_pop(L, 1); /* value; keep key */
   }
-  if (!has_type && !rc)
-    rc = scratch_line("Content-Type:", 13, NULL, 0);
+  if (!has_type && !rc) rc = scratch_line("Content-Type:", 13, NULL, 0);
   return rc;
 }
 
@@ -646,8 +599,7 @@ static int take_headers(xfer_t *x) {
   size_t n = (size_t)H.scratch_lines;
   if (n > x->hnodes_cap) {
     struct curl_slist *nodes = realloc(x->hnodes, n * sizeof *nodes);
-    if (!nodes)
-      return -ENOMEM;
+    if (!nodes) return -ENOMEM;
     x->hnodes = nodes;
     x->hnodes_cap = n;
   }
@@ -663,8 +615,7 @@ static int take_headers(xfer_t *x) {
 /* Checks the URL (the last good one is remembered: handlers post to one URL).
  * Returns 0, or -EINVAL / -ENOMEM with a message. */
 static int check_url(const char *url, char *err, size_t n) {
-  if (H.good_url && strcmp(H.good_url, url) == 0)
-    return 0;
+  if (H.good_url && strcmp(H.good_url, url) == 0) return 0;
   CURLU *u = curl_url();
   char *host = NULL, *scheme = NULL;
   int rc = -EINVAL;
@@ -704,8 +655,7 @@ static void set_method(xfer_t *x, const req_t *r) {
   } else if (r->body || strcmp(r->method, "POST") == 0) {
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->body ? r->body_len : 0));
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->req.data ? x->req.data : "");
-    if (strcmp(r->method, "POST") != 0)
-      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+    if (strcmp(r->method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
   } else if (strcmp(r->method, "GET") != 0) {
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
   }
@@ -731,12 +681,10 @@ static void on_cancel(task_t *t, void *data) {
 /* Fills a pooled transfer from the request; returns it, or NULL with a message. */
 static xfer_t *prepare(lua_State *L, const req_t *r, int arg, task_t *t, char *err, size_t n) {
   int rc = read_headers(L, arg); /* may raise; nothing held yet */
-  if (!rc && (rc = check_url(r->url, err, n)))
-    return NULL;
+  if (!rc && (rc = check_url(r->url, err, n))) return NULL;
   xfer_t *x = rc ? NULL : xfer_get();
   if (!x || take_headers(x) || (r->body && buf_add(&x->req, r->body, r->body_len))) {
-    if (x)
-      xfer_put(x);
+    if (x) xfer_put(x);
     snprintf(err, n, "out of memory");
     return NULL;
   }
@@ -754,10 +702,8 @@ static int start(lua_State *L, int arg) {
   char err[512];
   read_req(L, &r, arg);
   task_t *t = host_task(L);
-  if (!t)
-    return luaL_error(L, "outbox.http can only wait inside a handler or hook");
-  if (multi_open(host_loop(L)))
-    return luaL_error(L, "outbox.http: cannot start libcurl");
+  if (!t) return luaL_error(L, "outbox.http can only wait inside a handler or hook");
+  if (multi_open(host_loop(L))) return luaL_error(L, "outbox.http: cannot start libcurl");
   xfer_t *x = prepare(L, &r, arg, t, err, sizeof err);
   if (!x) {
     lua_pushnil(L);
@@ -782,8 +728,7 @@ static int l_request(lua_State *L) {
   static const char *const fields[] = {"headers", "url", "method", "body", "timeout", "max_body"};
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  for (int i = 0; i < 6; i++)
-    lua_getfield(L, 1, fields[i]); /* slots F_HEADERS.. */
+  for (int i = 0; i < 6; i++) lua_getfield(L, 1, fields[i]); /* slots F_HEADERS.. */
   return start(L, 1);
 }
 
@@ -799,10 +744,8 @@ static void push_opt(lua_State *L, int opts, const char *name) {
  * arguments; opts.method overrides the method. */
 static int shorthand(lua_State *L, const char *method, int opts) {
   luaL_checktype(L, 1, LUA_TSTRING);
-  if (opts == 3 && !lua_isnoneornil(L, 2))
-    luaL_checktype(L, 2, LUA_TSTRING);
-  if (!lua_isnoneornil(L, opts))
-    luaL_checktype(L, opts, LUA_TTABLE);
+  if (opts == 3 && !lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TSTRING);
+  if (!lua_isnoneornil(L, opts)) luaL_checktype(L, opts, LUA_TTABLE);
   lua_settop(L, 3);
   push_opt(L, opts, "headers"); /* 4 */
   lua_pushvalue(L, 1);          /* 5: url */
@@ -859,13 +802,11 @@ void http_shutdown(void) {
   H.pooled = 0;
   if (H.multi) {
     while (H.socks) { /* stop watching before curl closes the sockets */
-      if (!H.socks->owned)
-        curl_multi_assign(H.multi, H.socks->fd, NULL);
+      if (!H.socks->owned) curl_multi_assign(H.multi, H.socks->fd, NULL);
       sock_close(H.socks);
     }
     for (size_t i = 0; i < H.nbyfd; i++) /* owned, never watched */
-      if (H.byfd[i])
-        sock_close(H.byfd[i]);
+      if (H.byfd[i]) sock_close(H.byfd[i]);
     curl_multi_cleanup(H.multi); /* closes the cached connections */
     H.multi = NULL;
     uv_close((uv_handle_t *)&H.timer, on_timer_closed);
@@ -878,8 +819,7 @@ void http_shutdown(void) {
   memset(&H.scratch, 0, sizeof H.scratch);
   free(H.good_url);
   H.good_url = NULL;
-  if (H.curl_ready)
-    curl_global_cleanup();
+  if (H.curl_ready) curl_global_cleanup();
   H.curl_ready = 0;
   H.loop = NULL;
 }

@@ -63,16 +63,14 @@ static limiter_lane_t **bucket_of(const limiter_t *l, uint64_t hash) {
 
 static void chain_insert(limiter_lane_t **bucket, limiter_lane_t *lane) {
   lane->next = *bucket;
-  if (*bucket)
-    (*bucket)->pprev = &lane->next;
+  if (*bucket) (*bucket)->pprev = &lane->next;
   lane->pprev = bucket;
   *bucket = lane;
 }
 
 static limiter_lane_t *lane_find(const limiter_t *l, const char *key, size_t len, uint64_t hash) {
   for (limiter_lane_t *lane = *bucket_of(l, hash); lane; lane = lane->next) {
-    if (lane->hash == hash && lane->keylen == len && memcmp(lane->key, key, len) == 0)
-      return lane;
+    if (lane->hash == hash && lane->keylen == len && memcmp(lane->key, key, len) == 0) return lane;
   }
   return NULL;
 }
@@ -80,12 +78,10 @@ static limiter_lane_t *lane_find(const limiter_t *l, const char *key, size_t len
 /* Doubles the table once the load factor passes 1. Failure is harmless: the chains
  * just get longer. */
 static void table_grow(limiter_t *l) {
-  if (l->nlanes < l->nbuckets)
-    return;
+  if (l->nlanes < l->nbuckets) return;
   size_t n = l->nbuckets * 2;
   limiter_lane_t **t = calloc(n, sizeof(*t));
-  if (!t)
-    return;
+  if (!t) return;
   limiter_lane_t **old = l->lanes;
   size_t oldn = l->nbuckets;
   l->lanes = t;
@@ -108,8 +104,7 @@ static limiter_lane_t *lane_alloc(limiter_t *l, const char *key, size_t len) {
     l->free_lanes = lane->next;
   } else {
     lane = calloc(1, sizeof(*lane));
-    if (!lane)
-      return NULL;
+    if (!lane) return NULL;
   }
   if (lane->keycap < len) {
     char *k = realloc(lane->key, len);
@@ -130,11 +125,9 @@ static limiter_lane_t *lane_alloc(limiter_t *l, const char *key, size_t len) {
 static limiter_lane_t *lane_get(limiter_t *l, const char *key, size_t len) {
   uint64_t hash = fnv1a(key, len);
   limiter_lane_t *lane = lane_find(l, key, len, hash);
-  if (lane)
-    return lane;
+  if (lane) return lane;
   lane = lane_alloc(l, key, len);
-  if (!lane)
-    return NULL;
+  if (!lane) return NULL;
   lane->hash = hash;
   l->nlanes++;
   table_grow(l);
@@ -146,8 +139,7 @@ static limiter_lane_t *lane_get(limiter_t *l, const char *key, size_t len) {
 static void lane_remove(limiter_t *l, limiter_lane_t *lane) {
   assert(!lane->head && !lane->wait_head);
   *lane->pprev = lane->next;
-  if (lane->next)
-    lane->next->pprev = lane->pprev;
+  if (lane->next) lane->next->pprev = lane->pprev;
   lane->pprev = NULL;
   lane->next = l->free_lanes;
   l->free_lanes = lane;
@@ -176,12 +168,10 @@ static void lane_advance(limiter_t *l, limiter_lane_t *lane) {
 /* ---- public API -------------------------------------------------------------- */
 
 int limiter_init(limiter_t *l, int limit) {
-  if (limit < 1)
-    return -EINVAL;
+  if (limit < 1) return -EINVAL;
   memset(l, 0, sizeof(*l));
   l->lanes = calloc(INITIAL_BUCKETS, sizeof(*l->lanes));
-  if (!l->lanes)
-    return -ENOMEM;
+  if (!l->lanes) return -ENOMEM;
   l->nbuckets = INITIAL_BUCKETS;
   l->limit = limit;
   return 0;
@@ -220,8 +210,7 @@ int limiter_admit(limiter_t *l, limiter_item_t *it, const char *key, size_t keyl
     return 0;
   }
   limiter_lane_t *lane = lane_get(l, key, keylen);
-  if (!lane)
-    return -ENOMEM;
+  if (!lane) return -ENOMEM;
   it->lane = lane;
   l->queued++;
   if (!lane->head) {
@@ -235,21 +224,18 @@ int limiter_admit(limiter_t *l, limiter_item_t *it, const char *key, size_t keyl
 }
 
 limiter_item_t *limiter_peek(const limiter_t *l) {
-  if (l->active >= l->limit)
-    return NULL;
+  if (l->active >= l->limit) return NULL;
   return l->head;
 }
 
 limiter_item_t *limiter_next(limiter_t *l) {
   limiter_item_t *it = limiter_peek(l);
-  if (!it)
-    return NULL;
+  if (!it) return NULL;
   queue_unlink(&l->head, &l->tail, it);
   it->state = LIMITER_ACTIVE;
   l->queued--;
   l->active++;
-  if (l->active > l->peak)
-    l->peak = l->active;
+  if (l->active > l->peak) l->peak = l->active;
   return it;
 }
 
@@ -260,8 +246,7 @@ void limiter_release(limiter_t *l, limiter_item_t *it) {
   it->state = LIMITER_IDLE;
   limiter_lane_t *lane = it->lane;
   it->lane = NULL;
-  if (!lane)
-    return;
+  if (!lane) return;
   assert(lane->head == it);
   lane_advance(l, lane);
 }
@@ -279,8 +264,7 @@ void limiter_cancel(limiter_t *l, limiter_item_t *it) {
   }
   it->state = LIMITER_IDLE;
   queue_unlink(&l->head, &l->tail, it);
-  if (!lane)
-    return;
+  if (!lane) return;
   assert(lane->head == it);
   lane_advance(l, lane);
 }

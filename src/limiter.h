@@ -20,18 +20,18 @@ enum limiter_item_state {
 typedef struct limiter_item {
   struct limiter_item *next; /* FIFO link: ready queue or lane queue */
   struct limiter_item *prev;
-  limiter_lane_t *lane;      /* NULL when the item has no key */
-  int state;                 /* enum limiter_item_state */
+  limiter_lane_t *lane; /* NULL when the item has no key */
+  int state;            /* enum limiter_item_state */
 } limiter_item_t;
 
 typedef struct limiter {
-  int limit;               /* slots; may change at run time */
-  int active;              /* items holding a slot */
-  int queued;              /* items READY or WAITING */
-  int peak;                /* highest `active` seen */
-  limiter_item_t *head;    /* ready FIFO */
+  int limit;            /* slots; may change at run time */
+  int active;           /* items holding a slot */
+  int queued;           /* items READY or WAITING */
+  int peak;             /* highest `active` seen */
+  limiter_item_t *head; /* ready FIFO */
   limiter_item_t *tail;
-  limiter_lane_t **lanes;  /* hash table of lanes with at least one item */
+  limiter_lane_t **lanes; /* hash table of lanes with at least one item */
   size_t nbuckets;
   size_t nlanes;
   limiter_lane_t *free_lanes; /* recycled lanes */

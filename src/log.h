@@ -30,13 +30,12 @@ int log_enabled(int level);
 void log_fields(int level, const char *msg, const log_kv_t *kv, int n);
 
 /* log_at(LOG_INFO, "event done", KI("id", id), KS("topic", t)) */
-#define log_at(level, msg, ...)                                                          \
-  do {                                                                                   \
-    if (log_enabled(level)) {                                                            \
-      const log_kv_t log_kv_[] = {{0}, __VA_ARGS__};                                     \
-      log_fields((level), (msg), log_kv_ + 1,                                            \
-                 (int)(sizeof(log_kv_) / sizeof(log_kv_[0])) - 1);                       \
-    }                                                                                    \
+#define log_at(level, msg, ...)                                                                    \
+  do {                                                                                             \
+    if (log_enabled(level)) {                                                                      \
+      const log_kv_t log_kv_[] = {{0}, __VA_ARGS__};                                               \
+      log_fields((level), (msg), log_kv_ + 1, (int)(sizeof(log_kv_) / sizeof(log_kv_[0])) - 1);    \
+    }                                                                                              \
   } while (0)
 
 /* Sets (or clears, with NULL) the provider of a status line kept at the bottom of

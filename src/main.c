@@ -15,16 +15,16 @@
 #define VERSION "0.1.0"
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: outboxd run SCRIPT.lua [options]     dispatch events to the handler script\n"
-          "       outboxd check SCRIPT.lua             load the script, report errors (exit 0/2)\n"
-          "       outboxd init    [--db URL]           create the outbox table if missing\n"
-          "       outboxd enqueue [--db URL] --topic T [--key K] [--payload JSON] [--headers JSON]\n"
-          "                                            (no --payload: NDJSON lines on stdin)\n"
-          "       outboxd status  [--db URL] [--json]  counts by status, oldest pending, dead\n"
-          "       outboxd requeue [--db URL] (--dead | --id N...)\n"
-          "       outboxd --help | --version\n"
-          "\nrun options (flag > environment > outbox.configure{} > default):\n");
+  fprintf(
+      f, "usage: outboxd run SCRIPT.lua [options]     dispatch events to the handler script\n"
+         "       outboxd check SCRIPT.lua             load the script, report errors (exit 0/2)\n"
+         "       outboxd init    [--db URL]           create the outbox table if missing\n"
+         "       outboxd enqueue [--db URL] --topic T [--key K] [--payload JSON] [--headers JSON]\n"
+         "                                            (no --payload: NDJSON lines on stdin)\n"
+         "       outboxd status  [--db URL] [--json]  counts by status, oldest pending, dead\n"
+         "       outboxd requeue [--db URL] (--dead | --id N...)\n"
+         "       outboxd --help | --version\n"
+         "\nrun options (flag > environment > outbox.configure{} > default):\n");
   config_usage(f);
 }
 
@@ -40,10 +40,9 @@ static int cmd_run(int argc, char **argv) {
   }
   for (int i = 0; i < config_nopts && n < 62; i++) {
     int t = config_opts[i].type;
-    longopts[n++] = (struct option){config_opts[i].flag,
-                                    (t == CT_BOOL || t == CT_NEGBOOL) ? no_argument
-                                                                      : required_argument,
-                                    NULL, 1000 + i};
+    longopts[n++] = (struct option){
+        config_opts[i].flag, (t == CT_BOOL || t == CT_NEGBOOL) ? no_argument : required_argument,
+        NULL, 1000 + i};
   }
   longopts[n++] = (struct option){"help", no_argument, NULL, 'h'};
   longopts[n] = (struct option){NULL, 0, NULL, 0};

@@ -10,12 +10,12 @@
 enum memmon_change { MEMMON_NO_CHANGE = 0, MEMMON_HIGH = 1, MEMMON_NORMAL = 2 };
 
 typedef struct memmon {
-  uint64_t limit;     /* bytes that count as 100% */
-  int high_pct;       /* enter HIGH at rss >= limit * high_pct / 100 */
-  int low_pct;        /* leave HIGH at rss < limit * low_pct / 100 */
-  int high;           /* 1 while HIGH */
-  uint64_t rss;       /* last sample */
-  uint64_t lua_heap;  /* last sample: Lua heap of every live state, reported beside */
+  uint64_t limit;    /* bytes that count as 100% */
+  int high_pct;      /* enter HIGH at rss >= limit * high_pct / 100 */
+  int low_pct;       /* leave HIGH at rss < limit * low_pct / 100 */
+  int high;          /* 1 while HIGH */
+  uint64_t rss;      /* last sample */
+  uint64_t lua_heap; /* last sample: Lua heap of every live state, reported beside */
 } memmon_t;
 
 /* Initialises with a limit in bytes (> 0) and thresholds (0 < low < high <= 100).

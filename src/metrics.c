@@ -14,15 +14,15 @@
 
 #include "log.h"
 
-#define MAX_CONNS 64          /* open connections at most; more are closed at once */
-#define MAX_REQUEST 8192      /* bytes of request head at most */
+#define MAX_CONNS 64     /* open connections at most; more are closed at once */
+#define MAX_REQUEST 8192 /* bytes of request head at most */
 #define MAX_URL 512
-#define IDLE_MS 5000          /* a connection older than this is closed */
+#define IDLE_MS 5000 /* a connection older than this is closed */
 #define SWEEP_MS 1000
 #define BODY_GUESS 8192
 
-const double metrics_bucket_bounds[METRICS_BUCKETS] = {
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+const double metrics_bucket_bounds[METRICS_BUCKETS] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                       0.5,   1,     2.5,  5,     10,   30,  60};
 
 typedef struct conn {
   uv_tcp_t tcp;
@@ -120,10 +120,8 @@ size_t metrics_render(const metrics_figures_t *f, char *buf, size_t cap) {
   put(&o, "outboxd_events_total{outcome=\"retried\"} %" PRId64 "\n", f->retried);
   gauge(&o, "outboxd_inflight", "Handlers running now.", (double)f->inflight);
   gauge(&o, "outboxd_queued", "Claimed events waiting for a handler slot.", (double)f->queued);
-  gauge(&o, "outboxd_concurrency", "Handlers allowed in flight at most.",
-        (double)f->concurrency);
-  gauge(&o, "outboxd_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.",
-        f->breaker);
+  gauge(&o, "outboxd_concurrency", "Handlers allowed in flight at most.", (double)f->concurrency);
+  gauge(&o, "outboxd_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", f->breaker);
   head(&o, "outboxd_memory_bytes", "gauge", "Process RSS and the Lua heaps inside it.");
   put(&o, "outboxd_memory_bytes{kind=\"rss\"} %" PRIu64 "\n", f->rss);
   put(&o, "outboxd_memory_bytes{kind=\"lua\"} %" PRIu64 "\n", f->lua_heap);
@@ -140,8 +138,7 @@ size_t metrics_render(const metrics_figures_t *f, char *buf, size_t cap) {
   head(&o, "outboxd_reloads_total", "counter", "Script reloads by result.");
   put(&o, "outboxd_reloads_total{result=\"ok\"} %" PRId64 "\n", f->reloads_ok);
   put(&o, "outboxd_reloads_total{result=\"failed\"} %" PRId64 "\n", f->reloads_failed);
-  gauge(&o, "outboxd_generation", "Generation of the script serving new events.",
-        f->generation);
+  gauge(&o, "outboxd_generation", "Generation of the script serving new events.", f->generation);
   gauge(&o, "outboxd_store_up", "0 when the last store call failed.", f->store_ok);
   gauge(&o, "outboxd_uptime_seconds", "Time since the run started.", f->uptime_s);
   return o.len;
@@ -175,8 +172,10 @@ static void on_conn_closed(uv_handle_t *h) {
 static void conn_close(conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
-  if (c->prev) c->prev->next = c->next;
-  else c->m->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    c->m->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->m->nconns--;
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
@@ -226,8 +225,10 @@ static void serve_metrics(conn_t *c, const metrics_figures_t *f) {
   size_t n = body ? metrics_render(f, body, cap) : 0;
   if (body && n >= cap) {
     char *bigger = realloc(body, n + 1);
-    if (bigger) metrics_render(f, bigger, n + 1);
-    else free(body);
+    if (bigger)
+      metrics_render(f, bigger, n + 1);
+    else
+      free(body);
     body = bigger;
   }
   if (!body) {
@@ -271,8 +272,10 @@ static void route(conn_t *c) {
     return;
   }
   const char *why = not_ready(&f);
-  if (why) respond_text(c, 503, "Service Unavailable", why, NULL);
-  else respond_text(c, 200, "OK", "ready\n", NULL);
+  if (why)
+    respond_text(c, 503, "Service Unavailable", why, NULL);
+  else
+    respond_text(c, 200, "OK", "ready\n", NULL);
 }
 
 static int on_url(http_parser *p, const char *at, size_t len) {
@@ -290,8 +293,10 @@ static int on_url(http_parser *p, const char *at, size_t len) {
 static int on_message_complete(http_parser *p) {
   conn_t *c = p->data;
   if (c->responded) return 1;
-  if (c->url_too_long) respond_text(c, 414, "URI Too Long", "URI too long\n", NULL);
-  else route(c);
+  if (c->url_too_long)
+    respond_text(c, 414, "URI Too Long", "URI too long\n", NULL);
+  else
+    route(c);
   return 1; /* one request per connection: stop parsing */
 }
 

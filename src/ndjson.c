@@ -18,8 +18,7 @@ typedef struct scan {
 #define MAX_DEPTH 256
 
 static void skip_ws(scan_t *s) {
-  while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\r' || *s->p == '\n'))
-    s->p++;
+  while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\r' || *s->p == '\n')) s->p++;
 }
 
 static int fail(scan_t *s, const char *msg) {
@@ -32,10 +31,14 @@ static int hex4(const char *p, unsigned *out) {
   for (int i = 0; i < 4; i++) {
     char c = p[i];
     v <<= 4;
-    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-    else return -1;
+    if (c >= '0' && c <= '9')
+      v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v |= (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F')
+      v |= (unsigned)(c - 'A' + 10);
+    else
+      return -1;
   }
   *out = v;
   return 0;
@@ -66,16 +69,21 @@ static int utf8_len(const unsigned char *p, const unsigned char *end) {
   int n;
   unsigned cp;
   if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) n = 2, cp = c & 0x1F;
-  else if (c >= 0xE0 && c <= 0xEF) n = 3, cp = c & 0x0F;
-  else if (c >= 0xF0 && c <= 0xF4) n = 4, cp = c & 0x07;
-  else return 0;
+  if (c >= 0xC2 && c <= 0xDF)
+    n = 2, cp = c & 0x1F;
+  else if (c >= 0xE0 && c <= 0xEF)
+    n = 3, cp = c & 0x0F;
+  else if (c >= 0xF0 && c <= 0xF4)
+    n = 4, cp = c & 0x07;
+  else
+    return 0;
   if (end - p < n) return 0;
   for (int i = 1; i < n; i++) {
     if ((p[i] & 0xC0) != 0x80) return 0;
     cp = (cp << 6) | (p[i] & 0x3F);
   }
-  if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+  if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+      (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
     return 0;
   return n;
 }
@@ -86,7 +94,9 @@ static int escape(scan_t *s, char *buf) {
   unsigned cp;
   char e = *s->p++;
   switch (e) {
-  case '"': case '\\': case '/': buf[0] = e; return 1;
+  case '"':
+  case '\\':
+  case '/': buf[0] = e; return 1;
   case 'b': buf[0] = '\b'; return 1;
   case 'f': buf[0] = '\f'; return 1;
   case 'n': buf[0] = '\n'; return 1;
@@ -202,7 +212,8 @@ static int skip_container(scan_t *s, char close) {
     if (*s->p == close && first) break;
     if (!first) {
       if (*s->p == close) break;
-      if (*s->p != ',') return fail(s, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+      if (*s->p != ',')
+        return fail(s, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
       s->p++;
       skip_ws(s);
     }
@@ -353,13 +364,15 @@ int ndjson_parse(char *line, size_t len, ndjson_rec_t *rec, const char **err) {
       }
       rec->payload = v, rec->payload_len = vlen, have_payload = 1;
     } else if (key_is(k, klen, "key")) {
-      if (is_str) rec->key = v, rec->key_len = vlen;
+      if (is_str)
+        rec->key = v, rec->key_len = vlen;
       else if (!(vlen == 4 && memcmp(v, "null", 4) == 0)) {
         fail(&s, "\"key\" must be a string");
         goto bad;
       }
     } else if (key_is(k, klen, "headers")) {
-      if (!is_str && v[0] == '{') rec->headers = v, rec->headers_len = vlen;
+      if (!is_str && v[0] == '{')
+        rec->headers = v, rec->headers_len = vlen;
       else if (!(vlen == 4 && memcmp(v, "null", 4) == 0)) {
         fail(&s, "\"headers\" must be an object");
         goto bad;

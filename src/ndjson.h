@@ -9,13 +9,13 @@
 #include <stdint.h>
 
 typedef struct ndjson_rec {
-  char *topic;       /* unescaped, NUL-terminated in the line buffer */
+  char *topic; /* unescaped, NUL-terminated in the line buffer */
   size_t topic_len;
-  char *key;         /* NULL when absent or null */
+  char *key; /* NULL when absent or null */
   size_t key_len;
-  char *payload;     /* a string payload unescaped; any other value as its JSON text */
+  char *payload; /* a string payload unescaped; any other value as its JSON text */
   size_t payload_len;
-  char *headers;     /* JSON object text, or NULL */
+  char *headers; /* JSON object text, or NULL */
   size_t headers_len;
   int64_t id;
   int has_id;

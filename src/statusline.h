@@ -8,8 +8,8 @@
 #include <stdint.h>
 
 typedef struct statusline_figures {
-  uint64_t now_ms;     /* any monotonic clock */
-  int64_t processed;   /* handler runs finished, for events/s */
+  uint64_t now_ms;   /* any monotonic clock */
+  int64_t processed; /* handler runs finished, for events/s */
   int64_t inflight, limit, queued;
   int64_t pending;     /* in the store; -1 when not known */
   const char *breaker; /* "closed" | "open" | "half-open" */

@@ -7,10 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len,
-                               const char *key, size_t key_len, const char *payload,
-                               size_t payload_len, const char *headers,
-                               size_t headers_len, size_t extra) {
+store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len, const char *key,
+                               size_t key_len, const char *payload, size_t payload_len,
+                               const char *headers, size_t headers_len, size_t extra) {
   size_t need = sizeof(store_event_t) + topic_len + 1 + payload_len + 1 + extra;
   if (key) need += key_len + 1;
   if (headers) need += headers_len + 1;

@@ -16,23 +16,22 @@ typedef struct store store_t;
 
 typedef struct store_event {
   int64_t id;
-  char *topic;         /* NUL-terminated, never NULL */
-  char *key;           /* NULL when the event has none */
-  char *payload;       /* raw text (JSON text when it was not a string) */
+  char *topic;   /* NUL-terminated, never NULL */
+  char *key;     /* NULL when the event has none */
+  char *payload; /* raw text (JSON text when it was not a string) */
   size_t payload_len;
-  char *headers;       /* JSON object text, or NULL */
-  int attempts;        /* runs already made before this claim */
-  int64_t created_at;  /* ms since the epoch */
-  void *owner;         /* free for the dispatcher */
-  void *priv;          /* free for the store */
+  char *headers;      /* JSON object text, or NULL */
+  int attempts;       /* runs already made before this claim */
+  int64_t created_at; /* ms since the epoch */
+  void *owner;        /* free for the dispatcher */
+  void *priv;         /* free for the store */
 } store_event_t;
 
 /* Allocates an event with its strings in one block (lengths exclude NUL; key and
  * headers may be NULL). Returns NULL on ENOMEM. Free with store_event_free. */
-store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len,
-                               const char *key, size_t key_len, const char *payload,
-                               size_t payload_len, const char *headers,
-                               size_t headers_len, size_t extra);
+store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len, const char *key,
+                               size_t key_len, const char *payload, size_t payload_len,
+                               const char *headers, size_t headers_len, size_t extra);
 void store_event_free(store_event_t *ev);
 
 /* Called by the store when claim() may return more than it did (new rows, a retry
@@ -41,12 +40,12 @@ void store_event_free(store_event_t *ev);
 typedef void (*store_wake_cb)(void *arg);
 
 typedef struct store_opts {
-  int batch;              /* events claimed per claim */
-  int ordering_key;       /* 1: only the head pending event of each key is claimable */
-  int64_t lease_ms;       /* claim lease, renewed by the store while events are out */
-  int keep_done;          /* keep done rows instead of deleting them */
-  int64_t poll_ms;        /* longest idle wait between looks at the store */
-  const char *host_id;    /* written to locked_by */
+  int batch;           /* events claimed per claim */
+  int ordering_key;    /* 1: only the head pending event of each key is claimable */
+  int64_t lease_ms;    /* claim lease, renewed by the store while events are out */
+  int keep_done;       /* keep done rows instead of deleting them */
+  int64_t poll_ms;     /* longest idle wait between looks at the store */
+  const char *host_id; /* written to locked_by */
   store_wake_cb wake;
   void *wake_arg;
 } store_opts_t;
@@ -113,13 +112,13 @@ int store_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, store
 int store_init_schema(const char *url, char *errbuf, size_t errlen);
 
 /* Backends. */
-int store_ndjson_open(uv_loop_t *loop, const char *path, const store_opts_t *opts,
-                      store_t **out, char *errbuf, size_t errlen);
-int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opts,
-                      store_t **out, char *errbuf, size_t errlen);
+int store_ndjson_open(uv_loop_t *loop, const char *path, const store_opts_t *opts, store_t **out,
+                      char *errbuf, size_t errlen);
+int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opts, store_t **out,
+                      char *errbuf, size_t errlen);
 int store_sqlite_init_schema(const char *path, char *errbuf, size_t errlen);
-int store_pg_open(uv_loop_t *loop, const char *url, const store_opts_t *opts,
-                  store_t **out, char *errbuf, size_t errlen);
+int store_pg_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, store_t **out,
+                  char *errbuf, size_t errlen);
 int store_pg_init_schema(const char *url, char *errbuf, size_t errlen);
 
 #define store_claim(s, max, out, n) ((s)->ops->claim((s), (max), (out), (n)))

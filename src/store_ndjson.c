@@ -17,7 +17,7 @@
 #define READ_CHUNK (1 << 20)
 #define PIPE_HIGH (4 << 20)
 
-typedef struct node {         /* per-event store data, after the event's strings */
+typedef struct node { /* per-event store data, after the event's strings */
   int64_t available_at;
   store_event_t *next;
 } node_t;
@@ -45,8 +45,8 @@ typedef struct nd {
   size_t nheap, capheap;
   keystate_t **keys;
   size_t nbuckets, nkeys;
-  int64_t out;   /* claimed, not yet handed back */
-  int64_t held;  /* waiting in key queues */
+  int64_t out;  /* claimed, not yet handed back */
+  int64_t held; /* waiting in key queues */
   int closing;
   void (*close_cb)(void *);
   void *close_arg;
@@ -100,8 +100,10 @@ static int key_take(nd_t *d, store_event_t *ev) {
   if (*pp) {
     keystate_t *k = *pp;
     node(ev)->next = NULL;
-    if (k->tail) node(k->tail)->next = ev;
-    else k->head = ev;
+    if (k->tail)
+      node(k->tail)->next = ev;
+    else
+      k->head = ev;
     k->tail = ev;
     d->held++;
     return 1;
@@ -123,8 +125,10 @@ static void ready_push(nd_t *d, store_event_t *ev, int front) {
     if (!d->rtail) d->rtail = ev;
     return;
   }
-  if (d->rtail) node(d->rtail)->next = ev;
-  else d->rhead = ev;
+  if (d->rtail)
+    node(d->rtail)->next = ev;
+  else
+    d->rhead = ev;
   d->rtail = ev;
 }
 
@@ -444,8 +448,8 @@ static const store_ops_t ops = {
     .close = nd_close,
 };
 
-int store_ndjson_open(uv_loop_t *loop, const char *path, const store_opts_t *opts,
-                      store_t **out, char *errbuf, size_t errlen) {
+int store_ndjson_open(uv_loop_t *loop, const char *path, const store_opts_t *opts, store_t **out,
+                      char *errbuf, size_t errlen) {
   nd_t *d = calloc(1, sizeof *d);
   if (!d) return -ENOMEM;
   d->base.ops = &ops;

@@ -15,11 +15,11 @@
 
 #include "log.h"
 
-#define FLUSH_DELAY_MS 5       /* settlements wait at most this long for company */
-#define RETRY_MIN_MS 100       /* first reconnect delay, doubled up to RETRY_MAX_MS */
+#define FLUSH_DELAY_MS 5 /* settlements wait at most this long for company */
+#define RETRY_MIN_MS 100 /* first reconnect delay, doubled up to RETRY_MAX_MS */
 #define RETRY_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 10000
-#define CLOSE_TIMEOUT_MS 5000  /* longest wait for the last flush at close */
+#define CLOSE_TIMEOUT_MS 5000 /* longest wait for the last flush at close */
 #define CHANNEL "outbox_new"
 #define APP_NAME "outboxd"
 
@@ -66,22 +66,21 @@ static const char schema_sql[] =
 /* A row is the head of its key when no live row of that key has a smaller id. A row
  * locked by another host's claim still reads as pending in our snapshot, so the next
  * row of its key is never the head while the first is being claimed. */
-#define HEAD_OF_KEY                                                                      \
-  " AND (c.key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox h WHERE h.key = c.key"         \
+#define HEAD_OF_KEY                                                                                \
+  " AND (c.key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox h WHERE h.key = c.key"                  \
   " AND h.id < c.id AND h.status IN ('pending','processing')))"
 
 /* $1 host, $2 lease ms, $3 limit, $4 ids this host still has out (never reclaimed).
  * Claimable: pending and due, or processing under a lease that ran out. */
-#define CLAIM_SQL(head)                                                                  \
-  "UPDATE outbox o SET status = 'processing', locked_by = $1,"                           \
-  " locked_until = now() + $2::bigint * interval '1 millisecond'"                        \
-  " WHERE o.id IN (SELECT c.id FROM outbox c"                                            \
-  " WHERE c.status IN ('pending','processing')"                                          \
-  " AND ((c.status = 'pending' AND c.available_at <= now())"                             \
-  " OR (c.status = 'processing' AND c.locked_until < now()"                              \
-  " AND NOT (c.id = ANY ($4::bigint[]))))" head                                          \
-  " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED)"                                      \
-  " RETURNING o.id, o.topic, o.key, o.payload, o.headers, o.attempts,"                   \
+#define CLAIM_SQL(head)                                                                            \
+  "UPDATE outbox o SET status = 'processing', locked_by = $1,"                                     \
+  " locked_until = now() + $2::bigint * interval '1 millisecond'"                                  \
+  " WHERE o.id IN (SELECT c.id FROM outbox c"                                                      \
+  " WHERE c.status IN ('pending','processing')"                                                    \
+  " AND ((c.status = 'pending' AND c.available_at <= now())"                                       \
+  " OR (c.status = 'processing' AND c.locked_until < now()"                                        \
+  " AND NOT (c.id = ANY ($4::bigint[]))))" head " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED)"  \
+  " RETURNING o.id, o.topic, o.key, o.payload, o.headers, o.attempts,"                             \
   " (extract(epoch FROM o.created_at) * 1000)::bigint"
 
 static const char claim_sql[] = CLAIM_SQL(HEAD_OF_KEY);
@@ -133,8 +132,8 @@ static const char oldest_sql[] =
     " WHERE status = 'pending'";
 static const char list_dead_sql[] = "SELECT id, topic, attempts, last_error FROM outbox"
                                     " WHERE status = 'dead' ORDER BY id DESC LIMIT $1";
-#define REQUEUE_SET                                                                      \
-  "UPDATE outbox SET status = 'pending', attempts = 0, available_at = now(),"            \
+#define REQUEUE_SET                                                                                \
+  "UPDATE outbox SET status = 'pending', attempts = 0, available_at = now(),"                      \
   " locked_by = NULL, locked_until = NULL"
 static const char requeue_dead_sql[] = REQUEUE_SET " WHERE status = 'dead'";
 static const char requeue_ids_sql[] =
@@ -158,7 +157,6 @@ typedef struct settles {
   int n, cap;
 } settles_t;
 
-
 /* A growing text buffer for array literals. */
 typedef struct sbuf {
   char *p;
@@ -173,13 +171,13 @@ typedef struct pg {
   char *host;
   int dispatching, closing, in_call;
   int state;
-  int failures;      /* failed connections or queries in a row */
-  int64_t retry_ms;  /* next reconnect delay */
-  int listening;     /* LISTEN done on this connection */
+  int failures;     /* failed connections or queries in a row */
+  int64_t retry_ms; /* next reconnect delay */
+  int listening;    /* LISTEN done on this connection */
   int connected_once;
-  uv_poll_t *poll;   /* on PQsocket; heap-allocated, the socket changes per connection */
+  uv_poll_t *poll; /* on PQsocket; heap-allocated, the socket changes per connection */
   int poll_fd, poll_events;
-  int op;            /* the query in flight */
+  int op; /* the query in flight */
   int want_flush, want_claim, want_renew, want_due;
   int dirty;         /* something may have become claimable since the last claim */
   settles_t set;     /* buffered settlements */
@@ -188,10 +186,9 @@ typedef struct pg {
   size_t nrenewing;
   store_event_t **buf; /* prefetched events, oldest first */
   int nbuf, capbuf, claim_limit;
-  idset_t out;       /* every id claimed and not yet settled (buffered or handed out) */
-  int64_t due_at;    /* when due_timer fires (ms since the epoch), 0 when idle */
-  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, retry_timer, kick_timer,
-      close_timer;
+  idset_t out;    /* every id claimed and not yet settled (buffered or handed out) */
+  int64_t due_at; /* when due_timer fires (ms since the epoch), 0 when idle */
+  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, retry_timer, kick_timer, close_timer;
   int nopen;
   int close_started;
   void (*close_cb)(void *arg);
@@ -281,8 +278,10 @@ static void on_kick(uv_timer_t *t) {
 /* Tells the dispatcher to claim again; deferred to the loop when inside a store call. */
 static void wake(pg_t *s) {
   if (!s->dispatching || s->closing || !s->base.opts.wake) return;
-  if (s->in_call) timer_after(&s->kick_timer, on_kick, 0);
-  else s->base.opts.wake(s->base.opts.wake_arg);
+  if (s->in_call)
+    timer_after(&s->kick_timer, on_kick, 0);
+  else
+    s->base.opts.wake(s->base.opts.wake_arg);
 }
 
 static void on_due(uv_timer_t *t) {
@@ -425,9 +424,8 @@ static void connection_lost(pg_t *s, const char *what) {
   line[strcspn(line, "\n")] = 0;
   snprintf(s->base.err, sizeof s->base.err, "%.40s: %s", what, line);
   if (s->failures++ == 0)
-    log_at(LOG_ERROR, "database unreachable, reconnecting", KS("during", what),
-           KS("error", line), KI("settlements_buffered", s->set.n + s->sending.n),
-           KI("events_out", s->out.n));
+    log_at(LOG_ERROR, "database unreachable, reconnecting", KS("during", what), KS("error", line),
+           KI("settlements_buffered", s->set.n + s->sending.n), KI("events_out", s->out.n));
   abandon_op(s);
   drop_conn(s);
   schedule_reconnect(s);
@@ -511,7 +509,8 @@ static int send_flush(pg_t *s) {
   sb_put(&ids, "{", 1), sb_put(&kinds, "{", 1), sb_put(&args, "{", 1), sb_put(&errs, "{", 1);
   for (int i = 0; i < s->sending.n; i++) {
     const settle_t *x = &s->sending.v[i];
-    if (i) sb_put(&ids, ",", 1), sb_put(&kinds, ",", 1), sb_put(&args, ",", 1), sb_put(&errs, ",", 1);
+    if (i)
+      sb_put(&ids, ",", 1), sb_put(&kinds, ",", 1), sb_put(&args, ",", 1), sb_put(&errs, ",", 1);
     sb_int(&ids, x->id);
     sb_int(&kinds, x->kind);
     sb_int(&args, x->arg);
@@ -524,8 +523,8 @@ static int send_flush(pg_t *s) {
     const char *v[] = {s->host, ids.p};
     rc = PQsendQueryParams(s->conn, ack_sql, 2, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
   } else if (!ids.oom && !kinds.oom && !args.oom && !errs.oom) {
-    const char *v[] = {s->host, ids.p, kinds.p, args.p, errs.p,
-                       s->base.opts.keep_done ? "true" : "false"};
+    const char *v[] = {s->host, ids.p,  kinds.p,
+                       args.p,  errs.p, s->base.opts.keep_done ? "true" : "false"};
     rc = PQsendQueryParams(s->conn, flush_sql, 6, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
   }
   free(ids.p), free(kinds.p), free(args.p), free(errs.p);
@@ -548,8 +547,8 @@ static int send_claim(pg_t *s) {
     return -ENOMEM;
   }
   const char *v[] = {s->host, lease, limit, own.p};
-  int rc = PQsendQueryParams(s->conn, s->base.opts.ordering_key ? claim_sql : claim_any_sql,
-                             4, NULL, v, NULL, NULL, 0)
+  int rc = PQsendQueryParams(s->conn, s->base.opts.ordering_key ? claim_sql : claim_any_sql, 4,
+                             NULL, v, NULL, NULL, 0)
                ? 0
                : -EIO;
   free(own.p);
@@ -586,11 +585,16 @@ static int send_next_due(pg_t *s) {
 static void send_next(pg_t *s) {
   if (s->state != ST_READY || s->op != OP_NONE) return;
   int rc;
-  if (!s->listening) rc = send_listen(s);
-  else if (s->set.n && (s->want_flush || s->want_claim || s->closing)) rc = send_flush(s);
-  else if (s->want_claim && !s->closing) rc = send_claim(s);
-  else if (s->want_renew && s->out.n && !s->closing) rc = send_renew(s);
-  else if (s->want_due && !s->closing) rc = send_next_due(s);
+  if (!s->listening)
+    rc = send_listen(s);
+  else if (s->set.n && (s->want_flush || s->want_claim || s->closing))
+    rc = send_flush(s);
+  else if (s->want_claim && !s->closing)
+    rc = send_claim(s);
+  else if (s->want_renew && s->out.n && !s->closing)
+    rc = send_renew(s);
+  else if (s->want_due && !s->closing)
+    rc = send_next_due(s);
   else {
     if (s->closing) finish_close(s);
     return;
@@ -645,8 +649,10 @@ static void claim_done(pg_t *s, const PGresult *r) {
     log_at(LOG_ERROR, "out of memory holding a claimed event; it returns after its lease");
   }
   if (s->nbuf > start) qsort(s->buf + start, (size_t)(s->nbuf - start), sizeof *s->buf, by_id);
-  if (rows >= s->claim_limit) s->dirty = 1;
-  else s->want_due = 1;
+  if (rows >= s->claim_limit)
+    s->dirty = 1;
+  else
+    s->want_due = 1;
 }
 
 /* Ids returned by a fenced write: anything sent and not returned was fenced out. */
@@ -963,7 +969,7 @@ static void pg_close(store_t *b, void (*cb)(void *arg), void *arg) {
 /* Runs one statement on a blocking (operations) connection. Returns the result, or
  * NULL with s->base.err set. */
 static PGresult *ops_exec(pg_t *s, const char *sql, int n, const char *const *vals,
-                      const char *what) {
+                          const char *what) {
   PGresult *r = PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, 0);
   ExecStatusType st = PQresultStatus(r);
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
@@ -1025,7 +1031,7 @@ static int pg_requeue(store_t *b, const int64_t *ids, int n, int64_t *moved) {
   rc = exec_cmd(s, "BEGIN", "requeueing");
   PGresult *r = rc ? NULL
                    : ops_exec(s, n ? requeue_ids_sql : requeue_dead_sql, n ? 1 : 0, n ? v : NULL,
-                          "requeueing");
+                              "requeueing");
   if (r) *moved = strtoll(PQcmdTuples(r), NULL, 10);
   rc = r ? 0 : -EIO;
   PQclear(r);
@@ -1040,10 +1046,14 @@ static int pg_requeue(store_t *b, const int64_t *ids, int n, int64_t *moved) {
 }
 
 static void add_count(store_counts_t *c, const char *status, int64_t n) {
-  if (strcmp(status, "pending") == 0) c->pending = n;
-  else if (strcmp(status, "processing") == 0) c->processing = n;
-  else if (strcmp(status, "done") == 0) c->done = n;
-  else if (strcmp(status, "dead") == 0) c->dead = n;
+  if (strcmp(status, "pending") == 0)
+    c->pending = n;
+  else if (strcmp(status, "processing") == 0)
+    c->processing = n;
+  else if (strcmp(status, "done") == 0)
+    c->done = n;
+  else if (strcmp(status, "dead") == 0)
+    c->dead = n;
 }
 
 static int pg_counts(store_t *b, store_counts_t *c) {
@@ -1079,8 +1089,8 @@ static int pg_list_dead(store_t *b, int max,
   PGresult *r = ops_exec(s, list_dead_sql, 1, v, "listing dead events");
   if (!r) return -EIO;
   for (int i = 0; i < PQntuples(r); i++)
-    cb(arg, strtoll(PQgetvalue(r, i, 0), NULL, 10), PQgetvalue(r, i, 1),
-       atoi(PQgetvalue(r, i, 2)), PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3));
+    cb(arg, strtoll(PQgetvalue(r, i, 0), NULL, 10), PQgetvalue(r, i, 1), atoi(PQgetvalue(r, i, 2)),
+       PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3));
   PQclear(r);
   return 0;
 }
@@ -1122,7 +1132,8 @@ static int check_table(PGconn *c, const char *url, char *errbuf, size_t errlen) 
   if (yes) return 0;
   if (ok)
     snprintf(errbuf, errlen, "no outbox table in %s (run: outboxd init --db %s)", url, url);
-  else snprintf(errbuf, errlen, "--db %s: %s", url, PQerrorMessage(c));
+  else
+    snprintf(errbuf, errlen, "--db %s: %s", url, PQerrorMessage(c));
   return -ENOENT;
 }
 

@@ -17,12 +17,12 @@
 
 #include "log.h"
 
-#define LOOP_BUSY_MS 100   /* busy timeout for calls made from the loop */
-#define CMD_BUSY_MS 5000   /* busy timeout for operations commands and close */
-#define FLUSH_DELAY_MS 5   /* settlements wait at most this long for company */
-#define RETRY_MS 250       /* retry delay after SQLITE_BUSY */
-#define CHECK_DELAY_MS 1   /* debounce for WAL file events */
-#define CHECK_TRIES 10     /* looks after one event, the delay doubling: ~1 s in all */
+#define LOOP_BUSY_MS 100 /* busy timeout for calls made from the loop */
+#define CMD_BUSY_MS 5000 /* busy timeout for operations commands and close */
+#define FLUSH_DELAY_MS 5 /* settlements wait at most this long for company */
+#define RETRY_MS 250     /* retry delay after SQLITE_BUSY */
+#define CHECK_DELAY_MS 1 /* debounce for WAL file events */
+#define CHECK_TRIES 10   /* looks after one event, the delay doubling: ~1 s in all */
 
 /* ---------------------------------------------------------------- schema */
 
@@ -75,19 +75,19 @@ enum {
 };
 
 /* A row is the head of its key when no live row of that key has a smaller id. */
-#define HEAD_OF_KEY                                                                      \
-  " AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox h WHERE h.key = o.key"         \
+#define HEAD_OF_KEY                                                                                \
+  " AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox h WHERE h.key = o.key"                  \
   " AND h.id < o.id AND h.status IN ('pending','processing')))"
 
 /* ?1 host, ?2 locked_until, ?3 now, ?4 max. Claimable: pending and due, or held
  * by another host whose lease ran out; the head rule applies before the LIMIT. */
-#define CLAIM_SQL(head)                                                                  \
-  "UPDATE outbox SET status = 'processing', locked_by = ?1, locked_until = ?2"          \
-  " WHERE id IN (SELECT id FROM (SELECT o.id FROM outbox o WHERE o.status = 'pending'"   \
-  " AND o.available_at <= ?3" head " ORDER BY o.id LIMIT ?4)"                            \
-  " UNION ALL SELECT id FROM (SELECT o.id FROM outbox o WHERE o.status = 'processing'"  \
-  " AND o.locked_until < ?3 AND o.locked_by IS NOT ?1" head " ORDER BY o.id LIMIT ?4)"  \
-  " ORDER BY 1 LIMIT ?4)"                                                                \
+#define CLAIM_SQL(head)                                                                            \
+  "UPDATE outbox SET status = 'processing', locked_by = ?1, locked_until = ?2"                     \
+  " WHERE id IN (SELECT id FROM (SELECT o.id FROM outbox o WHERE o.status = 'pending'"             \
+  " AND o.available_at <= ?3" head " ORDER BY o.id LIMIT ?4)"                                      \
+  " UNION ALL SELECT id FROM (SELECT o.id FROM outbox o WHERE o.status = 'processing'"             \
+  " AND o.locked_until < ?3 AND o.locked_by IS NOT ?1" head " ORDER BY o.id LIMIT ?4)"             \
+  " ORDER BY 1 LIMIT ?4)"                                                                          \
   " RETURNING id, topic, key, payload, headers, attempts, created_at"
 
 #define FENCE " WHERE id = ?1 AND locked_by = ?2 AND status = 'processing'"
@@ -118,9 +118,9 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_INSERT] = "INSERT INTO outbox (topic, key, payload, headers) VALUES (?1, ?2, ?3, ?4)",
     [ST_REQUEUE_DEAD] = "UPDATE outbox SET status = 'pending', attempts = 0,"
                         " available_at = 0," UNLOCK " WHERE status = 'dead'",
-    [ST_REQUEUE_ID] = "UPDATE outbox SET status = 'pending', attempts = 0,"
-                      " available_at = 0," UNLOCK
-                      " WHERE id = ?1 AND status IN ('dead', 'pending', 'done')",
+    [ST_REQUEUE_ID] =
+        "UPDATE outbox SET status = 'pending', attempts = 0,"
+        " available_at = 0," UNLOCK " WHERE id = ?1 AND status IN ('dead', 'pending', 'done')",
     [ST_COUNTS] = "SELECT status, count(*) FROM outbox GROUP BY status",
     [ST_OLDEST] = "SELECT min(created_at) FROM outbox WHERE status = 'pending'",
     [ST_LIST_DEAD] = "SELECT id, topic, attempts, last_error FROM outbox"
@@ -135,9 +135,8 @@ typedef struct settle {
   int64_t id;
   int64_t arg; /* fail: available_at; dead: attempts to add */
   int kind;
-  char *err;   /* owned copy, or NULL */
+  char *err; /* owned copy, or NULL */
 } settle_t;
-
 
 typedef struct sq {
   store_t base;
@@ -150,14 +149,14 @@ typedef struct sq {
   int nset, capset;
   idset_t out;
   int64_t data_version;
-  int64_t due_at;      /* when due_timer fires, 0 when idle */
-  int failing;         /* failed transactions in a row */
-  int checks;          /* looks at data_version since the last file event */
-  int dispatching;     /* opened with a host id: claims, timers, watchers */
+  int64_t due_at;  /* when due_timer fires, 0 when idle */
+  int failing;     /* failed transactions in a row */
+  int checks;      /* looks at data_version since the last file event */
+  int dispatching; /* opened with a host id: claims, timers, watchers */
   int closing;
   uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, check_timer, kick_timer;
   uv_fs_event_t wal_watch, db_watch;
-  int nopen;           /* handles not yet closed */
+  int nopen; /* handles not yet closed */
   void (*close_cb)(void *arg);
   void *close_arg;
 } sq_t;
@@ -364,8 +363,7 @@ static void settle(sq_t *s, store_event_t *ev, int kind, int64_t arg, const char
     int cap = s->capset ? s->capset * 2 : 64;
     settle_t *set = realloc(s->set, (size_t)cap * sizeof *set);
     if (!set) {
-      log_at(LOG_ERROR, "out of memory; the event returns when its lease expires",
-             KI("id", id));
+      log_at(LOG_ERROR, "out of memory; the event returns when its lease expires", KI("id", id));
       return;
     }
     s->set = set;
@@ -415,8 +413,8 @@ static store_event_t *row_event(sqlite3_stmt *st) {
   const char *headers = (const char *)sqlite3_column_text(st, 4);
   size_t headers_len = (size_t)sqlite3_column_bytes(st, 4);
   store_event_t *ev =
-      store_event_new(sqlite3_column_int64(st, 0), topic ? topic : "", topic_len, key,
-                      key_len, payload ? payload : "", payload_len, headers, headers_len, 0);
+      store_event_new(sqlite3_column_int64(st, 0), topic ? topic : "", topic_len, key, key_len,
+                      payload ? payload : "", payload_len, headers, headers_len, 0);
   if (!ev) return NULL;
   ev->attempts = sqlite3_column_int(st, 5);
   ev->created_at = sqlite3_column_int64(st, 6);
@@ -663,10 +661,14 @@ fail:;
 
 static void add_count(store_counts_t *c, const char *status, int64_t n) {
   if (!status) return;
-  if (strcmp(status, "pending") == 0) c->pending = n;
-  else if (strcmp(status, "processing") == 0) c->processing = n;
-  else if (strcmp(status, "done") == 0) c->done = n;
-  else if (strcmp(status, "dead") == 0) c->dead = n;
+  if (strcmp(status, "pending") == 0)
+    c->pending = n;
+  else if (strcmp(status, "processing") == 0)
+    c->processing = n;
+  else if (strcmp(status, "done") == 0)
+    c->done = n;
+  else if (strcmp(status, "dead") == 0)
+    c->dead = n;
 }
 
 static int sq_counts(store_t *b, store_counts_t *c) {
@@ -794,8 +796,8 @@ static int open_error(sqlite3 *db, const char *path, int rc, char *errbuf, size_
              strerror(errno));
     e = errno;
   } else if (!S_ISDIR(st.st_mode)) {
-    snprintf(errbuf, errlen, "--db %s: cannot create the database: %s is not a directory",
-             path, dir);
+    snprintf(errbuf, errlen, "--db %s: cannot create the database: %s is not a directory", path,
+             dir);
     e = ENOTDIR;
   } else {
     snprintf(errbuf, errlen, "--db %s: cannot open the database: %s", path,
@@ -813,8 +815,7 @@ static int no_table(const char *path, char *errbuf, size_t errlen) {
 static int has_table(sqlite3 *db, int *yes) {
   sqlite3_stmt *st;
   int rc = sqlite3_prepare_v2(
-      db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'", -1, &st,
-      NULL);
+      db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'", -1, &st, NULL);
   if (rc != SQLITE_OK) return rc;
   rc = sqlite3_step(st);
   *yes = rc == SQLITE_ROW;
@@ -853,11 +854,10 @@ fail:
 
 static int prepare_all(sq_t *s, char *errbuf, size_t errlen) {
   for (int i = 0; i < ST_COUNT; i++) {
-    int rc = sqlite3_prepare_v3(s->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
-                                NULL);
+    int rc = sqlite3_prepare_v3(s->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
     if (rc == SQLITE_OK) continue;
-    snprintf(errbuf, errlen, "--db %s: the outbox table does not match this version: %s",
-             s->path, sqlite3_errmsg(s->db));
+    snprintf(errbuf, errlen, "--db %s: the outbox table does not match this version: %s", s->path,
+             sqlite3_errmsg(s->db));
     return -EINVAL;
   }
   return 0;
@@ -877,8 +877,8 @@ static void init_handles(sq_t *s) {
  * failures are reported through the return code and s->err only. With a host id
  * it dispatches: the schema is created if missing, leases are renewed, and
  * wake-ups come from the WAL file, retries coming due and the poll interval. */
-int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opts,
-                      store_t **out, char *errbuf, size_t errlen) {
+int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opts, store_t **out,
+                      char *errbuf, size_t errlen) {
   *out = NULL;
   sq_t *s = calloc(1, sizeof *s);
   if (!s) goto fail_nomem;

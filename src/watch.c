@@ -35,7 +35,8 @@ static void on_change(uv_fs_event_t *h, const char *name, int events, int status
   watch_t *w = h->data;
   (void)events;
   if (status < 0) {
-    log_at(LOG_WARN, "watching scripts failed", KS("dir", w->dir), KS("error", uv_strerror(status)));
+    log_at(LOG_WARN, "watching scripts failed", KS("dir", w->dir),
+           KS("error", uv_strerror(status)));
     return;
   }
   if (!is_lua(name)) return; /* editors' swap and backup files */

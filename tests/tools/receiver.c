@@ -80,11 +80,9 @@ static struct {
 static int buf_add(buf_t *b, const char *p, size_t n) {
   if (b->len + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + n + 1)
-      cap *= 2;
+    while (cap < b->len + n + 1) cap *= 2;
     char *d = realloc(b->data, cap);
-    if (!d)
-      return -ENOMEM;
+    if (!d) return -ENOMEM;
     b->data = d;
     b->cap = cap;
   }
@@ -101,8 +99,7 @@ static long long now_ms(void) {
 }
 
 static void copy_value(char *dst, size_t n, const char *v, size_t len) {
-  if (len >= n)
-    len = n - 1;
+  if (len >= n) len = n - 1;
   memcpy(dst, v, len);
   dst[len] = '\0';
 }
@@ -110,8 +107,7 @@ static void copy_value(char *dst, size_t n, const char *v, size_t len) {
 /* ------------------------------------------------------------------ connections */
 
 static void conn_unref(conn_t *c) {
-  if (--c->refs > 0)
-    return;
+  if (--c->refs > 0) return;
   free(c->url.data);
   free(c->body.data);
   free(c);
@@ -138,8 +134,7 @@ static void resp_free(resp_t *r) {
 static void on_tcp_closed(uv_handle_t *h) { conn_unref(h->data); }
 
 static void conn_close(conn_t *c) {
-  if (c->closing)
-    return;
+  if (c->closing) return;
   c->closing = 1;
   R.open--;
   while (c->head) {
@@ -154,8 +149,7 @@ static void conn_close(conn_t *c) {
 static void on_written(uv_write_t *req, int status) {
   wreq_t *w = (wreq_t *)req;
   conn_t *c = req->handle->data;
-  if (status < 0 || w->close_after)
-    conn_close(c);
+  if (status < 0 || w->close_after) conn_close(c);
   free(w->data);
   free(w);
 }
@@ -165,8 +159,7 @@ static void flush(conn_t *c) {
   while (!c->closing && c->head && c->head->ready) {
     resp_t *r = c->head;
     c->head = r->next;
-    if (!c->head)
-      c->tail = NULL;
+    if (!c->head) c->tail = NULL;
     wreq_t *w = calloc(1, sizeof *w);
     if (!w) {
       conn_close(c);
@@ -214,8 +207,7 @@ static void respond(conn_t *c, int status, const char *body, long delay) {
     conn_close(c);
     return;
   }
-  if (R.retry_after >= 0 && (status < 200 || status > 299))
-    retry_after_header(ra, sizeof ra);
+  if (R.retry_after >= 0 && (status < 200 || status > 299)) retry_after_header(ra, sizeof ra);
   size_t n = strlen(body) + 256;
   r->data = malloc(n);
   if (!r->data) {
@@ -253,8 +245,7 @@ static long query_long(const char *url, const char *name, long dflt) {
   size_t n = strlen(name);
   while (q) {
     q++;
-    if (strncmp(q, name, n) == 0 && q[n] == '=')
-      return strtol(q + n + 1, NULL, 10);
+    if (strncmp(q, name, n) == 0 && q[n] == '=') return strtol(q + n + 1, NULL, 10);
     q = strchr(q, '&');
   }
   return dflt;
@@ -278,11 +269,9 @@ static void handle_control(conn_t *c) {
 }
 
 static void log_request(conn_t *c, int status) {
-  if (!R.log)
-    return;
+  if (!R.log) return;
   for (size_t i = 0; i < c->body.len; i++)
-    if (c->body.data[i] == '\n' || c->body.data[i] == '\r')
-      c->body.data[i] = ' ';
+    if (c->body.data[i] == '\n' || c->body.data[i] == '\r') c->body.data[i] = ' ';
   fprintf(R.log,
           "ts_ms=%lld method=%s path=%s key=%s attempt=%s topic=%s status=%d conn=%ld body=%s\n",
           now_ms(), http_method_str((enum http_method)c->parser.method), c->url.data,
@@ -309,8 +298,7 @@ static void handle_request(conn_t *c) {
 /* ------------------------------------------------------------------ parser callbacks */
 
 static void commit_header(conn_t *c) {
-  if (!c->in_value)
-    return;
+  if (!c->in_value) return;
   c->field[c->field_len] = '\0';
   if (strcasecmp(c->field, "Idempotency-Key") == 0)
     copy_value(c->key, sizeof c->key, c->value, c->value_len);
@@ -325,10 +313,8 @@ static void commit_header(conn_t *c) {
 static int on_begin(http_parser *p) {
   conn_t *c = p->data;
   c->url.len = c->body.len = 0;
-  if (c->url.data)
-    c->url.data[0] = '\0';
-  if (c->body.data)
-    c->body.data[0] = '\0';
+  if (c->url.data) c->url.data[0] = '\0';
+  if (c->body.data) c->body.data[0] = '\0';
   c->key[0] = c->attempt[0] = c->topic[0] = '\0';
   c->in_value = 0;
   c->field_len = c->value_len = 0;
@@ -342,8 +328,7 @@ static int on_url(http_parser *p, const char *at, size_t n) {
 static int on_field(http_parser *p, const char *at, size_t n) {
   conn_t *c = p->data;
   commit_header(c);
-  if (c->field_len + n >= sizeof c->field)
-    n = sizeof c->field - 1 - c->field_len;
+  if (c->field_len + n >= sizeof c->field) n = sizeof c->field - 1 - c->field_len;
   memcpy(c->field + c->field_len, at, n);
   c->field_len += n;
   return 0;
@@ -352,8 +337,7 @@ static int on_field(http_parser *p, const char *at, size_t n) {
 static int on_value(http_parser *p, const char *at, size_t n) {
   conn_t *c = p->data;
   c->in_value = 1;
-  if (c->value_len + n >= sizeof c->value)
-    n = sizeof c->value - 1 - c->value_len;
+  if (c->value_len + n >= sizeof c->value) n = sizeof c->value - 1 - c->value_len;
   memcpy(c->value + c->value_len, at, n);
   c->value_len += n;
   return 0;
@@ -395,19 +379,15 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     conn_close(c);
     return;
   }
-  if (n == 0)
-    return;
+  if (n == 0) return;
   size_t used = http_parser_execute(&c->parser, &R.settings, b->base, (size_t)n);
-  if (c->parser.http_errno != HPE_OK || used != (size_t)n)
-    conn_close(c);
+  if (c->parser.http_errno != HPE_OK || used != (size_t)n) conn_close(c);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
-  if (status < 0)
-    return;
+  if (status < 0) return;
   conn_t *c = calloc(1, sizeof *c);
-  if (!c)
-    return;
+  if (!c) return;
   uv_tcp_init(R.loop, &c->tcp);
   c->tcp.data = c;
   c->refs = 1;
@@ -424,14 +404,12 @@ static void on_connection(uv_stream_t *server, int status) {
 
 static void close_any(uv_handle_t *h, void *arg) {
   (void)arg;
-  if (uv_is_closing(h))
-    return;
+  if (uv_is_closing(h)) return;
   if (h->type == UV_TCP && h != (uv_handle_t *)&R.server) {
     conn_close(h->data);
     return;
   }
-  if (h->type == UV_TIMER)
-    return; /* closed by their connection */
+  if (h->type == UV_TIMER) return; /* closed by their connection */
   uv_close(h, NULL);
 }
 
@@ -453,11 +431,9 @@ static int write_port(const char *path, int port) {
   char tmp[4096];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   FILE *f = fopen(tmp, "w");
-  if (!f)
-    return -1;
+  if (!f) return -1;
   fprintf(f, "%d\n", port);
-  if (fclose(f) || rename(tmp, path))
-    return -1;
+  if (fclose(f) || rename(tmp, path)) return -1;
   return 0;
 }
 
@@ -466,8 +442,7 @@ int main(int argc, char **argv) {
   const char *port_file = NULL, *log_file = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (i + 1 >= argc)
-      return usage("missing value");
+    if (i + 1 >= argc) return usage("missing value");
     const char *v = argv[++i];
     if (strcmp(a, "--port") == 0)
       port = strtol(v, NULL, 10);
@@ -491,8 +466,7 @@ int main(int argc, char **argv) {
       return usage(a);
   }
   signal(SIGPIPE, SIG_IGN);
-  if (log_file && !(R.log = fopen(log_file, "a")))
-    return usage("cannot open the log file");
+  if (log_file && !(R.log = fopen(log_file, "a"))) return usage("cannot open the log file");
   R.loop = uv_default_loop();
   R.settings = (http_parser_settings){.on_message_begin = on_begin,
                                       .on_url = on_url,
@@ -507,8 +481,7 @@ int main(int argc, char **argv) {
   uv_ip4_addr("127.0.0.1", (int)port, &addr);
   uv_tcp_init(R.loop, &R.server);
   int rc = uv_tcp_bind(&R.server, (const struct sockaddr *)&addr, 0);
-  if (!rc)
-    rc = uv_listen((uv_stream_t *)&R.server, 1024, on_connection);
+  if (!rc) rc = uv_listen((uv_stream_t *)&R.server, 1024, on_connection);
   if (rc) {
     fprintf(stderr, "receiver: cannot listen on 127.0.0.1:%ld: %s\n", port, uv_strerror(rc));
     return 1;
@@ -517,15 +490,13 @@ int main(int argc, char **argv) {
   int actual = ntohs(((struct sockaddr_in *)&bound)->sin_port);
   printf("%d\n", actual);
   fflush(stdout);
-  if (port_file && write_port(port_file, actual))
-    return usage("cannot write the port file");
+  if (port_file && write_port(port_file, actual)) return usage("cannot write the port file");
   uv_signal_init(R.loop, &R.sigint);
   uv_signal_init(R.loop, &R.sigterm);
   uv_signal_start(&R.sigint, on_signal, SIGINT);
   uv_signal_start(&R.sigterm, on_signal, SIGTERM);
   uv_run(R.loop, UV_RUN_DEFAULT);
   uv_loop_close(R.loop);
-  if (R.log)
-    fclose(R.log);
+  if (R.log) fclose(R.log);
   return 0;
 }

@@ -10,8 +10,7 @@
 /* The nominal delay, computed independently (no shifts past 2^62). */
 static int64_t nominal(int64_t base, int64_t cap, int attempt) {
   int64_t d = base;
-  for (int i = 1; i < attempt && d < cap; i++)
-    d = d > cap / 2 ? cap : d * 2;
+  for (int i = 1; i < attempt && d < cap; i++) d = d > cap / 2 ? cap : d * 2;
   return d < cap ? d : cap;
 }
 

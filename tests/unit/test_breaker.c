@@ -38,8 +38,7 @@ static void refused(void) {
 /* Drives the breaker open with failures; returns the generation it opened with. */
 static uint64_t open_it(void) {
   int rc = BREAKER_NO_CHANGE;
-  while (rc == BREAKER_NO_CHANGE)
-    rc = run(BREAKER_FAILURE);
+  while (rc == BREAKER_NO_CHANGE) rc = run(BREAKER_FAILURE);
   ck_assert_int_eq(rc, BREAKER_OPEN);
   ck_assert_int_eq(B.state, BREAKER_OPEN);
   return B.generation;
@@ -65,8 +64,7 @@ END_TEST
 
 START_TEST(min_calls_respected) {
   /* 3 failures out of 3 is 100%, but fewer than min_calls (4) are in */
-  for (int i = 0; i < 3; i++)
-    ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_NO_CHANGE);
+  for (int i = 0; i < 3; i++) ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_NO_CHANGE);
   ck_assert_int_eq(B.state, BREAKER_CLOSED);
   ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_OPEN);
 }
@@ -76,10 +74,8 @@ START_TEST(opens_at_exact_threshold) {
   breaker_t *b = &B;
   breaker_free(b);
   ck_assert_int_eq(breaker_init(b, 50, 10, 10, 1000), 0);
-  for (int i = 0; i < 5; i++)
-    ck_assert_int_eq(run(BREAKER_SUCCESS), BREAKER_NO_CHANGE);
-  for (int i = 0; i < 4; i++)
-    ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_NO_CHANGE);
+  for (int i = 0; i < 5; i++) ck_assert_int_eq(run(BREAKER_SUCCESS), BREAKER_NO_CHANGE);
+  for (int i = 0; i < 4; i++) ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_NO_CHANGE);
   ck_assert_int_eq(b->ring_count, 9); /* 4/9 < 50%, and min_calls not reached anyway */
   /* 5 of 10 = 50%: at the threshold, so it opens */
   ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_OPEN);
@@ -101,8 +97,7 @@ END_TEST
 
 START_TEST(burst_opens_once) {
   uint64_t tickets[1000];
-  for (int i = 0; i < 1000; i++)
-    tickets[i] = acquire(); /* all started while closed */
+  for (int i = 0; i < 1000; i++) tickets[i] = acquire(); /* all started while closed */
   int opens = 0;
   for (int i = 0; i < 1000; i++) {
     int rc = breaker_record(&B, tickets[i], BREAKER_FAILURE, now);
@@ -176,8 +171,7 @@ START_TEST(trial_success_closes_empty) {
   ck_assert_double_eq(breaker_failure_rate(&B), 0.0);
   ck_assert_int_eq(B.trial_in_flight, 0);
   /* a fresh window: min_calls applies again */
-  for (int i = 0; i < 3; i++)
-    ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_NO_CHANGE);
+  for (int i = 0; i < 3; i++) ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_NO_CHANGE);
   ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_OPEN);
 }
 END_TEST
@@ -219,8 +213,7 @@ START_TEST(ignored_trial_frees_slot) {
 END_TEST
 
 START_TEST(ignored_not_counted_when_closed) {
-  for (int i = 0; i < 100; i++)
-    ck_assert_int_eq(run(BREAKER_IGNORED), BREAKER_NO_CHANGE);
+  for (int i = 0; i < 100; i++) ck_assert_int_eq(run(BREAKER_IGNORED), BREAKER_NO_CHANGE);
   ck_assert_int_eq(B.ring_count, 0);
   run(BREAKER_SUCCESS);
   run(BREAKER_IGNORED);
@@ -267,8 +260,7 @@ START_TEST(failure_rate_values) {
   run(BREAKER_SUCCESS);
   run(BREAKER_SUCCESS);
   ck_assert_double_eq(breaker_failure_rate(&B), 0.25);
-  for (int i = 0; i < 6; i++)
-    run(BREAKER_SUCCESS);
+  for (int i = 0; i < 6; i++) run(BREAKER_SUCCESS);
   ck_assert_double_eq_tol(breaker_failure_rate(&B), 0.1, 1e-12);
 }
 END_TEST
@@ -276,20 +268,16 @@ END_TEST
 START_TEST(window_slides) {
   breaker_free(&B);
   ck_assert_int_eq(breaker_init(&B, 50, 10, 10, 1000), 0);
-  for (int i = 0; i < 4; i++)
-    run(BREAKER_FAILURE);
-  for (int i = 0; i < 6; i++)
-    run(BREAKER_SUCCESS);
+  for (int i = 0; i < 4; i++) run(BREAKER_FAILURE);
+  for (int i = 0; i < 6; i++) run(BREAKER_SUCCESS);
   ck_assert_double_eq_tol(breaker_failure_rate(&B), 0.4, 1e-12);
   /* 4 more successes push the 4 old failures out */
-  for (int i = 0; i < 4; i++)
-    ck_assert_int_eq(run(BREAKER_SUCCESS), BREAKER_NO_CHANGE);
+  for (int i = 0; i < 4; i++) ck_assert_int_eq(run(BREAKER_SUCCESS), BREAKER_NO_CHANGE);
   ck_assert_int_eq(B.ring_count, 10);
   ck_assert_int_eq(B.failures, 0);
   ck_assert_double_eq(breaker_failure_rate(&B), 0.0);
   /* now 4 failures are 40% again, not 80%: still closed; the 5th opens */
-  for (int i = 0; i < 4; i++)
-    ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_NO_CHANGE);
+  for (int i = 0; i < 4; i++) ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_NO_CHANGE);
   ck_assert_int_eq(B.failures, 4);
   ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_OPEN);
 }

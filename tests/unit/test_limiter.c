@@ -22,8 +22,7 @@ static void admit(limiter_item_t *it, const char *key) {
 
 static int lanes_empty(const limiter_t *l) {
   for (size_t i = 0; i < l->nbuckets; i++) {
-    if (l->lanes[i])
-      return 0;
+    if (l->lanes[i]) return 0;
   }
   return l->nlanes == 0;
 }
@@ -40,8 +39,7 @@ END_TEST
 START_TEST(basic_fifo) {
   limiter_item_t it[5];
   limiter_set_limit(&L, 10);
-  for (int i = 0; i < 5; i++)
-    admit(&it[i], NULL);
+  for (int i = 0; i < 5; i++) admit(&it[i], NULL);
   ck_assert_int_eq(L.queued, 5);
   ck_assert_ptr_eq(limiter_peek(&L), &it[0]);
   for (int i = 0; i < 5; i++) {
@@ -63,8 +61,7 @@ END_TEST
 
 START_TEST(never_above_limit) {
   limiter_item_t it[6];
-  for (int i = 0; i < 6; i++)
-    admit(&it[i], NULL);
+  for (int i = 0; i < 6; i++) admit(&it[i], NULL);
   ck_assert_ptr_eq(limiter_next(&L), &it[0]);
   ck_assert_ptr_eq(limiter_next(&L), &it[1]);
   ck_assert_int_eq(L.active, 2); /* reached N */
@@ -153,8 +150,7 @@ END_TEST
 
 START_TEST(cancel_ready) {
   limiter_item_t it[4];
-  for (int i = 0; i < 4; i++)
-    admit(&it[i], NULL);
+  for (int i = 0; i < 4; i++) admit(&it[i], NULL);
   limiter_cancel(&L, &it[1]); /* middle */
   ck_assert_int_eq(it[1].state, LIMITER_IDLE);
   ck_assert_int_eq(L.queued, 3);
@@ -208,8 +204,7 @@ END_TEST
 
 START_TEST(runtime_limit_change) {
   limiter_item_t it[8];
-  for (int i = 0; i < 8; i++)
-    admit(&it[i], NULL);
+  for (int i = 0; i < 8; i++) admit(&it[i], NULL);
   ck_assert_ptr_nonnull(limiter_next(&L));
   ck_assert_ptr_nonnull(limiter_next(&L));
   ck_assert_ptr_null(limiter_next(&L));
@@ -249,8 +244,7 @@ START_TEST(peak_counter) {
   limiter_item_t it[4];
   limiter_set_limit(&L, 4);
   ck_assert_int_eq(L.peak, 0);
-  for (int i = 0; i < 4; i++)
-    admit(&it[i], NULL);
+  for (int i = 0; i < 4; i++) admit(&it[i], NULL);
   limiter_next(&L);
   limiter_next(&L);
   limiter_next(&L);
@@ -279,10 +273,8 @@ START_TEST(many_lanes_grow_table) {
   }
   ck_assert_uint_eq(L.nlanes, N);
   ck_assert_uint_ge(L.nbuckets, N);
-  for (int i = 0; i < N; i++)
-    ck_assert_ptr_eq(limiter_next(&L), &it[i]);
-  for (int i = 0; i < N; i++)
-    limiter_release(&L, &it[i]);
+  for (int i = 0; i < N; i++) ck_assert_ptr_eq(limiter_next(&L), &it[i]);
+  for (int i = 0; i < N; i++) limiter_release(&L, &it[i]);
   ck_assert(lanes_empty(&L));
   /* recycled lanes serve new keys */
   snprintf(key, sizeof(key), "a-much-longer-key-than-before-%d", 1);
@@ -302,8 +294,7 @@ END_TEST
  * checks with a plain `if` and only calls into Check on failure. */
 #define REQUIRE(cond)                                                                              \
   do {                                                                                             \
-    if (!(cond))                                                                                   \
-      ck_abort_msg("%s:%d: %s", __FILE__, __LINE__, #cond);                                        \
+    if (!(cond)) ck_abort_msg("%s:%d: %s", __FILE__, __LINE__, #cond);                             \
   } while (0)
 
 enum { P_ITEMS = 300, P_KEYS = 50, P_OPS = 1000000 };
@@ -356,8 +347,7 @@ static void shadow_ready(model_t *m, int i) {
 
 /* The head of key k left: the next live item of the key becomes ready. */
 static void shadow_advance(model_t *m, int k) {
-  if (m->nlane[k] > 0)
-    shadow_ready(m, m->lane[k][0]);
+  if (m->nlane[k] > 0) shadow_ready(m, m->lane[k][0]);
 }
 
 /* Random item in shadow state `state`, or -1. */
@@ -365,16 +355,14 @@ static int find_in_state(model_t *m, int state) {
   int start = pick(m, P_ITEMS);
   for (int j = 0; j < P_ITEMS; j++) {
     int i = (start + j) % P_ITEMS;
-    if (m->items[i].state == state)
-      return i;
+    if (m->items[i].state == state) return i;
   }
   return -1;
 }
 
 static void op_admit(model_t *m) {
   int i = find_in_state(m, LIMITER_IDLE);
-  if (i < 0)
-    return;
+  if (i < 0) return;
   pitem_t *p = &m->items[i];
   char key[16];
   p->key = pick(m, 5) == 0 ? -1 : pick(m, P_KEYS);
@@ -417,8 +405,7 @@ static void release_item(model_t *m, int i) {
   m->released++;
   if (m->ceiling > L.limit && m->active < m->ceiling)
     m->ceiling = m->active > L.limit ? m->active : L.limit;
-  if (p->key < 0)
-    return;
+  if (p->key < 0) return;
   REQUIRE(p->seq > m->last_released[p->key]); /* same key: admit order */
   m->last_released[p->key] = p->seq;
   REQUIRE(m->lane[p->key][0] == i);
@@ -428,27 +415,22 @@ static void release_item(model_t *m, int i) {
 
 static void op_release(model_t *m) {
   int i = find_in_state(m, LIMITER_ACTIVE);
-  if (i >= 0)
-    release_item(m, i);
+  if (i >= 0) release_item(m, i);
 }
 
 static void op_cancel(model_t *m) {
   int i = find_in_state(m, pick(m, 2) ? LIMITER_READY : LIMITER_WAITING);
-  if (i < 0)
-    return;
+  if (i < 0) return;
   pitem_t *p = &m->items[i];
   int was_ready = p->state == LIMITER_READY;
   limiter_cancel(&L, &p->item);
   p->state = LIMITER_IDLE;
   m->queued--;
   m->cancelled++;
-  if (was_ready)
-    list_remove(m->ready, &m->nready, i);
-  if (p->key < 0)
-    return;
+  if (was_ready) list_remove(m->ready, &m->nready, i);
+  if (p->key < 0) return;
   list_remove(m->lane[p->key], &m->nlane[p->key], i);
-  if (was_ready)
-    shadow_advance(m, p->key);
+  if (was_ready) shadow_advance(m, p->key);
 }
 
 static void op_set_limit(model_t *m) {
@@ -468,15 +450,13 @@ static void check_model(const model_t *m) {
   for (int i = 0; i < P_ITEMS; i++) {
     const pitem_t *p = &m->items[i];
     REQUIRE(p->item.state == p->state);
-    if (p->key < 0 || (p->state != LIMITER_READY && p->state != LIMITER_ACTIVE))
-      continue;
+    if (p->key < 0 || (p->state != LIMITER_READY && p->state != LIMITER_ACTIVE)) continue;
     head_of[p->key]++;
     REQUIRE(head_of[p->key] <= 1); /* per key: at most one ready or active */
     REQUIRE(m->lane[p->key][0] == i);
   }
   size_t lanes = 0;
-  for (int k = 0; k < P_KEYS; k++)
-    lanes += m->nlane[k] > 0;
+  for (int k = 0; k < P_KEYS; k++) lanes += m->nlane[k] > 0;
   REQUIRE(L.nlanes == lanes);
   const limiter_item_t *want = m->nready && L.active < L.limit ? &m->items[m->ready[0]].item : NULL;
   REQUIRE(limiter_peek(&L) == want);
@@ -486,11 +466,9 @@ static void drain(model_t *m) {
   limiter_set_limit(&L, P_ITEMS);
   m->ceiling = P_ITEMS;
   while (m->active > 0 || m->queued > 0) {
-    while (m->nready > 0)
-      op_next(m);
+    while (m->nready > 0) op_next(m);
     for (int i = 0; i < P_ITEMS; i++) {
-      if (m->items[i].state == LIMITER_ACTIVE)
-        release_item(m, i);
+      if (m->items[i].state == LIMITER_ACTIVE) release_item(m, i);
     }
     check_model(m);
   }
@@ -515,8 +493,7 @@ static void run_property(int change_limit, uint64_t seed) {
     else
       op_set_limit(&m);
     check_model(&m);
-    if (!change_limit)
-      REQUIRE(L.active <= L.limit);
+    if (!change_limit) REQUIRE(L.active <= L.limit);
   }
   int peak = L.peak;
   drain(&m);

@@ -144,8 +144,7 @@ START_TEST(readers) {
   size_t n = 64 * MiB;
   char *p = malloc(n);
   ck_assert_ptr_nonnull(p);
-  for (size_t i = 0; i < n; i += 4096)
-    p[i] = 1;
+  for (size_t i = 0; i < n; i += 4096) p[i] = 1;
   uint64_t after = memmon_read_rss();
   ck_assert_uint_ge(after, rss + 32 * MiB);
   free(p);

@@ -40,8 +40,9 @@ START_TEST(string_payload_unescaped) {
   const char *err = NULL;
   char *b;
   ck_assert_int_eq(
-      parse("{\"payload\":\"a\\\"b\\\\c\\n\\u00e9\\ud83d\\ude00\",\"topic\":\"t\\/x\",\"key\":null}",
-            &r, &err, &b),
+      parse(
+          "{\"payload\":\"a\\\"b\\\\c\\n\\u00e9\\ud83d\\ude00\",\"topic\":\"t\\/x\",\"key\":null}",
+          &r, &err, &b),
       0);
   ck_assert_str_eq(r.payload, "a\"b\\c\n\xc3\xa9\xf0\x9f\x98\x80");
   ck_assert_uint_eq(r.payload_len, strlen("a\"b\\c\n\xc3\xa9\xf0\x9f\x98\x80"));

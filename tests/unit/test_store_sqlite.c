@@ -55,8 +55,7 @@ static void on_wake(void *arg) {
   if (++w->n >= w->stop_after) uv_stop(&loop);
 }
 
-static store_opts_t opts_for(const char *host, int ordering, int batch, int64_t lease,
-                             wakes_t *w) {
+static store_opts_t opts_for(const char *host, int ordering, int batch, int64_t lease, wakes_t *w) {
   store_opts_t o = {0};
   o.batch = batch;
   o.ordering_key = ordering;
@@ -87,8 +86,8 @@ static void close_store(store_t *s) {
 }
 
 static void put(store_t *s, const char *topic, const char *key, const char *payload) {
-  store_event_t *ev = store_event_new(0, topic, strlen(topic), key, key ? strlen(key) : 0,
-                                      payload, strlen(payload), NULL, 0, 0);
+  store_event_t *ev = store_event_new(0, topic, strlen(topic), key, key ? strlen(key) : 0, payload,
+                                      strlen(payload), NULL, 0, 0);
   ck_assert_int_eq(s->ops->enqueue(s, &ev, 1), 0);
   store_event_free(ev);
 }
@@ -193,8 +192,8 @@ END_TEST
 
 START_TEST(round_trip) {
   store_t *s = open_as("h1", 1, 10, 30000, NULL);
-  store_event_t *in = store_event_new(0, "orders", 6, "k1", 2, "{\"a\":1}", 7, "{\"h\":\"v\"}",
-                                      9, 0);
+  store_event_t *in =
+      store_event_new(0, "orders", 6, "k1", 2, "{\"a\":1}", 7, "{\"h\":\"v\"}", 9, 0);
   ck_assert_int_eq(s->ops->enqueue(s, &in, 1), 0);
   store_event_free(in);
   store_event_t *out[10];
@@ -256,10 +255,10 @@ END_TEST
 
 START_TEST(head_of_key_only) {
   store_t *s = open_as("h1", 1, 10, 30000, NULL);
-  put(s, "t", "A", "A1"); /* 1 */
-  put(s, "t", "A", "A2"); /* 2 */
-  put(s, "t", "A", "A3"); /* 3 */
-  put(s, "t", "B", "B1"); /* 4 */
+  put(s, "t", "A", "A1");  /* 1 */
+  put(s, "t", "A", "A2");  /* 2 */
+  put(s, "t", "A", "A3");  /* 3 */
+  put(s, "t", "B", "B1");  /* 4 */
   put(s, "t", NULL, "N1"); /* 5 */
   put(s, "t", NULL, "N2"); /* 6 */
   store_event_t *out[10];
@@ -434,7 +433,7 @@ START_TEST(expired_lease_and_fencing) {
   store_event_t *a[4], *b[4];
   ck_assert_int_eq(claim(s1, 4, a), 1);
   ck_assert_int_eq(claim(s2, 4, b), 0); /* lease live, key A held */
-  usleep(80 * 1000);                     /* the loop does not run: no renewal */
+  usleep(80 * 1000);                    /* the loop does not run: no renewal */
   ck_assert_int_eq(claim(s2, 4, b), 1);
   ck_assert_int_eq(b[0]->id, a[0]->id);
   ck_assert_int_eq(b[0]->attempts, 0);
@@ -447,8 +446,8 @@ START_TEST(expired_lease_and_fencing) {
   store_dead(s1, store_event_new(1, "t", 1, NULL, 0, "x", 1, NULL, 0, 0), 1, "late");
   store_release(s1, store_event_new(1, "t", 1, NULL, 0, "x", 1, NULL, 0, 0));
   ck_assert_int_eq(store_flush(s1), 0);
-  raw_text("SELECT status || ' ' || locked_by || ' ' || attempts FROM outbox WHERE id = 1",
-           buf, sizeof buf);
+  raw_text("SELECT status || ' ' || locked_by || ' ' || attempts FROM outbox WHERE id = 1", buf,
+           sizeof buf);
   ck_assert_str_eq(buf, "processing h2 0");
   store_ack(s2, b[0]);
   ck_assert_int_eq(store_flush(s2), 0);
