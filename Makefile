@@ -26,7 +26,10 @@ PKGS     := luajit libuv sqlite3 libcurl libpq
 
 DEPS_OK := $(shell pkg-config --exists $(PKGS) check 2>/dev/null && \
              test -e /usr/lib/$(shell $(CC) -dumpmachine)/liblua5.1-cjson.so && \
-             test -e /usr/include/http_parser.h && echo yes)
+             test -e /usr/include/http_parser.h && \
+             grep -qs lua_setexdata2 $$(pkg-config --variable=includedir luajit)/lua.h && echo yes)
+# (lua_setexdata2 is OpenResty's LuaJIT, libluajit2-5.1-dev: the host keeps each
+# coroutine's task there. Debian's plain libluajit-5.1-dev lacks it and is replaced.)
 ifneq ($(DEPS_OK),yes)
 ifneq ($(filter-out deps clean,$(or $(MAKECMDGOALS),all)),)
 $(info outboxd: installing or checking build dependencies)

@@ -197,7 +197,8 @@ static void on_outcome(void *owner, int outcome, const char *msg, double delay_s
   limiter_release(&d->lim, &j->item);
   if (outcome != HOST_CANCELLED) {
     d->processed++;
-    metrics_hist_observe(&d->handler_duration, (double)(uv_hrtime() - j->start_ns) / 1e9);
+    if (j->start_ns)
+      metrics_hist_observe(&d->handler_duration, (double)(uv_hrtime() - j->start_ns) / 1e9);
   }
   switch (outcome) {
   case HOST_DONE:
@@ -240,7 +241,7 @@ static void start_ready(dispatch_t *d) {
     unstarted_del(d, j);
     j->ticket = ticket;
     j->started = 1;
-    j->start_ns = uv_hrtime();
+    j->start_ns = d->metrics ? uv_hrtime() : 0; /* timed only when someone scrapes */
     if (host_run(d->host, j->ev, j)) {
       log_at(LOG_ERROR, "out of memory starting a handler", KI("id", j->ev->id));
       limiter_release(&d->lim, &j->item);

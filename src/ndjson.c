@@ -88,6 +88,12 @@ static int utf8_len(const unsigned char *p, const unsigned char *end) {
   return n;
 }
 
+/* 1 for bytes that stand for themselves inside a JSON string (printable ASCII but
+ * the quote and the backslash). */
+static const unsigned char plain[256] = {
+    ['\x20'] = 1, ['!'] = 1, ['#' ... '['] = 1, [']' ... '\x7f'] = 1,
+};
+
 /* Decodes one escape sequence at s->p (just past the backslash) into buf.
  * Returns the number of bytes (1..4) or -EINVAL. */
 static int escape(scan_t *s, char *buf) {
@@ -130,12 +136,11 @@ static int scan_string(scan_t *s, int unescape, char **out, size_t *out_len) {
     unsigned char c = (unsigned char)*s->p;
     char buf[4];
     int n;
-    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') { /* a run of plain ASCII */
+    if (plain[c]) { /* a run of plain ASCII: the common case, kept tight */
+      const unsigned char *p = (const unsigned char *)s->p + 1, *end = (const unsigned char *)s->end;
+      while (p < end && plain[*p]) p++;
       char *run = s->p;
-      while (++s->p < s->end) {
-        c = (unsigned char)*s->p;
-        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
-      }
+      s->p = (char *)(uintptr_t)p;
       if (unescape) {
         if (w != run) memmove(w, run, (size_t)(s->p - run));
         w += s->p - run;

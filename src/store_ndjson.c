@@ -14,7 +14,7 @@
 #include "ndjson.h"
 #include "store.h"
 
-#define READ_CHUNK (1 << 20)
+#define READ_CHUNK (128 << 10) /* small enough to stay in cache between read and parse */
 #define PIPE_HIGH (4 << 20)
 
 typedef struct node { /* per-event store data, after the event's strings */
@@ -39,6 +39,7 @@ typedef struct nd {
   char *buf;
   size_t pos, len, cap;
   int64_t line;
+  int64_t now_ms;  /* wall clock at the current claim: created_at of new events */
   int64_t bad_lines;
   store_event_t *rhead, *rtail; /* released or unblocked: claimable first */
   store_event_t **heap;         /* retries by available_at */
@@ -303,7 +304,7 @@ static store_event_t *next_line(nd_t *d) {
         store_event_new(r.has_id ? r.id : d->line, r.topic, r.topic_len, r.key, r.key_len,
                         r.payload, r.payload_len, r.headers, r.headers_len, sizeof(node_t) + 8);
     if (!ev) return NULL;
-    ev->created_at = wall_ms();
+    ev->created_at = d->now_ms; /* read once per claim */
     /* node_t lives at the end of the block, aligned */
     uintptr_t p = (uintptr_t)ev + sizeof *ev + r.topic_len + 1 + r.payload_len + 1 +
                   (r.key ? r.key_len + 1 : 0) + (r.headers ? r.headers_len + 1 : 0);
@@ -318,7 +319,7 @@ static store_event_t *next_line(nd_t *d) {
 static int nd_claim(store_t *s, int max, store_event_t **out, int *n) {
   nd_t *d = (nd_t *)s;
   int k = 0;
-  int64_t now = d->nheap ? wall_ms() : 0;
+  int64_t now = d->now_ms = wall_ms();
   while (k < max && d->nheap && at(d, 0) <= now) out[k++] = heap_pop(d);
   while (k < max && d->rhead) {
     store_event_t *ev = d->rhead;
