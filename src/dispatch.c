@@ -59,6 +59,7 @@ struct dispatch {
   uv_timer_t drain_timer;
   uv_timer_t ops_tick; /* status line, store counts for metrics */
   uv_idle_t wake_idle; /* deferred pump after a store wake-up */
+  uv_prepare_t fresh_clock; /* refreshes the loop time right before it polls */
   uv_signal_t sig_int, sig_term, sig_hup;
   watch_t *watch;
   struct retired *retired;            /* drain timers of old generations */
@@ -337,6 +338,12 @@ static void on_wake_idle(uv_idle_t *h) {
   uv_idle_stop(h);
   pump(h->data);
 }
+
+/* libuv computes the poll timeout from the time cached when the pass began. After a
+ * pass that ran many handlers that cached time is stale, and the loop would sleep a
+ * full timer period for sleeps that are already due; refreshing it here, just before
+ * the poll, keeps 1 ms sleeps at 1 ms. */
+static void on_fresh_clock(uv_prepare_t *h) { uv_update_time(h->loop); }
 
 static void on_store_wake(void *arg) {
   dispatch_t *d = arg;
@@ -629,7 +636,8 @@ static void close_all(dispatch_t *d) {
   uv_handle_t *hs[] = {(uv_handle_t *)&d->tick,        (uv_handle_t *)&d->brk_timer,
                        (uv_handle_t *)&d->drain_timer, (uv_handle_t *)&d->wake_idle,
                        (uv_handle_t *)&d->sig_int,     (uv_handle_t *)&d->sig_term,
-                       (uv_handle_t *)&d->sig_hup,     (uv_handle_t *)&d->ops_tick};
+                       (uv_handle_t *)&d->sig_hup,     (uv_handle_t *)&d->ops_tick,
+                       (uv_handle_t *)&d->fresh_clock};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) uv_close(hs[i], close_cb_count);
   while (d->retired) retired_close(d, d->retired);
   if (d->metrics) metrics_close(d->metrics, NULL, NULL);
@@ -688,6 +696,10 @@ int dispatch_run(config_t *cfg, const char *script) {
   uv_timer_init(d->loop, &d->drain_timer);
   init_handle(d, (uv_handle_t *)&d->wake_idle);
   uv_idle_init(d->loop, &d->wake_idle);
+  init_handle(d, (uv_handle_t *)&d->fresh_clock);
+  uv_prepare_init(d->loop, &d->fresh_clock);
+  uv_prepare_start(&d->fresh_clock, on_fresh_clock);
+  uv_unref((uv_handle_t *)&d->fresh_clock);
   init_handle(d, (uv_handle_t *)&d->ops_tick);
   uv_timer_init(d->loop, &d->ops_tick);
   uv_signal_init(d->loop, &d->sig_int);
