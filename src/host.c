@@ -567,6 +567,33 @@ static int load_script(host_gen_t *g, const char *path, char *err, size_t errlen
   return 0;
 }
 
+/* Frees a generation whose script failed to load. Its top level may have queued
+ * coroutines (outbox.emit, outbox.all_settled): they leave the ready queue first. */
+static void gen_discard(host_gen_t *g) {
+  host_t *h = g->host;
+  task_t **pp = &h->rhead;
+  h->rtail = NULL;
+  while (*pp) {
+    task_t *t = *pp;
+    if (t->gen != g) {
+      h->rtail = t;
+      pp = &t->rnext;
+      continue;
+    }
+    *pp = t->rnext;
+    task_end(t);
+    free(t);
+  }
+  if (!h->rhead) uv_idle_stop(&h->idle);
+  while (g->free) {
+    task_t *t = g->free;
+    g->free = t->rnext;
+    free(t);
+  }
+  lua_close(g->L);
+  free(g);
+}
+
 int host_load(host_t *h, const char *path, char *err, size_t errlen) {
   host_gen_t *g = calloc(1, sizeof *g);
   if (!g) {
@@ -586,8 +613,7 @@ int host_load(host_t *h, const char *path, char *err, size_t errlen) {
   luaL_openlibs(g->L);
   set_package_path(g->L, path);
   if (load_module(g, err, errlen) || load_script(g, path, err, errlen)) {
-    lua_close(g->L);
-    free(g);
+    gen_discard(g);
     return -EINVAL;
   }
   lua_gc(g->L, LUA_GCCOLLECT, 0);

@@ -102,3 +102,19 @@ LUA
   [ "$before" -gt 40000000 ] || fail "v1 heap only $before bytes"
   [ "$after" -lt 10000000 ] || fail "heap after v1 closed still $after bytes (was $before)"
 }
+
+# A script that emits (queues hook coroutines) at its top level and then fails to
+# load must leave nothing of its discarded Lua state behind in the ready queue.
+t_failed_reload_with_top_level_emit_keeps_serving() {
+  write_version 1 h.lua
+  feed 1000000 | "$OUTBOXD" run h.lua --db ndjson:- --log text 2> log &
+  pid=$!
+  wait_for 'HANDLED id=[0-9]+ v=1' log 10 || { kill $pid; return 1; }
+  printf 'outbox.on("x", function() end)\noutbox.emit("x")\nerror("boom")\n' > h.lua
+  wait_for 'reload failed' log 10 || { kill $pid; return 1; }
+  sleep 0.3
+  kill -0 $pid 2>/dev/null || fail "outboxd died after the failed reload"
+  write_version 2 h.lua
+  wait_for 'HANDLED id=[0-9]+ v=2' log 10 || { kill $pid; return 1; }
+  kill -TERM $pid; wait $pid || fail "exit after SIGTERM: $?"
+}
