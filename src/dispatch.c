@@ -183,11 +183,18 @@ static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double dela
     store_dead(d->store, ev, 1, msg);
     return;
   }
-  int64_t delay = delay_s >= 0 ? (int64_t)(delay_s * 1000.0) : backoff_delay(&d->bo, attempt);
+  /* retry(seconds) may ask for any delay: saturate the retry time instead of
+   * overflowing it (a wrapped value would run the retry at once). */
+  int64_t now = wall_ms(), room = INT64_MAX - now;
+  int64_t delay;
+  if (delay_s >= 0)
+    delay = delay_s * 1000.0 < (double)room ? (int64_t)(delay_s * 1000.0) : room;
+  else if ((delay = backoff_delay(&d->bo, attempt)) > room)
+    delay = room;
   d->retried++;
   log_at(LOG_WARN, "event failed", KI("id", ev->id), KS("topic", ev->topic), KI("attempt", attempt),
          KI("retry_in_ms", delay), KS("error", msg));
-  store_fail(d->store, ev, wall_ms() + delay, msg);
+  store_fail(d->store, ev, now + delay, msg);
 }
 
 static void on_outcome(void *owner, int outcome, const char *msg, double delay_s) {

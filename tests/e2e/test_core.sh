@@ -293,3 +293,17 @@ LUA
   assert_grep 'NESTED id=2 .*outbox.sleep can only wait inside a handler or hook' log "sleep in a foreign coroutine: clear error"
   assert_grep 'STALE id=3' log "a stale coroutine is harmless"
 }
+
+# retry(seconds) with a delay past the end of time: the retry waits (saturated),
+# it is not scheduled at a wrapped, negative time and run again at once.
+t_huge_retry_delay_does_not_run_again_at_once() {
+  printf 'return function(ev) outbox.log.info("RAN", { attempt = ev.attempt }); return outbox.retry(1e300) end\n' > h.lua
+  ndjson 1 > in.ndjson
+  "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log &
+  pid=$!
+  wait_for 'event failed id=1 ' log 10 || { kill $pid; return 1; }
+  sleep 0.3
+  kill -TERM $pid; wait $pid
+  assert_no_grep 'RAN id=1 attempt=2' log "no second run"
+  assert_no_grep 'retry_in_ms=-' log "no negative retry delay"
+}
