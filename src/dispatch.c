@@ -498,7 +498,11 @@ static void reload(dispatch_t *d, const char *why) {
     return;
   }
   d->reloads_ok++;
+  /* settings a new script may change: the limit and the retry delays (the breaker
+   * and the memory monitor keep the settings they started with) */
   limiter_set_limit(&d->lim, d->cfg->concurrency);
+  d->bo.base_ms = d->cfg->backoff_base_ms;
+  d->bo.cap_ms = d->cfg->backoff_cap_ms;
   log_at(LOG_INFO, "reloaded", KS("reason", why), KI("generation", host_generation(d->host)),
          KI("live_generations", host_live_generations(d->host)));
   host_fire(d->host, "reload", NULL, NULL);
@@ -526,10 +530,14 @@ static void on_signal(uv_signal_t *s, int signum) {
     reload(d, "SIGHUP");
     return;
   }
-  if (++d->signals > 1 || d->stopping) {
+  if (++d->signals > 1) {
     log_at(LOG_WARN, "second signal: exiting now", KI("in_flight", host_events_running(d->host)));
     store_flush(d->store);
     _exit(1);
+  }
+  if (d->stopping) { /* already ending (input done, --once): the next signal exits at once */
+    log_at(LOG_INFO, "already shutting down", KS("signal", signum == SIGINT ? "SIGINT" : "SIGTERM"));
+    return;
   }
   begin_shutdown(d, signum == SIGINT ? "SIGINT" : "SIGTERM");
 }

@@ -280,14 +280,41 @@ static void on_idle(uv_idle_t *idle) { host_run_ready(idle->data); }
 
 void host_run_ready(host_t *h) {
   task_t *list = h->rhead;
+  uint64_t now = uv_now(h->loop);
   h->rhead = h->rtail = NULL;
   uv_idle_stop(&h->idle);
   while (list) { /* everything ready now runs in one pass */
     task_t *t = list;
     list = t->rnext;
     t->rnext = NULL;
+    if (t->deadline && t->deadline <= now) { /* e.g. all_settled children of a run that timed out */
+      if (t->kind == T_EVENT) report(t, HOST_TIMEOUT, "timeout", -1);
+      task_abandon(t);
+      continue;
+    }
     resume(t, t->rargs);
   }
+}
+
+/* Abandons the queued tasks of generation g (every queued task when g is NULL);
+ * the others stay queued. Tasks queued meanwhile (hooks fired by an outcome) are
+ * kept. Returns how many events were cancelled. */
+static int ready_cancel(host_t *h, host_gen_t *g) {
+  task_t *list = h->rhead;
+  int n = 0;
+  h->rhead = h->rtail = NULL;
+  while (list) {
+    task_t *t = list;
+    list = t->rnext;
+    t->rnext = NULL;
+    if (g && t->gen != g) {
+      ready_push(h, t, t->rargs);
+      continue;
+    }
+    if (t->kind == T_EVENT) report(t, HOST_CANCELLED, "cancelled", -1), n++;
+    task_abandon(t);
+  }
+  return n;
 }
 
 static void on_timeout(uv_timer_t *timer) {
@@ -645,14 +672,9 @@ int host_init(host_t **out, uv_loop_t *loop, config_t *cfg, const host_callbacks
 }
 
 void host_cancel_all(host_t *h) {
-  /* Queued-but-unstarted spawns first, then every waiting task. */
-  while (h->rhead) {
-    task_t *t = h->rhead;
-    h->rhead = t->rnext;
-    if (!h->rhead) h->rtail = NULL;
-    if (t->kind == T_EVENT) report(t, HOST_CANCELLED, "cancelled", -1);
-    task_abandon(t);
-  }
+  /* Queued tasks first, then every waiting one. Hooks that the cancelled outcomes
+   * fire (shutdown) are queued afresh and survive. */
+  ready_cancel(h, NULL);
   while (h->thead) {
     task_t *t = h->thead;
     tlist_remove(h, t);
@@ -667,6 +689,7 @@ int host_cancel_generation(host_t *h, int number) {
   while (g && g->number != number) g = g->next;
   if (!g || g == h->cur) return 0;
   g->refs++; /* keep it open while its tasks go */
+  n = ready_cancel(h, g);
   for (task_t *t = h->thead, *next; t; t = next) {
     next = t->tnext;
     if (t->gen != g) continue;

@@ -307,3 +307,38 @@ t_huge_retry_delay_does_not_run_again_at_once() {
   assert_no_grep 'RAN id=1 attempt=2' log "no second run"
   assert_no_grep 'retry_in_ms=-' log "no negative retry delay"
 }
+
+t_drain_timeout_still_runs_shutdown_hooks() {
+  cat > h.lua <<'LUA'
+outbox.on("shutdown", function() outbox.log.info("HOOK shutdown") end)
+return function(ev) outbox.log.info("STARTED"); outbox.sleep(3600) end
+LUA
+  mkfifo in.pipe
+  ( ndjson 2; sleep 30 ) > in.pipe &
+  feeder=$!
+  "$OUTBOXD" run h.lua --db ndjson:- --drain-timeout 100 --log text < in.pipe 2> log &
+  pid=$!
+  wait_for 'STARTED' log 5 || { kill $feeder $pid; return 1; }
+  kill -TERM $pid
+  wait $pid; rc=$?
+  kill $feeder 2>/dev/null
+  assert_eq "$rc" 0 "exit code"
+  assert_grep 'drain timeout: returning unfinished events' log "stuck handlers given up"
+  assert_grep 'HOOK shutdown' log "shutdown hook ran after the drain timeout"
+}
+
+t_signal_while_finishing_is_not_a_second_signal() {
+  cat > h.lua <<'LUA'
+outbox.on("shutdown", function() outbox.log.info("HOOK begin"); outbox.sleep(0.5); outbox.log.info("HOOK end") end)
+return function() end
+LUA
+  ndjson 3 > in.ndjson
+  "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log &
+  pid=$!
+  wait_for 'HOOK begin' log 5 || { kill $pid; return 1; }
+  kill -TERM $pid
+  wait $pid; rc=$?
+  assert_eq "$rc" 0 "exit code"
+  assert_grep 'already shutting down' log "the signal is noted"
+  assert_grep 'HOOK end' log "the shutdown hook finished"
+}
