@@ -207,10 +207,11 @@ hold_lock() {
 
 t_sqlite_locked_database_waits_then_serves() {
   cat > h.lua <<'LUA'
-return function(ev) outbox.sleep(0.05); outbox.log.info("HANDLED") end
+return function(ev) outbox.sleep(0.1); outbox.log.info("HANDLED") end
 LUA
   "$OUTBOXD" init --db x.db 2> /dev/null
-  sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60)
+  # 5 s of work at concurrency 2, so the host is still claiming while the lock is held
+  sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
             INSERT INTO outbox (topic, payload) SELECT 't', i FROM n"
   "$OUTBOXD" run h.lua --db x.db --concurrency 2 --batch 2 --log text 2> log &
   local pid=$!
@@ -219,11 +220,11 @@ LUA
     || { kill -9 $pid; return 1; }
   wait_for 'database busy, will retry' log 5 || { kill -9 $pid $locker; return 1; }
   wait $locker
-  wait_count 'HANDLED' log 62 20 || { kill -9 $pid; return 1; }
+  wait_count 'HANDLED' log 102 30 || { kill -9 $pid; return 1; }
   kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit code"
   assert_grep 'database usable again' log "recovery logged"
   assert_eq "$(grep -c 'database busy' log)" 1 "one warning for the whole stall"
-  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log | sort -u | wc -l)" 62 "every event handled once"
+  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log | sort -u | wc -l)" 102 "every event handled once"
   status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
 }
 
