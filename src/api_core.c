@@ -2,6 +2,7 @@
  * outbox.emit and outbox.all_settled. Uses only host.h and the Lua C API.
  * Lua functions that fail at run time return nil, msg; misuse raises. */
 #include <lauxlib.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
@@ -120,6 +121,10 @@ static int l_config(lua_State *L) {
   return 1;
 }
 
+static int kv_cmp(const void *a, const void *b) {
+  return strcmp(((const log_kv_t *)a)->key, ((const log_kv_t *)b)->key);
+}
+
 /* outbox.log.X(msg, fields): one line; fields are a flat table; inside an event
  * the event id is added. */
 static int l_log(lua_State *L) {
@@ -146,6 +151,8 @@ static int l_log(lua_State *L) {
       lua_pop(L, 1); /* value, keep key */
     }
   }
+  /* Lua tables have no order: sort the fields so equal calls log equal lines */
+  qsort(kv + (id >= 0), (size_t)(n - (id >= 0)), sizeof kv[0], kv_cmp);
   log_fields(level, msg, kv, n);
   return 0;
 }

@@ -342,3 +342,12 @@ LUA
   assert_grep 'already shutting down' log "the signal is noted"
   assert_grep 'HOOK end' log "the shutdown hook finished"
 }
+
+t_log_fields_sorted_and_json() {
+  printf 'return function(ev) outbox.log.info("FIELDS", { zeta = 1, alpha = "two words", mid = true }) end\n' > h.lua
+  ndjson 1 > in.ndjson
+  "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log || fail "exit $?"
+  assert_grep 'info FIELDS id=1 alpha="two words" mid=true zeta=1$' log "the event id first, then fields by name"
+  "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log json 2> jlog || fail "exit $?"
+  assert_grep '"level":"info","msg":"FIELDS","id":1,"alpha":"two words","mid":"true","zeta":1\}$' jlog "one JSON object per line"
+}
