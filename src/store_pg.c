@@ -862,6 +862,8 @@ static int pg_claim(store_t *b, int max, store_event_t **out, int *n) {
     return -EINVAL;
   }
   if (max <= 0 || s->closing) return 0;
+  if (s->failures > 0 && s->state != ST_READY && s->nbuf == 0)
+    return -ENOTCONN; /* down and reconnecting: a failure, not a claim under way */
   int got = max < s->nbuf ? max : s->nbuf;
   if (got) {
     memcpy(out, s->buf, (size_t)got * sizeof *out);

@@ -183,3 +183,12 @@ t_pg_listen_wakes_an_idle_host() {
   wait_for 'HANDLED id=1' log 2 || { kill $a; return 1; }
   kill -TERM $a; wait $a || fail "exit $?"
 }
+
+t_pg_once_with_unreachable_database_exits_1() {
+  printf 'return function() end\n' > h.lua
+  # port 1 on 127.0.0.1: nothing listens there
+  "$OUTBOXD" run h.lua --db postgres://postgres@127.0.0.1:1/outbox --once --log text 2> log; rc=$?
+  assert_eq "$rc" 1 "exit code"
+  assert_grep 'database unreachable, reconnecting' log "the cause is logged"
+  assert_grep 'the store failed \(--once\)' log "the run says why it stops"
+}
