@@ -23,6 +23,9 @@ endif
 DEB_PKGS := pkg-config libluajit2-5.1-dev libuv1-dev check libsqlite3-dev lua-cjson-dev \
             libcurl4-openssl-dev libpq-dev libhttp-parser-dev
 PKGS     := luajit libuv sqlite3 libcurl libpq
+# What the end-to-end tests drive besides the binary: a PostgreSQL server, the
+# sqlite3 and curl command-line tools. `make check` installs them the same way.
+TEST_PKGS := postgresql sqlite3 curl
 
 DEPS_OK := $(shell pkg-config --exists $(PKGS) check 2>/dev/null && \
              test -e /usr/lib/$(shell $(CC) -dumpmachine)/liblua5.1-cjson.so && \
@@ -109,6 +112,7 @@ unit: $(UNIT_BIN)
 	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=120 $$t; done
 
 e2e: $(BIN) $(RECEIVER)
+	$(Q)sh tests/deps.sh $(TEST_PKGS)
 	$(Q)OUTBOXD=$(abspath $(BIN)) RECEIVER=$(abspath $(RECEIVER)) bash tests/with-pg.sh bash tests/e2e/run.sh
 
 check: unit e2e
