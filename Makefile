@@ -24,8 +24,8 @@ DEB_PKGS := pkg-config libluajit2-5.1-dev libuv1-dev check libsqlite3-dev lua-cj
             libcurl4-openssl-dev libpq-dev libhttp-parser-dev
 PKGS     := luajit libuv sqlite3 libcurl libpq
 # What the end-to-end tests drive besides the binary: a PostgreSQL server, the
-# sqlite3 and curl command-line tools. `make check` installs them the same way.
-TEST_PKGS := postgresql sqlite3 curl
+# sqlite3, curl and jq command-line tools. `make check` installs them the same way.
+TEST_PKGS := postgresql sqlite3 curl jq
 
 DEPS_OK := $(shell pkg-config --exists $(PKGS) check 2>/dev/null && \
              test -e /usr/lib/$(shell $(CC) -dumpmachine)/liblua5.1-cjson.so && \

@@ -2,6 +2,8 @@
  * outbox.emit and outbox.all_settled. Uses only host.h and the Lua C API.
  * Lua functions that fail at run time return nil, msg; misuse raises. */
 #include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,13 +127,126 @@ static int kv_cmp(const void *a, const void *b) {
   return strcmp(((const log_kv_t *)a)->key, ((const log_kv_t *)b)->key);
 }
 
-/* outbox.log.X(msg, fields): one line; fields are a flat table; inside an event
- * the event id is added. */
+/* ------------------------------------------------------------------ log */
+
+#define TABLE_DEPTH 4    /* nested tables deeper than this are logged as a note */
+#define TABLE_MAX 4096   /* bytes of JSON per table field at most */
+
+/* A table field's JSON text, built in C (the stack stays balanced). */
+typedef struct jbuf {
+  char *p;
+  size_t len, cap;
+  int full; /* TABLE_MAX reached: the text is cut */
+} jbuf_t;
+
+static void jput(jbuf_t *j, const char *s, size_t n) {
+  if (j->full) return;
+  if (j->len + n > TABLE_MAX) {
+    j->full = 1;
+    return;
+  }
+  if (j->len + n + 1 > j->cap) {
+    size_t cap = j->cap ? j->cap * 2 : 256;
+    while (cap < j->len + n + 1) cap *= 2;
+    char *p = realloc(j->p, cap);
+    if (!p) {
+      j->full = 1;
+      return;
+    }
+    j->p = p, j->cap = cap;
+  }
+  memcpy(j->p + j->len, s, n);
+  j->len += n;
+  j->p[j->len] = 0;
+}
+
+/* A JSON string: only quotes and backslashes are escaped here; the log writer
+ * escapes control characters and replaces invalid UTF-8 in JSON text it is given. */
+static void jstr(jbuf_t *j, const char *s, size_t len) {
+  jput(j, "\"", 1);
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] == '"' || s[i] == '\\') jput(j, "\\", 1);
+    jput(j, s + i, 1);
+  }
+  jput(j, "\"", 1);
+}
+
+static void jvalue(lua_State *L, int idx, int depth, jbuf_t *j);
+
+/* The table at idx (absolute) as a JSON array when its keys are 1..n, else an object. */
+static void jtable(lua_State *L, int idx, int depth, jbuf_t *j) {
+  size_t n = lua_objlen(L, idx), count = 0;
+  if (depth >= TABLE_DEPTH || !lua_checkstack(L, 4)) {
+    jput(j, "\"[nested too deep]\"", 19);
+    return;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    count++;
+    lua_pop(L, 1); /* value */
+  }
+  if (n > 0 && count == n) {
+    jput(j, "[", 1);
+    for (size_t i = 1; i <= n && !j->full; i++) {
+      if (i > 1) jput(j, ",", 1);
+      lua_rawgeti(L, idx, (int)i);
+      jvalue(L, lua_gettop(L), depth + 1, j);
+      lua_pop(L, 1); /* element */
+    }
+    jput(j, "]", 1);
+    return;
+  }
+  jput(j, "{", 1);
+  int first = 1;
+  lua_pushnil(L);
+  while (!j->full && lua_next(L, idx)) {
+    size_t klen;
+    lua_pushvalue(L, -2); /* a copy: tostring on the key itself would confuse lua_next */
+    const char *k = lua_tolstring(L, -1, &klen);
+    if (k) {
+      if (!first) jput(j, ",", 1);
+      first = 0;
+      jstr(j, k, klen);
+      jput(j, ":", 1);
+      jvalue(L, lua_gettop(L) - 1, depth + 1, j);
+    }
+    lua_pop(L, 2); /* key copy, value */
+  }
+  if (j->full) lua_pop(L, 1); /* the key lua_next did not get to consume */
+  jput(j, "}", 1);
+}
+
+static void jvalue(lua_State *L, int idx, int depth, jbuf_t *j) {
+  char num[64];
+  size_t len;
+  switch (lua_type(L, idx)) {
+  case LUA_TNUMBER: {
+    double v = lua_tonumber(L, idx);
+    jput(j, num, (size_t)snprintf(num, sizeof num, isfinite(v) ? "%.14g" : "null", v));
+    break;
+  }
+  case LUA_TSTRING: {
+    const char *s = lua_tolstring(L, idx, &len);
+    jstr(j, s, len);
+    break;
+  }
+  case LUA_TBOOLEAN:
+    lua_toboolean(L, idx) ? jput(j, "true", 4) : jput(j, "false", 5);
+    break;
+  case LUA_TNIL: jput(j, "null", 4); break;
+  case LUA_TTABLE: jtable(L, idx, depth, j); break;
+  default: jstr(j, luaL_typename(L, idx), strlen(luaL_typename(L, idx))); break;
+  }
+}
+
+/* outbox.log.X(msg, fields): one line; inside an event the event id is added.
+ * Nested tables are logged as JSON (depth and size limited). */
 static int l_log(lua_State *L) {
   int level = (int)luaL_checkinteger(L, 1);
   const char *msg = luaL_checkstring(L, 2);
   log_kv_t kv[32];
-  int n = 0;
+  jbuf_t tables[32];
+  int n = 0, nt = 0;
   if (!log_enabled(level)) return 0;
   task_t *t = host_task(L);
   int64_t id = t ? host_task_event(t) : -1;
@@ -145,6 +260,13 @@ static int l_log(lua_State *L) {
         case LUA_TNUMBER: kv[n++] = KF(k, lua_tonumber(L, -1)); break;
         case LUA_TSTRING: kv[n++] = KS(k, lua_tostring(L, -1)); break;
         case LUA_TBOOLEAN: kv[n++] = KS(k, lua_toboolean(L, -1) ? "true" : "false"); break;
+        case LUA_TTABLE: {
+          jbuf_t *j = &tables[nt++];
+          memset(j, 0, sizeof *j);
+          jvalue(L, lua_gettop(L), 0, j);
+          kv[n++] = j->full ? KS(k, j->p) : KJ(k, j->p); /* a cut text is logged as a string */
+          break;
+        }
         default: kv[n++] = KS(k, luaL_typename(L, -1)); break;
         }
       }
@@ -154,6 +276,7 @@ static int l_log(lua_State *L) {
   /* Lua tables have no order: sort the fields so equal calls log equal lines */
   qsort(kv + (id >= 0), (size_t)(n - (id >= 0)), sizeof kv[0], kv_cmp);
   log_fields(level, msg, kv, n);
+  for (int i = 0; i < nt; i++) free(tables[i].p);
   return 0;
 }
 

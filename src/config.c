@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backoff.h"
+#include "log.h"
 #include "memmon.h"
 
 #define OFF(f) offsetof(config_t, f)
@@ -56,6 +57,8 @@ const config_opt_t config_opts[] = {
      "/metrics, /health, /ready; 127.0.0.1 unless a host is given"},
     {"log", "OUTBOX_LOG", NULL, CT_LOG, OFF(log_json), "text|json", "text on a TTY, else json",
      "log format on stderr"},
+    {"log-level", "OUTBOX_LOG_LEVEL", NULL, CT_LEVEL, OFF(log_level), "LEVEL", "info",
+     "lowest level logged: debug, info, warn or error"},
     {"db", "OUTBOX_DB", NULL, CT_STRING, OFF(db), "URL", "outbox.db",
      "sqlite:PATH, PATH, postgres://..., ndjson:PATH, ndjson:-"},
 };
@@ -82,6 +85,7 @@ void config_defaults(config_t *c) {
   c->ordering_key = 1;
   c->watch = 1;
   c->log_json = -1;
+  c->log_level = LOG_INFO;
   snprintf(c->db, sizeof c->db, "outbox.db");
 }
 
@@ -151,6 +155,10 @@ int config_set(config_t *c, int i, const char *value, int source, char *err, siz
     if (strcmp(value, "text") && strcmp(value, "json"))
       return bad(o, source, value, "text or json", err, errlen);
     *(int *)field = strcmp(value, "json") == 0;
+    break;
+  case CT_LEVEL:
+    if ((*(int *)field = log_level_parse(value)) < 0)
+      return bad(o, source, value, "debug, info, warn or error", err, errlen);
     break;
   case CT_BOOL:
   case CT_NEGBOOL: {

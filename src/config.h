@@ -17,6 +17,7 @@ enum config_type {
   CT_BACKOFF,  /* MS[:MAX] */
   CT_ORDERING, /* key | none */
   CT_LOG,      /* text | json */
+  CT_LEVEL,    /* debug | info | warn | error */
   CT_BOOL,     /* a flag without value */
   CT_NEGBOOL,  /* a flag that turns a default-on setting off */
   CT_STRING
@@ -42,7 +43,8 @@ typedef struct config {
   int once;
   int watch;
   int keep_done;
-  int log_json; /* -1: text on a TTY, else json */
+  int log_json;  /* -1: text on a TTY, else json */
+  int log_level; /* enum log_level */
   char metrics[128];
   char db[1024];
   unsigned char source[32]; /* per option, enum config_source */

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "utf8.h"
+
 static int fmt = LOG_TEXT;
 static int min_level = LOG_INFO;
 static const char *names[] = {"debug", "info", "warn", "error"};
@@ -35,21 +37,31 @@ int log_level_parse(const char *s) {
 
 #define LINE_ROOM 8192   /* one log line at most */
 #define STATUS_ROOM 1024 /* then the status line redrawn after it */
+#define VALUE_ROOM 2048  /* one value at most, escaped; longer ones are cut inside */
+#define KEY_ROOM 128     /* one field name at most */
+#define TAIL_ROOM 64     /* kept for the line's end: a dropped-fields note, "}\n" */
+#define CUT_ROOM 32      /* the cut marker: "...[cut 123456789 bytes]" */
 
 typedef struct buf {
   char data[LINE_ROOM + STATUS_ROOM];
   size_t len;
 } buf_t;
 
+/* Bytes left for fields, keeping TAIL_ROOM for the end of the line. */
+static size_t room(const buf_t *b) {
+  return b->len < LINE_ROOM - TAIL_ROOM ? LINE_ROOM - TAIL_ROOM - b->len : 0;
+}
+
+/* Appends; callers size their writes with room() first, so this only guards. */
 static void put(buf_t *b, const char *s, size_t n) {
-  if (n > LINE_ROOM - 2 - b->len) n = LINE_ROOM - 2 - b->len;
+  if (n > LINE_ROOM - 1 - b->len) n = LINE_ROOM - 1 - b->len;
   memcpy(b->data + b->len, s, n);
   b->len += n;
 }
 
 static void puts_(buf_t *b, const char *s) { put(b, s, strlen(s)); }
 
-static void putf(buf_t *b, const char *f, double v, int is_int) {
+static void putf(buf_t *b, double v, int is_int) {
   char tmp[64];
   int n;
   if (is_int || (v == floor(v) && fabs(v) < 9e15))
@@ -57,40 +69,112 @@ static void putf(buf_t *b, const char *f, double v, int is_int) {
   else if (isfinite(v))
     n = snprintf(tmp, sizeof tmp, "%.15g", v);
   else
-    n = snprintf(tmp, sizeof tmp, f ? "null" : "%s", "null");
+    n = snprintf(tmp, sizeof tmp, "null");
   put(b, tmp, (size_t)n);
 }
 
-/* JSON string body, escaped; control bytes as \u00XX. */
-static void put_json_str(buf_t *b, const char *s) {
-  put(b, "\"", 1);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    char esc[8];
-    switch (*p) {
-    case '"': put(b, "\\\"", 2); break;
-    case '\\': put(b, "\\\\", 2); break;
-    case '\n': put(b, "\\n", 2); break;
-    case '\r': put(b, "\\r", 2); break;
-    case '\t': put(b, "\\t", 2); break;
-    default:
-      if (*p < 0x20) {
-        snprintf(esc, sizeof esc, "\\u%04x", *p);
-        put(b, esc, 6);
-      } else {
-        put(b, (const char *)p, 1);
-      }
-    }
+/* The escaped form of the character at p into out (at most 6 bytes); sets *used to
+ * the bytes it stands for. Control characters (C0, DEL, C1) become \u00XX, invalid
+ * UTF-8 becomes \ufffd; with `raw` (text that is JSON already) quotes and
+ * backslashes pass as they are. */
+static int esc_char(const unsigned char *p, const unsigned char *end, int raw, char *out,
+                    int *used) {
+  unsigned cp;
+  *used = 1;
+  switch (*p) {
+  case '"':
+  case '\\':
+    if (raw) break;
+    out[0] = '\\', out[1] = (char)*p;
+    return 2;
+  case '\n': memcpy(out, "\\n", 2); return 2;
+  case '\r': memcpy(out, "\\r", 2); return 2;
+  case '\t': memcpy(out, "\\t", 2); return 2;
+  default: break;
   }
+  if (*p < 0x80) {
+    if (*p >= 0x20 && *p != 0x7f) {
+      out[0] = (char)*p;
+      return 1;
+    }
+    return snprintf(out, 7, "\\u%04x", *p);
+  }
+  int n = utf8_len(p, end, &cp);
+  if (!n) {
+    memcpy(out, UTF8_REPLACEMENT_JSON, 6);
+    return 6;
+  }
+  *used = n;
+  if (cp <= 0x9f) return snprintf(out, 7, "\\u%04x", cp); /* C1 controls */
+  memcpy(out, p, (size_t)n);
+  return n;
+}
+
+/* Length of s escaped. */
+static size_t esc_len(const char *s, int raw) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
+  size_t n = 0;
+  char tmp[8];
+  int used;
+  while (p < end) {
+    n += (size_t)esc_char(p, end, raw, tmp, &used);
+    p += used;
+  }
+  return n;
+}
+
+/* Writes s escaped in at most `budget` bytes; a longer value is cut at a character
+ * boundary and ends with "...[cut N bytes]" (N: the bytes of s left out). */
+static void put_esc(buf_t *b, const char *s, int raw, size_t budget) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
+  size_t limit = esc_len(s, raw) <= budget ? budget : budget > CUT_ROOM ? budget - CUT_ROOM : 0;
+  size_t out = 0;
+  char tmp[8];
+  int used;
+  while (p < end) {
+    int n = esc_char(p, end, raw, tmp, &used);
+    if (out + (size_t)n > limit) {
+      char mark[CUT_ROOM + 8];
+      int m = snprintf(mark, sizeof mark, "...[cut %zu bytes]", (size_t)(end - p));
+      put(b, mark, (size_t)m);
+      return;
+    }
+    put(b, tmp, (size_t)n);
+    out += (size_t)n;
+    p += used;
+  }
+}
+
+static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+/* A JSON string of s within `budget` bytes, quotes included. */
+static void put_json_str(buf_t *b, const char *s, size_t budget) {
+  put(b, "\"", 1);
+  put_esc(b, s, 0, budget > 2 ? budget - 2 : 0);
   put(b, "\"", 1);
 }
 
-/* Text value: bare when it has no space, quote or '=', else quoted like JSON. */
-static void put_text_val(buf_t *b, const char *s) {
-  if (*s && strcspn(s, " \t\n\r\"=") == strlen(s)) {
+/* Text value: bare when it is plain printable ASCII without space, quote or '=',
+ * else quoted and escaped like JSON. */
+static void put_text_val(buf_t *b, const char *s, size_t budget) {
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '=') p++;
+  if (*s && !*p && (size_t)(p - (const unsigned char *)s) <= budget) {
     puts_(b, s);
     return;
   }
-  put_json_str(b, s);
+  put_json_str(b, s, budget);
+}
+
+/* One field's value in JSON: a number, a string, or JSON text (KJ) written as it is
+ * when it fits, else as a cut string. */
+static void put_json_val(buf_t *b, const log_kv_t *kv, size_t budget) {
+  if (!kv->str)
+    putf(b, kv->num, kv->is_int);
+  else if (kv->raw && esc_len(kv->str, 1) <= budget)
+    put_esc(b, kv->str, 1, budget);
+  else
+    put_json_str(b, kv->str, budget);
 }
 
 static void stamp(char *out, size_t n) {
@@ -105,6 +189,7 @@ static void stamp(char *out, size_t n) {
 void log_fields(int level, const char *msg, const log_kv_t *kv, int n) {
   buf_t b;
   char ts[40];
+  int dropped = 0;
   if (level < min_level) return;
   if (level < 0 || level > LOG_ERROR) level = LOG_ERROR;
   b.len = 0;
@@ -116,15 +201,21 @@ void log_fields(int level, const char *msg, const log_kv_t *kv, int n) {
     puts_(&b, "\",\"level\":\"");
     puts_(&b, names[level]);
     puts_(&b, "\",\"msg\":");
-    put_json_str(&b, msg);
+    put_json_str(&b, msg, VALUE_ROOM);
     for (int i = 0; i < n; i++) {
+      size_t klen = min_sz(esc_len(kv[i].key, 0), KEY_ROOM) + 4; /* ,"key": */
+      if (room(&b) < klen + CUT_ROOM + 24) { /* no room left for this field */
+        dropped++;
+        continue;
+      }
       put(&b, ",", 1);
-      put_json_str(&b, kv[i].key);
+      put_json_str(&b, kv[i].key, KEY_ROOM);
       put(&b, ":", 1);
-      if (kv[i].str)
-        put_json_str(&b, kv[i].str);
-      else
-        putf(&b, "json", kv[i].num, kv[i].is_int);
+      put_json_val(&b, &kv[i], min_sz(VALUE_ROOM, room(&b)));
+    }
+    if (dropped) {
+      char note[48];
+      put(&b, note, (size_t)snprintf(note, sizeof note, ",\"fields_dropped\":%d", dropped));
     }
     put(&b, "}", 1);
   } else {
@@ -132,15 +223,24 @@ void log_fields(int level, const char *msg, const log_kv_t *kv, int n) {
     put(&b, " ", 1);
     puts_(&b, names[level]);
     put(&b, " ", 1);
-    puts_(&b, msg);
+    put_esc(&b, msg, 0, VALUE_ROOM);
     for (int i = 0; i < n; i++) {
+      size_t klen = min_sz(esc_len(kv[i].key, 0), KEY_ROOM) + 2;
+      if (room(&b) < klen + CUT_ROOM + 24) {
+        dropped++;
+        continue;
+      }
       put(&b, " ", 1);
-      puts_(&b, kv[i].key);
+      put_esc(&b, kv[i].key, 0, KEY_ROOM);
       put(&b, "=", 1);
       if (kv[i].str)
-        put_text_val(&b, kv[i].str);
+        put_text_val(&b, kv[i].str, min_sz(VALUE_ROOM, room(&b)));
       else
-        putf(&b, NULL, kv[i].num, kv[i].is_int);
+        putf(&b, kv[i].num, kv[i].is_int);
+    }
+    if (dropped) {
+      char note[48];
+      put(&b, note, (size_t)snprintf(note, sizeof note, " fields_dropped=%d", dropped));
     }
   }
   b.data[b.len++] = '\n';

@@ -14,19 +14,25 @@ typedef struct log_kv {
   const char *str; /* string value, or NULL for a number */
   double num;
   int is_int;
+  int raw; /* str is JSON text already (a table): written as it is when it fits */
 } log_kv_t;
 
 static inline const char *log_str_(const char *s) { return s ? s : ""; }
-#define KS(k, v) ((log_kv_t){(k), log_str_(v), 0, 0})
-#define KI(k, v) ((log_kv_t){(k), NULL, (double)(v), 1})
-#define KF(k, v) ((log_kv_t){(k), NULL, (double)(v), 0})
+#define KS(k, v) ((log_kv_t){(k), log_str_(v), 0, 0, 0})
+#define KI(k, v) ((log_kv_t){(k), NULL, (double)(v), 1, 0})
+#define KF(k, v) ((log_kv_t){(k), NULL, (double)(v), 0, 0})
+#define KJ(k, v) ((log_kv_t){(k), log_str_(v), 0, 0, 1})
 
 /* Sets the format and the lowest level written. */
 void log_setup(int format, int min_level);
 int log_format(void);
 int log_enabled(int level);
 
-/* Writes one line: level, message, fields. */
+/* Writes one line: level, message, fields. The line is at most 8 KiB and always
+ * whole: JSON lines are valid JSON (invalid UTF-8 becomes U+FFFD, control
+ * characters are escaped, a value over 2 KiB is cut inside its string with
+ * "...[cut N bytes]", fields past the line's room are counted in
+ * "fields_dropped"); text lines escape control characters the same way. */
 void log_fields(int level, const char *msg, const log_kv_t *kv, int n);
 
 /* log_at(LOG_INFO, "event done", KI("id", id), KS("topic", t)) */

@@ -103,9 +103,7 @@ static int cmd_run(int argc, char **argv) {
     return 2;
   }
   int json = cfg.log_json < 0 ? !isatty(STDERR_FILENO) : cfg.log_json;
-  const char *lv = getenv("OUTBOX_LOG_LEVEL");
-  int level = lv ? log_level_parse(lv) : LOG_INFO;
-  log_setup(json ? LOG_JSON : LOG_TEXT, level < 0 ? LOG_INFO : level);
+  log_setup(json ? LOG_JSON : LOG_TEXT, cfg.log_level);
   return dispatch_run(&cfg, script);
 }
 

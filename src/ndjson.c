@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 typedef struct scan {
   char *p;
   char *end;
@@ -42,50 +44,6 @@ static int hex4(const char *p, unsigned *out) {
   }
   *out = v;
   return 0;
-}
-
-static char *put_utf8(char *w, unsigned cp) {
-  if (cp < 0x80) {
-    *w++ = (char)cp;
-  } else if (cp < 0x800) {
-    *w++ = (char)(0xC0 | (cp >> 6));
-    *w++ = (char)(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    *w++ = (char)(0xE0 | (cp >> 12));
-    *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-    *w++ = (char)(0x80 | (cp & 0x3F));
-  } else {
-    *w++ = (char)(0xF0 | (cp >> 18));
-    *w++ = (char)(0x80 | ((cp >> 12) & 0x3F));
-    *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-    *w++ = (char)(0x80 | (cp & 0x3F));
-  }
-  return w;
-}
-
-/* Length of the UTF-8 sequence at p (1..4), or 0 when it is invalid. */
-static int utf8_len(const unsigned char *p, const unsigned char *end) {
-  unsigned char c = p[0];
-  int n;
-  unsigned cp;
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF)
-    n = 2, cp = c & 0x1F;
-  else if (c >= 0xE0 && c <= 0xEF)
-    n = 3, cp = c & 0x0F;
-  else if (c >= 0xF0 && c <= 0xF4)
-    n = 4, cp = c & 0x07;
-  else
-    return 0;
-  if (end - p < n) return 0;
-  for (int i = 1; i < n; i++) {
-    if ((p[i] & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (p[i] & 0x3F);
-  }
-  if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-      (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-    return 0;
-  return n;
 }
 
 /* 1 for bytes that stand for themselves inside a JSON string (printable ASCII but
@@ -123,7 +81,7 @@ static int escape(scan_t *s, char *buf) {
   } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
     return fail(s, "unpaired surrogate in \\u escape");
   }
-  return (int)(put_utf8(buf, cp) - buf);
+  return (int)(utf8_put(buf, cp) - buf);
 }
 
 /* Scans a string starting at '"', validating escapes and UTF-8. With unescape,
@@ -160,7 +118,7 @@ static int scan_string(scan_t *s, int unescape, char **out, size_t *out_len) {
       if (unescape) memcpy(w, buf, (size_t)n), w += n;
       continue;
     }
-    n = c < 0x80 ? 1 : utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end);
+    n = c < 0x80 ? 1 : utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end, NULL);
     if (!n) return fail(s, "invalid UTF-8");
     if (unescape) memmove(w, s->p, (size_t)n), w += n;
     s->p += n;
