@@ -1,5 +1,7 @@
 # Helpers for end-to-end tests: each test is a bash function `t_NAME` in a
 # tests/e2e/test_*.sh file; run.sh calls them one by one in a fresh temp folder.
+# Tests wait for the state they assert (the wait_* helpers, generous deadlines: they
+# cost nothing when the state comes early) and never sleep a fixed time.
 OUTBOXD=${OUTBOXD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/outboxd}
 
 # Every failed assertion is recorded, so a test fails even when a later line passes.
@@ -21,9 +23,38 @@ ndjson() {
 # field NAME FILE: value of the last text-log field NAME=VALUE in FILE
 field() { grep -oE "(^| )$1=[^ ]+" "$2" | tail -1 | sed -E "s/^ ?$1=//"; }
 
-# wait_for PATTERN FILE SECONDS
-wait_for() {
-  local i=0 max=$(( ${3:-10} * 20 ))
-  while [ $i -lt $max ]; do grep -qE -- "$1" "$2" 2>/dev/null && return 0; sleep 0.05; i=$((i + 1)); done
-  fail "timed out waiting for /$1/ in $2"
+# wait_until SECONDS WHAT COMMAND...: runs COMMAND every 50 ms until it succeeds;
+# fails naming WHAT after SECONDS of wall-clock time.
+wait_until() {
+  local secs=$1 end=$((SECONDS + $1 + 1)) what=$2
+  shift 2
+  until "$@"; do
+    [ $SECONDS -ge $end ] && { fail "timed out after $secs s waiting for $what"; return 1; }
+    sleep 0.05
+  done
+}
+
+# has_lines PATTERN FILE N: FILE has at least N lines matching PATTERN
+has_lines() { [ "$(grep -cE -- "$1" "$2" 2>/dev/null)" -ge "$3" ]; }
+
+# has_after FIRST THEN FILE: a line matching THEN comes after a line matching FIRST
+has_after() { awk -v a="$1" -v b="$2" 'f && $0 ~ b { ok = 1; exit } $0 ~ a { f = 1 } END { exit !ok }' "$3" 2>/dev/null; }
+
+# wait_count PATTERN FILE N [SECONDS]: until FILE has at least N lines matching (default 30 s)
+wait_count() {
+  wait_until "${4:-30}" "$3 lines /$1/ in $2" has_lines "$1" "$2" "$3" ||
+    { echo "      (has $(grep -cE -- "$1" "$2" 2>/dev/null))" >&2; return 1; }
+}
+
+# wait_for PATTERN FILE [SECONDS]: until a line of FILE matches (default 30 s)
+wait_for() { wait_until "${3:-30}" "/$1/ in $2" has_lines "$1" "$2" 1; }
+
+# gate_lua: Lua defining exists(path) and wait_file(path); a handler or hook that
+# calls wait_file waits (outbox.sleep, the host keeps serving) until the test
+# creates the file, so the test, not a timer, decides when it moves on.
+gate_lua() {
+  cat <<'LUA'
+local function exists(p) local f = io.open(p); if f then f:close() end; return f ~= nil end
+local function wait_file(p) while not exists(p) do outbox.sleep(0.02) end end
+LUA
 }

@@ -212,12 +212,11 @@ end)
 return function(ev) outbox.log.info("STARTED"); outbox.sleep(0.3) end
 LUA
   mkfifo in.pipe
-  ( ndjson 3; sleep 30 ) > in.pipe &
+  ( ndjson 3; exec sleep 300 ) > in.pipe &
   feeder=$!
   "$OUTBOXD" run h.lua --db ndjson:- --log text < in.pipe 2> log &
   pid=$!
-  wait_for 'STARTED' log 5 || { kill $feeder; return 1; }
-  sleep 0.05
+  wait_count 'STARTED' log 3 || { kill $feeder $pid; return 1; }
   kill -TERM $pid
   wait $pid; rc=$?
   kill $feeder 2>/dev/null
@@ -296,13 +295,21 @@ LUA
 
 # retry(seconds) with a delay past the end of time: the retry waits (saturated),
 # it is not scheduled at a wrapped, negative time and run again at once.
+# Event 2 sleeps 0.3 s on the host's own timer: once it is done, the loop has run well
+# past the moment a wrapped retry would have run event 1 again.
 t_huge_retry_delay_does_not_run_again_at_once() {
-  printf 'return function(ev) outbox.log.info("RAN", { attempt = ev.attempt }); return outbox.retry(1e300) end\n' > h.lua
-  ndjson 1 > in.ndjson
-  "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log &
+  cat > h.lua <<'LUA'
+return function(ev)
+  if ev.topic == "later" then outbox.sleep(0.3); outbox.log.info("LATER"); return end
+  outbox.log.info("RAN", { attempt = ev.attempt })
+  return outbox.retry(1e300)
+end
+LUA
+  { ndjson 1; ndjson 1 later; } > in.ndjson
+  "$OUTBOXD" run h.lua --db ndjson:in.ndjson --concurrency 2 --log text 2> log &
   pid=$!
-  wait_for 'event failed id=1 ' log 10 || { kill $pid; return 1; }
-  sleep 0.3
+  wait_for 'event failed id=1 ' log || { kill $pid; return 1; }
+  wait_for 'LATER id=2' log || { kill $pid; return 1; }
   kill -TERM $pid; wait $pid
   assert_no_grep 'RAN id=1 attempt=2' log "no second run"
   assert_no_grep 'retry_in_ms=-' log "no negative retry delay"
@@ -314,11 +321,11 @@ outbox.on("shutdown", function() outbox.log.info("HOOK shutdown") end)
 return function(ev) outbox.log.info("STARTED"); outbox.sleep(3600) end
 LUA
   mkfifo in.pipe
-  ( ndjson 2; sleep 30 ) > in.pipe &
+  ( ndjson 2; exec sleep 300 ) > in.pipe &
   feeder=$!
   "$OUTBOXD" run h.lua --db ndjson:- --drain-timeout 100 --log text < in.pipe 2> log &
   pid=$!
-  wait_for 'STARTED' log 5 || { kill $feeder $pid; return 1; }
+  wait_for 'STARTED' log || { kill $feeder $pid; return 1; }
   kill -TERM $pid
   wait $pid; rc=$?
   kill $feeder 2>/dev/null
@@ -328,15 +335,18 @@ LUA
 }
 
 t_signal_while_finishing_is_not_a_second_signal() {
-  cat > h.lua <<'LUA'
-outbox.on("shutdown", function() outbox.log.info("HOOK begin"); outbox.sleep(0.5); outbox.log.info("HOOK end") end)
+  { gate_lua; cat <<'LUA'
+outbox.on("shutdown", function() outbox.log.info("HOOK begin"); wait_file("go"); outbox.log.info("HOOK end") end)
 return function() end
 LUA
+  } > h.lua
   ndjson 3 > in.ndjson
   "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log &
   pid=$!
-  wait_for 'HOOK begin' log 5 || { kill $pid; return 1; }
+  wait_for 'HOOK begin' log || { kill $pid; return 1; }
   kill -TERM $pid
+  wait_for 'already shutting down' log || { kill -9 $pid; return 1; }
+  touch go
   wait $pid; rc=$?
   assert_eq "$rc" 0 "exit code"
   assert_grep 'already shutting down' log "the signal is noted"

@@ -11,7 +11,7 @@ recv_start() {
   "$RECEIVER" --port-file port --log req.log "$@" > /dev/null 2> recv.err &
   BG="$BG $!"
   trap 'for p in $BG; do kill $p 2>/dev/null; done; wait 2>/dev/null' EXIT
-  wait_for '^[0-9]+$' port 10 || return 1
+  wait_for '^[0-9]+$' port || return 1
   URL="http://127.0.0.1:$(cat port)"
 }
 
@@ -31,14 +31,13 @@ recv_stat() { recv_get /stats | grep -oE "\"$1\":[0-9]+" | cut -d: -f2; }
 # ms_of_log_line PATTERN FILE: the time of the first matching text-log line, epoch ms.
 ms_of_log_line() { date -d "$(grep -m1 -E -- "$1" "$2" | cut -d' ' -f1)" +%s%3N; }
 
+# sql_is SQL VALUE: the query on x.db prints VALUE
+sql_is() { [ "$(sqlite3 x.db "$1" 2>/dev/null)" = "$2" ]; }
+
 # wait_sql SQL VALUE SECONDS: polls x.db until the query prints VALUE.
 wait_sql() {
-  local i=0 max=$(( $3 * 20 )) got
-  while [ $i -lt $max ]; do
-    got=$(sqlite3 x.db "$1" 2>/dev/null) && [ "$got" = "$2" ] && return 0
-    sleep 0.05; i=$((i + 1))
-  done
-  fail "x.db: '$1' is '$got', expected '$2'"
+  wait_until "$3" "x.db: '$1' to print '$2'" sql_is "$1" "$2" ||
+    { echo "      (prints '$(sqlite3 x.db "$1" 2>&1)')" >&2; return 1; }
 }
 
 t_http_errors_are_nil_err_and_misuse_raises() {
@@ -114,14 +113,15 @@ t_webhook_breaker_opens_releases_and_recovers() {
   "$OUTBOXD" init --db x.db 2> /dev/null || fail "init" || return 1
   ndjson 20 t '{"n":1}' | "$OUTBOXD" enqueue --db x.db 2> /dev/null || fail "enqueue" || return 1
   OUTBOX_WEBHOOK_URL="$URL/hook" "$OUTBOXD" run "$WEBHOOK" --db x.db --concurrency 1 --backoff 10:10 \
-    --breaker-window 4 --breaker-min-calls 4 --breaker-cooldown 1000 --poll 50 --no-watch \
+    --breaker-window 4 --breaker-min-calls 4 --breaker-cooldown 3000 --poll 50 --no-watch \
     --log text 2> log &
   local pid=$!
   BG="$BG $pid"
-  wait_for 'circuit breaker changed state=open' log 10 || return 1
+  wait_for 'circuit breaker changed state=open' log || return 1
   # Released events are pending again with their attempts untouched: every row's
-  # attempts equals the requests the receiver saw for it.
-  wait_sql "SELECT count(*) FROM outbox WHERE status <> 'pending'" 0 5 || return 1
+  # attempts equals the requests the receiver saw for it. (The 3 s cooldown keeps a
+  # half-open probe out of this snapshot.)
+  wait_sql "SELECT count(*) FROM outbox WHERE status <> 'pending'" 0 60 || return 1
   sqlite3 x.db "SELECT id, attempts FROM outbox ORDER BY id" | tr '|' ' ' > attempts
   local id n seen
   while read -r id n; do
@@ -130,9 +130,9 @@ t_webhook_breaker_opens_releases_and_recovers() {
   done < attempts
   assert_eq "$(awk '$2 == 0' attempts | wc -l)" 16 "events released without an attempt" || return 1
   recv_get '/control?status=200' > /dev/null
-  wait_for 'circuit breaker changed state=half-open' log 10 || return 1
-  wait_for 'circuit breaker changed state=closed' log 10 || return 1
-  wait_sql "SELECT count(*) FROM outbox WHERE status IN ('pending', 'processing')" 0 20 || return 1
+  wait_for 'circuit breaker changed state=half-open' log || return 1
+  wait_for 'circuit breaker changed state=closed' log || return 1
+  wait_sql "SELECT count(*) FROM outbox WHERE status IN ('pending', 'processing')" 0 60 || return 1
   kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit after SIGTERM" || return 1
   # No request reached the receiver while the breaker was open.
   local opened half
@@ -152,7 +152,7 @@ t_webhook_slow_receiver_times_out_then_delivers() {
     --backoff 50:50 --log text 2> log &
   local pid=$!
   BG="$BG $pid"
-  wait_for 'event failed id=3 .*error="webhook: timeout after 200 ms"' log 10 || return 1
+  wait_for 'event failed id=3 .*error="webhook: timeout after 200 ms"' log || return 1
   recv_get '/control?delay=0' > /dev/null
   wait $pid; assert_eq "$?" 0 "exit" || return 1
   assert_eq "$(field done log)" 3 "all delivered after the receiver got fast" || return 1
@@ -236,7 +236,7 @@ LUA
   URL=$URL "$OUTBOXD" run h.lua --db ndjson:- --drain-timeout 100 --log text 2> log2 < in.pipe &
   local pid=$!
   BG="$BG $pid"
-  wait_for 'WAITING' log2 10 || return 1
+  wait_for 'WAITING' log2 || return 1
   kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit after SIGTERM with a request in flight" || return 1
   assert_no_grep 'RETURNED' log2 "the cancelled call never returns"
 }

@@ -2,31 +2,48 @@
 # requests, the terminal status line, and an installed binary run from elsewhere.
 
 # metrics_port LOG: the port the server logged (it binds port 0: a free one)
-metrics_port() { wait_for 'metrics listening' "$1" 5 && field port "$1"; }
+metrics_port() { wait_for 'metrics listening' "$1" && field port "$1"; }
 
-# scrape PORT PATH: the body of GET PATH; `code` gets the HTTP status
-scrape() { curl -s -o scrape.out -w '%{http_code}' "http://127.0.0.1:$1$2" > code; cat scrape.out; }
+# scrape PORT PATH: the body of GET PATH; `code` gets the HTTP status (000 and an
+# empty body when the request failed: never a previous answer)
+scrape() {
+  rm -f scrape.out
+  curl -s --max-time 20 -o scrape.out -w '%{http_code}' "http://127.0.0.1:$1$2" > code
+  [ -f scrape.out ] && cat scrape.out
+}
+
+# scrape_is PORT PATH CODE [PATTERN]: one GET gives CODE and a body matching PATTERN
+scrape_is() { scrape "$1" "$2" > /dev/null; [ "$(cat code)" = "$3" ] && grep -qE -- "${4:-.}" scrape.out; }
+
+# wait_scrape PORT PATH CODE [PATTERN]: until GET PATH answers so (30 s); the body
+# is left in scrape.out
+wait_scrape() {
+  wait_until 30 "GET $2 to answer $3 ${4:+/$4/}" scrape_is "$@" ||
+    { echo "      (last answer: $(cat code) $(head -c 200 scrape.out 2>/dev/null))" >&2; return 1; }
+}
 
 # metric NAME_WITH_LABELS FILE: its value in an exposition text
 metric() { grep -F "$1 " "$2" | grep -v '^#' | head -1 | awk '{print $2}'; }
 
+# The slow handlers hold until the test has scraped, so the figures hold still.
 t_metrics_match_stats_during_run() {
-  cat > h.lua <<'LUA'
+  { gate_lua; cat <<'LUA'
 return function(ev)
   if ev.topic == "fast" then return end
-  outbox.sleep(0.3)                      -- every fast event is done, four slow ones run
   if ev.id == 10 then
+    while outbox.stats().done < 6 do outbox.sleep(0.02) end   -- every fast event is done
     local s = outbox.stats()
     outbox.log.info("STATS", { active = s.active, queued = s.queued, done = s.done, failed = s.failed })
   end
-  outbox.sleep(1.5)                      -- the figures hold still while we scrape
+  wait_file("scraped")
 end
 LUA
+  } > h.lua
   { ndjson 6 fast; ndjson 4 slow; } > in.ndjson
   "$OUTBOXD" run h.lua --db ndjson:in.ndjson --concurrency 4 --metrics 0 --log text 2> log &
   local pid=$! port
-  port=$(metrics_port log) || return 1
-  wait_for 'STATS' log 5 || return 1
+  port=$(metrics_port log) || { kill $pid; return 1; }
+  wait_for 'STATS' log || { kill $pid; return 1; }
   scrape "$port" /metrics > m.txt
   assert_eq "$(cat code)" 200 "status of /metrics"
   assert_grep '^# TYPE outboxd_events_total counter' m.txt "TYPE line"
@@ -46,6 +63,7 @@ LUA
   assert_grep '^outboxd_reloads_total\{result="ok"\} 0' m.txt "reloads"
   assert_eq "$(scrape "$port" /health)" ok "health body"
   assert_eq "$(scrape "$port" /ready)" ready "ready body"
+  touch scraped
   wait $pid || fail "exit $?"
 }
 
@@ -55,9 +73,9 @@ t_sighup_reloads_are_counted() {
   "$OUTBOXD" run h.lua --db ndjson:in.ndjson --metrics 127.0.0.1:0 --no-watch --drain-timeout 100 --log text 2> log &
   local pid=$! port
   port=$(metrics_port log) || return 1
-  kill -HUP $pid; wait_for 'reloaded' log 5 || return 1
+  kill -HUP $pid; wait_for 'reloaded' log || { kill $pid; return 1; }
   printf 'return function(ev) (\n' > h.lua
-  kill -HUP $pid; wait_for 'reload failed' log 5 || return 1
+  kill -HUP $pid; wait_for 'reload failed' log || { kill $pid; return 1; }
   scrape "$port" /metrics > m.txt
   assert_eq "$(metric 'outboxd_reloads_total{result="ok"}' m.txt)" 1 "ok reloads"
   assert_eq "$(metric 'outboxd_reloads_total{result="failed"}' m.txt)" 1 "failed reloads"
@@ -65,33 +83,39 @@ t_sighup_reloads_are_counted() {
   kill -TERM $pid; wait $pid || fail "exit $?"
 }
 
+# The handler waits for "go" before its first run and fails until "healthy"
+# exists: the test, not the clock, moves the breaker from closed to open to closed.
 t_ready_is_503_while_breaker_open() {
-  cat > h.lua <<'LUA'
-local healthy = false
-outbox.on("circuit-breaker:opened", function() outbox.sleep(0.5); healthy = true end)
+  { gate_lua; cat <<'LUA'
 return function(ev)
+  wait_file("go")
   outbox.sleep(0.05)
-  if not healthy then error("downstream down") end
+  if not exists("healthy") then error("downstream down") end
 end
 LUA
-  ndjson 60 > in.ndjson
-  "$OUTBOXD" run h.lua --db ndjson:in.ndjson --concurrency 1 --breaker-window 4 --breaker-min-calls 4 \
-    --breaker-cooldown 800 --backoff 10:10 --metrics 0 --log text 2> log &
+  } > h.lua
+  mkfifo in.pipe
+  ( ndjson 60; exec sleep 300 ) > in.pipe &
+  local feeder=$!
+  "$OUTBOXD" run h.lua --db ndjson:- --concurrency 1 --breaker-window 4 --breaker-min-calls 4 \
+    --breaker-cooldown 800 --backoff 10:10 --metrics 0 --log text < in.pipe 2> log &
   local pid=$! port
-  port=$(metrics_port log) || return 1
+  port=$(metrics_port log) || { kill $pid $feeder; return 1; }
   assert_eq "$(scrape "$port" /ready)" ready "ready before"
-  wait_for 'circuit breaker changed state=open' log 10 || return 1
-  scrape "$port" /ready > body
-  assert_eq "$(cat code)" 503 "/ready while open"
-  assert_grep 'breaker open' body "says why"
-  scrape "$port" /metrics > m.txt
-  assert_eq "$(metric outboxd_breaker_state m.txt)" 1 "breaker_state open"
+  assert_eq "$(cat code)" 200 "/ready before"
+  touch go
+  wait_for 'circuit breaker changed state=open' log || { kill $pid $feeder; return 1; }
+  # open, then half-open for one probe (which fails), then open again: poll for open
+  wait_scrape "$port" /ready 503 'breaker open' || { kill $pid $feeder; return 1; }
+  wait_scrape "$port" /metrics 200 '^outboxd_breaker_state 1$' || { kill $pid $feeder; return 1; }
   assert_eq "$(scrape "$port" /health)" ok "health stays 200"
   assert_eq "$(cat code)" 200 "/health while open"
-  wait_for 'circuit breaker changed state=closed' log 10 || return 1
+  touch healthy
+  wait_for 'circuit breaker changed state=closed' log || { kill $pid $feeder; return 1; }
   scrape "$port" /ready > /dev/null
   assert_eq "$(cat code)" 200 "/ready after it closed"
-  wait $pid || fail "exit $?"
+  kill -TERM $pid; wait $pid || fail "exit $?"
+  kill $feeder
 }
 
 t_bad_requests_get_4xx_and_server_goes_on() {

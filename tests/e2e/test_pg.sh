@@ -14,15 +14,13 @@ pg_fresh() {
 
 sql() { psql -qAtX "$PGURL" -c "$1"; }
 
-# pg_wait_settled SECONDS: until nothing is pending or processing.
+# pg_settled: nothing is pending or processing
+pg_settled() { [ "$(sql "SELECT count(*) FROM outbox WHERE status IN ('pending','processing')" 2>/dev/null)" = 0 ]; }
+
+# pg_wait_settled [SECONDS]: until nothing is pending or processing (default 60 s)
 pg_wait_settled() {
-  local i=0 max=$(( ${1:-30} * 10 )) left
-  while [ $i -lt $max ]; do
-    left=$(sql "SELECT count(*) FROM outbox WHERE status IN ('pending','processing')" 2>/dev/null)
-    [ "$left" = 0 ] && return 0
-    sleep 0.1; i=$((i + 1))
-  done
-  fail "events still pending or processing after ${1:-30} s: $left"
+  wait_until "${1:-60}" "the outbox to settle" pg_settled ||
+    { echo "      (left: $(sql "SELECT status, count(*) FROM outbox GROUP BY status" 2>&1 | tr '\n' ' '))" >&2; return 1; }
 }
 
 # Handler that appends "host id key" to the shared file seen.log (one write per line,
@@ -79,9 +77,12 @@ LUA
   sql "INSERT INTO outbox (topic, payload) VALUES ('sql', 'from psql')"
   assert_grep '"pending": 4' <("$OUTBOXD" status --db "$PGURL" --json) "status before" || return 1
   "$OUTBOXD" run h.lua --db "$PGURL" --once --backoff 10:10 --log text 2> log || fail "exit $?"
-  # --once leaves a retry that is not yet due; a second run picks it up
-  sleep 0.1
-  "$OUTBOXD" run h.lua --db "$PGURL" --once --backoff 10:10 --log text 2>> log || fail "exit $?"
+  # --once may leave a retry that is not yet due; later runs pick it up
+  local runs=1
+  until pg_settled || [ $runs -ge 100 ]; do
+    "$OUTBOXD" run h.lua --db "$PGURL" --once --backoff 10:10 --log text 2>> log || fail "exit $?"
+    runs=$((runs + 1))
+  done
   grep 'HANDLED id=1 ' log > e1
   assert_grep 'topic=a' e1 "event 1 topic"
   assert_grep 'key=k1' e1 "event 1 key"
@@ -110,14 +111,17 @@ t_pg_three_hosts_exactly_once_in_key_order() {
   pg_fresh || return 1
   local n=${PG_E2E_EVENTS:-50000}
   pg_recorder
-  sql "INSERT INTO outbox (topic, key, payload) SELECT 't', CASE WHEN g % 10 = 0 THEN NULL ELSE 'k' || (g % 397) END, g::text FROM generate_series(1, $n) g"
+  # the three hosts are up before the rows come, so each of them takes part
   local pids=""
   for h in 1 2 3; do
-    HOST=h$h "$OUTBOXD" run h.lua --db "$PGURL" --once --batch 500 --concurrency 50 --log text 2> "log$h" &
+    HOST=h$h "$OUTBOXD" run h.lua --db "$PGURL" --batch 500 --concurrency 50 --log text 2> "log$h" &
     pids="$pids $!"
   done
+  for h in 1 2 3; do wait_for 'database connected' "log$h" || { kill $pids; return 1; }; done
+  sql "INSERT INTO outbox (topic, key, payload) SELECT 't', CASE WHEN g % 10 = 0 THEN NULL ELSE 'k' || (g % 397) END, g::text FROM generate_series(1, $n) g"
+  pg_wait_settled 300 || { kill $pids; return 1; }
+  kill -TERM $pids
   for p in $pids; do wait "$p" || fail "a host exited with $?"; done
-  pg_wait_settled 30 || return 1
   check_ids "$n" exactly || return 1
   check_key_order exactly || return 1
   for h in 1 2 3; do
@@ -136,11 +140,10 @@ t_pg_sigkill_one_host_loses_nothing() {
   local a=$!
   HOST=b PAUSE=0.01 "$OUTBOXD" run h.lua --db "$PGURL" --lease 1000 --batch 100 --concurrency 20 --log text 2> logb &
   local b=$!
-  wait_for '^a ' seen.log 20 || { kill $a $b; return 1; }
-  sleep 0.3
+  wait_for '^a ' seen.log || { kill $a $b; return 1; }
   kill -9 $a
   assert_eq "$(sql "SELECT count(*) > 0 FROM outbox WHERE status = 'processing'")" t "events in flight at the kill" || { kill $b; return 1; }
-  pg_wait_settled 40 || { kill $b; return 1; }
+  pg_wait_settled || { kill $b; return 1; }
   kill -TERM $b; wait $b || fail "host b exit $?"
   check_ids "$n" at_least || return 1
   check_key_order at_least
@@ -154,16 +157,14 @@ t_pg_backend_killed_and_server_restarted() {
   sql "INSERT INTO outbox (topic, key, payload) SELECT 't', 'k' || (g % 40), g::text FROM generate_series(1, $n) g"
   HOST=a PAUSE=0.01 "$OUTBOXD" run h.lua --db "$PGURL" --lease 2000 --batch 100 --concurrency 20 --log text 2> log &
   local a=$!
-  wait_for 'database connected' log 10 || return 1
-  wait_for '^a ' seen.log 10 || return 1
-  sleep 0.3
+  wait_for 'database connected' log || { kill $a; return 1; }
+  wait_count '^a ' seen.log 100 || { kill $a; return 1; }
   psql -qAtX "$PGURL" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'outboxd%'" > killed
   assert_grep t killed "a backend was terminated" || { kill $a; return 1; }
-  wait_for 'database reachable again' log 10 || { kill $a; return 1; }
-  sleep 0.3
+  wait_for 'database reachable again' log || { kill $a; return 1; }
   assert_eq "$(sql "SELECT count(*) > 0 FROM outbox")" t "work left at the restart" || { kill $a; return 1; }
   bash "$HERE/../pg.sh" restart "$OUTBOX_TEST_PGDATA" || { kill $a; fail "pg_ctl restart"; return 1; }
-  pg_wait_settled 60 || { kill $a; return 1; }
+  pg_wait_settled 120 || { kill $a; return 1; }
   kill -0 $a || fail "the host exited"
   kill -TERM $a; wait $a || fail "host exit $?"
   assert_eq "$(grep -c 'database unreachable, reconnecting' log)" 2 "one log line per outage"
@@ -177,10 +178,13 @@ t_pg_listen_wakes_an_idle_host() {
   printf 'return function(ev) outbox.log.info("HANDLED", { lag_ms = math.floor((outbox.now() - ev.created_at / 1000) * 1000) }) end\n' > h.lua
   "$OUTBOXD" run h.lua --db "$PGURL" --poll 60000 --log text 2> log &
   local a=$!
-  wait_for 'database connected' log 10 || { kill $a; return 1; }
-  sleep 0.2
+  wait_for 'database connected' log || { kill $a; return 1; }
   sql "INSERT INTO outbox (topic, payload) VALUES ('t', 'x')"
-  wait_for 'HANDLED id=1' log 2 || { kill $a; return 1; }
+  wait_for 'HANDLED id=1' log || { kill $a; return 1; }
+  pg_wait_settled || { kill $a; return 1; }    # idle again: only a wake-up can bring the next
+  sql "INSERT INTO outbox (topic, payload) VALUES ('t', 'y')"
+  # the poll is 60 s: an event handled well before that came through LISTEN
+  wait_for 'HANDLED id=2' log 30 || { kill $a; return 1; }
   kill -TERM $a; wait $a || fail "exit $?"
 }
 

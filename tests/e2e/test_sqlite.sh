@@ -4,24 +4,13 @@
 # sql DB STATEMENT...: the sqlite3 CLI, waiting out a lock like an application would
 sql() { local db=$1; shift; sqlite3 -cmd '.timeout 10000' "$db" "$@"; }
 
-# wait_count PATTERN FILE N SECONDS: until FILE has at least N lines matching
-wait_count() {
-  local i=0 max=$(( ${4:-10} * 20 ))
-  while [ $i -lt $max ]; do
-    [ "$(grep -cE -- "$1" "$2" 2>/dev/null)" -ge "$3" ] && return 0
-    sleep 0.05; i=$((i + 1))
-  done
-  fail "timed out waiting for $3 lines /$1/ in $2 (have $(grep -cE -- "$1" "$2" 2>/dev/null))"
-}
+# settled DB: nothing is pending or processing
+settled() { [ "$(sql "$1" "SELECT count(*) FROM outbox WHERE status IN ('pending','processing')")" = 0 ]; }
 
-# wait_settled DB SECONDS: until nothing is pending or processing
+# wait_settled DB [SECONDS]: until nothing is pending or processing (default 60 s)
 wait_settled() {
-  local i=0 max=$(( ${2:-10} * 10 ))
-  while [ $i -lt $max ]; do
-    [ "$(sql "$1" "SELECT count(*) FROM outbox WHERE status IN ('pending','processing')")" = 0 ] && return 0
-    sleep 0.1; i=$((i + 1))
-  done
-  fail "timed out: $(sql "$1" "SELECT status, count(*) FROM outbox GROUP BY status" | tr '\n' ' ')"
+  wait_until "${2:-60}" "$1 to settle" settled "$1" ||
+    { echo "      ($(sql "$1" "SELECT status, count(*) FROM outbox GROUP BY status" | tr '\n' ' '))" >&2; return 1; }
 }
 
 # status_is DB JSON: `outboxd status --json` without the age
@@ -39,7 +28,7 @@ t_sqlite_round_trip_cli_and_sql_exactly_once() {
   "$OUTBOXD" init --db x.db 2> /dev/null || fail "init"
   "$OUTBOXD" run h.lua --db x.db --log text 2> log &
   local pid=$!
-  wait_for 'started' log 5 || { kill -9 $pid; return 1; }
+  wait_for 'started' log || { kill -9 $pid; return 1; }
   # an application inserting rows one transaction at a time, beside the CLI
   ( for i in $(seq 1 100); do sql x.db "INSERT INTO outbox (topic, key, payload) VALUES ('sql', 'k$((i % 7))', '$i')"; done ) &
   local app=$!
@@ -48,7 +37,7 @@ t_sqlite_round_trip_cli_and_sql_exactly_once() {
   sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
             INSERT INTO outbox (topic, payload) SELECT 'bulk', i FROM n"
   wait $app
-  wait_count 'HANDLED' log 640 20 || { kill -9 $pid; return 1; }
+  wait_count 'HANDLED' log 640 60 || { kill -9 $pid; return 1; }
   kill -TERM $pid; wait $pid; local rc=$?
   assert_eq "$rc" 0 "exit code after SIGTERM"
   grep -oE 'HANDLED id=[0-9]+' log | sort | uniq -d > dups
@@ -77,7 +66,7 @@ LUA
   for kill_at in 300 800 1300; do
     "$OUTBOXD" run h.lua --db x.db --lease 500 --concurrency 20 --log text 2>> log &
     local pid=$!
-    wait_count '.' seen "$kill_at" 30 || { kill -9 $pid; return 1; }
+    wait_count '.' seen "$kill_at" 60 || { kill -9 $pid; return 1; }
     kill -9 $pid; wait $pid 2> /dev/null
   done
   assert_grep '' <(sql x.db "SELECT 1 FROM outbox WHERE status = 'processing' LIMIT 1") "kills left leased rows"
@@ -127,11 +116,11 @@ t_sqlite_stopped_host_events_return_after_lease() {
             INSERT INTO outbox (topic, payload) SELECT 't', i FROM n"
   "$OUTBOXD" run hang.lua --db x.db --lease 300 --timeout 3600000 --log text 2> loga &
   local a=$!
-  wait_count 'HUNG' loga 5 5 || { kill -9 $a; return 1; }
+  wait_count 'HUNG' loga 5 || { kill -9 $a; return 1; }
   kill -STOP $a
   "$OUTBOXD" run ok.lua --db x.db --lease 300 --log text 2> logb &
   local b=$!
-  wait_count 'HANDLED' logb 5 10 || { kill -9 $a $b; return 1; }
+  wait_count 'HANDLED' logb 5 || { kill -9 $a $b; return 1; }
   kill -TERM $b; wait $b; assert_eq "$?" 0 "host B exit code"
   kill -9 $a; wait $a 2> /dev/null
   assert_eq "$(grep -oE 'HANDLED id=[0-9]+' logb | sort -u | wc -l)" 5 "host B ran every event"
@@ -196,13 +185,15 @@ t_sqlite_missing_table() {
   assert_eq "$(sql e.db "SELECT count(*) FROM other")" 0 "other tables untouched"
 }
 
-# hold_lock DB SECONDS [SQL]: another writer holds the write lock (and inserts
-# SQL) for SECONDS; returns once the lock is taken. Its pid is in $locker.
+# hold_lock DB [SQL]: another writer holds the write lock (and inserts SQL) until
+# the test creates the file "release"; returns once the lock is taken. Its pid is
+# in $locker.
 hold_lock() {
-  ( echo 'BEGIN IMMEDIATE;'; echo "${3:-SELECT 1;}"; echo "SELECT 'LOCKED';"; sleep "$2"; echo 'COMMIT;' ) \
-    | sqlite3 "$1" > lock.out 2>&1 &
+  ( echo 'BEGIN IMMEDIATE;'; echo "${2:-SELECT 1;}"; echo "SELECT 'LOCKED';"
+    while [ ! -e release ]; do sleep 0.05; done; echo 'COMMIT;' ) |
+    sqlite3 -bail -cmd '.timeout 10000' "$1" > lock.out 2>&1 &
   locker=$!
-  wait_for LOCKED lock.out 5
+  wait_for LOCKED lock.out
 }
 
 t_sqlite_locked_database_waits_then_serves() {
@@ -215,12 +206,13 @@ LUA
             INSERT INTO outbox (topic, payload) SELECT 't', i FROM n"
   "$OUTBOXD" run h.lua --db x.db --concurrency 2 --batch 2 --log text 2> log &
   local pid=$!
-  wait_count 'HANDLED' log 4 5 || { kill -9 $pid; return 1; }
-  hold_lock x.db 2 "INSERT INTO outbox (topic, payload) VALUES ('in-lock', 'a'), ('in-lock', 'b');" \
-    || { kill -9 $pid; return 1; }
-  wait_for 'database busy, will retry' log 5 || { kill -9 $pid $locker; return 1; }
+  wait_count 'HANDLED' log 4 || { kill -9 $pid; return 1; }
+  hold_lock x.db "INSERT INTO outbox (topic, payload) VALUES ('in-lock', 'a'), ('in-lock', 'b');" \
+    || { touch release; kill -9 $pid; return 1; }
+  wait_for 'database busy, will retry' log || { touch release; kill -9 $pid; return 1; }
+  touch release
   wait $locker
-  wait_count 'HANDLED' log 102 30 || { kill -9 $pid; return 1; }
+  wait_count 'HANDLED' log 102 60 || { kill -9 $pid; return 1; }
   kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit code"
   assert_grep 'database usable again' log "recovery logged"
   assert_eq "$(grep -c 'database busy' log)" 1 "one warning for the whole stall"
@@ -232,8 +224,12 @@ t_sqlite_once_waits_out_a_lock() {
   log_handler h.lua
   "$OUTBOXD" init --db x.db 2> /dev/null
   sql x.db "INSERT INTO outbox (topic, payload) VALUES ('t', '1'), ('t', '2'), ('t', '3')"
-  hold_lock x.db 1 || return 1
-  "$OUTBOXD" run h.lua --db x.db --once --log text 2> log || fail "exit $?"
+  hold_lock x.db || { touch release; return 1; }
+  "$OUTBOXD" run h.lua --db x.db --once --log text 2> log &
+  local pid=$!
+  wait_for 'database busy, will retry' log || { touch release; kill -9 $pid; return 1; }
+  touch release
+  wait $pid || fail "exit $?"
   wait $locker
   assert_grep 'database busy, will retry' log "the stall was seen"
   assert_eq "$(grep -c 'HANDLED' log)" 3 "--once handled the events behind the lock"
@@ -271,9 +267,9 @@ t_sqlite_foreign_commit_wakes_an_idle_host() {
   "$OUTBOXD" run h.lua --db x.db --poll 60000 --log text 2> log &
   local pid=$!
   sql x.db "INSERT INTO outbox (topic, payload) VALUES ('t', 'first')"
-  wait_for 'HANDLED id=1' log 10 || { kill -9 $pid; return 1; }
-  wait_settled x.db 5 || { kill -9 $pid; return 1; } # the host is idle again
+  wait_for 'HANDLED id=1' log || { kill -9 $pid; return 1; }
+  wait_settled x.db || { kill -9 $pid; return 1; } # the host is idle again
   sql x.db "INSERT INTO outbox (topic, payload) VALUES ('t', 'late')"
-  wait_for 'HANDLED id=2' log 10 || { kill -9 $pid; return 1; }
+  wait_for 'HANDLED id=2' log || { kill -9 $pid; return 1; }
   kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit code"
 }

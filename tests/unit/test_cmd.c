@@ -286,7 +286,7 @@ static Suite *suite(void) {
   Suite *s = suite_create("cmd");
   TCase *tc = tcase_create("cmd");
   tcase_add_checked_fixture(tc, setup, teardown);
-  tcase_set_timeout(tc, 30);
+  tcase_set_timeout(tc, 120);
   tcase_add_test(tc, status_needs_a_table);
   tcase_add_test(tc, enqueue_with_flags);
   tcase_add_test(tc, enqueue_usage_errors);
