@@ -46,6 +46,11 @@ const config_opt_t config_opts[] = {
      "claim lease, renewed while a handler runs"},
     {"drain-timeout", "OUTBOX_DRAIN_TIMEOUT", "drain_timeout", CT_MS, OFF(drain_timeout_ms), "MS",
      "30000", "graceful-shutdown wait for in-flight handlers"},
+    {"cpu-limit", "OUTBOX_CPU_LIMIT", "cpu_limit", CT_MS, OFF(cpu_limit_ms), "MS", "10000",
+     "a handler or hook running longer without yielding: event dead, host restarts in place"},
+    {"lua-memory-limit", "OUTBOX_LUA_MEMORY_LIMIT", "lua_memory_limit", CT_SIZE,
+     OFF(lua_memory_limit), "SIZE", "the memory limit",
+     "hard cap on all Lua heaps together; past it an allocation fails in the code that asked"},
     {"ordering", "OUTBOX_ORDERING", "ordering", CT_ORDERING, OFF(ordering_key), "key|none", "key",
      "same-key events one at a time, in id order"},
     {"once", NULL, NULL, CT_BOOL, OFF(once), NULL, "off",
@@ -82,6 +87,7 @@ void config_defaults(config_t *c) {
   c->memory_interval_ms = 1000;
   c->lease_ms = 30000;
   c->drain_timeout_ms = 30000;
+  c->cpu_limit_ms = 10000;
   c->ordering_key = 1;
   c->watch = 1;
   c->log_json = -1;

@@ -13,6 +13,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+extern char **environ;
+
 #include "api.h"
 #include "backoff.h"
 #include "breaker.h"
@@ -25,12 +27,18 @@
 #include "statusline.h"
 #include "store.h"
 #include "watch.h"
+#include "watchdog.h"
 
 #define MAX_PAYLOAD (16u << 20)
 #define CLAIM_MAX 4096
 #define PUMP_ROUNDS 64   /* rounds per loop pass; then the loop polls (signals, scrapes) */
 #define OPS_TICK_MS 1000 /* status line and store counts refresh */
 #define COUNTS_COST 100  /* store counts run at most 1/COUNTS_COST of the time */
+/* A restart in place hands these to the new image of the process. */
+#define ENV_HOST_ID "OUTBOXD_HOST_ID"
+#define ENV_RESTART_ID "OUTBOXD_RESTART_EVENT"
+#define ENV_RESTART_WHY "OUTBOXD_RESTART_REASON"
+#define RESTART_ENV_MAX 1024
 
 typedef struct retired retired_t;
 
@@ -86,6 +94,7 @@ struct dispatch {
   int counts_known;
   store_counts_t counts; /* cached; refreshed by the ops tick, never by a scrape */
   uint64_t counts_next_ms;
+  char hid[200]; /* host identity, kept across a restart in place */
 };
 
 static int64_t wall_ms(void) {
@@ -659,15 +668,118 @@ static void close_all(dispatch_t *d) {
   d->metrics = NULL;
 }
 
+/* This host's identity: the one it had before a restart in place, else a new one. */
 static void host_id(char *out, size_t n) {
   char hn[128] = "host";
+  const char *kept = getenv(ENV_HOST_ID);
+  if (kept && *kept) {
+    snprintf(out, n, "%s", kept);
+    return;
+  }
   gethostname(hn, sizeof hn - 1);
   snprintf(out, n, "%s:%d:%llx", hn, (int)getpid(), (unsigned long long)uv_hrtime() & 0xffffff);
 }
 
+/* ------------------------------------------------------------------ runaway code */
+
+
+static char **restart_argv; /* main()'s argv, for execv */
+
+void dispatch_set_argv(char **argv) { restart_argv = argv; }
+
+static int is_restart_var(const char *e) {
+  static const char *const names[] = {ENV_HOST_ID "=", ENV_RESTART_ID "=", ENV_RESTART_WHY "="};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strncmp(e, names[i], strlen(names[i])) == 0) return 1;
+  return 0;
+}
+
+/* Replaces the process image with a fresh run of the same command line: same pid,
+ * same host identity. Runs on the watchdog thread with the loop thread frozen, so it
+ * allocates nothing (the frozen thread may hold the allocator's lock). Returns only
+ * when execve failed. */
+static void restart_in_place(const dispatch_t *d, int64_t dead_id, const char *why) {
+  static char *envp[RESTART_ENV_MAX + 4];
+  static char vars[3][512];
+  int n = 0;
+  for (char **e = environ; *e && n < RESTART_ENV_MAX; e++)
+    if (!is_restart_var(*e)) envp[n++] = *e;
+  snprintf(vars[0], sizeof vars[0], "%s=%s", ENV_HOST_ID, d->hid);
+  snprintf(vars[1], sizeof vars[1], "%s=%lld", ENV_RESTART_ID, (long long)dead_id);
+  snprintf(vars[2], sizeof vars[2], "%s=%s", ENV_RESTART_WHY, why);
+  for (int i = 0; i < 3; i++) envp[n++] = vars[i];
+  envp[n] = NULL;
+  sigset_t none;
+  sigemptyset(&none);
+  pthread_sigmask(SIG_SETMASK, &none, NULL); /* the new image inherits this thread's mask */
+  execve("/proc/self/exe", restart_argv, envp);
+  log_at(LOG_ERROR, "cannot restart in place", KS("error", strerror(errno)));
+}
+
+/* The watchdog's verdict: the loop thread is frozen inside `r` for good. Blames the
+ * event, returns everything else this host holds, and restarts in place (or ends the
+ * process: NDJSON source, shutting down, a first load). */
+static void on_stall(void *arg, const watchdog_run_t *r, uint64_t ran_ms) {
+  dispatch_t *d = arg;
+  char why[96], err[512];
+  int64_t id = r->kind == WATCHDOG_EVENT ? r->event_id : 0;
+  if (r->kind == WATCHDOG_LOAD && !d->store) { /* the first load: nothing is held yet */
+    char line[1200];
+    int len = snprintf(line, sizeof line, "outboxd: %s: did not finish loading within 5 s\n",
+                       r->what ? r->what : "script");
+    ssize_t w = write(STDERR_FILENO, line, len > 0 && (size_t)len < sizeof line ? (size_t)len : 0);
+    (void)w;
+    _exit(2);
+  }
+  snprintf(why, sizeof why, "runaway: ran %llu ms without yielding", (unsigned long long)ran_ms);
+  if (r->kind == WATCHDOG_EVENT)
+    log_at(LOG_ERROR, "runaway handler: event dead", KI("id", id), KS("topic", r->what),
+           KI("ran_ms", ran_ms), KS("error", why));
+  else
+    log_at(LOG_ERROR, r->kind == WATCHDOG_LOAD ? "runaway script load" : "runaway hook",
+           KS(r->kind == WATCHDOG_LOAD ? "script" : "hook", r->what), KI("ran_ms", ran_ms),
+           KS("error", why));
+  if (!d->store->ops->salvage) {
+    log_at(LOG_ERROR, "runaway code with an NDJSON source: exiting", KI("id", id),
+           KS("error", why));
+    _exit(1);
+  }
+  int n = d->store->ops->salvage(d->store, id, why, err, sizeof err);
+  if (n < 0)
+    log_at(LOG_WARN, "cannot return held events now; the restarted host will",
+           KS("error", err));
+  else
+    log_at(LOG_INFO, "held events returned to pending", KI("events", n));
+  if (d->stopping) {
+    log_at(LOG_ERROR, "runaway code while shutting down: exiting", KI("id", id));
+    _exit(1);
+  }
+  log_at(LOG_WARN, "restarting in place", KS("host", d->hid), KI("pid", (int64_t)getpid()));
+  restart_in_place(d, id, why);
+  _exit(1);
+}
+
+/* After a restart in place: say why, and make sure what the old image held is
+ * back (the verdict again: it is fenced, so it never counts twice). */
+static void after_restart(dispatch_t *d) {
+  const char *why = getenv(ENV_RESTART_WHY);
+  const char *ids = getenv(ENV_RESTART_ID);
+  char err[512];
+  if (!why) return;
+  int64_t id = ids ? strtoll(ids, NULL, 10) : 0;
+  log_at(LOG_WARN, "restarted in place", KS("host", d->hid), KI("id", id), KS("reason", why));
+  if (d->store->ops->salvage) {
+    int n = d->store->ops->salvage(d->store, id, why, err, sizeof err);
+    if (n < 0) log_at(LOG_WARN, "cannot return held events", KS("error", err));
+  }
+  unsetenv(ENV_RESTART_WHY);
+  unsetenv(ENV_RESTART_ID);
+  unsetenv(ENV_HOST_ID);
+}
+
 int dispatch_run(config_t *cfg, const char *script) {
   dispatch_t dd, *d = &dd;
-  char err[1024], hid[200];
+  char err[1024];
   int rc = 2;
   memset(d, 0, sizeof *d);
   d->cfg = cfg;
@@ -675,6 +787,11 @@ int dispatch_run(config_t *cfg, const char *script) {
   d->loop = uv_default_loop();
   host_callbacks_t cb = {on_outcome, fill_stats, NULL, d};
   if (host_init(&d->host, d->loop, cfg, &cb)) return 1;
+  uint64_t limit = cfg->memory_limit > 0 ? (uint64_t)cfg->memory_limit : memmon_default_limit();
+  host_set_lua_limit(d->host,
+                     cfg->lua_memory_limit > 0 ? (uint64_t)cfg->lua_memory_limit : limit);
+  if (watchdog_start(on_stall, d))
+    log_at(LOG_WARN, "no watchdog thread: runaway code would freeze this host");
   if (host_load(d->host, script, err, sizeof err)) {
     fprintf(stderr, "outboxd: %s\n", err);
     goto fail_host;
@@ -685,7 +802,6 @@ int dispatch_run(config_t *cfg, const char *script) {
             cfg->breaker_window, cfg->breaker_min_calls);
     goto fail_host;
   }
-  uint64_t limit = cfg->memory_limit > 0 ? (uint64_t)cfg->memory_limit : memmon_default_limit();
   if (memmon_init(&d->mem, limit, cfg->memory_high_pct,
                   cfg->memory_high_pct > 80 ? 80 : cfg->memory_high_pct * 8 / 9) ||
       backoff_init(&d->bo, cfg->backoff_base_ms, cfg->backoff_cap_ms, uv_hrtime()) ||
@@ -693,16 +809,19 @@ int dispatch_run(config_t *cfg, const char *script) {
     fprintf(stderr, "outboxd: invalid memory or backoff settings\n");
     goto fail_breaker;
   }
-  host_id(hid, sizeof hid);
+  host_id(d->hid, sizeof d->hid);
   store_opts_t so = {cfg->batch,    cfg->ordering_key,
                      cfg->lease_ms, cfg->keep_done,
-                     cfg->poll_ms,  hid,
+                     cfg->poll_ms,  d->hid,
                      on_store_wake, d};
-  if (store_open(d->loop, cfg->db, &so, &d->store, err, sizeof err)) {
+  store_t *store;
+  if (store_open(d->loop, cfg->db, &so, &store, err, sizeof err)) {
     fprintf(stderr, "outboxd: %s\n", err);
     rc = 1;
     goto fail_limiter;
   }
+  d->store = store; /* from here on a runaway restarts the host */
+  after_restart(d);
   init_handle(d, (uv_handle_t *)&d->tick);
   uv_timer_init(d->loop, &d->tick);
   init_handle(d, (uv_handle_t *)&d->brk_timer);
@@ -755,6 +874,7 @@ close:
   api_time_shutdown();
   http_shutdown();
   uv_run(d->loop, UV_RUN_DEFAULT);
+  watchdog_stop();
   while (d->free_jobs) {
     job_t *j = d->free_jobs;
     d->free_jobs = j->next;
@@ -769,9 +889,19 @@ fail_limiter:
 fail_breaker:
   breaker_free(&d->brk);
 fail_host:
+  watchdog_stop();
   host_close(d->host, host_closed, NULL);
   uv_run(d->loop, UV_RUN_DEFAULT);
   return rc;
+}
+
+/* The backstop of `check`: the load budget did not stop the script (a long C call,
+ * or the script turned the JIT back on). */
+static void on_check_stall(void *arg, const watchdog_run_t *r, uint64_t ran_ms) {
+  dispatch_t d;
+  memset(&d, 0, sizeof d);
+  (void)arg;
+  on_stall(&d, r, ran_ms);
 }
 
 int dispatch_check(const char *script) {
@@ -782,7 +912,10 @@ int dispatch_check(const char *script) {
   host_callbacks_t cb = {NULL, NULL, NULL, NULL};
   uv_loop_t *loop = uv_default_loop();
   if (host_init(&h, loop, &cfg, &cb)) return 1;
+  if (watchdog_start(on_check_stall, NULL))
+    fprintf(stderr, "outboxd: no watchdog thread: a script that never ends would hang this check\n");
   int rc = host_load(h, script, err, sizeof err);
+  watchdog_stop();
   if (rc)
     fprintf(stderr, "outboxd: %s\n", err);
   else

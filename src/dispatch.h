@@ -15,6 +15,9 @@ typedef struct dispatch dispatch_t;
  * code: 0 clean end, 1 runtime failure, 2 script or configuration error. */
 int dispatch_run(config_t *cfg, const char *script);
 
+/* Remembers main()'s argv: a host restarts in place with it after runaway code. */
+void dispatch_set_argv(char **argv);
+
 /* Loads `script` once and reports errors (outboxd check). Returns 0 or 2. */
 int dispatch_check(const char *script);
 

@@ -9,6 +9,7 @@
 #include <lauxlib.h>
 #include <libgen.h>
 #include <limits.h>
+#include <luajit.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "watchdog.h"
 
 struct lua_embed {
   const char *name;
@@ -30,6 +32,9 @@ enum { T_EVENT = 1, T_HOOK = 2 };
 enum { K_DONE = 0, K_FAIL = 1, K_RETRY = 2, K_REJECT = 3 };
 
 #define LOAD_BUDGET_MS 5000
+#define LOAD_GRACE_MS 2000     /* the watchdog's margin over the load budget */
+#define LOAD_HOOK_COUNT 10000  /* instructions between looks at the load clock */
+#define LUA_RESERVE_PART 8 /* Lua code may fill the heap cap but this part of it */
 
 struct task {
   lua_State *co;
@@ -37,7 +42,8 @@ struct task {
   host_gen_t *gen;
   int kind;    /* T_EVENT or T_HOOK */
   void *owner; /* dispatcher's job (events) */
-  int64_t event_id;
+  int64_t event_id;      /* the event run, or the event a child task works for; -1 */
+  char what[64];         /* the event's topic, or the hook's name (for the watchdog) */
   host_wait_t wait; /* pending asynchronous call */
   int waiting;
   unsigned token; /* for waits woken by other tasks (all_settled) */
@@ -59,6 +65,7 @@ struct host_gen {
   int event_mt_ref;
   int hooks_ref;
   int loading;
+  int load_timed_out;
   uint64_t load_started;
   config_t pending_cfg; /* outbox.configure writes here while loading */
   task_t *free;         /* recycled tasks (coroutines parked at DONE) */
@@ -82,6 +89,10 @@ struct host {
   void (*close_cb)(void *);
   void *close_arg;
   int pending_closes;
+  uint64_t lua_used;  /* bytes held by every Lua state together */
+  uint64_t lua_limit; /* hard cap on lua_used; 0: none */
+  int in_lua;         /* Lua code of a run or load is executing */
+  int lua_refused;    /* allocations refused since the last look */
 };
 
 static char DONE_SENTINEL;
@@ -175,6 +186,8 @@ static task_t *task_get(host_gen_t *g, int kind) {
   }
   t->rnext = NULL;
   t->kind = kind;
+  t->event_id = -1;
+  t->what[0] = 0;
   t->deadline = 0;
   t->waiting = 0;
   t->wait.cancel = NULL;
@@ -229,11 +242,41 @@ static void report(task_t *t, int outcome, const char *msg, double delay) {
   if (t->kind == T_EVENT && h->cb.outcome) h->cb.outcome(t->owner, outcome, msg, delay);
 }
 
+/* ------------------------------------------------------------------ runs */
+
+/* Lua code runs between run_begin and run_end: the watchdog times it against the
+ * CPU limit and the allocator keeps the host's reserve out of its reach. */
+static void run_begin(host_t *h, int kind, int64_t event_id, const char *what, uint64_t limit_ms) {
+  h->in_lua = 1;
+  watchdog_enter(kind, event_id, what, limit_ms);
+}
+
+static void run_end(host_t *h) {
+  watchdog_leave();
+  h->in_lua = 0;
+}
+
+/* After a run that met the Lua memory limit: collect, say so, fire memory:high. */
+static void after_refusal(host_t *h, int64_t event_id) {
+  if (!h->lua_refused || h->closing) return;
+  h->lua_refused = 0;
+  uint64_t before = h->lua_used;
+  host_full_gc(h);
+  log_at(LOG_WARN, "Lua memory limit reached: allocation refused", KI("id", event_id),
+         KI("lua_memory_limit", h->lua_limit), KI("lua_heap_before_gc", before),
+         KI("lua_heap", h->lua_used));
+  host_fire(h, "memory:high", NULL, NULL);
+}
+
 /* The one resume path: runs the coroutine until it yields or ends, and settles
  * what that means. nargs values are on t->co's stack. */
 static void resume(task_t *t, int nargs) {
   host_t *h = t->gen->host;
+  run_begin(h, t->event_id >= 0 ? WATCHDOG_EVENT : WATCHDOG_HOOK, t->event_id, t->what,
+            (uint64_t)h->cfg->cpu_limit_ms);
   int rc = lua_resume(t->co, nargs);
+  run_end(h);
+  after_refusal(h, t->event_id);
   if (rc == LUA_YIELD) {
     if (lua_gettop(t->co) >= 2 && lua_touserdata(t->co, 1) == &DONE_SENTINEL) {
       int kind = (int)lua_tointeger(t->co, 2);
@@ -390,6 +433,12 @@ int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name) {
   task_t *parent = host_task(L);
   task_t *t = task_get(g, T_HOOK);
   if (!t) return -ENOMEM;
+  if (parent && parent->event_id >= 0) { /* a child works for its parent's event */
+    t->event_id = parent->event_id;
+    memcpy(t->what, parent->what, sizeof t->what);
+  } else {
+    snprintf(t->what, sizeof t->what, "%s", name ? name : "?");
+  }
   if (parent && parent->deadline)
     t->deadline = parent->deadline;
   else if (parent && parent->kind == T_EVENT && g->host->cfg->timeout_ms > 0)
@@ -452,6 +501,7 @@ int host_run(host_t *h, store_event_t *ev, void *owner) {
   if (!t) return -ENOMEM;
   t->owner = owner;
   t->event_id = ev->id;
+  snprintf(t->what, sizeof t->what, "%s", ev->topic);
   if (h->cfg->timeout_ms > 0) t->deadline = uv_now(h->loop) + (uint64_t)h->cfg->timeout_ms;
   lua_pushinteger(t->co, T_EVENT);
   push_event(g, t->co, ev);
@@ -495,11 +545,15 @@ void host_fire(host_t *h, const char *name, const store_event_t *ev, const char 
 
 /* ------------------------------------------------------------------ loading */
 
+/* The load budget. The script's top level runs with the JIT off, so this count hook
+ * is called even inside loops (LuaJIT calls no hook inside compiled traces). */
 static void load_hook(lua_State *L, lua_Debug *ar) {
   host_gen_t *g = host_gen_of(L);
   (void)ar;
-  if (g && g->loading && uv_hrtime() / 1000000 - g->load_started > LOAD_BUDGET_MS)
-    luaL_error(L, "script took longer than %d ms to load", LOAD_BUDGET_MS);
+  if (!g || !g->loading || watchdog_now_ms() - g->load_started <= LOAD_BUDGET_MS) return;
+  g->load_timed_out = 1;
+  lua_pushliteral(L, "did not finish loading");
+  lua_error(L);
 }
 
 static int traceback_first_line(lua_State *L) {
@@ -563,11 +617,19 @@ static int load_script(host_gen_t *g, const char *path, char *err, size_t errlen
     return -EINVAL;
   }
   g->loading = 1;
-  g->load_started = uv_hrtime() / 1000000;
-  lua_sethook(L, load_hook, LUA_MASKCOUNT, 100000);
+  g->load_started = watchdog_now_ms();
+  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+  lua_sethook(L, load_hook, LUA_MASKCOUNT, LOAD_HOOK_COUNT);
+  run_begin(g->host, WATCHDOG_LOAD, -1, path, LOAD_BUDGET_MS + LOAD_GRACE_MS);
   int rc = lua_pcall(L, 0, 1, -2);
+  run_end(g->host);
   lua_sethook(L, NULL, 0, 0);
+  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
   g->loading = 0;
+  if (g->load_timed_out) {
+    snprintf(err, errlen, "%s: did not finish loading within %d s", path, LOAD_BUDGET_MS / 1000);
+    return -EINVAL;
+  }
   if (rc) {
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
     return -EINVAL;
@@ -592,6 +654,42 @@ static int load_script(host_gen_t *g, const char *path, char *err, size_t errlen
     return -EINVAL;
   }
   return 0;
+}
+
+/* Every Lua state allocates here: one count for all of them, and a hard cap that
+ * only Lua code meets (an error in protected code). The host's own calls on a state
+ * (a new coroutine, an event table, the collector's string table) are never refused:
+ * an error there would be unprotected. They use the part of the cap kept back from
+ * Lua code, and a run that met the cap is followed at once by a full collection. */
+static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  host_t *h = ud;
+  if (!ptr) osize = 0;
+  if (nsize == 0) {
+    free(ptr);
+    h->lua_used -= osize;
+    return NULL;
+  }
+  if (nsize > osize && h->lua_limit && h->in_lua) {
+    uint64_t cap = h->lua_limit - h->lua_limit / LUA_RESERVE_PART;
+    if (h->lua_used + (nsize - osize) > cap) {
+      h->lua_refused++;
+      return NULL;
+    }
+  }
+  void *p = realloc(ptr, nsize);
+  if (!p) {
+    h->lua_refused += nsize > osize;
+    return NULL;
+  }
+  h->lua_used = h->lua_used + nsize - osize;
+  return p;
+}
+
+/* An error outside any protected call (only out of memory can get there). */
+static int on_panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  log_at(LOG_ERROR, "Lua error outside a protected call: exiting", KS("error", msg ? msg : "?"));
+  return 0; /* LuaJIT then exits the process */
 }
 
 /* Frees a generation whose script failed to load. Its top level may have queued
@@ -630,12 +728,13 @@ int host_load(host_t *h, const char *path, char *err, size_t errlen) {
   g->host = h;
   g->number = h->counter + 1;
   g->pending_cfg = *h->cfg;
-  g->L = luaL_newstate();
+  g->L = lua_newstate(lua_alloc, h);
   if (!g->L) {
     free(g);
     snprintf(err, errlen, "cannot create a Lua state");
     return -ENOMEM;
   }
+  lua_atpanic(g->L, on_panic);
   lua_setexdata2(g->L, g);
   luaL_openlibs(g->L);
   set_package_path(g->L, path);
@@ -711,12 +810,9 @@ int host_live_generations(const host_t *h) {
   return n;
 }
 
-uint64_t host_lua_heap(const host_t *h) {
-  uint64_t sum = 0;
-  for (host_gen_t *g = h->gens; g; g = g->next)
-    sum += (uint64_t)lua_gc(g->L, LUA_GCCOUNT, 0) * 1024 + (uint64_t)lua_gc(g->L, LUA_GCCOUNTB, 0);
-  return sum;
-}
+uint64_t host_lua_heap(const host_t *h) { return h->lua_used; }
+
+void host_set_lua_limit(host_t *h, uint64_t bytes) { h->lua_limit = bytes; }
 
 void host_full_gc(host_t *h) {
   for (host_gen_t *g = h->gens; g; g = g->next) lua_gc(g->L, LUA_GCCOLLECT, 0);

@@ -98,8 +98,13 @@ int host_generation(const host_t *h);
 /* Generations still open (the current one and draining ones). */
 int host_live_generations(const host_t *h);
 
-/* Sum of the Lua heaps of all live states, in bytes. */
+/* Sum of the Lua heaps of all live states, in bytes (counted by their allocator). */
 uint64_t host_lua_heap(const host_t *h);
+
+/* Caps host_lua_heap at `bytes` (0: no cap). An allocation of Lua code past it
+ * fails in that code ("not enough memory"); after such a run the host collects
+ * every state, logs it and fires memory:high. */
+void host_set_lua_limit(host_t *h, uint64_t bytes);
 
 /* Runs a full garbage collection in every live state. */
 void host_full_gc(host_t *h);

@@ -108,6 +108,7 @@ static int cmd_run(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  dispatch_set_argv(argv);
   if (argc < 2) {
     usage(stderr);
     return 2;

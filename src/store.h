@@ -90,6 +90,14 @@ typedef struct store_ops {
                    void (*cb)(void *arg, int64_t id, const char *topic, int attempts,
                               const char *last_error),
                    void *arg);
+  /* For a host that stops or restarts at once (a runaway handler): from any thread,
+   * on a connection of its own, while the loop thread is stopped outside the store.
+   * Writes the settlements still buffered; marks event `dead_id` dead with `err`
+   * (one attempt counted; skipped when dead_id <= 0 or the event is no longer this
+   * host's); returns every other event this host holds to pending, no attempt used.
+   * Returns how many went back to pending, or a negative code with a one-line reason
+   * in errbuf. NULL for sources nothing else can read (NDJSON). */
+  int (*salvage)(store_t *s, int64_t dead_id, const char *err, char *errbuf, size_t errlen);
   /* Stops timers and watchers; `cb` runs once every handle is closed. Buffered
    * settlements are flushed first. */
   void (*close)(store_t *s, void (*cb)(void *arg), void *arg);

@@ -498,36 +498,46 @@ static int send_listen(pg_t *s) {
   return PQsendQuery(s->conn, "LISTEN " CHANNEL) ? 0 : -EIO;
 }
 
+/* The id, kind, arg and error array literals of flush_sql, for the settlements of
+ * every list in turn. Returns 0 or -ENOMEM (then free the buffers all the same). */
+static int settle_arrays(const settles_t *const *lists, int nlists, sbuf_t arr[4]) {
+  int first = 1, oom = 0;
+  for (int k = 0; k < 4; k++) sb_put(&arr[k], "{", 1);
+  for (int l = 0; l < nlists; l++) {
+    for (int i = 0; i < lists[l]->n; i++) {
+      const settle_t *x = &lists[l]->v[i];
+      for (int k = 0; k < 4 && !first; k++) sb_put(&arr[k], ",", 1);
+      first = 0;
+      sb_int(&arr[0], x->id);
+      sb_int(&arr[1], x->kind);
+      sb_int(&arr[2], x->arg);
+      sb_text_elem(&arr[3], x->err);
+    }
+  }
+  for (int k = 0; k < 4; k++) sb_put(&arr[k], "}", 1), oom |= arr[k].oom;
+  return oom ? -ENOMEM : 0;
+}
+
 /* Moves the buffer into the flush in flight and sends it as one statement. */
 static int send_flush(pg_t *s) {
-  sbuf_t ids = {0}, kinds = {0}, args = {0}, errs = {0};
+  sbuf_t arr[4] = {{0}};
   settles_t t = s->sending;
   s->sending = s->set;
   s->set = t;
   s->want_flush = 0;
   s->op = OP_FLUSH;
-  sb_put(&ids, "{", 1), sb_put(&kinds, "{", 1), sb_put(&args, "{", 1), sb_put(&errs, "{", 1);
-  for (int i = 0; i < s->sending.n; i++) {
-    const settle_t *x = &s->sending.v[i];
-    if (i)
-      sb_put(&ids, ",", 1), sb_put(&kinds, ",", 1), sb_put(&args, ",", 1), sb_put(&errs, ",", 1);
-    sb_int(&ids, x->id);
-    sb_int(&kinds, x->kind);
-    sb_int(&args, x->arg);
-    sb_text_elem(&errs, x->err);
-  }
-  sb_put(&ids, "}", 1), sb_put(&kinds, "}", 1), sb_put(&args, "}", 1), sb_put(&errs, "}", 1);
-  int rc = -ENOMEM, acks_only = !s->base.opts.keep_done;
+  const settles_t *lists[] = {&s->sending};
+  int rc = settle_arrays(lists, 1, arr), acks_only = !s->base.opts.keep_done;
   for (int i = 0; i < s->sending.n && acks_only; i++) acks_only = s->sending.v[i].kind == SET_ACK;
-  if (acks_only && !ids.oom) {
-    const char *v[] = {s->host, ids.p};
+  if (rc == 0 && acks_only) {
+    const char *v[] = {s->host, arr[0].p};
     rc = PQsendQueryParams(s->conn, ack_sql, 2, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
-  } else if (!ids.oom && !kinds.oom && !args.oom && !errs.oom) {
-    const char *v[] = {s->host, ids.p,  kinds.p,
-                       args.p,  errs.p, s->base.opts.keep_done ? "true" : "false"};
+  } else if (rc == 0) {
+    const char *v[] = {s->host,   arr[0].p, arr[1].p,
+                       arr[2].p,  arr[3].p, s->base.opts.keep_done ? "true" : "false"};
     rc = PQsendQueryParams(s->conn, flush_sql, 6, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
   }
-  free(ids.p), free(kinds.p), free(args.p), free(errs.p);
+  for (int k = 0; k < 4; k++) free(arr[k].p);
   return rc;
 }
 
@@ -1097,6 +1107,66 @@ static int pg_list_dead(store_t *b, int max,
   return 0;
 }
 
+/* ------------------------------------------------------------- salvage */
+
+#define SALVAGE_TIMEOUT_S "5" /* connect, lock and statement timeouts of a salvage */
+
+/* $1 host. Every event this host still holds, back to pending, no attempt used. */
+static const char release_all_sql[] =
+    "UPDATE outbox SET status = 'pending', locked_by = NULL, locked_until = NULL"
+    " WHERE locked_by = $1 AND status = 'processing'";
+
+/* Another thread, a connection of its own: the loop thread is stopped outside the
+ * store, so the buffers hold still. The flush in flight may have committed already;
+ * writing it again is harmless, every write being fenced on status 'processing'. */
+static int pg_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf, size_t errlen) {
+  pg_t *s = (pg_t *)b;
+  const char *keys[] = {"dbname", "fallback_application_name", "connect_timeout", "options", NULL};
+  const char *vals[] = {s->url, APP_NAME "-salvage", SALVAGE_TIMEOUT_S,
+                        "-c lock_timeout=" SALVAGE_TIMEOUT_S "s"
+                        " -c statement_timeout=" SALVAGE_TIMEOUT_S "s",
+                        NULL};
+  char why[256];
+  snprintf(why, sizeof why, "%s", err ? err : "");
+  settle_t dead = {dead_id, 1, SET_DEAD, why};
+  settles_t verdict = {&dead, dead_id > 0, 1};
+  const settles_t *lists[] = {&s->sending, &s->set, &verdict};
+  sbuf_t arr[4] = {{0}};
+  int rc = -ENOMEM, released = 0;
+  PGconn *c = PQconnectdbParams(keys, vals, 1);
+  PGresult *r = NULL;
+  if (!c || PQstatus(c) != CONNECTION_OK) {
+    rc = -ECONNREFUSED;
+    goto done;
+  }
+  if (settle_arrays(lists, 3, arr)) goto done;
+  rc = -EIO;
+  r = PQexec(c, "BEGIN");
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) goto done;
+  PQclear(r);
+  const char *fv[] = {s->host, arr[0].p, arr[1].p,
+                      arr[2].p, arr[3].p, s->base.opts.keep_done ? "true" : "false"};
+  r = PQexecParams(c, flush_sql, 6, NULL, fv, NULL, NULL, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) goto done;
+  PQclear(r);
+  const char *rv[] = {s->host};
+  r = PQexecParams(c, release_all_sql, 1, NULL, rv, NULL, NULL, 0);
+  if (PQresultStatus(r) != PGRES_COMMAND_OK) goto done;
+  released = atoi(PQcmdTuples(r));
+  PQclear(r);
+  r = PQexec(c, "COMMIT");
+  if (PQresultStatus(r) == PGRES_COMMAND_OK) rc = released;
+done:
+  if (rc < 0) {
+    snprintf(errbuf, errlen, "--db %s: %s", s->url, c ? PQerrorMessage(c) : "out of memory");
+    errbuf[strcspn(errbuf, "\n")] = 0;
+  }
+  PQclear(r);
+  PQfinish(c);
+  for (int k = 0; k < 4; k++) free(arr[k].p);
+  return rc;
+}
+
 static const store_ops_t pg_ops = {
     .name = "postgres",
     .claim = pg_claim,
@@ -1110,6 +1180,7 @@ static const store_ops_t pg_ops = {
     .enqueue = pg_enqueue,
     .requeue = pg_requeue,
     .list_dead = pg_list_dead,
+    .salvage = pg_salvage,
     .close = pg_close,
 };
 

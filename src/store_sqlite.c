@@ -273,18 +273,26 @@ static void arm_next_due(sq_t *s, int64_t now) {
 
 static const char *const kind_name[] = {"ack", "fail", "dead", "release"};
 
-static int write_one(sq_t *s, const settle_t *x) {
-  int which = x->kind == SET_ACK    ? (s->base.opts.keep_done ? ST_ACK_DONE : ST_ACK_DELETE)
-              : x->kind == SET_FAIL ? ST_FAIL
-              : x->kind == SET_DEAD ? ST_DEAD
-                                    : ST_RELEASE;
-  sqlite3_stmt *st = s->st[which];
+/* The statement that writes settlement x. */
+static int settle_stmt(const sq_t *s, const settle_t *x) {
+  return x->kind == SET_ACK    ? (s->base.opts.keep_done ? ST_ACK_DONE : ST_ACK_DELETE)
+         : x->kind == SET_FAIL ? ST_FAIL
+         : x->kind == SET_DEAD ? ST_DEAD
+                               : ST_RELEASE;
+}
+
+static void bind_settle(sq_t *s, sqlite3_stmt *st, const settle_t *x) {
   sqlite3_bind_int64(st, 1, x->id);
   bind_host(s, st);
   if (x->kind == SET_FAIL || x->kind == SET_DEAD) {
     sqlite3_bind_int64(st, 3, x->arg);
     sqlite3_bind_text(st, 4, x->err, -1, SQLITE_STATIC); /* NULL binds NULL */
   }
+}
+
+static int write_one(sq_t *s, const settle_t *x) {
+  sqlite3_stmt *st = s->st[settle_stmt(s, x)];
+  bind_settle(s, st, x);
   int rc = sqlite3_step(st);
   done_stmt(st);
   if (rc != SQLITE_DONE) return rc;
@@ -761,6 +769,58 @@ static void sq_close(store_t *b, void (*cb)(void *arg), void *arg) {
   for (int i = 0; i < n; i++) uv_close(list[i], on_closed);
 }
 
+/* ------------------------------------------------------------- salvage */
+
+/* Runs `sql` on db with settlement x bound (x may be NULL: only the host is bound).
+ * Returns an SQLite code; *changed gets the rows changed. */
+static int salvage_step(sq_t *s, sqlite3 *db, const char *sql, const settle_t *x, int *changed) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+  if (rc != SQLITE_OK) return rc;
+  if (x)
+    bind_settle(s, st, x);
+  else
+    bind_host(s, st);
+  rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  if (changed) *changed = sqlite3_changes(db);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Another thread, its own connection: the loop thread is stopped outside the store,
+ * so the buffer of settlements holds still. */
+static int sq_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf, size_t errlen) {
+  sq_t *s = (sq_t *)b;
+  sqlite3 *db = NULL;
+  int released = 0;
+  int rc = sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_busy_timeout(db, CMD_BUSY_MS);
+    rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  }
+  for (int i = 0; i < s->nset && rc == SQLITE_OK; i++)
+    rc = salvage_step(s, db, sql_text[settle_stmt(s, &s->set[i])], &s->set[i], NULL);
+  if (rc == SQLITE_OK && dead_id > 0) {
+    char why[256];
+    snprintf(why, sizeof why, "%s", err ? err : "");
+    settle_t x = {dead_id, 1, SET_DEAD, why};
+    rc = salvage_step(s, db, sql_text[ST_DEAD], &x, NULL);
+  }
+  if (rc == SQLITE_OK)
+    rc = salvage_step(s, db,
+                      "UPDATE outbox SET status = 'pending'," UNLOCK
+                      " WHERE locked_by = ?2 AND status = 'processing'",
+                      NULL, &released);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    snprintf(errbuf, errlen, "--db %s: %s", s->path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    sqlite3_close(db);
+    return map_rc(rc) ? map_rc(rc) : -EIO;
+  }
+  sqlite3_close(db);
+  return released;
+}
+
 static const store_ops_t sqlite_ops = {
     .name = "sqlite",
     .claim = sq_claim,
@@ -774,6 +834,7 @@ static const store_ops_t sqlite_ops = {
     .enqueue = sq_enqueue,
     .requeue = sq_requeue,
     .list_dead = sq_list_dead,
+    .salvage = sq_salvage,
     .close = sq_close,
 };
 
