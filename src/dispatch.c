@@ -405,8 +405,10 @@ static void on_drain_timeout(uv_timer_t *t) {
     host_cancel_all(d->host); /* outcomes arrive as cancelled: released */
     finish(d);
   } else {
+    char names[256];
+    host_hook_names(d->host, names, sizeof names);
     log_at(LOG_WARN, "drain timeout: shutdown hooks still running",
-           KI("running", host_hooks_running(d->host)));
+           KI("running", host_hooks_running(d->host)), KS("waiting_for", names));
     host_cancel_all(d->host);
   }
 }

@@ -801,6 +801,23 @@ int host_cancel_generation(host_t *h, int number) {
 }
 
 int host_hooks_running(const host_t *h) { return h->hooks_running; }
+
+/* Appends `name` to the comma-separated list in buf unless it is there already. */
+static void name_add(char *buf, size_t len, const char *name) {
+  size_t n = strlen(name), used = strlen(buf);
+  for (const char *p = buf; (p = strstr(p, name)); p += n)
+    if ((p == buf || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return;
+  snprintf(buf + used, len - used, "%s%s", used ? "," : "", name);
+}
+
+void host_hook_names(const host_t *h, char *buf, size_t len) {
+  if (!len) return;
+  buf[0] = 0;
+  for (const task_t *t = h->thead; t; t = t->tnext)
+    if (t->kind == T_HOOK) name_add(buf, len, t->what);
+  for (const task_t *t = h->rhead; t; t = t->rnext)
+    if (t->kind == T_HOOK) name_add(buf, len, t->what);
+}
 int host_events_running(const host_t *h) { return h->events_running; }
 int host_generation(const host_t *h) { return h->cur ? h->cur->number : 0; }
 

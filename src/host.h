@@ -89,6 +89,10 @@ int host_cancel_generation(host_t *h, int number);
 /* Running hook coroutines (for waiting on `shutdown` hooks). */
 int host_hooks_running(const host_t *h);
 
+/* The names of the running hooks (children of an event: its topic), comma-separated,
+ * each once, cut to fit `len`. */
+void host_hook_names(const host_t *h, char *buf, size_t len);
+
 /* Running event coroutines, all generations. */
 int host_events_running(const host_t *h);
 
