@@ -47,7 +47,7 @@ const config_opt_t config_opts[] = {
     {"drain-timeout", "OUTBOX_DRAIN_TIMEOUT", "drain_timeout", CT_MS, OFF(drain_timeout_ms), "MS",
      "30000", "graceful-shutdown wait for in-flight handlers"},
     {"cpu-limit", "OUTBOX_CPU_LIMIT", "cpu_limit", CT_MS, OFF(cpu_limit_ms), "MS", "10000",
-     "a handler or hook running longer without yielding: event dead, host restarts in place"},
+     "a handler or hook running longer without yielding: event dead, host restarts in place (0: off)"},
     {"lua-memory-limit", "OUTBOX_LUA_MEMORY_LIMIT", "lua_memory_limit", CT_SIZE,
      OFF(lua_memory_limit), "SIZE", "the memory limit",
      "hard cap on all Lua heaps together; past it an allocation fails in the code that asked"},
