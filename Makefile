@@ -21,11 +21,12 @@ endif
 
 # Debian packages the build needs; `make deps` installs the missing ones when root.
 DEB_PKGS := pkg-config libluajit2-5.1-dev libuv1-dev check libsqlite3-dev lua-cjson-dev \
-            libcurl4-openssl-dev libpq-dev libhttp-parser-dev
-PKGS     := luajit libuv sqlite3 libcurl libpq
+            libcurl4-openssl-dev libpq-dev libhttp-parser-dev libhiredis-dev libnats-dev
+PKGS     := luajit libuv sqlite3 libcurl libpq hiredis libnats
 # What the end-to-end tests drive besides the binary: a PostgreSQL server, the
-# sqlite3, curl and jq command-line tools. `make check` installs them the same way.
-TEST_PKGS := postgresql sqlite3 curl jq
+# sqlite3, curl and jq command-line tools, Redis (server and redis-cli) and NATS.
+# `make check` installs them the same way.
+TEST_PKGS := postgresql sqlite3 curl jq redis-server redis-tools nats-server
 
 DEPS_OK := $(shell pkg-config --exists $(PKGS) check 2>/dev/null && \
              test -e /usr/lib/$(shell $(CC) -dumpmachine)/liblua5.1-cjson.so && \

@@ -174,6 +174,43 @@ outbox.log = {
 outbox.http = { request = core.http_request, get = core.http_get, post = core.http_post,
                 date = core.http_date }
 
+---------------------------------------------------------------- brokers
+-- outbox.redis.connect(url) -> client; client:call(cmd, ...) -> reply or nil, err
+-- (src/redis.c). outbox.nats.connect(url) -> client; client:publish(subject, data),
+-- client:request(subject, data, {msg_id=, timeout=}) (src/nats.c) and
+-- client:js_publish(subject, data, {msg_id=, timeout=}) -> {stream=, seq=,
+-- duplicate=} or nil, err: a request to a JetStream stream, answered by its ack.
+outbox.redis = { connect = core.redis_connect, null = cjson.null }
+outbox.nats = { connect = core.nats_connect }
+
+local nats_request = core.nats_methods.request
+
+local function js_error(ack, subject)
+  local e = ack.error
+  if type(e) ~= "table" then return "nats: JetStream error on '" .. subject .. "'" end
+  return string.format("nats: JetStream rejected the message on '%s': %s (code %s, err_code %s)",
+                       subject, tostring(e.description), tostring(e.code), tostring(e.err_code))
+end
+
+function core.nats_methods.js_publish(client, subject, data, opts)
+  local raw, err = nats_request(client, subject, data, opts)
+  if not raw then
+    if err:find("no responders", 1, true) then
+      err = err .. " (no JetStream stream takes this subject)"
+    end
+    return nil, err
+  end
+  local ok, ack = pcall(json_decode, raw)
+  if not ok or type(ack) ~= "table" then
+    return nil, "nats: not a JetStream ack on '" .. subject .. "': " .. raw:sub(1, 200)
+  end
+  if ack.error ~= nil then return nil, js_error(ack, subject) end
+  if type(ack.stream) ~= "string" or type(ack.seq) ~= "number" then
+    return nil, "nats: not a JetStream ack on '" .. subject .. "': " .. raw:sub(1, 200)
+  end
+  return { stream = ack.stream, seq = ack.seq, duplicate = ack.duplicate == true }
+end
+
 setmetatable(outbox, { __index = function(_, k) if k == "config" then return core.config() end end })
 
 ---------------------------------------------------------------- all_settled

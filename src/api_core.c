@@ -11,6 +11,8 @@
 #include "host.h"
 #include "http.h"
 #include "log.h"
+#include "nats.h"
+#include "redis.h"
 
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -302,4 +304,6 @@ void api_push_core(lua_State *L, void *done) {
   lua_setfield(L, -2, "DONE");
   api_time_register(L);
   http_register(L);
+  redis_register(L);
+  nats_register(L);
 }

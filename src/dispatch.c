@@ -18,6 +18,7 @@ extern char **environ;
 #include "api.h"
 #include "backoff.h"
 #include "breaker.h"
+#include "broker.h"
 #include "host.h"
 #include "http.h"
 #include "limiter.h"
@@ -875,6 +876,7 @@ close:
   host_close(d->host, host_closed, NULL);
   api_time_shutdown();
   http_shutdown();
+  broker_shutdown();
   uv_run(d->loop, UV_RUN_DEFAULT);
   watchdog_stop();
   while (d->free_jobs) {
@@ -923,6 +925,7 @@ int dispatch_check(const char *script) {
   else
     fprintf(stderr, "outboxd: %s: ok\n", script);
   host_close(h, NULL, NULL);
+  broker_shutdown();
   uv_run(loop, UV_RUN_DEFAULT);
   return rc ? 2 : 0;
 }

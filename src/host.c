@@ -416,6 +416,16 @@ void host_wake(task_t *t, int (*push)(lua_State *co, void *arg), void *arg) {
   resume(t, n);
 }
 
+void host_wake_later(task_t *t, int (*push)(lua_State *co, void *arg), void *arg) {
+  int n = 0;
+  if (!t->waiting) return;
+  t->waiting = 0;
+  t->wait.cancel = NULL;
+  tlist_remove(t->gen->host, t);
+  if (push) n = push(t->co, arg);
+  ready_push(t->gen->host, t, n);
+}
+
 int64_t host_task_event(task_t *t) { return t->kind == T_EVENT ? t->event_id : -1; }
 
 double host_task_time_left(task_t *t) {

@@ -129,6 +129,12 @@ int host_wait(lua_State *L, void (*cancel)(task_t *t, void *data), void *data);
  * yielded call returns, then the task resumes. Called from loop callbacks only. */
 void host_wake(task_t *t, int (*push)(lua_State *co, void *arg), void *arg);
 
+/* Like host_wake, but the task resumes on the next loop pass: for results that
+ * arrive inside a client library's callback, where Lua must not run. `push` runs
+ * now (it may only push values); the task still times out if its deadline passes
+ * before it resumes. */
+void host_wake_later(task_t *t, int (*push)(lua_State *co, void *arg), void *arg);
+
 /* The loop and host of a Lua state. */
 uv_loop_t *host_loop(lua_State *L);
 host_t *host_of(lua_State *L);
