@@ -436,6 +436,8 @@ static void work_connect(uv_work_t *w) {
   attaching = NULL;
   if (c->work_rc != NATS_OK) {
     const char *e = nats_GetLastError(NULL); /* thread-local in cnats */
+    const char *p = e && e[0] == '(' ? strstr(e, "): ") : NULL;
+    if (p) e = p + 3; /* drop cnats' "(conn.c:2088): " */
     snprintf(c->work_err, sizeof c->work_err, "%s", e && *e ? e : natsStatus_GetText(c->work_rc));
     natsConnection_Destroy(nc);
     nc = NULL;

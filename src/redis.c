@@ -1,5 +1,5 @@
 /* redis — outbox.redis: Redis for handlers on hiredis' async API, driven by the
- * libuv loop through hiredis' libuv adapter: no thread, no blocking call (host
+ * libuv loop (one uv_poll_t per connection): no thread, no blocking call (host
  * names are resolved with uv_getaddrinfo first). One connection per URL for the
  * process, calls pipelined on it; a lost connection is reopened by the next call,
  * no sooner than a backoff allows. Invariant: every command handed to hiredis gets
@@ -16,11 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wcast-qual"
-#pragma GCC diagnostic ignored "-Wshadow"
-#include <hiredis/adapters/libuv.h>
-#pragma GCC diagnostic pop
+#include <uv.h>
 
 #include "backoff.h"
 #include "broker.h"
@@ -61,6 +57,70 @@ typedef struct rclient {
   char err[1024]; /* why the last connection failed or ended */
   int closing;
 } rclient_t;
+
+/* ------------------------------------------------------------------ the loop adapter */
+
+/* hiredis' event-library hooks on a uv_poll_t. (hiredis 0.14's own libuv adapter
+ * ignores a poll error, which libuv reports for a refused connect, so the failure
+ * would only show at the connect timeout; here an error lets hiredis look.) */
+typedef struct rpoll {
+  uv_poll_t h;
+  redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+  int events;
+} rpoll_t;
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  rpoll_t *p = h->data;
+  if (status < 0) { /* libuv stopped the handle: hiredis finds the error and ends the context */
+    p->events = 0;
+    if (!(p->ac->c.flags & REDIS_CONNECTED))
+      redisAsyncHandleWrite(p->ac); /* reads the connect's SO_ERROR */
+    else
+      redisAsyncHandleRead(p->ac);
+    return;
+  }
+  if (events & UV_READABLE) redisAsyncHandleRead(p->ac);
+  if (p->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(p->ac);
+}
+
+static void poll_update(rpoll_t *p, int ev, int on) {
+  p->events = on ? p->events | ev : p->events & ~ev;
+  if (p->events)
+    uv_poll_start(&p->h, p->events, on_poll);
+  else
+    uv_poll_stop(&p->h);
+}
+
+static void ev_add_read(void *d) { poll_update(d, UV_READABLE, 1); }
+static void ev_del_read(void *d) { poll_update(d, UV_READABLE, 0); }
+static void ev_add_write(void *d) { poll_update(d, UV_WRITABLE, 1); }
+static void ev_del_write(void *d) { poll_update(d, UV_WRITABLE, 0); }
+static void on_poll_closed(uv_handle_t *h) { free(h->data); }
+
+static void ev_cleanup(void *d) {
+  rpoll_t *p = d;
+  p->ac = NULL;
+  uv_close((uv_handle_t *)&p->h, on_poll_closed);
+}
+
+/* Attaches ac to the loop. Returns 0 or -1. */
+static int poll_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+  rpoll_t *p = calloc(1, sizeof *p);
+  if (!p) return -1;
+  if (uv_poll_init_socket(loop, &p->h, ac->c.fd)) {
+    free(p);
+    return -1;
+  }
+  p->h.data = p;
+  p->ac = ac;
+  ac->ev.data = p;
+  ac->ev.addRead = ev_add_read;
+  ac->ev.delRead = ev_del_read;
+  ac->ev.addWrite = ev_add_write;
+  ac->ev.delWrite = ev_del_write;
+  ac->ev.cleanup = ev_cleanup;
+  return 0;
+}
 
 /* ------------------------------------------------------------------ replies */
 
@@ -218,7 +278,7 @@ static int connect_to(rclient_t *c, const char *ip) {
     return -1;
   }
   ac->data = c;
-  if (redisLibuvAttach(ac, c->loop) != REDIS_OK) {
+  if (poll_attach(ac, c->loop)) {
     snprintf(c->err, sizeof c->err, "%s: cannot watch the socket", c->where);
     redisAsyncFree(ac);
     connect_failed(c);
