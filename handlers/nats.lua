@@ -65,7 +65,7 @@ local opts = { msg_id = "" }
 
 return function(event)
   local ok, e = ensure_stream()
-  if not ok then error("nats: " .. e, 0) end
+  if not ok then error(e, 0) end
   opts.msg_id = format("%d", event.id)
   local ack
   ack, e = client:js_publish(subject_of(event.topic), event.payload, opts)

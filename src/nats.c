@@ -652,8 +652,10 @@ static int ensure(nclient_t *c, char *err, size_t n) {
   }
 }
 
-/* Creates a request of c, in its table and pending list. NULL when out of memory. */
-static nreq_t *req_new(nclient_t *c, const char *subject, double timeout_s) {
+/* Creates a request of c, in its table and pending list; it fails after timeout_s
+ * unless the task's own timeout comes first (then the host abandons the task, so
+ * the handler sees "timeout", not a lost reply). NULL when out of memory. */
+static nreq_t *req_new(nclient_t *c, task_t *t, const char *subject, double timeout_s) {
   nreq_t *r = calloc(1, sizeof *r);
   if (!r || !(r->subject = strdup(subject))) {
     free(r);
@@ -662,7 +664,8 @@ static nreq_t *req_new(nclient_t *c, const char *subject, double timeout_s) {
   r->c = c;
   r->b.cancel = on_cancel;
   r->seq = ++c->seq;
-  r->deadline = uv_now(c->loop) + (uint64_t)ceil(timeout_s * 1000.0);
+  r->deadline = timeout_s < host_task_time_left(t) ? uv_now(c->loop) + (uint64_t)ceil(timeout_s * 1000.0)
+                                                    : UINT64_MAX;
   table_put(c, r);
   nreq_t *p = c->tail; /* keep the list sorted by deadline (mostly appends) */
   while (p && p->deadline > r->deadline) p = p->prev;
@@ -724,7 +727,7 @@ static int l_publish(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  nreq_t *r = req_new(c, subject, fmin(NATS_DEFAULT_TIMEOUT_S, host_task_time_left(host_task(L))));
+  nreq_t *r = req_new(c, host_task(L), subject, NATS_DEFAULT_TIMEOUT_S);
   if (!r || req_keep(r, data, len, NULL)) {
     if (r) req_free(r);
     return luaL_error(L, "out of memory");
@@ -756,7 +759,7 @@ static int l_request(lua_State *L) {
     luaL_argerror(L, 4, "options must be a table");
   }
   if (ensure(c, err, sizeof err)) return fail_now(L, err);
-  nreq_t *r = req_new(c, subject, fmin(timeout, host_task_time_left(host_task(L))));
+  nreq_t *r = req_new(c, host_task(L), subject, timeout);
   if (!r) return luaL_error(L, "out of memory");
   r->wants_reply = 1;
   if (c->state == NS_READY) {
