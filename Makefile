@@ -74,6 +74,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 # The HTTP receiver the e2e tests, the bench and examples/webhook-relay talk to.
 RECEIVER := $(BUILD)/receiver
+JS_BENCH := $(BUILD)/js_bench
 
 .PHONY: all run check unit e2e bench asan install clean deps format
 all: $(BIN)
@@ -103,6 +104,11 @@ $(RECEIVER): tests/tools/receiver.c | $(BUILD)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
 
+# The NATS benchmark's ceiling: JetStream publishes with cnats' own async API.
+$(JS_BENCH): tests/tools/js_bench.c | $(BUILD)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+
 $(BUILD):
 	$(Q)mkdir -p $(BUILD)
 
@@ -123,8 +129,9 @@ asan:
 	$(Q)$(MAKE) BUILD=build-asan BIN=build-asan/outboxd OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" check
 
-bench: $(BIN) $(RECEIVER)
-	$(Q)RECEIVER=$(abspath $(RECEIVER)) bash tests/with-pg.sh bash tests/bench/run.sh
+bench: $(BIN) $(RECEIVER) $(JS_BENCH)
+	$(Q)sh tests/deps.sh $(TEST_PKGS)
+	$(Q)RECEIVER=$(abspath $(RECEIVER)) JS_BENCH=$(abspath $(JS_BENCH)) bash tests/with-pg.sh bash tests/bench/run.sh
 
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/handlers

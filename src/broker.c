@@ -6,8 +6,8 @@
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <stdint.h>
 #include <lauxlib.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -406,24 +406,20 @@ int host_wait(lua_State *L, void (*cancel)(task_t *t, void *data), void *data) {
   return 0;
 }
 
-void host_wake(task_t *t, int (*push)(lua_State *co, void *arg), void *arg) {
-  int n = 0;
-  if (!t->waiting) return;
+/* Ends t's wait; returns how many values `push` left for the resume. */
+static int wake_begin(task_t *t, int (*push)(lua_State *co, void *arg), void *arg) {
   t->waiting = 0;
   t->wait.cancel = NULL;
   tlist_remove(t->gen->host, t);
-  if (push) n = push(t->co, arg);
-  resume(t, n);
+  return push ? push(t->co, arg) : 0;
+}
+
+void host_wake(task_t *t, int (*push)(lua_State *co, void *arg), void *arg) {
+  if (t->waiting) resume(t, wake_begin(t, push, arg));
 }
 
 void host_wake_later(task_t *t, int (*push)(lua_State *co, void *arg), void *arg) {
-  int n = 0;
-  if (!t->waiting) return;
-  t->waiting = 0;
-  t->wait.cancel = NULL;
-  tlist_remove(t->gen->host, t);
-  if (push) n = push(t->co, arg);
-  ready_push(t->gen->host, t, n);
+  if (t->waiting) ready_push(t->gen->host, t, wake_begin(t, push, arg));
 }
 
 int64_t host_task_event(task_t *t) { return t->kind == T_EVENT ? t->event_id : -1; }

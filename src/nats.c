@@ -59,19 +59,19 @@ typedef struct nreq {
   broker_call_t b;
   nclient_t *c;
   uint64_t seq;
-  uint64_t deadline;     /* loop time (ms) */
-  int wants_reply;       /* request; 0: a publish queued while connecting */
-  int sent;              /* handed to cnats */
-  char *subject;         /* copied; for messages */
-  char *data, *msg_id;   /* copied only while queued */
+  uint64_t deadline;   /* loop time (ms) */
+  int wants_reply;     /* request; 0: a publish queued while connecting */
+  int sent;            /* handed to cnats */
+  char *subject;       /* copied; for messages */
+  char *data, *msg_id; /* copied only while queued */
   int len;
-  struct nreq *hnext;    /* table chain */
+  struct nreq *hnext;       /* table chain */
   struct nreq *prev, *next; /* pending list, earliest deadline first */
 } nreq_t;
 
 struct nclient {
   uint32_t id;
-  char addr[280]; /* host:port, for logs */
+  char addr[280];  /* host:port, for logs */
   char where[300]; /* "nats host:port", for messages */
   uv_loop_t *loop;
   int state;
@@ -101,9 +101,9 @@ struct nclient {
 static struct {
   int ready; /* nats_Open and the queue are set up */
   uv_loop_t *loop;
-  uv_mutex_t mu;   /* guards open, head, tail */
+  uv_mutex_t mu; /* guards open, head, tail */
   uv_async_t async;
-  int open;        /* items are accepted */
+  int open; /* items are accepted */
   nitem_t *head, *tail;
   nclient_t **clients; /* by id */
   uint32_t nclients;
@@ -343,7 +343,8 @@ static void send_queued(nclient_t *c) {
     next = r->next;
     if (r->sent) continue;
     reply_subject(c, r->seq, reply, sizeof reply);
-    natsStatus s = send_msg(c, r->subject, r->wants_reply ? reply : NULL, r->data, r->len, r->msg_id);
+    natsStatus s =
+        send_msg(c, r->subject, r->wants_reply ? reply : NULL, r->data, r->len, r->msg_id);
     if (s != NATS_OK) {
       snprintf(msg, sizeof msg, "%s: cannot publish: %s", c->where, natsStatus_GetText(s));
       req_fail(r, msg);
@@ -411,20 +412,29 @@ static void handle_item(nclient_t *c, nitem_t *it) {
   }
 }
 
-static void on_async(uv_async_t *a) {
+/* Takes what cnats' threads queued; with `stop`, no more is accepted. */
+static nitem_t *take_items(int stop) {
   uv_mutex_lock(&N.mu);
   nitem_t *list = N.head;
   N.head = N.tail = NULL;
+  if (stop) N.open = 0;
   uv_mutex_unlock(&N.mu);
+  return list;
+}
+
+/* Handles (when `handle`) and frees the items of list. */
+static void drain(nitem_t *list, int handle) {
   while (list) {
     nitem_t *it = list;
     list = it->next;
-    nclient_t *c = it->client < N.nclients ? N.clients[it->client] : NULL;
+    nclient_t *c = handle && it->client < N.nclients ? N.clients[it->client] : NULL;
     if (c && !c->closing) handle_item(c, it);
     free(it->data);
     free(it);
   }
 }
+
+static void on_async(uv_async_t *a) { drain(take_items(0), 1); }
 
 /* ------------------------------------------------------------------ connecting */
 
@@ -531,17 +541,7 @@ static void on_lib_closed(uv_handle_t *h) {
 }
 
 static void lib_close(void *arg) {
-  uv_mutex_lock(&N.mu);
-  N.open = 0;
-  nitem_t *list = N.head;
-  N.head = N.tail = NULL;
-  uv_mutex_unlock(&N.mu);
-  while (list) {
-    nitem_t *it = list;
-    list = it->next;
-    free(it->data);
-    free(it);
-  }
+  drain(take_items(1), 0);
   uv_close((uv_handle_t *)&N.async, on_lib_closed);
   free(N.clients);
   N.clients = NULL;
@@ -577,8 +577,7 @@ static natsOptions *make_options(nclient_t *c, const char *url) {
       natsOptions_SetEventLoop(o, c->loop, on_attach, natsLibuv_Read, natsLibuv_Write,
                                natsLibuv_Detach) != NATS_OK ||
       natsOptions_SetSendAsap(o, true) != NATS_OK || natsOptions_SetName(o, "outboxd") ||
-      natsOptions_SetTimeout(o, NATS_CONNECT_TIMEOUT_MS) ||
-      natsOptions_SetMaxReconnect(o, -1) ||
+      natsOptions_SetTimeout(o, NATS_CONNECT_TIMEOUT_MS) || natsOptions_SetMaxReconnect(o, -1) ||
       natsOptions_SetReconnectWait(o, NATS_RECONNECT_WAIT_MS) ||
       natsOptions_SetDisconnectedCB(o, on_disconnected, id) ||
       natsOptions_SetReconnectedCB(o, on_reconnected, id) ||
@@ -664,8 +663,9 @@ static nreq_t *req_new(nclient_t *c, task_t *t, const char *subject, double time
   r->c = c;
   r->b.cancel = on_cancel;
   r->seq = ++c->seq;
-  r->deadline = timeout_s < host_task_time_left(t) ? uv_now(c->loop) + (uint64_t)ceil(timeout_s * 1000.0)
-                                                    : UINT64_MAX;
+  r->deadline = timeout_s < host_task_time_left(t)
+                    ? uv_now(c->loop) + (uint64_t)ceil(timeout_s * 1000.0)
+                    : UINT64_MAX;
   table_put(c, r);
   nreq_t *p = c->tail; /* keep the list sorted by deadline (mostly appends) */
   while (p && p->deadline > r->deadline) p = p->prev;
@@ -752,8 +752,7 @@ static int l_request(lua_State *L) {
     lua_getfield(L, 4, "timeout");
     if (!lua_isnil(L, -1)) {
       timeout = lua_tonumber(L, -1);
-      if (!(timeout > 0) || !isfinite(timeout))
-        luaL_argerror(L, 4, "timeout must be > 0 seconds");
+      if (!(timeout > 0) || !isfinite(timeout)) luaL_argerror(L, 4, "timeout must be > 0 seconds");
     }
   } else if (!lua_isnoneornil(L, 4)) {
     luaL_argerror(L, 4, "options must be a table");

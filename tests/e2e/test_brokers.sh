@@ -23,45 +23,46 @@ bg_track() {
   trap 'for p in $BG; do kill -9 $p 2>/dev/null; done; wait 2>/dev/null' EXIT
 }
 
-# redis_start [PORT]: redis-server in ./redis with an append-only file synced on every
-# write (what it acknowledged survives a SIGKILL); sets RPORT and RPID.
-redis_start() {
-  local port=${1:-} try
-  mkdir -p redis
-  for try in 1 2 3 4 5; do
-    [ -n "${1:-}" ] || port=$(free_port)
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$PWD/redis" --appendonly yes \
-      --appendfsync always --save '' --daemonize no > "redis/log.$try" 2>&1 &
-    RPID=$!
-    bg_track $RPID
+# start_on_port PORT LAUNCH READY: runs "LAUNCH port" in the background until
+# "READY port" succeeds, on a free port each try unless PORT is given; sets SPORT, SPID.
+start_on_port() {
+  local fixed=$1 launch=$2 ready=$3 port
+  for _ in 1 2 3 4 5; do
+    port=${fixed:-$(free_port)}
+    $launch "$port" &
+    SPID=$!
+    bg_track $SPID
     for _ in $(seq 400); do
-      if [ "$(redis-cli -p "$port" ping 2> /dev/null)" = PONG ]; then RPORT=$port; return 0; fi
-      kill -0 $RPID 2> /dev/null || break
+      if $ready "$port"; then SPORT=$port; return 0; fi
+      kill -0 $SPID 2> /dev/null || break
       sleep 0.05
     done
-    kill -9 $RPID 2> /dev/null
+    kill -9 $SPID 2> /dev/null
   done
-  fail "redis-server did not start (port $port)"
+  return 1
+}
+
+# redis_start [PORT]: redis-server in ./redis with an append-only file synced on every
+# write (what it acknowledged survives a SIGKILL); sets RPORT and RPID.
+redis_launch() {
+  exec redis-server --port "$1" --bind 127.0.0.1 --dir "$PWD/redis" --appendonly yes \
+    --appendfsync always --save '' --daemonize no > "redis/log.$1" 2>&1
+}
+redis_ready() { [ "$(redis-cli -p "$1" ping 2> /dev/null)" = PONG ]; }
+redis_start() {
+  mkdir -p redis
+  start_on_port "${1:-}" redis_launch redis_ready || fail "redis-server did not start" || return 1
+  RPORT=$SPORT RPID=$SPID
 }
 
 # nats_start [PORT]: nats-server with JetStream stored in ./nats; sets NPORT and NPID.
+nats_launch() { exec nats-server -js -sd "$PWD/nats" -a 127.0.0.1 -p "$1" -l "$PWD/nats/log.$1"; }
+nats_ready() { grep -q 'Server is ready' "nats/log.$1" 2> /dev/null; }
 nats_start() {
-  local port=${1:-} try
   mkdir -p nats
-  for try in 1 2 3 4 5; do
-    [ -n "${1:-}" ] || port=$(free_port)
-    : > "nats/log.$port"
-    nats-server -js -sd "$PWD/nats" -a 127.0.0.1 -p "$port" -l "$PWD/nats/log.$port" &
-    NPID=$!
-    bg_track $NPID
-    for _ in $(seq 400); do
-      if grep -q 'Server is ready' "nats/log.$port" 2> /dev/null; then NPORT=$port; return 0; fi
-      kill -0 $NPID 2> /dev/null || break
-      sleep 0.05
-    done
-    kill -9 $NPID 2> /dev/null
-  done
-  fail "nats-server did not start (port $port)"
+  rm -f nats/log.* # a restart must not read the killed server's log
+  start_on_port "${1:-}" nats_launch nats_ready || fail "nats-server did not start" || return 1
+  NPORT=$SPORT NPID=$SPID
 }
 
 # stream_ids STREAM: the id field of every entry of a Redis stream, one per line.
