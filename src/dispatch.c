@@ -5,6 +5,7 @@
 #include "dispatch.h"
 
 #include <errno.h>
+#include <linux/close_range.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -712,6 +713,10 @@ static void restart_in_place(const dispatch_t *d, int64_t dead_id, const char *w
   snprintf(vars[2], sizeof vars[2], "%s=%s", ENV_RESTART_WHY, why);
   for (int i = 0; i < 3; i++) envp[n++] = vars[i];
   envp[n] = NULL;
+  /* Files and sockets handlers opened (io.open, client libraries) may lack
+   * close-on-exec; the new image keeps only stdin, stdout and stderr. */
+  if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0 && errno != ENOSYS)
+    log_at(LOG_WARN, "descriptors may outlive the restart", KS("error", strerror(errno)));
   sigset_t none;
   sigemptyset(&none);
   pthread_sigmask(SIG_SETMASK, &none, NULL); /* the new image inherits this thread's mask */

@@ -7,7 +7,9 @@
 # file), and sleeps a little on every other event.
 runaway_script() {
   cat > h.lua <<'LUA'
+local kept = assert(io.open("kept.txt", "a")) -- open for good, without close-on-exec
 return function(ev)
+  kept:write(ev.id, "\n"); kept:flush()
   if ev.topic == "spin" then
     local f = assert(io.open("spinning", "w")); f:write("x\n"); f:close()
     local x = 0
@@ -67,6 +69,7 @@ runaway_checks() {
   # nothing the host opens outlives a restart: every socket and database file
   # descriptor is close-on-exec
   assert_eq "$(inheritable_fds "$pid")" "" "descriptors a restart would leak"
+  assert_eq "$(ls -l /proc/"$pid"/fd | grep -c '/kept.txt$')" 1 "a file the handler opened, once"
   kill -TERM "$pid"; wait "$pid" || fail "exit $?"
 }
 
