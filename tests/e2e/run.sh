@@ -7,6 +7,9 @@ here=$(pwd)
 pass=0; failed=0; failures=""
 only=${1:-}
 for f in test_*.sh; do
+  # lib.sh again before each file: a helper one file defines under a lib name
+  # (its own wait_count, say) serves that file's tests only
+  . ./lib.sh
   # shellcheck disable=SC1090
   . "./$f"
   for t in $(grep -oE '^t_[a-z0-9_]+' "$f"); do
