@@ -252,7 +252,7 @@ LUA
 
 t_nats_handler_timeout_cancels_pending_ack() {
   nats_start || return 1
-  # Event 2 waits for its JetStream ack while the server is stopped (SIGSTOP): the
+  # Event 2 publishes once the server is stopped (SIGSTOP) and waits for its ack: the
   # handler times out; after SIGCONT the late ack is dropped and the retry is
   # acknowledged as a duplicate.
   cat > h.lua <<'LUA'
@@ -260,7 +260,7 @@ local relay = dofile(os.getenv("HANDLER"))
 return function(ev)
   if ev.id == 2 and ev.attempt == 1 then
     outbox.log.info("SLOW START")
-    outbox.sleep(1)
+    while not io.open("stopped") do outbox.sleep(0.02) end -- the test stopped the server
     relay(ev)
     outbox.log.info("RESUMED AFTER TIMEOUT")
     return
@@ -271,12 +271,13 @@ end
 LUA
   ndjson 2 > in.ndjson
   OUTBOX_NATS_URL="nats://127.0.0.1:$NPORT" HANDLER=$NATS_HANDLER "$OUTBOXD" run h.lua \
-    --db ndjson:in.ndjson --timeout 2000 --backoff 50:50 --no-watch --log text 2> log &
+    --db ndjson:in.ndjson --timeout 3000 --backoff 50:50 --no-watch --log text 2> log &
   local pid=$!
   bg_track $pid
   wait_for 'SLOW START' log 10 || return 1
   wait_for 'RELAYED id=1' log 10 || return 1
   kill -STOP "$NPID"
+  touch stopped
   wait_for 'event failed id=2 .*error=timeout' log 10 || { kill -CONT "$NPID"; return 1; }
   kill -CONT "$NPID"
   wait $pid
