@@ -53,8 +53,12 @@ end
 local retry_mt, reject_mt, poison_mt = {}, {}, {}
 
 function outbox.retry(seconds)
-  seconds = tonumber(seconds)
-  if not seconds or seconds < 0 then error("outbox.retry: seconds must be a number >= 0", 2) end
+  local n = tonumber(seconds)
+  -- NaN fails every comparison and inf would never come due: both are refused
+  if not n or not (n >= 0) or n == math.huge then
+    error("outbox.retry: seconds must be a finite number >= 0, got " .. tostring(seconds), 2)
+  end
+  seconds = n
   return setmetatable({ delay = seconds }, retry_mt)
 end
 

@@ -178,6 +178,12 @@ static int enqueue_lines(session_t *ss, FILE *in) {
       rc = complain(1, "enqueue", "line %ld: out of memory", lineno);
       break;
     }
+    if ((why = store_refuses(ss->store, ev))) {
+      fprintf(stderr, "line %ld: %s\n", lineno, why);
+      store_event_free(ev);
+      bad++;
+      continue;
+    }
     p->ev[p->n++] = ev;
     if (p->n == ENQUEUE_TX && (r = pending_write(ss, p))) {
       rc = store_failed(ss, "enqueue", r);

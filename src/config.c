@@ -44,6 +44,8 @@ const config_opt_t config_opts[] = {
      "MS", "1000", "memory sampling period"},
     {"lease", "OUTBOX_LEASE", "lease", CT_MS, OFF(lease_ms), "MS", "30000",
      "claim lease, renewed while a handler runs"},
+    {"store-timeout", "OUTBOX_STORE_TIMEOUT", "store_timeout", CT_MS, OFF(store_timeout_ms), "MS",
+     "30000", "longest wait for the database to answer a statement (PostgreSQL); 0: none"},
     {"drain-timeout", "OUTBOX_DRAIN_TIMEOUT", "drain_timeout", CT_MS, OFF(drain_timeout_ms), "MS",
      "30000", "graceful-shutdown wait for in-flight handlers"},
     {"cpu-limit", "OUTBOX_CPU_LIMIT", "cpu_limit", CT_MS, OFF(cpu_limit_ms), "MS", "10000",
@@ -86,6 +88,7 @@ void config_defaults(config_t *c) {
   c->memory_high_pct = 90;
   c->memory_interval_ms = 1000;
   c->lease_ms = 30000;
+  c->store_timeout_ms = 30000;
   c->drain_timeout_ms = 30000;
   c->cpu_limit_ms = 10000;
   c->ordering_key = 1;

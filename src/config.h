@@ -38,6 +38,7 @@ typedef struct config {
   int memory_high_pct;
   int64_t memory_interval_ms;
   int64_t lease_ms;
+  int64_t store_timeout_ms; /* 0: no limit */
   int64_t drain_timeout_ms;
   int64_t cpu_limit_ms;     /* longest run of a handler or hook without yielding; 0: none */
   int64_t lua_memory_limit; /* cap on all Lua heaps together; 0: the memory limit */

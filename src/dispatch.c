@@ -92,7 +92,8 @@ struct dispatch {
   metrics_t *metrics;
   metrics_hist_t handler_duration;
   int statusline;
-  int store_err; /* the last claim or count failed */
+  int store_err;  /* the last claim failed */
+  int counts_err; /* the last count failed (a count not ready yet is no failure) */
   int counts_known;
   store_counts_t counts; /* cached; refreshed by the ops tick, never by a scrape */
   uint64_t counts_next_ms;
@@ -333,7 +334,14 @@ static void pump(dispatch_t *d) {
     return;
   }
   int idle = d->lim.active == 0 && d->lim.queued == 0;
-  if (idle && store_exhausted(d->store)) {
+  int exhausted = idle ? store_exhausted(d->store) : 0;
+  if (exhausted < 0) {
+    log_at(LOG_ERROR, "input ended on a read error, every event read settled",
+           KI("processed", d->processed));
+    d->exit_code = 1;
+    d->stopping = 1;
+    finish(d);
+  } else if (exhausted) {
     log_at(LOG_INFO, "input exhausted, every event settled", KI("processed", d->processed));
     d->stopping = 1;
     finish(d);
@@ -593,7 +601,7 @@ static void fill_figures(void *arg, metrics_figures_t *f) {
   f->memory_limit = d->mem.limit;
   f->memory_high = d->mem.high;
   f->intake_paused = d->paused;
-  f->store_ok = !d->store_err;
+  f->store_ok = !d->store_err && !d->counts_err;
   f->pending = d->counts_known ? d->counts.pending : -1;
   f->oldest_pending_age_s = (double)d->counts.oldest_pending_age_ms / 1000.0;
   f->reloads_ok = d->reloads_ok;
@@ -610,8 +618,9 @@ static void refresh_counts(dispatch_t *d, uint64_t now) {
   uint64_t t0 = uv_hrtime();
   int rc = store_counts(d->store, &d->counts);
   uint64_t took_ms = (uv_hrtime() - t0) / 1000000;
-  d->counts_known = rc == 0;
-  if (rc) d->store_err = 1;
+  /* -EAGAIN: no counts at hand yet, or the database is busy; neither is a failure */
+  if (rc != -EAGAIN) d->counts_err = rc != 0;
+  if (rc != -EAGAIN) d->counts_known = rc == 0;
   d->counts_next_ms =
       now + (took_ms * COUNTS_COST > OPS_TICK_MS ? took_ms * COUNTS_COST : OPS_TICK_MS - 50);
 }
@@ -821,7 +830,8 @@ int dispatch_run(config_t *cfg, const char *script) {
   store_opts_t so = {cfg->batch,    cfg->ordering_key,
                      cfg->lease_ms, cfg->keep_done,
                      cfg->poll_ms,  d->hid,
-                     on_store_wake, d};
+                     on_store_wake, d,
+                     cfg->store_timeout_ms};
   store_t *store;
   if (store_open(d->loop, cfg->db, &so, &store, err, sizeof err)) {
     fprintf(stderr, "outboxd: %s\n", err);

@@ -330,6 +330,10 @@ int ndjson_parse(char *line, size_t len, ndjson_rec_t *rec, const char **err) {
         fail(&s, "\"topic\" must be a non-empty string");
         goto bad;
       }
+      if (memchr(v, 0, vlen)) {
+        fail(&s, "\"topic\" contains a NUL character (\\u0000)");
+        goto bad;
+      }
       rec->topic = v, rec->topic_len = vlen, have_topic = 1;
     } else if (key_is(k, klen, "payload")) {
       if (!is_str && vlen == 4 && memcmp(v, "null", 4) == 0) {
@@ -338,7 +342,10 @@ int ndjson_parse(char *line, size_t len, ndjson_rec_t *rec, const char **err) {
       }
       rec->payload = v, rec->payload_len = vlen, have_payload = 1;
     } else if (key_is(k, klen, "key")) {
-      if (is_str)
+      if (is_str && memchr(v, 0, vlen)) {
+        fail(&s, "\"key\" contains a NUL character (\\u0000)");
+        goto bad;
+      } else if (is_str)
         rec->key = v, rec->key_len = vlen;
       else if (!(vlen == 4 && memcmp(v, "null", 4) == 0)) {
         fail(&s, "\"key\" must be a string");

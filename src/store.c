@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len, const char *key,
                                size_t key_len, const char *payload, size_t payload_len,
                                const char *headers, size_t headers_len, size_t extra) {
@@ -42,6 +44,18 @@ store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len, 
 }
 
 void store_event_free(store_event_t *ev) { free(ev); }
+
+char *store_error_text(const char *err) {
+  return err ? utf8_clean(err, strlen(err), STORE_ERROR_MAX, NULL) : NULL;
+}
+
+int64_t store_clamp_time(int64_t ms) {
+  return ms < 0 ? 0 : ms > STORE_TIME_MAX ? STORE_TIME_MAX : ms;
+}
+
+const char *store_refuses(store_t *s, const store_event_t *ev) {
+  return s->ops->refuses ? s->ops->refuses(s, ev) : NULL;
+}
 
 static int has_prefix(const char *s, const char *prefix) {
   return strncmp(s, prefix, strlen(prefix)) == 0;

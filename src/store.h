@@ -34,6 +34,20 @@ store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len, 
                                const char *headers, size_t headers_len, size_t extra);
 void store_event_free(store_event_t *ev);
 
+/* The longest last_error a store writes, in bytes. */
+#define STORE_ERROR_MAX 2048
+/* The latest time a store writes (9999-12-31T23:59:59.999Z, in ms since the epoch):
+ * later times are clamped to it, earlier than the epoch to 0. */
+#define STORE_TIME_MAX INT64_C(253402300799999)
+
+/* What a store writes as last_error for `err`: a new string of valid UTF-8 (invalid
+ * bytes replaced by U+FFFD) of at most STORE_ERROR_MAX bytes, cut on a character
+ * boundary. NULL for NULL, or when out of memory. The caller frees it. */
+char *store_error_text(const char *err);
+
+/* `ms` clamped to [0, STORE_TIME_MAX]. */
+int64_t store_clamp_time(int64_t ms);
+
 /* Called by the store when claim() may return more than it did (new rows, a retry
  * came due, a prefetch completed, input arrived). May be called from any loop
  * callback, never from inside a store call. */
@@ -48,6 +62,7 @@ typedef struct store_opts {
   const char *host_id; /* written to locked_by */
   store_wake_cb wake;
   void *wake_arg;
+  int64_t timeout_ms; /* longest wait for one statement's answer; 0: no limit */
 } store_opts_t;
 
 typedef struct store_counts {
@@ -75,7 +90,8 @@ typedef struct store_ops {
   /* Writes buffered settlements now. Returns 0 or a negative code. */
   int (*flush)(store_t *s);
   /* 1 when the source can never yield more and holds nothing unsettled (end of
-   * NDJSON input with every retry settled); databases return 0. */
+   * NDJSON input with every retry settled), -1 when so but the input ended on a read
+   * error; databases return 0. */
   int (*exhausted)(store_t *s);
   /* Counts for `status` and metrics. Returns 0 or a negative code. */
   int (*counts)(store_t *s, store_counts_t *out);
@@ -98,6 +114,9 @@ typedef struct store_ops {
    * Returns how many went back to pending, or a negative code with a one-line reason
    * in errbuf. NULL for sources nothing else can read (NDJSON). */
   int (*salvage)(store_t *s, int64_t dead_id, const char *err, char *errbuf, size_t errlen);
+  /* Why the store cannot hold `ev` whole (a static one-line reason), or NULL. May be
+   * NULL: every event fits. Call through store_refuses. */
+  const char *(*refuses)(store_t *s, const store_event_t *ev);
   /* Stops timers and watchers; `cb` runs once every handle is closed. Buffered
    * settlements are flushed first. */
   void (*close)(store_t *s, void (*cb)(void *arg), void *arg);
@@ -109,6 +128,10 @@ struct store {
   store_opts_t opts;
   char err[256]; /* last error, for messages */
 };
+
+/* Why `s` cannot store `ev` whole (a static one-line reason), or NULL when it can.
+ * Writers check it before enqueueing, so nothing is cut silently. */
+const char *store_refuses(store_t *s, const store_event_t *ev);
 
 /* Opens the store named by `url` ("sqlite:PATH", a bare path, "postgres://...",
  * "ndjson:PATH", "ndjson:-"). On error returns a negative code and writes a one-line

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -33,6 +34,7 @@ typedef struct nd {
   int fd;
   int is_pipe;
   int eof;
+  int read_error; /* the input ended on a read error, not at its end */
   int reading;
   uv_pipe_t pipe;
   uv_timer_t timer; /* earliest retry */
@@ -247,8 +249,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
       d->reading = 0;
     }
   } else if (n < 0) {
-    if (n != UV_EOF)
+    if (n != UV_EOF) {
       log_at(LOG_ERROR, "reading NDJSON input failed", KS("error", uv_strerror((int)n)));
+      d->read_error = 1;
+    }
     d->eof = 1;
     uv_read_stop(s);
     d->reading = 0;
@@ -274,6 +278,7 @@ static int fill(nd_t *d) {
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       if (n < 0) log_at(LOG_ERROR, "reading NDJSON input failed", KS("error", strerror(errno)));
+      d->read_error = n < 0;
       d->eof = 1;
     } else {
       d->len += (size_t)n;
@@ -382,7 +387,8 @@ static int nd_flush(store_t *s) {
 static int nd_exhausted(store_t *s) {
   nd_t *d = (nd_t *)s;
   if (!d->eof && !d->is_pipe && d->pos >= d->len) fill(d); /* learn of the end of a file */
-  return d->eof && d->pos >= d->len && !d->rhead && !d->nheap && d->out == 0 && d->held == 0;
+  int done = d->eof && d->pos >= d->len && !d->rhead && !d->nheap && d->out == 0 && d->held == 0;
+  return done && d->read_error ? -1 : done;
 }
 
 static int nd_counts(store_t *s, store_counts_t *c) {
@@ -461,6 +467,13 @@ int store_ndjson_open(uv_loop_t *loop, const char *path, const store_opts_t *opt
     snprintf(errbuf, errlen, "--db ndjson:%s: %s", path, strerror(errno));
     free(d);
     return -errno;
+  }
+  struct stat st;
+  if (fstat(d->fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    snprintf(errbuf, errlen, "--db ndjson:%s: is a directory, not an NDJSON file", path);
+    close(d->fd);
+    free(d);
+    return -EISDIR;
   }
   uv_handle_type t = uv_guess_handle(d->fd);
   if (t == UV_NAMED_PIPE || t == UV_TTY || t == UV_TCP) {

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,7 @@
 #define FLUSH_DELAY_MS 5 /* settlements wait at most this long for company */
 #define RETRY_MIN_MS 100 /* first reconnect delay, doubled up to RETRY_MAX_MS */
 #define RETRY_MAX_MS 5000
-#define CONNECT_TIMEOUT_MS 10000
+#define CONNECT_TIMEOUT_MS 10000 /* at most; a shorter store timeout wins */
 #define CLOSE_TIMEOUT_MS 5000 /* longest wait for the last flush at close */
 #define CHANNEL "outbox_new"
 #define APP_NAME "outboxd"
@@ -142,14 +143,15 @@ static const char requeue_ids_sql[] =
 /* ------------------------------------------------------------ the store */
 
 enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE };
-enum { OP_NONE, OP_LISTEN, OP_FLUSH, OP_CLAIM, OP_RENEW, OP_NEXT_DUE };
+enum { OP_NONE, OP_LISTEN, OP_FLUSH, OP_CLAIM, OP_RENEW, OP_NEXT_DUE, OP_COUNTS };
 enum { ST_DOWN, ST_CONNECTING, ST_READY };
 
 typedef struct settle {
   int64_t id;
   int64_t arg;
   int kind;
-  char *err; /* owned copy, or NULL */
+  char *err;    /* owned, valid UTF-8 (store_error_text), or NULL */
+  int repaired; /* refused once by the database and rewritten */
 } settle_t;
 
 typedef struct settles {
@@ -178,7 +180,17 @@ typedef struct pg {
   uv_poll_t *poll; /* on PQsocket; heap-allocated, the socket changes per connection */
   int poll_fd, poll_events;
   int op; /* the query in flight */
-  int want_flush, want_claim, want_renew, want_due;
+  int want_flush, want_claim, want_renew, want_due, want_counts;
+  int op_failed;       /* the statement in flight was refused (the connection is fine) */
+  int split;           /* settlements still to write one per statement, after a refusal */
+  int stmt_failures;   /* refused statements in a row */
+  int stmt_failed_op;     /* the kind of statement that started the streak */
+  int64_t stmt_retry_ms;  /* next delay after a refused claim */
+  int64_t claim_retry_at; /* after a refused claim: no claim before this (ms since the epoch) */
+  int counts_failed;      /* the last counts statement was refused */
+  char err_state[6];      /* SQLSTATE of the last refused statement */
+  store_counts_t counts;  /* the last counts read while dispatching */
+  int counts_known;
   int dirty;         /* something may have become claimable since the last claim */
   settles_t set;     /* buffered settlements */
   settles_t sending; /* the settlements in the flush in flight */
@@ -188,7 +200,8 @@ typedef struct pg {
   int nbuf, capbuf, claim_limit;
   idset_t out;    /* every id claimed and not yet settled (buffered or handed out) */
   int64_t due_at; /* when due_timer fires (ms since the epoch), 0 when idle */
-  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, retry_timer, kick_timer, close_timer;
+  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, retry_timer, kick_timer, close_timer,
+      deadline_timer;
   int nopen;
   int close_started;
   void (*close_cb)(void *arg);
@@ -398,6 +411,8 @@ static void drop_conn(pg_t *s) {
 /* Undoes the query in flight: settlements go back to the buffer; a claim that may
  * have committed leaves rows leased to us, claimable again when the lease expires. */
 static void abandon_op(pg_t *s) {
+  uv_timer_stop(&s->deadline_timer);
+  s->op_failed = 0;
   if (s->op == OP_FLUSH) settles_restore(s);
   if (s->op == OP_CLAIM) s->dirty = 1;
   if (s->op == OP_RENEW) s->want_renew = 1;
@@ -416,9 +431,10 @@ static void schedule_reconnect(pg_t *s) {
   s->retry_ms = s->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : s->retry_ms * 2;
 }
 
-/* Any failure on the connection: log once per streak, drop it, reconnect later. */
-static void connection_lost(pg_t *s, const char *what) {
-  const char *msg = s->conn ? PQerrorMessage(s->conn) : "out of memory";
+/* Any failure on the connection: log once per streak, drop it, reconnect later.
+ * `why` says what went wrong when libpq's own message would not (NULL: libpq's). */
+static void connection_lost_why(pg_t *s, const char *what, const char *why) {
+  const char *msg = why ? why : s->conn ? PQerrorMessage(s->conn) : "out of memory";
   char line[200];
   snprintf(line, sizeof line, "%s", msg && *msg ? msg : "connection lost");
   line[strcspn(line, "\n")] = 0;
@@ -429,7 +445,12 @@ static void connection_lost(pg_t *s, const char *what) {
   abandon_op(s);
   drop_conn(s);
   schedule_reconnect(s);
+  /* a claim waiting for this connection now reports the failure; always from the
+   * loop: this runs inside store calls, and inside store_pg_open itself */
+  if (s->dispatching && !s->closing) timer_after(&s->kick_timer, on_kick, 0);
 }
+
+static void connection_lost(pg_t *s, const char *what) { connection_lost_why(s, what, NULL); }
 
 /* Called after a successful query: the first success after failures says so. */
 static void db_ok(pg_t *s) {
@@ -473,16 +494,27 @@ static void on_connect_timeout(uv_timer_t *t) {
   connection_lost(s, "connecting (timed out)");
 }
 
+/* Connection parameters every connection gets: TCP keepalives, so a peer that
+ * vanished (a dead host, a cut network) is noticed without any query in flight. They
+ * come before dbname, so settings in the URL win. */
+#define CONN_KEYS "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count"
+#define CONN_VALS "1", "30", "10", "3"
+
+/* The longest wait for one statement's answer, in ms; 0: no limit. */
+static int64_t store_timeout(const pg_t *s) { return s->base.opts.timeout_ms; }
+
 static void start_connect(pg_t *s) {
-  const char *keys[] = {"dbname", "fallback_application_name", NULL};
-  const char *vals[] = {s->url, APP_NAME, NULL};
+  const char *keys[] = {CONN_KEYS, "dbname", "fallback_application_name", NULL};
+  const char *vals[] = {CONN_VALS, s->url, APP_NAME, NULL};
+  int64_t limit = CONNECT_TIMEOUT_MS;
+  if (store_timeout(s) > 0 && store_timeout(s) < limit) limit = store_timeout(s);
   s->conn = PQconnectStartParams(keys, vals, 1);
   s->state = ST_CONNECTING;
   if (!s->conn || PQstatus(s->conn) == CONNECTION_BAD) {
     connection_lost(s, "connecting");
     return;
   }
-  timer_after(&s->retry_timer, on_connect_timeout, CONNECT_TIMEOUT_MS);
+  timer_after(&s->retry_timer, on_connect_timeout, limit);
   connect_step(s);
 }
 
@@ -521,9 +553,17 @@ static int settle_arrays(const settles_t *const *lists, int nlists, sbuf_t arr[4
 /* Moves the buffer into the flush in flight and sends it as one statement. */
 static int send_flush(pg_t *s) {
   sbuf_t arr[4] = {{0}};
-  settles_t t = s->sending;
-  s->sending = s->set;
-  s->set = t;
+  if (s->split > 0 && s->set.n > 1 && settles_push(&s->sending, &s->set.v[0]) == 0) {
+    /* after a refused batch: one settlement per statement, so one bad row stays alone */
+    memmove(s->set.v, s->set.v + 1, (size_t)(s->set.n - 1) * sizeof *s->set.v);
+    s->set.n--;
+    s->split--;
+  } else {
+    settles_t t = s->sending;
+    s->sending = s->set;
+    s->set = t;
+    s->split = 0;
+  }
   s->want_flush = 0;
   s->op = OP_FLUSH;
   const settles_t *lists[] = {&s->sending};
@@ -584,6 +624,20 @@ static int send_renew(pg_t *s) {
   return rc;
 }
 
+/* Counts for metrics and readiness, read between the dispatcher's statements. */
+static const char counts_async_sql[] =
+    "SELECT count(*) FILTER (WHERE status = 'pending'),"
+    " count(*) FILTER (WHERE status = 'processing'),"
+    " count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status = 'dead'),"
+    " (extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')) * 1000)"
+    "::bigint FROM outbox";
+
+static int send_counts(pg_t *s) {
+  s->want_counts = 0;
+  s->op = OP_COUNTS;
+  return PQsendQuery(s->conn, counts_async_sql) ? 0 : -EIO;
+}
+
 static int send_next_due(pg_t *s) {
   const char *v[] = {s->host};
   s->want_due = 0;
@@ -592,6 +646,8 @@ static int send_next_due(pg_t *s) {
 }
 
 /* Sends the most urgent wanted query when the connection is free. */
+static void on_deadline(uv_timer_t *t);
+
 static void send_next(pg_t *s) {
   if (s->state != ST_READY || s->op != OP_NONE) return;
   int rc;
@@ -603,6 +659,8 @@ static void send_next(pg_t *s) {
     rc = send_claim(s);
   else if (s->want_renew && s->out.n && !s->closing)
     rc = send_renew(s);
+  else if (s->want_counts && !s->closing)
+    rc = send_counts(s);
   else if (s->want_due && !s->closing)
     rc = send_next_due(s);
   else {
@@ -610,7 +668,11 @@ static void send_next(pg_t *s) {
     return;
   }
   if (rc == 0) rc = flush_output(s);
-  if (rc) connection_lost(s, "sending a query");
+  if (rc) {
+    connection_lost(s, "sending a query");
+    return;
+  }
+  if (store_timeout(s) > 0) timer_after(&s->deadline_timer, on_deadline, store_timeout(s));
 }
 
 /* ----------------------------------------------------------- results */
@@ -711,6 +773,22 @@ static void next_due_done(pg_t *s, const PGresult *r) {
   arm_due(s, now_ms() + (in > 0 ? in : 0));
 }
 
+static int64_t count_at(const PGresult *r, int col) {
+  return PQgetisnull(r, 0, col) ? 0 : strtoll(PQgetvalue(r, 0, col), NULL, 10);
+}
+
+static void counts_done(pg_t *s, const PGresult *r) {
+  if (PQntuples(r) != 1 || PQnfields(r) != 5) return;
+  s->counts.pending = count_at(r, 0);
+  s->counts.processing = count_at(r, 1);
+  s->counts.done = count_at(r, 2);
+  s->counts.dead = count_at(r, 3);
+  int64_t age = count_at(r, 4);
+  s->counts.oldest_pending_age_ms = age > 0 ? age : 0;
+  s->counts_known = 1;
+  s->counts_failed = 0;
+}
+
 /* The first connection says so once; later ones are reported by db_ok. */
 static void listen_done(pg_t *s) {
   s->listening = 1;
@@ -728,6 +806,7 @@ static int on_result(pg_t *s, PGresult *r) {
   case OP_CLAIM: claim_done(s, r); break;
   case OP_RENEW: renew_done(s, r); break;
   case OP_NEXT_DUE: next_due_done(s, r); break;
+  case OP_COUNTS: counts_done(s, r); break;
   default: break;
   }
   return 0;
@@ -739,8 +818,100 @@ static const char *op_name(int op) {
   case OP_FLUSH: return "writing settlements";
   case OP_CLAIM: return "claiming";
   case OP_RENEW: return "renewing leases";
+  case OP_COUNTS: return "counting";
   default: return "looking for the next due event";
   }
+}
+
+/* 1 when the server refused the statement and the session goes on (bad data, a
+ * missing table, a cancelled statement); 0 when the connection itself failed. */
+static int statement_error(pg_t *s, const PGresult *r) {
+  if (s->op == OP_LISTEN) return 0; /* the session is not usable without it */
+  if (PQresultStatus(r) != PGRES_FATAL_ERROR || PQstatus(s->conn) != CONNECTION_OK) return 0;
+  const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  /* class 08 (connection exception) and 57P (shutdown, terminated) end the session */
+  return state && strncmp(state, "08", 2) != 0 && strncmp(state, "57P", 3) != 0;
+}
+
+/* A refused flush: a batch is written again one settlement per statement; a single
+ * refused settlement is written once more with a plain error in place of its own,
+ * and given up after that (its event returns when its lease expires). */
+static void flush_refused(pg_t *s) {
+  if (s->sending.n > 1) {
+    log_at(LOG_WARN, "settlements refused by the database; writing them one at a time",
+           KI("events", s->sending.n), KS("error", s->base.err));
+    s->split = s->sending.n;
+    settles_restore(s);
+  } else if (s->sending.n == 1 && !s->sending.v[0].repaired) {
+    settle_t *x = &s->sending.v[0];
+    char msg[400];
+    log_at(LOG_WARN, "settlement refused by the database; writing it with a plain error",
+           KI("id", x->id), KS("outcome", kind_name[x->kind]), KS("error", s->base.err));
+    snprintf(msg, sizeof msg, "the outcome could not be stored as reported: %s", s->base.err);
+    free(x->err);
+    x->err = store_error_text(msg);
+    x->repaired = 1;
+    settles_restore(s);
+  } else if (s->sending.n == 1) {
+    log_at(LOG_ERROR, "settlement refused by the database; the event returns when its lease expires",
+           KI("id", s->sending.v[0].id), KS("outcome", kind_name[s->sending.v[0].kind]),
+           KS("error", s->base.err));
+    settles_clear(&s->sending);
+  }
+  s->want_flush = s->set.n > 0;
+}
+
+/* The server refused the statement in flight; the connection is kept. The first
+ * refusal of a streak is logged; a refused claim is tried again after a growing
+ * delay, and reports a store failure until then. */
+static void statement_failed(pg_t *s, int op) {
+  if (op != OP_FLUSH && s->stmt_failures++ == 0) {
+    s->stmt_failed_op = op;
+    if (strcmp(s->err_state, "42P01") == 0) /* undefined_table */
+      log_at(LOG_ERROR, "no outbox table in the database (run: outboxd init), will retry",
+             KS("during", op_name(op)), KS("error", s->base.err));
+    else
+      log_at(LOG_ERROR, "database refused a statement, will retry", KS("during", op_name(op)),
+             KS("error", s->base.err));
+  }
+  switch (op) {
+  case OP_FLUSH: flush_refused(s); break;
+  case OP_CLAIM:
+    s->claim_retry_at = now_ms() + s->stmt_retry_ms;
+    s->stmt_retry_ms = s->stmt_retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : s->stmt_retry_ms * 2;
+    s->dirty = 1;
+    arm_due(s, s->claim_retry_at);
+    break;
+  case OP_RENEW: /* the lease timer tries again */
+    free(s->renewing);
+    s->renewing = NULL;
+    s->nrenewing = 0;
+    break;
+  case OP_COUNTS: s->counts_failed = 1; break;
+  default: break;
+  }
+}
+
+/* A statement succeeded: a streak of refusals of its kind is over. */
+static void statement_ok(pg_t *s, int op) {
+  if (op == OP_CLAIM) {
+    s->claim_retry_at = 0;
+    s->stmt_retry_ms = RETRY_MIN_MS;
+  }
+  if (!s->stmt_failures || op != s->stmt_failed_op) return;
+  log_at(LOG_INFO, "database accepts statements again", KS("during", op_name(op)),
+         KI("failures", s->stmt_failures));
+  s->stmt_failures = 0;
+}
+
+/* The server's message for a failed result (its first line) into s->base.err. */
+static void keep_error(pg_t *s, const PGresult *r) {
+  const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+  if (!msg || !*msg) msg = PQresultErrorMessage(r);
+  const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  snprintf(s->base.err, sizeof s->base.err, "%s", msg && *msg ? msg : "unknown error");
+  snprintf(s->err_state, sizeof s->err_state, "%s", state ? state : "");
+  s->base.err[strcspn(s->base.err, "\n")] = 0;
 }
 
 /* Reads every complete result; the query is over when PQgetResult returns NULL. */
@@ -748,22 +919,62 @@ static void read_results(pg_t *s) {
   while (s->op != OP_NONE && !PQisBusy(s->conn)) {
     PGresult *r = PQgetResult(s->conn);
     if (!r) {
-      int op = s->op;
+      int op = s->op, failed = s->op_failed;
       s->op = OP_NONE;
+      s->op_failed = 0;
+      uv_timer_stop(&s->deadline_timer);
       db_ok(s);
+      if (failed)
+        statement_failed(s, op);
+      else
+        statement_ok(s, op);
       if (op == OP_CLAIM || op == OP_FLUSH) wake(s);
       send_next(s);
       continue;
     }
-    int rc = on_result(s, r);
-    if (rc) {
-      snprintf(s->base.err, sizeof s->base.err, "%s", PQresultErrorMessage(r));
-      PQclear(r);
-      connection_lost(s, op_name(s->op));
-      return;
+    if (on_result(s, r)) {
+      keep_error(s, r);
+      if (!statement_error(s, r)) {
+        PQclear(r);
+        connection_lost(s, op_name(s->op));
+        return;
+      }
+      s->op_failed = 1; /* the rest of the query's results are read before it ends */
     }
     PQclear(r);
   }
+}
+
+/* Asks the server to cancel a statement, from a thread of its own: PQcancel opens a
+ * connection and waits for it, which the loop must never do. */
+static void *cancel_thread(void *arg) {
+  char err[256];
+  PQcancel(arg, err, sizeof err);
+  PQfreeCancel(arg);
+  return NULL;
+}
+
+static void cancel_in_background(pg_t *s) {
+  PGcancel *c = PQgetCancel(s->conn);
+  pthread_attr_t a;
+  pthread_t t;
+  if (!c) return;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &a, cancel_thread, c)) PQfreeCancel(c);
+  pthread_attr_destroy(&a);
+}
+
+/* The statement in flight got no answer within the store timeout (a stalled server,
+ * a network that drops packets): cancel it on the server, drop the connection and
+ * reconnect. The failure is logged once per streak, like any lost connection. */
+static void on_deadline(uv_timer_t *t) {
+  pg_t *s = t->data;
+  char why[96];
+  if (s->state != ST_READY || s->op == OP_NONE) return;
+  snprintf(why, sizeof why, "no answer within %" PRId64 " ms (--store-timeout)", store_timeout(s));
+  cancel_in_background(s);
+  connection_lost_why(s, op_name(s->op), why);
 }
 
 static void read_notifies(pg_t *s) {
@@ -812,7 +1023,8 @@ static void on_flush_timer(uv_timer_t *t) {
 
 /* Takes over `ev`: remembers what the write needs, frees the event. */
 static void settle(pg_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
-  settle_t x = {ev->id, arg, kind, err ? strdup(err) : NULL};
+  settle_t x = {ev->id, kind == SET_FAIL ? store_clamp_time(arg) : arg, kind,
+                store_error_text(err), 0};
   idset_del(&s->out, ev->id);
   store_event_free(ev);
   if (settles_push(&s->set, &x)) {
@@ -874,6 +1086,8 @@ static int pg_claim(store_t *b, int max, store_event_t **out, int *n) {
   if (max <= 0 || s->closing) return 0;
   if (s->failures > 0 && s->state != ST_READY && s->nbuf == 0)
     return -ENOTCONN; /* down and reconnecting: a failure, not a claim under way */
+  if (s->claim_retry_at && s->nbuf == 0 && now_ms() < s->claim_retry_at)
+    return -EIO; /* the last claim was refused (s->base.err); tried again when due */
   int got = max < s->nbuf ? max : s->nbuf;
   if (got) {
     memcpy(out, s->buf, (size_t)got * sizeof *out);
@@ -912,8 +1126,9 @@ static void on_poll(uv_timer_t *t) {
 /* ---------------------------------------------------------- open, close */
 
 static uv_timer_t *timer_at(pg_t *s, int i) {
-  uv_timer_t *all[] = {&s->flush_timer, &s->lease_timer, &s->poll_timer, &s->due_timer,
-                       &s->retry_timer, &s->kick_timer,  &s->close_timer};
+  uv_timer_t *all[] = {&s->flush_timer, &s->lease_timer, &s->poll_timer,
+                       &s->due_timer,   &s->retry_timer, &s->kick_timer,
+                       &s->close_timer, &s->deadline_timer};
   return i < (int)(sizeof all / sizeof all[0]) ? all[i] : NULL;
 }
 
@@ -1004,10 +1219,23 @@ static int need_ops(pg_t *s) {
   return -ENOTSUP;
 }
 
+/* libpq passes text as C strings: a NUL byte would end the payload early. */
+static const char *pg_refuses(store_t *b, const store_event_t *ev) {
+  if (memchr(ev->payload, 0, ev->payload_len))
+    return "payload contains a NUL character (\\u0000), which PostgreSQL text cannot hold";
+  return NULL;
+}
+
 static int pg_enqueue(store_t *b, store_event_t *const *evs, int n) {
   pg_t *s = (pg_t *)b;
   int rc = need_ops(s);
   if (rc) return rc;
+  for (int i = 0; i < n; i++) {
+    const char *why = pg_refuses(b, evs[i]);
+    if (!why) continue;
+    snprintf(s->base.err, sizeof s->base.err, "event %d of %d: %s; nothing written", i + 1, n, why);
+    return -EINVAL;
+  }
   rc = exec_cmd(s, "BEGIN", "enqueueing");
   if (rc) return rc;
   for (int i = 0; i < n && !rc; i++) {
@@ -1068,11 +1296,27 @@ static void add_count(store_counts_t *c, const char *status, int64_t n) {
     c->dead = n;
 }
 
+/* While dispatching, counts are read on the loop's connection between other
+ * statements: this returns the last ones read and asks for fresh ones; -EAGAIN
+ * (not a failure) before the first arrive. */
+static int counts_cached(pg_t *s, store_counts_t *c) {
+  if (s->failures > 0 && s->state != ST_READY) return -ENOTCONN; /* s->base.err says why */
+  if (s->op != OP_COUNTS && !s->closing) {
+    s->want_counts = 1;
+    s->in_call++;
+    send_next(s);
+    s->in_call--;
+  }
+  if (s->counts_failed) return -EIO;
+  if (!s->counts_known) return -EAGAIN;
+  *c = s->counts;
+  return 0;
+}
+
 static int pg_counts(store_t *b, store_counts_t *c) {
   pg_t *s = (pg_t *)b;
   memset(c, 0, sizeof *c);
-  int rc = need_ops(s);
-  if (rc) return rc;
+  if (s->dispatching) return counts_cached(s, c);
   PGresult *r = ops_exec(s, counts_sql, 0, NULL, "counting");
   if (!r) return -EIO;
   for (int i = 0; i < PQntuples(r); i++)
@@ -1181,14 +1425,15 @@ static const store_ops_t pg_ops = {
     .requeue = pg_requeue,
     .list_dead = pg_list_dead,
     .salvage = pg_salvage,
+    .refuses = pg_refuses,
     .close = pg_close,
 };
 
 /* A blocking connection for the operations commands (not the loop). Returns the
  * connection, or NULL with a one-line reason in errbuf. */
 static PGconn *connect_blocking(const char *url, char *errbuf, size_t errlen) {
-  const char *keys[] = {"dbname", "fallback_application_name", NULL};
-  const char *vals[] = {url, APP_NAME "-ops", NULL};
+  const char *keys[] = {CONN_KEYS, "dbname", "fallback_application_name", NULL};
+  const char *vals[] = {CONN_VALS, url, APP_NAME "-ops", NULL};
   PGconn *c = PQconnectdbParams(keys, vals, 1);
   if (c && PQstatus(c) == CONNECTION_OK) return c;
   snprintf(errbuf, errlen, "--db %s: %s", url, c ? PQerrorMessage(c) : "out of memory");
@@ -1248,6 +1493,7 @@ int store_pg_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, st
   s->base.opts.host_id = s->host;
   s->poll_fd = -1;
   s->retry_ms = RETRY_MIN_MS;
+  s->stmt_retry_ms = RETRY_MIN_MS;
   if (!s->dispatching) {
     s->conn = connect_blocking(url, errbuf, errlen);
     rc = s->conn ? check_table(s->conn, url, errbuf, errlen) : -ECONNREFUSED;

@@ -6,6 +6,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #define RETRY_MS 250     /* retry delay after SQLITE_BUSY */
 #define CHECK_DELAY_MS 1 /* debounce for WAL file events */
 #define CHECK_TRIES 10   /* looks after one event, the delay doubling: ~1 s in all */
+#define BUSY_LOG_MS 60000 /* "database busy" at most this often */
 
 /* ---------------------------------------------------------------- schema */
 
@@ -154,6 +156,12 @@ typedef struct sq {
   int checks;      /* looks at data_version since the last file event */
   int dispatching; /* opened with a host id: claims, timers, watchers */
   int closing;
+  dev_t dev;         /* the database file we opened, to notice it being removed or replaced */
+  ino_t ino;
+  int gone;          /* it was: no more claims */
+  int64_t busy_logged_ms; /* when "database busy" was last logged */
+  int busy_quiet;    /* busy streaks since then, not logged */
+  int streak_logged; /* the current failure streak was logged */
   uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, check_timer, kick_timer;
   uv_fs_event_t wal_watch, db_watch;
   int nopen; /* handles not yet closed */
@@ -189,24 +197,56 @@ static int map_rc(int rc) {
 }
 
 /* Records the connection's error in s->base.err; a dispatching store also logs
- * it, once per run of failures (the next success says so). Returns a code. */
+ * it, once per run of failures (the next success says so). A busy database is
+ * ordinary when several processes share the file (one writer at a time): it is
+ * logged at most once per BUSY_LOG_MS, with the streaks since. Returns a code. */
 static int db_error(sq_t *s, int rc, const char *what) {
   snprintf(s->base.err, sizeof s->base.err, "--db %s: %s: %s", s->path, what,
            sqlite3_errmsg(s->db));
   if (!s->dispatching || s->failing++) return map_rc(rc);
-  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
-    log_at(LOG_WARN, "database busy, will retry", KS("db", s->path), KS("during", what));
-  else
+  s->streak_logged = 1;
+  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
+    int64_t now = now_ms();
+    if (s->busy_logged_ms && now - s->busy_logged_ms < BUSY_LOG_MS) {
+      s->busy_quiet++;
+      s->streak_logged = 0;
+      return map_rc(rc);
+    }
+    log_at(LOG_WARN, "database busy, will retry", KS("db", s->path), KS("during", what),
+           KS("why", "another process is writing to this file; SQLite has one writer at a "
+                     "time, so hosts sharing a file take turns"),
+           KI("busy_since_last_said", s->busy_quiet));
+    s->busy_logged_ms = now;
+    s->busy_quiet = 0;
+  } else {
     log_at(LOG_ERROR, "database error, will retry", KS("db", s->path), KS("during", what),
            KS("error", sqlite3_errmsg(s->db)));
+  }
   return map_rc(rc);
 }
 
 /* After any successful transaction. */
 static void db_ok(sq_t *s) {
-  if (s->failing && s->dispatching)
+  if (s->failing && s->dispatching && s->streak_logged)
     log_at(LOG_INFO, "database usable again", KS("db", s->path), KI("failures", s->failing));
   s->failing = 0;
+}
+
+/* 1 when the database file we opened is no longer at its path (removed, or replaced
+ * by another file): logged once; the host then claims nothing more. */
+static int file_gone(sq_t *s) {
+  struct stat st;
+  if (s->gone) goto gone;
+  if (!s->ino) return 0; /* never known */
+  if (stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino) return 0;
+  if (stat(s->path, &st) != 0 && errno != ENOENT) return 0; /* cannot tell: go on */
+  s->gone = 1;
+  log_at(LOG_ERROR, "database file removed or replaced: this host no longer serves it",
+         KS("db", s->path), KS("fix", "restart outboxd (after outboxd init if it was removed)"));
+gone:
+  snprintf(s->base.err, sizeof s->base.err, "--db %s: the database file was removed or replaced",
+           s->path);
+  return 1;
 }
 
 /* Runs a statement that returns no rows; resets it. Returns an SQLite code. */
@@ -380,8 +420,8 @@ static void settle(sq_t *s, store_event_t *ev, int kind, int64_t arg, const char
   settle_t *x = &s->set[s->nset++];
   x->id = id;
   x->kind = kind;
-  x->arg = arg;
-  x->err = err ? strdup(err) : NULL;
+  x->arg = kind == SET_FAIL ? store_clamp_time(arg) : arg;
+  x->err = store_error_text(err);
   int batch = s->base.opts.batch > 0 ? s->base.opts.batch : 1;
   if (s->nset >= batch) {
     flush_in_call(s);
@@ -475,6 +515,7 @@ static int sq_claim(store_t *b, int max, store_event_t **out, int *n) {
     return -EINVAL;
   }
   if (max <= 0 || s->closing) return 0;
+  if (file_gone(s)) return -ENOENT;
   uv_timer_stop(&s->flush_timer);
   int64_t now = now_ms();
   int got = 0;
@@ -572,6 +613,10 @@ static int read_data_version(sq_t *s, int64_t *v) {
 static void on_check(uv_timer_t *t) {
   sq_t *s = t->data;
   int64_t v;
+  if (!s->gone && file_gone(s)) { /* the claim that follows reports it */
+    wake(s);
+    return;
+  }
   if (read_data_version(s, &v) == 0 && v != s->data_version) {
     s->data_version = v;
     s->checks = 0;
@@ -884,6 +929,14 @@ static int has_table(sqlite3 *db, int *yes) {
   return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* Creates `path` empty, readable by its owner only (0600), when it does not exist:
+ * the outbox holds application data. SQLite gives the -wal and -shm files the mode
+ * of the database file. A failure here is left to sqlite3_open_v2 to report. */
+static void create_private(const char *path) {
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) close(fd);
+}
+
 /* Opens `path` in WAL mode; creates the file and the schema when `create`,
  * otherwise requires the outbox table. On error *out is NULL. */
 static int open_db(const char *path, int create, sqlite3 **out, char *errbuf, size_t errlen) {
@@ -891,6 +944,7 @@ static int open_db(const char *path, int create, sqlite3 **out, char *errbuf, si
   int yes = 0, code;
   *out = NULL;
   if (!create && access(path, F_OK) != 0) return no_table(path, errbuf, errlen);
+  if (create) create_private(path);
   int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path, &db, flags, NULL);
   if (rc != SQLITE_OK) goto fail;
@@ -958,6 +1012,8 @@ int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opt
   sqlite3_busy_timeout(s->db, s->dispatching ? LOOP_BUSY_MS : CMD_BUSY_MS);
   rc = prepare_all(s, errbuf, errlen);
   if (rc) goto fail;
+  struct stat st;
+  if (stat(path, &st) == 0) s->dev = st.st_dev, s->ino = st.st_ino;
   rc = read_data_version(s, &s->data_version);
   if (rc) {
     snprintf(errbuf, errlen, "--db %s: %s", path, sqlite3_errmsg(s->db));

@@ -2,6 +2,7 @@
  * Invariant: utf8_len accepts exactly the well-formed sequences of RFC 3629. */
 #include "utf8.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,22 +63,43 @@ int utf8_valid(const char *s, size_t len) {
   return 1;
 }
 
-char *utf8_repair(const char *s, size_t len) {
+#define ELLIPSIS "..."
+
+/* Bytes of the valid sequence at p, or 0 for a byte that is replaced (NUL included). */
+static int keep_len(const unsigned char *p, const unsigned char *end) {
+  return *p == 0 ? 0 : *p < 0x80 ? 1 : utf8_len(p, end, NULL);
+}
+
+/* Bytes the cleaned form of p[0..end) takes. */
+static size_t clean_len(const unsigned char *p, const unsigned char *end) {
+  size_t total = 0;
+  while (p < end) {
+    int n = keep_len(p, end);
+    total += n ? (size_t)n : sizeof UTF8_REPLACEMENT - 1;
+    p += n ? n : 1;
+  }
+  return total;
+}
+
+char *utf8_clean(const char *s, size_t len, size_t max, size_t *out_len) {
   const unsigned char *p = (const unsigned char *)s, *end = p + len;
-  char *out = malloc(len * 3 + 1), *w = out; /* each bad byte grows to 3 */
+  size_t total = clean_len(p, end);
+  int cut = total > max;
+  size_t room = cut ? max - (sizeof ELLIPSIS - 1) : total;
+  char *out = malloc((cut ? max : total) + 1), *w = out;
   if (!out) return NULL;
   while (p < end) {
-    int n = *p < 0x80 ? 1 : utf8_len(p, end, NULL);
-    if (n) {
-      memcpy(w, p, (size_t)n);
-      w += n;
-      p += n;
-    } else {
-      memcpy(w, UTF8_REPLACEMENT, 3);
-      w += 3;
-      p++;
-    }
+    int n = keep_len(p, end);
+    size_t k = n ? (size_t)n : sizeof UTF8_REPLACEMENT - 1;
+    if ((size_t)(w - out) + k > room) break;
+    memcpy(w, n ? (const char *)p : UTF8_REPLACEMENT, k);
+    w += k;
+    p += n ? n : 1;
   }
+  if (cut) memcpy(w, ELLIPSIS, sizeof ELLIPSIS - 1), w += sizeof ELLIPSIS - 1;
   *w = 0;
+  if (out_len) *out_len = (size_t)(w - out);
   return out;
 }
+
+char *utf8_repair(const char *s, size_t len) { return utf8_clean(s, len, SIZE_MAX, NULL); }

@@ -21,8 +21,14 @@ char *utf8_put(char *w, unsigned cp);
 /* 1 when the `len` bytes at s are valid UTF-8. */
 int utf8_valid(const char *s, size_t len);
 
-/* A NUL-terminated copy of the `len` bytes at s with each invalid byte replaced
- * by U+FFFD; the caller frees it. NULL when out of memory. */
+/* A NUL-terminated copy of the `len` bytes at s with each invalid byte (and each
+ * NUL byte) replaced by U+FFFD; the caller frees it. NULL when out of memory. */
 char *utf8_repair(const char *s, size_t len);
+
+/* Like utf8_repair, and a NUL byte becomes U+FFFD too, so the result is one C
+ * string; when it would exceed `max` bytes (max >= 8) it is cut on a character
+ * boundary and ends with "...", so it never exceeds `max`. *out_len (when not NULL)
+ * gets its length. NULL when out of memory; the caller frees it. */
+char *utf8_clean(const char *s, size_t len, size_t max, size_t *out_len);
 
 #endif

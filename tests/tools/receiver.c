@@ -5,7 +5,11 @@
  *
  * usage: receiver [--port N] [--port-file F] [--log F] [--status N] [--delay MS]
  *                 [--fail-first N] [--fail-status N] [--retry-after S] [--retry-after-date 1]
+ *                 [--answers DIR]
  *   --retry-after-date 1 sends Retry-After as an HTTP date, S seconds from now.
+ *   --answers DIR: a request whose X-Outbox-Topic is T, when the file DIR/T exists, is
+ *     answered from it: its first line is the status, the lines up to an empty line are
+ *     header lines, the rest is the body (any bytes).
  *   --port 0 (default) picks a free port; it is printed on stdout and written to F.
  *   GET /stats      -> {"requests":n,"ok":n,"failed":n,"connections":n,"open":n}
  *   GET /control?status=N&delay=MS&retry_after=S&fail_first=N  changes the mode
@@ -72,6 +76,7 @@ static struct {
   int status, fail_status;
   long fail_first, delay_ms, retry_after;
   int retry_after_date;
+  const char *answers;
   long requests, ok, failed, connections, open;
 } R = {.status = 200, .fail_status = 503, .retry_after = -1};
 
@@ -168,9 +173,10 @@ static void flush(conn_t *c) {
     }
     w->data = r->data;
     w->close_after = !r->keep_alive;
+    size_t len = r->len;
     r->data = NULL;
     resp_free(r);
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)strlen(w->data));
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written)) {
       free(w->data);
       free(w);
@@ -198,27 +204,29 @@ static void retry_after_header(char *out, size_t n) {
   strftime(out, n, "Retry-After: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
 }
 
-/* Queues a response; it goes out after `delay` ms and after those before it. */
-static void respond(conn_t *c, int status, const char *body, long delay) {
+/* Queues a response with extra header lines `hdrs` ("Name: value\r\n" each) and a
+ * body of `blen` bytes; it goes out after `delay` ms and after those before it. */
+static void respond_with(conn_t *c, int status, const char *hdrs, const char *body, size_t blen,
+                         long delay) {
   resp_t *r = calloc(1, sizeof *r);
   int keep = http_should_keep_alive(&c->parser);
-  char ra[64] = "";
   if (!r) {
     conn_close(c);
     return;
   }
-  if (R.retry_after >= 0 && (status < 200 || status > 299)) retry_after_header(ra, sizeof ra);
-  size_t n = strlen(body) + 256;
+  size_t n = strlen(hdrs) + blen + 256;
   r->data = malloc(n);
   if (!r->data) {
     free(r);
     conn_close(c);
     return;
   }
-  snprintf(r->data, n,
-           "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n%s%s\r\n%s",
-           status, http_status_str((enum http_status)status), strlen(body), ra,
-           keep ? "" : "Connection: close\r\n", body);
+  int head = snprintf(r->data, n,
+                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n%s%s\r\n",
+                      status, http_status_str((enum http_status)status), blen, hdrs,
+                      keep ? "" : "Connection: close\r\n");
+  memcpy(r->data + head, body, blen);
+  r->len = (size_t)head + blen;
   r->c = c;
   r->keep_alive = keep;
   if (c->tail)
@@ -236,6 +244,45 @@ static void respond(conn_t *c, int status, const char *body, long delay) {
   uv_timer_init(R.loop, &r->timer);
   r->timer.data = r;
   uv_timer_start(&r->timer, on_delay, (uint64_t)delay, 0);
+}
+
+static void respond(conn_t *c, int status, const char *body, long delay) {
+  char ra[64] = "";
+  if (R.retry_after >= 0 && (status < 200 || status > 299)) retry_after_header(ra, sizeof ra);
+  respond_with(c, status, ra, body, strlen(body), delay);
+}
+
+static void log_request(conn_t *c, int status);
+
+/* Counts and logs a request answered with `status`. */
+static void count_request(conn_t *c, int status) {
+  R.requests++;
+  if (status >= 200 && status <= 299)
+    R.ok++;
+  else
+    R.failed++;
+  log_request(c, status);
+}
+
+/* Answers from DIR/<topic> (see --answers). Returns 0, or -1 when there is no such file. */
+static int respond_from_file(conn_t *c) {
+  char path[512], line[512], hdrs[2048] = "";
+  static char body[65536];
+  if (!R.answers || !c->topic[0] || strchr(c->topic, '/')) return -1;
+  snprintf(path, sizeof path, "%s/%s", R.answers, c->topic);
+  FILE *f = fopen(path, "rb");
+  if (!f) return -1;
+  int status = fgets(line, sizeof line, f) ? atoi(line) : 500;
+  while (fgets(line, sizeof line, f) && line[0] != '\n' && line[0] != '\r') {
+    line[strcspn(line, "\r\n")] = 0;
+    size_t used = strlen(hdrs);
+    snprintf(hdrs + used, sizeof hdrs - used, "%s\r\n", line);
+  }
+  size_t blen = fread(body, 1, sizeof body, f);
+  fclose(f);
+  count_request(c, status);
+  respond_with(c, status, hdrs, body, blen, R.delay_ms);
+  return 0;
 }
 
 /* ------------------------------------------------------------------ requests */
@@ -281,17 +328,13 @@ static void log_request(conn_t *c, int status) {
 }
 
 static void handle_request(conn_t *c) {
+  if (respond_from_file(c) == 0) return;
   int status = R.status;
   if (R.fail_first > 0) {
     R.fail_first--;
     status = R.fail_status;
   }
-  R.requests++;
-  if (status >= 200 && status <= 299)
-    R.ok++;
-  else
-    R.failed++;
-  log_request(c, status);
+  count_request(c, status);
   respond(c, status, status >= 200 && status <= 299 ? "ok\n" : "fail\n", R.delay_ms);
 }
 
@@ -460,6 +503,8 @@ int main(int argc, char **argv) {
       R.fail_status = (int)strtol(v, NULL, 10);
     else if (strcmp(a, "--retry-after") == 0)
       R.retry_after = strtol(v, NULL, 10);
+    else if (strcmp(a, "--answers") == 0)
+      R.answers = v;
     else if (strcmp(a, "--retry-after-date") == 0)
       R.retry_after_date = (int)strtol(v, NULL, 10);
     else

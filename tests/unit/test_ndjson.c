@@ -93,6 +93,9 @@ static const struct {
     {"{\"topic\":\"t\",\"payload\":-}", "bad number"},
     {"{\"topic\":\"t\",\"payload\":1.}", "bad number"},
     {"{\"topic\":\"t\",\"payload\":{", "unexpected end of line"},
+    {"{\"topic\":\"a\\u0000b\",\"payload\":1}", "\"topic\" contains a NUL character (\\u0000)"},
+    {"{\"topic\":\"t\",\"key\":\"k\\u0000\",\"payload\":1}",
+     "\"key\" contains a NUL character (\\u0000)"},
 };
 
 START_TEST(malformed) {
