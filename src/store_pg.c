@@ -1370,9 +1370,8 @@ static int pg_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf
                         "-c lock_timeout=" SALVAGE_TIMEOUT_S "s"
                         " -c statement_timeout=" SALVAGE_TIMEOUT_S "s",
                         NULL};
-  char why[256];
-  snprintf(why, sizeof why, "%s", err ? err : "");
-  settle_t dead = {dead_id, 1, SET_DEAD, why};
+  char *why = store_error_text(err);
+  settle_t dead = {dead_id, 1, SET_DEAD, why, 0};
   settles_t verdict = {&dead, dead_id > 0, 1};
   const settles_t *lists[] = {&s->sending, &s->set, &verdict};
   sbuf_t arr[4] = {{0}};
@@ -1408,6 +1407,7 @@ done:
   PQclear(r);
   PQfinish(c);
   for (int k = 0; k < 4; k++) free(arr[k].p);
+  free(why);
   return rc;
 }
 

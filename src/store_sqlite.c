@@ -846,10 +846,9 @@ static int sq_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf
   for (int i = 0; i < s->nset && rc == SQLITE_OK; i++)
     rc = salvage_step(s, db, sql_text[settle_stmt(s, &s->set[i])], &s->set[i], NULL);
   if (rc == SQLITE_OK && dead_id > 0) {
-    char why[256];
-    snprintf(why, sizeof why, "%s", err ? err : "");
-    settle_t x = {dead_id, 1, SET_DEAD, why};
+    settle_t x = {dead_id, 1, SET_DEAD, store_error_text(err)};
     rc = salvage_step(s, db, sql_text[ST_DEAD], &x, NULL);
+    free(x.err);
   }
   if (rc == SQLITE_OK)
     rc = salvage_step(s, db,
