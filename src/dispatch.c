@@ -618,9 +618,12 @@ static void refresh_counts(dispatch_t *d, uint64_t now) {
   uint64_t t0 = uv_hrtime();
   int rc = store_counts(d->store, &d->counts);
   uint64_t took_ms = (uv_hrtime() - t0) / 1000000;
-  /* -EAGAIN: no counts at hand yet, or the database is busy; neither is a failure */
-  if (rc != -EAGAIN) d->counts_err = rc != 0;
-  if (rc != -EAGAIN) d->counts_known = rc == 0;
+  /* -EAGAIN: no counts at hand yet, or the database is busy; -ENOTSUP: the store
+   * cannot count now. Neither says the store is failing. */
+  if (rc != -EAGAIN && rc != -ENOTSUP) {
+    d->counts_err = rc != 0;
+    d->counts_known = rc == 0;
+  }
   d->counts_next_ms =
       now + (took_ms * COUNTS_COST > OPS_TICK_MS ? took_ms * COUNTS_COST : OPS_TICK_MS - 50);
 }

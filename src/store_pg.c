@@ -21,6 +21,7 @@
 #define RETRY_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 10000 /* at most; a shorter store timeout wins */
 #define CLOSE_TIMEOUT_MS 5000 /* longest wait for the last flush at close */
+#define COUNTS_COST 100 /* counts take at most 1/COUNTS_COST of the connection's time */
 #define CHANNEL "outbox_new"
 #define APP_NAME "outboxd"
 
@@ -191,6 +192,8 @@ typedef struct pg {
   char err_state[6];      /* SQLSTATE of the last refused statement */
   store_counts_t counts;  /* the last counts read while dispatching */
   int counts_known;
+  int64_t counts_sent_ms; /* when the counts statement in flight was sent */
+  int64_t counts_next_ms; /* no new counts before this: they cost at most 1% of the time */
   int dirty;         /* something may have become claimable since the last claim */
   settles_t set;     /* buffered settlements */
   settles_t sending; /* the settlements in the flush in flight */
@@ -635,6 +638,7 @@ static const char counts_async_sql[] =
 static int send_counts(pg_t *s) {
   s->want_counts = 0;
   s->op = OP_COUNTS;
+  s->counts_sent_ms = now_ms();
   return PQsendQuery(s->conn, counts_async_sql) ? 0 : -EIO;
 }
 
@@ -787,6 +791,8 @@ static void counts_done(pg_t *s, const PGresult *r) {
   s->counts.oldest_pending_age_ms = age > 0 ? age : 0;
   s->counts_known = 1;
   s->counts_failed = 0;
+  int64_t now = now_ms(), took = now - s->counts_sent_ms;
+  s->counts_next_ms = now + (took * COUNTS_COST > 900 ? took * COUNTS_COST : 900);
 }
 
 /* The first connection says so once; later ones are reported by db_ok. */
@@ -1301,7 +1307,7 @@ static void add_count(store_counts_t *c, const char *status, int64_t n) {
  * (not a failure) before the first arrive. */
 static int counts_cached(pg_t *s, store_counts_t *c) {
   if (s->failures > 0 && s->state != ST_READY) return -ENOTCONN; /* s->base.err says why */
-  if (s->op != OP_COUNTS && !s->closing) {
+  if (s->op != OP_COUNTS && !s->closing && now_ms() >= s->counts_next_ms) {
     s->want_counts = 1;
     s->in_call++;
     send_next(s);
