@@ -24,9 +24,9 @@ DEB_PKGS := pkg-config libluajit2-5.1-dev libuv1-dev check libsqlite3-dev lua-cj
             libcurl4-openssl-dev libpq-dev libhttp-parser-dev libhiredis-dev libnats-dev
 PKGS     := luajit libuv sqlite3 libcurl libpq hiredis libnats
 # What the end-to-end tests drive besides the binary: a PostgreSQL server, the
-# sqlite3, curl and jq command-line tools, Redis (server and redis-cli) and NATS.
-# `make check` installs them the same way.
-TEST_PKGS := postgresql sqlite3 curl jq redis-server redis-tools nats-server
+# sqlite3, curl and jq command-line tools, Redis (server and redis-cli), NATS, and
+# promtool (package prometheus) to lint /metrics. `make check` installs them the same way.
+TEST_PKGS := postgresql sqlite3 curl jq redis-server redis-tools nats-server prometheus
 
 DEPS_OK := $(shell pkg-config --exists $(PKGS) check 2>/dev/null && \
              test -e /usr/lib/$(shell $(CC) -dumpmachine)/liblua5.1-cjson.so && \

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "nats.h"
 #include "redis.h"
+#include "store.h"
 
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -112,7 +113,8 @@ static int l_config(lua_State *L) {
   lua_setfield(L, -2, "once");
   lua_pushboolean(L, c->watch);
   lua_setfield(L, -2, "watch");
-  lua_pushstring(L, c->db);
+  char safe[1024];
+  lua_pushstring(L, store_url_redact(c->db, safe, sizeof safe)); /* scripts log it */
   lua_setfield(L, -2, "db");
   lua_newtable(L); /* proxy */
   lua_createtable(L, 0, 2);

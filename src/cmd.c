@@ -113,7 +113,7 @@ int cmd_init(int argc, char **argv) {
     fprintf(stderr, "outboxd init: %s\n", err);
     return 1;
   }
-  fprintf(stderr, "outboxd init: outbox table ready in %s\n", db);
+  fprintf(stderr, "outboxd init: outbox table ready in %s\n", store_url_redact(db, err, sizeof err));
   return 0;
 }
 
@@ -257,7 +257,8 @@ int cmd_enqueue(int argc, char **argv) {
   if (session_open(&ss, "enqueue", db)) return 1;
   int rc;
   if (!ss.store->ops->enqueue)
-    rc = complain(1, "enqueue", "--db %s: this source is read-only", db);
+    rc = complain(1, "enqueue", "--db %s: this source is read-only",
+                  store_url_redact(db, err, sizeof err));
   else if (payload)
     rc = enqueue_one(&ss, topic, key, payload, headers);
   else
@@ -301,7 +302,8 @@ static int status_text(session_t *ss, const char *db, const store_counts_t *c) {
   if (c->pending) format_age(c->oldest_pending_age_ms, age, sizeof age);
   const char *label[] = {"pending", "processing", "done", "dead"};
   const int64_t value[] = {c->pending, c->processing, c->done, c->dead};
-  printf("outbox %s\n", db);
+  char safe[1024];
+  printf("outbox %s\n", store_url_redact(db, safe, sizeof safe));
   for (int i = 0; i < 4; i++) printf("  %-16s%14" PRId64 "\n", label[i], value[i]);
   printf("  %-16s%14s\n", "oldest pending", age);
   if (!c->dead || !ss->store->ops->list_dead) return 0;
@@ -405,6 +407,7 @@ static int requeue_parse(int argc, char **argv, requeue_args_t *a) {
 }
 
 int cmd_requeue(int argc, char **argv) {
+  char safe[1024];
   requeue_args_t a = {default_db(), 0, 0, calloc((size_t)argc + 1, sizeof(int64_t))};
   int64_t moved = 0;
   session_t ss;
@@ -416,7 +419,8 @@ int cmd_requeue(int argc, char **argv) {
     return rc < 0 ? 0 : rc;
   }
   if (!ss.store->ops->requeue)
-    rc = complain(1, "requeue", "--db %s: this source is read-only", a.db);
+    rc = complain(1, "requeue", "--db %s: this source is read-only",
+                  store_url_redact(a.db, safe, sizeof safe));
   else if ((rc = ss.store->ops->requeue(ss.store, a.ids, a.n, &moved)))
     rc = store_failed(&ss, "requeue", rc);
   else

@@ -603,6 +603,7 @@ static void fill_figures(void *arg, metrics_figures_t *f) {
   f->intake_paused = d->paused;
   f->store_ok = !d->store_err && !d->counts_err;
   f->pending = d->counts_known ? d->counts.pending : -1;
+  f->store_dead = d->counts_known ? d->counts.dead : -1;
   f->oldest_pending_age_s = (double)d->counts.oldest_pending_age_ms / 1000.0;
   f->reloads_ok = d->reloads_ok;
   f->reloads_failed = d->reloads_failed;
@@ -879,7 +880,7 @@ int dispatch_run(config_t *cfg, const char *script) {
   if ((rc = ops_start(d))) goto close;
   uv_timer_start(&d->tick, on_tick, (uint64_t)cfg->memory_interval_ms,
                  (uint64_t)cfg->memory_interval_ms);
-  log_at(LOG_INFO, "started", KS("script", script), KS("db", cfg->db),
+  log_at(LOG_INFO, "started", KS("script", script), KS("db", store_url_redact(cfg->db, err, sizeof err)),
          KI("concurrency", cfg->concurrency), KI("generation", host_generation(d->host)));
   host_fire(d->host, "start", NULL, NULL);
   host_run_ready(d->host); /* start hooks begin before the first event */

@@ -11,8 +11,8 @@
 #include "config.h"
 #include "dispatch.h"
 #include "log.h"
+#include "version.h"
 
-#define VERSION "0.1.0"
 
 static void usage(FILE *f) {
   fprintf(
@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(cmd, "--version")) {
-    printf("outboxd %s\n", VERSION);
+    printf("outboxd %s\n", OUTBOXD_VERSION);
     return 0;
   }
   if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);

@@ -11,8 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "log.h"
+#include "version.h"
 
 #define MAX_CONNS 64     /* open connections at most; more are closed at once */
 #define MAX_REQUEST 8192 /* bytes of request head at most */
@@ -108,6 +112,67 @@ static void render_histogram(out_t *o, const metrics_hist_t *h) {
   put(o, "%s_sum %.9g\n%s_count %" PRIu64 "\n", name, h->sum, name, h->count);
 }
 
+/* ------------------------------------------------------------------ process */
+
+int metrics_process_read(metrics_process_t *p) {
+  char buf[1024];
+  unsigned long long utime, stime, start, vsize;
+  long long rss;
+  double tick = (double)sysconf(_SC_CLK_TCK), btime = 0;
+  struct rlimit rl;
+  memset(p, 0, sizeof *p);
+  FILE *f = fopen("/proc/self/stat", "r");
+  if (!f) return -errno;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char *rest = strrchr(buf, ')'); /* the command name may hold spaces */
+  /* fields 3.. after "pid (comm) ": state ... utime(14) stime(15) ... starttime(22)
+   * vsize(23) rss(24) */
+  if (!rest || sscanf(rest + 2,
+                      "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                      "%*d %*d %llu %llu %lld",
+                      &utime, &stime, &start, &vsize, &rss) != 5)
+    return -EINVAL;
+  if ((f = fopen("/proc/stat", "r"))) { /* btime: boot time, epoch seconds */
+    while (fgets(buf, sizeof buf, f))
+      if (sscanf(buf, "btime %lf", &btime) == 1) break;
+    fclose(f);
+  }
+  DIR *d = opendir("/proc/self/fd");
+  if (d) {
+    struct dirent *e;
+    while ((e = readdir(d)))
+      if (e->d_name[0] != '.') p->open_fds++;
+    closedir(d);
+    p->open_fds--; /* the directory stream's own descriptor */
+  }
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+    p->max_fds = rl.rlim_cur == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_cur;
+  p->cpu_seconds = (double)(utime + stime) / tick;
+  p->start_time_seconds = btime + (double)start / tick;
+  p->virtual_bytes = vsize;
+  p->resident_bytes = (uint64_t)(rss > 0 ? rss : 0) * (uint64_t)sysconf(_SC_PAGESIZE);
+  p->ok = 1;
+  return 0;
+}
+
+/* The standard process_* series, as every Prometheus client library names them. */
+static void render_process(out_t *o, const metrics_process_t *p) {
+  if (!p->ok) return;
+  head(o, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+  put(o, "process_cpu_seconds_total %.15g\n", p->cpu_seconds);
+  gauge(o, "process_resident_memory_bytes", "Resident memory size in bytes.",
+        (double)p->resident_bytes);
+  gauge(o, "process_virtual_memory_bytes", "Virtual memory size in bytes.",
+        (double)p->virtual_bytes);
+  gauge(o, "process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+        p->start_time_seconds);
+  gauge(o, "process_open_fds", "Number of open file descriptors.", (double)p->open_fds);
+  if (p->max_fds >= 0)
+    gauge(o, "process_max_fds", "Maximum number of open file descriptors.", (double)p->max_fds);
+}
+
 size_t metrics_render(const metrics_figures_t *f, char *buf, size_t cap) {
   out_t o = {buf, cap, 0};
   static const metrics_hist_t empty;
@@ -141,6 +206,12 @@ size_t metrics_render(const metrics_figures_t *f, char *buf, size_t cap) {
   gauge(&o, "outboxd_generation", "Generation of the script serving new events.", f->generation);
   gauge(&o, "outboxd_store_up", "0 when the last store call failed.", f->store_ok);
   gauge(&o, "outboxd_uptime_seconds", "Time since the run started.", f->uptime_s);
+  if (f->store_dead >= 0)
+    gauge(&o, "outboxd_dead", "Dead events in the store (refreshed about once a second).",
+          (double)f->store_dead);
+  head(&o, "outboxd_build_info", "gauge", "Always 1; the version that is running.");
+  put(&o, "outboxd_build_info{version=\"%s\"} 1\n", OUTBOXD_VERSION);
+  render_process(&o, &f->process);
   return o.len;
 }
 
@@ -266,7 +337,9 @@ static void route(conn_t *c) {
   memset(&f, 0, sizeof f);
   f.store_ok = 1;
   f.pending = -1;
+  f.store_dead = -1;
   m->fill(m->arg, &f);
+  metrics_process_read(&f.process);
   if (strcmp(c->url, "/metrics") == 0) {
     serve_metrics(c, &f);
     return;

@@ -24,6 +24,17 @@ extern const double metrics_bucket_bounds[METRICS_BUCKETS];
 /* Adds one observation of `seconds` (negative counts as 0). */
 void metrics_hist_observe(metrics_hist_t *h, double seconds);
 
+/* The standard process_* figures, read from /proc at each scrape. */
+typedef struct metrics_process {
+  int ok; /* 0 when /proc could not be read: the process_* series are left out */
+  double cpu_seconds, start_time_seconds;
+  uint64_t resident_bytes, virtual_bytes;
+  int64_t open_fds, max_fds;
+} metrics_process_t;
+
+/* Reads this process's figures. Returns 0, or -errno (p->ok is then 0). */
+int metrics_process_read(metrics_process_t *p);
+
 /* What one scrape shows. Filled by the owner's callback just before the response. */
 typedef struct metrics_figures {
   int64_t done, failed, dead, retried; /* events_total by outcome */
@@ -34,11 +45,13 @@ typedef struct metrics_figures {
   int intake_paused; /* paused for memory */
   int store_ok;      /* 0 when the last store call failed */
   int64_t pending;   /* events pending in the store; -1 when not known yet */
+  int64_t store_dead; /* dead events in the store; -1 when not known yet */
   double oldest_pending_age_s;
   int64_t reloads_ok, reloads_failed;
   int generation;
   double uptime_s;
   const metrics_hist_t *handler_duration; /* may be NULL */
+  metrics_process_t process;              /* filled by the server, not the owner */
 } metrics_figures_t;
 
 typedef void (*metrics_fill_cb)(void *arg, metrics_figures_t *out);

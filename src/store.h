@@ -139,6 +139,13 @@ const char *store_refuses(store_t *s, const store_event_t *ev);
 int store_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, store_t **out,
                char *errbuf, size_t errlen);
 
+/* Copies the database URL `url` into out (len bytes, NUL-terminated, cut when
+ * longer) with every password replaced by "***": the one in a URI's user info
+ * (postgres://app:***@db/shop) and any password=VALUE, as a conninfo keyword or a
+ * query parameter (quoted values included). Everything that prints a database URL
+ * prints this. Returns out. */
+const char *store_url_redact(const char *url, char *out, size_t len);
+
 /* Creates the outbox table(s) if missing (`outboxd init`). */
 int store_init_schema(const char *url, char *errbuf, size_t errlen);
 

@@ -49,3 +49,69 @@ LUA
   assert_eq "$(grep -c $'\x07' text.log)" 0 "no raw BEL in text logs"
   assert_grep 'topic="t\\u001b\[31m"' text.log "topic escaped in text logs"
 }
+
+t_database_passwords_never_shown() {
+  . "$HERE/test_pg.sh" # pg_fresh, sql
+  pg_fresh || return 1
+  local url=${PGURL/postgres@/postgres:s3cret@} out=all.out port pid
+  [ "$url" != "$PGURL" ] || { fail "no user in $PGURL"; return 1; }
+  "$OUTBOXD" init --db "$url" 2>> $out || fail "init"
+  "$OUTBOXD" enqueue --db "$url" --topic t --payload '"x"' 2>> $out || fail "enqueue"
+  "$OUTBOXD" status --db "$url" >> $out 2>&1 || fail "status"
+  assert_grep '^outbox postgres://postgres:\*\*\*@127\.0\.0\.1:' $out "status shows the URL redacted"
+  cat > h.lua <<'LUA'
+outbox.log.info("config", { db = outbox.config.db })
+return function(ev)
+  while not io.open("scraped") do outbox.sleep(0.05) end -- held until the scrape is done
+  error("no")
+end
+LUA
+  "$OUTBOXD" run h.lua --db "$url" --once --max-attempts 1 --log json --metrics 0 2> run.log &
+  pid=$!
+  port=$(wait_for 'metrics listening' run.log 10 && jq -r 'select(.msg == "metrics listening") | .port' run.log)
+  curl -s "http://127.0.0.1:$port/metrics" >> $out
+  touch scraped
+  wait $pid
+  cat run.log >> $out
+  "$OUTBOXD" status --db "$url" >> $out 2>&1
+  assert_grep '"msg":"started".*"db":"postgres://postgres:\*\*\*@' run.log "started line redacted"
+  assert_grep '"msg":"config".*"db":"postgres://postgres:\*\*\*@' run.log "outbox.config.db redacted"
+  "$OUTBOXD" status --db "postgres://app:s3cret@127.0.0.1:1/x" >> $out 2> err
+  assert_grep 'postgres://app:\*\*\*@127\.0\.0\.1:1/x' err "connection error names the URL redacted"
+  cat err >> $out
+  "$OUTBOXD" status --db "host=127.0.0.1 port=1 password=s3cret" >> $out 2>&1
+  "$OUTBOXD" run h.lua --db "postgresql://app:s3cret@127.0.0.1:1/x?password=s3cret" --once --log text >> $out 2>&1
+  assert_grep 'started .*db="postgresql://app:\*\*\*@127.0.0.1:1/x\?password=\*\*\*"' $out "query password redacted"
+  assert_grep 'outboxd_events_total' $out "the scrape happened"
+  assert_no_grep 's3cret' $out "password anywhere in output"
+}
+
+t_metrics_standard_series_pass_promtool() {
+  command -v promtool > /dev/null || { fail "promtool missing (Debian package prometheus)"; return 1; }
+  printf 'return function(ev) if ev.topic == "bad" then return outbox.reject("poison") end end\n' > h.lua
+  "$OUTBOXD" init --db s.db 2> /dev/null || fail "init"
+  "$OUTBOXD" enqueue --db s.db --topic bad --payload '"x"' 2> /dev/null
+  "$OUTBOXD" enqueue --db s.db --topic good --payload '"x"' 2> /dev/null
+  "$OUTBOXD" run h.lua --db s.db --metrics 0 --log text 2> log &
+  local pid=$! port i=0 version
+  port=$(wait_for 'metrics listening' log 10 && field port log) || return 1
+  while [ $i -lt 200 ]; do # the store counts refresh about once a second
+    curl -s "http://127.0.0.1:$port/metrics" > m.txt
+    grep -q '^outboxd_dead 1$' m.txt && break
+    sleep 0.05; i=$((i + 1))
+  done
+  kill $pid; wait $pid
+  promtool check metrics < m.txt > lint.out 2>&1 || { fail "promtool check metrics"; cat lint.out >&2; }
+  assert_grep '^outboxd_dead 1$' m.txt "outboxd_dead counts the dead event in the store"
+  version=$("$OUTBOXD" --version | awk '{print $2}')
+  assert_grep "^outboxd_build_info\\{version=\"$version\"\\} 1$" m.txt "build info"
+  assert_grep '^# TYPE process_cpu_seconds_total counter$' m.txt "cpu counter"
+  assert_grep '^process_resident_memory_bytes [1-9][0-9]{5,}$' m.txt "resident memory"
+  assert_grep '^process_virtual_memory_bytes [1-9]' m.txt "virtual memory"
+  assert_grep '^process_open_fds [1-9]' m.txt "open fds"
+  assert_grep '^process_max_fds [1-9]' m.txt "max fds"
+  local start now
+  start=$(awk '/^process_start_time_seconds /{printf "%d", $2}' m.txt); now=$(date +%s)
+  [ -n "$start" ] && [ $((now - start)) -ge 0 ] && [ $((now - start)) -lt 600 ] ||
+    fail "process_start_time_seconds $start is not within the last 10 minutes of $now"
+}

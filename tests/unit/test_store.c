@@ -1,0 +1,52 @@
+/* Tests of the backend-neutral store code: passwords never survive redaction of a
+ * database URL, whatever form the URL takes. */
+#include <check.h>
+#include <string.h>
+
+#include "store.h"
+
+static const char *cases[][2] = {
+    {"postgres://app:s3cret@db/shop", "postgres://app:***@db/shop"},
+    {"postgresql://app:p%40ss@db:5432/shop?sslmode=require",
+     "postgresql://app:***@db:5432/shop?sslmode=require"},
+    {"postgres://app:we/ird:p@ss@db/shop", "postgres://app:***@db/shop"},
+    {"postgres://app@db/shop", "postgres://app@db/shop"},
+    {"postgres://db/shop?user=app&password=s3cret&sslmode=disable",
+     "postgres://db/shop?user=app&password=***&sslmode=disable"},
+    {"host=db user=app password=s3cret dbname=shop", "host=db user=app password=*** dbname=shop"},
+    {"host=db PASSWORD='a b\\' c' dbname=shop", "host=db PASSWORD=*** dbname=shop"},
+    {"password=s3cret", "password=***"},
+    {"outbox.db", "outbox.db"},
+    {"sqlite:/var/lib/outbox/password=x.db", "sqlite:/var/lib/outbox/password=x.db"},
+    {"ndjson:-", "ndjson:-"},
+};
+
+START_TEST(redacts_passwords) {
+  char out[256];
+  const char *in = cases[_i][0], *want = cases[_i][1];
+  ck_assert_str_eq(store_url_redact(in, out, sizeof out), want);
+  ck_assert_msg(!strstr(out, "s3cret") && !strstr(out, "p%40ss") && !strstr(out, "we/ird"),
+                "password left in %s", out);
+}
+END_TEST
+
+START_TEST(redaction_fits_small_buffers) {
+  char out[12];
+  store_url_redact("postgres://app:s3cret@db/shop", out, sizeof out);
+  ck_assert_str_eq(out, "postgres://");
+  ck_assert_str_eq(store_url_redact("postgres://app:s3cret@db/shop", out, 1), "");
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("store");
+  TCase *tc = tcase_create("core");
+  tcase_add_loop_test(tc, redacts_passwords, 0, (int)(sizeof cases / sizeof cases[0]));
+  tcase_add_test(tc, redaction_fits_small_buffers);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}
