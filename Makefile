@@ -75,8 +75,10 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # The HTTP receiver the e2e tests, the bench and examples/webhook-relay talk to.
 RECEIVER := $(BUILD)/receiver
 JS_BENCH := $(BUILD)/js_bench
+# A stand-in for systemd's notification socket, for the e2e tests.
+NOTIFY_LISTEN := $(BUILD)/notify-listen
 
-.PHONY: all run check unit e2e bench asan install clean deps format
+.PHONY: all run check unit e2e bench asan install uninstall clean deps format
 all: $(BIN)
 
 $(BIN): $(MAIN_OBJ) $(APP_OBJ) $(CORE_OBJ)
@@ -108,6 +110,9 @@ $(RECEIVER): tests/tools/receiver.c | $(BUILD)
 $(JS_BENCH): tests/tools/js_bench.c | $(BUILD)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+$(NOTIFY_LISTEN): tests/tools/notify-listen.c | $(BUILD)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
 $(BUILD):
 	$(Q)mkdir -p $(BUILD)
@@ -118,9 +123,10 @@ run: $(BIN)
 unit: $(UNIT_BIN)
 	$(Q)set -e; for t in $(UNIT_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=120 $$t; done
 
-e2e: $(BIN) $(RECEIVER)
+e2e: $(BIN) $(RECEIVER) $(NOTIFY_LISTEN)
 	$(Q)sh tests/deps.sh $(TEST_PKGS)
-	$(Q)OUTBOXD=$(abspath $(BIN)) RECEIVER=$(abspath $(RECEIVER)) bash tests/with-pg.sh bash tests/e2e/run.sh
+	$(Q)OUTBOXD=$(abspath $(BIN)) RECEIVER=$(abspath $(RECEIVER)) NOTIFY_LISTEN=$(abspath $(NOTIFY_LISTEN)) \
+	  bash tests/with-pg.sh bash tests/e2e/run.sh
 
 check: unit e2e
 	@echo "make check: all tests passed"
@@ -133,10 +139,22 @@ bench: $(BIN) $(RECEIVER) $(JS_BENCH)
 	$(Q)sh tests/deps.sh $(TEST_PKGS)
 	$(Q)RECEIVER=$(abspath $(RECEIVER)) JS_BENCH=$(abspath $(JS_BENCH)) bash tests/with-pg.sh bash tests/bench/run.sh
 
+# The unit's /usr/local paths are rewritten for PREFIX; uninstall removes exactly
+# what install put (same PREFIX and DESTDIR), and the folders it made when empty.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+HANDLERS := $(notdir $(wildcard handlers/*.lua))
+
 install: $(BIN)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/handlers
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/handlers $(DESTDIR)$(UNITDIR)
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/outboxd
 	install -m 644 handlers/*.lua $(DESTDIR)$(PREFIX)/share/outboxd/handlers/
+	sed 's|/usr/local|$(PREFIX)|g' examples/systemd/outboxd.service > $(DESTDIR)$(UNITDIR)/outboxd.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/outboxd.service
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/outboxd $(DESTDIR)$(UNITDIR)/outboxd.service
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/outboxd/handlers/,$(HANDLERS))
+	-rmdir $(DESTDIR)$(PREFIX)/share/outboxd/handlers $(DESTDIR)$(PREFIX)/share/outboxd 2>/dev/null
 
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c tests/tools/*.c

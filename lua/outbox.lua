@@ -215,6 +215,28 @@ function core.nats_methods.js_publish(client, subject, data, opts)
   return { stream = ack.stream, seq = ack.seq, duplicate = ack.duplicate == true }
 end
 
+-- `outboxd test --http-stub FILE`: the function FILE returns answers every request
+-- ({status=, headers=, body=}, or nil, err for a network error); nothing is sent.
+if core.http_stub then
+  local stub = dofile(core.http_stub)
+  local function request(req)
+    local res, err = stub({ method = req.method or "GET", url = req.url, headers = req.headers or {},
+                            body = req.body, timeout = req.timeout })
+    if res == nil then return nil, err or "no response from the HTTP stub" end
+    return { status = res.status or 200, headers = res.headers or {}, body = res.body or "" }
+  end
+  outbox.http.request = request
+  outbox.http.get = function(url, opts)
+    opts = opts or {}
+    return request({ method = "GET", url = url, headers = opts.headers, timeout = opts.timeout })
+  end
+  outbox.http.post = function(url, body, opts)
+    opts = opts or {}
+    return request({ method = "POST", url = url, body = body, headers = opts.headers,
+                     timeout = opts.timeout })
+  end
+end
+
 setmetatable(outbox, { __index = function(_, k) if k == "config" then return core.config() end end })
 
 ---------------------------------------------------------------- all_settled

@@ -13,6 +13,13 @@ void api_push_core(lua_State *L, void *done);
 /* Adds sleep and now to the table on top of the stack. */
 void api_time_register(lua_State *L);
 
+/* Fake clock (`outboxd test`): from now on sleep takes no real time and
+ * outbox.now() runs ahead by every second slept or advanced. */
+void api_time_fake(void);
+
+/* Moves the fake clock `seconds` ahead (a retry delay skipped); a no-op otherwise. */
+void api_time_advance(double seconds);
+
 /* Closes the timers kept for reuse by sleep. */
 void api_time_shutdown(void);
 

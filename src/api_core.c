@@ -304,6 +304,11 @@ void api_push_core(lua_State *L, void *done) {
   }
   lua_pushlightuserdata(L, done);
   lua_setfield(L, -2, "DONE");
+  config_t *cfg = host_config(L);
+  if (cfg && cfg->http_stub) { /* outboxd test --http-stub */
+    lua_pushstring(L, cfg->http_stub);
+    lua_setfield(L, -2, "http_stub");
+  }
   api_time_register(L);
   http_register(L);
   redis_register(L);

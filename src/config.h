@@ -50,6 +50,7 @@ typedef struct config {
   int log_level; /* enum log_level */
   char metrics[128];
   char db[1024];
+  const char *http_stub; /* outboxd test: outbox.http answered by this Lua file */
   unsigned char source[32]; /* per option, enum config_source */
 } config_t;
 

@@ -26,6 +26,7 @@ extern char **environ;
 #include "log.h"
 #include "memmon.h"
 #include "metrics.h"
+#include "notify.h"
 #include "statusline.h"
 #include "store.h"
 #include "watch.h"
@@ -67,7 +68,8 @@ struct dispatch {
   uv_timer_t tick; /* memory sampling, rate, breaker cooldown */
   uv_timer_t brk_timer;
   uv_timer_t drain_timer;
-  uv_timer_t ops_tick; /* status line, store counts for metrics */
+  uv_timer_t ops_tick; /* status line, store counts for metrics, systemd STATUS= */
+  uv_timer_t notify_ping; /* systemd WATCHDOG=1 at half of WATCHDOG_USEC */
   uv_idle_t wake_idle; /* deferred pump after a store wake-up */
   uv_prepare_t fresh_clock; /* refreshes the loop time right before it polls */
   uv_signal_t sig_int, sig_term, sig_hup;
@@ -92,6 +94,8 @@ struct dispatch {
   metrics_t *metrics;
   metrics_hist_t handler_duration;
   int statusline;
+  int notify;        /* systemd listens on $NOTIFY_SOCKET */
+  int notified_stop; /* STOPPING=1 sent */
   int store_err;  /* the last claim failed */
   int counts_err; /* the last count failed (a count not ready yet is no failure) */
   int counts_known;
@@ -108,6 +112,7 @@ static int64_t wall_ms(void) {
 
 static void pump(dispatch_t *d);
 static void finish(dispatch_t *d);
+static void notify_stopping(dispatch_t *d);
 static void reload(dispatch_t *d, const char *why);
 static void on_brk_timer(uv_timer_t *t);
 static void on_wake_idle(uv_idle_t *h);
@@ -182,6 +187,13 @@ static void fire_event(dispatch_t *d, const char *hook, store_event_t *ev, const
   host_fire(d->host, hook, ev, err);
 }
 
+static const dispatch_report_t *report; /* outboxd test */
+
+static void report_attempt(const store_event_t *ev, int attempt, const char *outcome,
+                           const char *err) {
+  if (report) report->attempt(report->arg, ev, attempt, outcome, err);
+}
+
 static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double delay_s) {
   store_event_t *ev = j->ev;
   int attempt = ev->attempts + 1;
@@ -192,6 +204,7 @@ static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double dela
     log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("topic", ev->topic),
            KI("attempt", attempt), KS("error", msg));
     fire_event(d, "event:dead", ev, msg);
+    report_attempt(ev, attempt, "dead", msg);
     store_dead(d->store, ev, 1, msg);
     return;
   }
@@ -204,6 +217,11 @@ static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double dela
   else if ((delay = backoff_delay(&d->bo, attempt)) > room)
     delay = room;
   d->retried++;
+  if (report) { /* fake clock: the delay passes at once */
+    api_time_advance((double)delay / 1000.0);
+    delay = 0;
+  }
+  report_attempt(ev, attempt, "retry", msg);
   log_at(LOG_WARN, "event failed", KI("id", ev->id), KS("topic", ev->topic), KI("attempt", attempt),
          KI("retry_in_ms", delay), KS("error", msg));
   store_fail(d->store, ev, now + delay, msg);
@@ -225,6 +243,7 @@ static void on_outcome(void *owner, int outcome, const char *msg, double delay_s
     verdict = BREAKER_SUCCESS;
     d->done++;
     log_at(LOG_DEBUG, "event done", KI("id", ev->id), KS("topic", ev->topic));
+    report_attempt(ev, ev->attempts + 1, "done", NULL);
     store_ack(d->store, ev);
     break;
   case HOST_FAIL:
@@ -238,6 +257,7 @@ static void on_outcome(void *owner, int outcome, const char *msg, double delay_s
     log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("topic", ev->topic),
            KI("attempt", ev->attempts + 1), KS("error", msg ? msg : "rejected"));
     fire_event(d, "event:dead", ev, msg ? msg : "rejected");
+    report_attempt(ev, ev->attempts + 1, "dead", msg ? msg : "rejected");
     store_dead(d->store, ev, 1, msg ? msg : "rejected");
     break;
   default: /* cancelled: back to pending untouched */ store_release(d->store, ev); break;
@@ -297,6 +317,7 @@ static int claim(dispatch_t *d) {
                MAX_PAYLOAD);
       d->dead++;
       log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("error", msg));
+      report_attempt(ev, ev->attempts + 1, "dead", msg);
       store_dead(d->store, ev, 0, msg);
       continue;
     }
@@ -445,6 +466,8 @@ static void finish(dispatch_t *d) {
     return;
   }
   d->finished = 1;
+  notify_stopping(d);
+  uv_timer_stop(&d->notify_ping);
   statusline_stop();
   store_flush(d->store);
   struct rusage ru;
@@ -469,6 +492,7 @@ static void begin_shutdown(dispatch_t *d, const char *why) {
   log_at(LOG_INFO, "shutting down", KS("reason", why),
          KI("in_flight", host_events_running(d->host)));
   d->stopping = 1;
+  notify_stopping(d);
   release_unstarted(d);
   uv_timer_start(&d->drain_timer, on_drain_timeout, (uint64_t)d->cfg->drain_timeout_ms, 0);
   if (d->lim.active == 0) finish(d);
@@ -629,11 +653,8 @@ static void refresh_counts(dispatch_t *d, uint64_t now) {
       now + (took_ms * COUNTS_COST > OPS_TICK_MS ? took_ms * COUNTS_COST : OPS_TICK_MS - 50);
 }
 
-static void on_ops_tick(uv_timer_t *t) {
-  dispatch_t *d = t->data;
-  uint64_t now = uv_now(d->loop);
-  refresh_counts(d, now);
-  if (!d->statusline) return;
+/* The status-line text (also systemd's STATUS=) into buf. */
+static void status_text(dispatch_t *d, uint64_t now, char *buf, size_t cap, int draw) {
   statusline_figures_t f = {now,
                             d->processed,
                             d->lim.active,
@@ -644,8 +665,36 @@ static void on_ops_tick(uv_timer_t *t) {
                             d->mem.rss ? d->mem.rss : memmon_read_rss(),
                             d->mem.limit,
                             host_generation(d->host)};
-  statusline_update(&f);
+  if (draw) statusline_update(&f);
+  statusline_format(&f, statusline_rate(&f), buf, cap, 0);
 }
+
+/* Tells systemd `state` ("READY=1", "STOPPING=1" or nothing) with the status text. */
+static void notify_state(dispatch_t *d, const char *state) {
+  char text[512], msg[600];
+  if (!d->notify) return;
+  status_text(d, uv_now(d->loop), text, sizeof text, 0);
+  snprintf(msg, sizeof msg, "%s%sSTATUS=%s", state, *state ? "\n" : "", text);
+  notify_send(msg);
+}
+
+/* STOPPING=1, once, when a shutdown or the end of the input begins. */
+static void notify_stopping(dispatch_t *d) {
+  if (d->notified_stop) return;
+  d->notified_stop = 1;
+  notify_state(d, "STOPPING=1");
+}
+
+static void on_ops_tick(uv_timer_t *t) {
+  dispatch_t *d = t->data;
+  char text[512];
+  uint64_t now = uv_now(d->loop);
+  refresh_counts(d, now);
+  if (d->statusline) status_text(d, now, text, sizeof text, 1);
+  if (d->notify && !d->notified_stop) notify_state(d, "");
+}
+
+static void on_notify_ping(uv_timer_t *t) { notify_send("WATCHDOG=1"); }
 
 /* Starts the metrics server and the status line when asked for. Returns 0, or the
  * exit code after printing why. */
@@ -659,9 +708,15 @@ static int ops_start(dispatch_t *d) {
       return rc == -EINVAL ? 2 : 1;
     }
   }
-  if (d->metrics || d->statusline) {
+  d->notify = notify_enabled();
+  if (d->metrics || d->statusline || d->notify) {
     uv_timer_start(&d->ops_tick, on_ops_tick, 0, OPS_TICK_MS);
     uv_unref((uv_handle_t *)&d->ops_tick);
+  }
+  uint64_t ping_ms = notify_watchdog_usec() / 2000; /* half the watchdog period */
+  if (notify_watchdog_usec()) {
+    uv_timer_start(&d->notify_ping, on_notify_ping, 0, ping_ms ? ping_ms : 1);
+    uv_unref((uv_handle_t *)&d->notify_ping);
   }
   return 0;
 }
@@ -678,7 +733,7 @@ static void close_all(dispatch_t *d) {
                        (uv_handle_t *)&d->drain_timer, (uv_handle_t *)&d->wake_idle,
                        (uv_handle_t *)&d->sig_int,     (uv_handle_t *)&d->sig_term,
                        (uv_handle_t *)&d->sig_hup,     (uv_handle_t *)&d->ops_tick,
-                       (uv_handle_t *)&d->fresh_clock};
+                       (uv_handle_t *)&d->fresh_clock, (uv_handle_t *)&d->notify_ping};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) uv_close(hs[i], close_cb_count);
   while (d->retired) retired_close(d, d->retired);
   if (d->metrics) metrics_close(d->metrics, NULL, NULL);
@@ -858,6 +913,8 @@ int dispatch_run(config_t *cfg, const char *script) {
   uv_unref((uv_handle_t *)&d->fresh_clock);
   init_handle(d, (uv_handle_t *)&d->ops_tick);
   uv_timer_init(d->loop, &d->ops_tick);
+  init_handle(d, (uv_handle_t *)&d->notify_ping);
+  uv_timer_init(d->loop, &d->notify_ping);
   uv_signal_init(d->loop, &d->sig_int);
   init_handle(d, (uv_handle_t *)&d->sig_int);
   uv_signal_init(d->loop, &d->sig_term);
@@ -885,6 +942,7 @@ int dispatch_run(config_t *cfg, const char *script) {
   host_fire(d->host, "start", NULL, NULL);
   host_run_ready(d->host); /* start hooks begin before the first event */
   pump(d);
+  notify_state(d, "READY=1"); /* serving: the script loaded, the store open */
   uv_run(d->loop, UV_RUN_DEFAULT);
   rc = d->finished ? d->exit_code : 1;
   if (!d->finished) log_at(LOG_ERROR, "loop ended with work left");
@@ -925,6 +983,14 @@ static void on_check_stall(void *arg, const watchdog_run_t *r, uint64_t ran_ms) 
   memset(&d, 0, sizeof d);
   (void)arg;
   on_stall(&d, r, ran_ms);
+}
+
+int dispatch_test(config_t *cfg, const char *script, const dispatch_report_t *r) {
+  report = r;
+  api_time_fake();
+  int rc = dispatch_run(cfg, script);
+  report = NULL;
+  return rc;
 }
 
 int dispatch_check(const char *script) {

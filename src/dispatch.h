@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "store.h"
 
 typedef struct dispatch dispatch_t;
 
@@ -17,6 +18,18 @@ int dispatch_run(config_t *cfg, const char *script);
 
 /* Remembers main()'s argv: a host restarts in place with it after runaway code. */
 void dispatch_set_argv(char **argv);
+
+/* What `outboxd test` is told: each attempt's outcome, "done", "retry" (the error
+ * then says why) or "dead". `ev` is only valid during the call. */
+typedef struct dispatch_report {
+  void (*attempt)(void *arg, const store_event_t *ev, int attempt, const char *outcome,
+                  const char *error);
+  void *arg;
+} dispatch_report_t;
+
+/* Runs like dispatch_run on a fake clock: sleeps and retry delays take no real time
+ * (outbox.now() moves on by them), and every outcome goes to `report`. */
+int dispatch_test(config_t *cfg, const char *script, const dispatch_report_t *report);
 
 /* Loads `script` once and reports errors (outboxd check). Returns 0 or 2. */
 int dispatch_check(const char *script);

@@ -47,6 +47,8 @@ typedef struct buf {
   size_t len;
 } buf_t;
 
+static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
 /* Bytes left for fields, keeping TAIL_ROOM for the end of the line. */
 static size_t room(const buf_t *b) {
   return b->len < LINE_ROOM - TAIL_ROOM ? LINE_ROOM - TAIL_ROOM - b->len : 0;
@@ -145,7 +147,15 @@ static void put_esc(buf_t *b, const char *s, int raw, size_t budget) {
   }
 }
 
-static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+size_t log_escape(const char *s, char *out, size_t cap) {
+  buf_t b;
+  if (!cap) return 0;
+  b.len = 0;
+  put_esc(&b, s ? s : "", 0, min_sz(cap - 1, VALUE_ROOM));
+  memcpy(out, b.data, b.len);
+  out[b.len] = 0;
+  return b.len;
+}
 
 /* A JSON string of s within `budget` bytes, quotes included. */
 static void put_json_str(buf_t *b, const char *s, size_t budget) {

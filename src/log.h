@@ -50,6 +50,12 @@ void log_fields(int level, const char *msg, const log_kv_t *kv, int n);
  * the line's one write. */
 void log_set_status_line(size_t (*fn)(char *buf, size_t cap));
 
+/* Writes s escaped as the body of a JSON string (no quotes) into out, the way log
+ * lines escape values: control characters as \u00XX, invalid UTF-8 as \ufffd, cut
+ * with "...[cut N bytes]" past cap-1 bytes (or 2 KiB). Safe to print on a terminal.
+ * Returns the length written (out is NUL-terminated). */
+size_t log_escape(const char *s, char *out, size_t cap);
+
 /* Parses "debug|info|warn|error"; returns the level or -1. */
 int log_level_parse(const char *s);
 

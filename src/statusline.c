@@ -72,14 +72,20 @@ int statusline_start(void) {
   return 0;
 }
 
+double statusline_rate(const statusline_figures_t *f) {
+  if (last_ms && f->now_ms > last_ms)
+    last_rate = (double)(f->processed - last_processed) * 1000.0 / (double)(f->now_ms - last_ms);
+  if (f->now_ms > last_ms) {
+    last_ms = f->now_ms;
+    last_processed = f->processed;
+  }
+  return last_rate;
+}
+
 void statusline_update(const statusline_figures_t *f) {
   char out[sizeof text + 8];
   if (!active) return;
-  if (last_ms && f->now_ms > last_ms)
-    last_rate = (double)(f->processed - last_processed) * 1000.0 / (double)(f->now_ms - last_ms);
-  last_ms = f->now_ms;
-  last_processed = f->processed;
-  text_len = statusline_format(f, last_rate, text, sizeof text, columns());
+  text_len = statusline_format(f, statusline_rate(f), text, sizeof text, columns());
   int n = snprintf(out, sizeof out, "\r\033[K%s", text);
   ssize_t w = write(STDERR_FILENO, out, (size_t)n);
   (void)w;

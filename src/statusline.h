@@ -26,6 +26,10 @@ int statusline_start(void);
 /* Formats the figures and redraws the line; events/s is measured between calls. */
 void statusline_update(const statusline_figures_t *f);
 
+/* Events per second since the previous call with a later now_ms (the previous rate
+ * when no time passed), so the status line and systemd's STATUS= agree. */
+double statusline_rate(const statusline_figures_t *f);
+
 /* Formats the figures into buf (NUL-terminated, at most `width` columns when
  * width > 0). Returns the length written. `rate` is events per second. */
 size_t statusline_format(const statusline_figures_t *f, double rate, char *buf, size_t cap,

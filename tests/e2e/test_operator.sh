@@ -115,3 +115,143 @@ t_metrics_standard_series_pass_promtool() {
   [ -n "$start" ] && [ $((now - start)) -ge 0 ] && [ $((now - start)) -lt 600 ] ||
     fail "process_start_time_seconds $start is not within the last 10 minutes of $now"
 }
+
+# notify_listen SOCKET FILE: a datagram listener standing in for systemd.
+notify_listen() {
+  local tool=${NOTIFY_LISTEN:-$HERE/../../build/notify-listen}
+  [ -x "$tool" ] || { fail "no $tool (make build/notify-listen)"; return 1; }
+  "$tool" "$1" > "$2" 2>&1 &
+  echo $! > listener.pid
+  wait_for '^listening$' "$2" 10
+}
+
+t_systemd_notify_ready_watchdog_status_stopping() {
+  printf 'return function(ev) end\n' > h.lua
+  "$OUTBOXD" init --db s.db 2> /dev/null || fail "init"
+  notify_listen "$PWD/notify.sock" notes || return 1
+  NOTIFY_SOCKET=$PWD/notify.sock WATCHDOG_USEC=200000 "$OUTBOXD" run h.lua --db s.db --log text 2> log &
+  local pid=$!
+  wait_for '^READY=1\|STATUS=[0-9.]+ ev/s \| in flight 0/10 .* \| gen 1$' notes 10 || return 1
+  "$OUTBOXD" enqueue --db s.db --topic t --payload '"x"' 2> /dev/null
+  wait_for '^STATUS=.*pending 0 ' notes 10
+  local i=0
+  while [ "$(grep -c '^WATCHDOG=1$' notes)" -lt 5 ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+  [ "$(grep -c '^WATCHDOG=1$' notes)" -ge 5 ] || fail "fewer than 5 WATCHDOG=1 in 10 s at a 100 ms period"
+  kill -TERM $pid; wait $pid || fail "exit $?"
+  wait_for '^STOPPING=1\|STATUS=' notes 5
+  kill "$(cat listener.pid)"
+  assert_eq "$(grep -c '^READY=1' notes)" 1 "READY=1 once"
+  assert_eq "$(grep -c '^STOPPING=1' notes)" 1 "STOPPING=1 once"
+  [ "$(grep -n '^READY=1' notes | cut -d: -f1)" -lt "$(grep -n '^STOPPING=1' notes | cut -d: -f1)" ] ||
+    fail "READY=1 after STOPPING=1"
+  assert_eq "$(sed -n '/^STOPPING=1/,$p' notes | grep -c '^READY')" 0 "nothing ready after stopping"
+}
+
+t_systemd_notify_abstract_socket_and_unset() {
+  printf 'return function(ev) end\n' > h.lua
+  ndjson 3 > in.ndjson
+  local name="@outboxd-test-$$-$RANDOM"
+  notify_listen "$name" notes || return 1
+  NOTIFY_SOCKET=$name "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log || fail "exit $?"
+  wait_for '^STOPPING=1' notes 5
+  kill "$(cat listener.pid)"
+  assert_grep '^READY=1\|STATUS=' notes "READY=1 on an abstract socket"
+  assert_no_grep '^WATCHDOG' notes "no pings without WATCHDOG_USEC"
+  WATCHDOG_USEC=1000 "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log2 || fail "no NOTIFY_SOCKET: exit $?"
+  assert_grep 'stopped processed=3' log2 "runs without a notify socket"
+}
+
+t_make_install_unit_verifies_and_uninstall_removes_it() {
+  local root prefix=$PWD/prefix; root=$(cd "$HERE/../.." && pwd)
+  make -s -C "$root" -o "$OUTBOXD" BIN="$OUTBOXD" install PREFIX="$prefix" > install.log 2>&1 ||
+    { cat install.log; fail "make install"; return 1; }
+  local unit=$prefix/lib/systemd/system/outboxd.service
+  [ -f "$unit" ] || { fail "no unit installed at $unit"; return 1; }
+  assert_grep '^Type=notify$' "$unit" "Type=notify"
+  assert_grep '^WatchdogSec=' "$unit" "WatchdogSec"
+  assert_grep '^NoNewPrivileges=yes$' "$unit" "NoNewPrivileges"
+  assert_grep '^ProtectSystem=strict$' "$unit" "ProtectSystem=strict"
+  assert_grep '^ReadWritePaths=/var/lib/outboxd$' "$unit" "ReadWritePaths for the database"
+  assert_grep "^ExecStart=$prefix/bin/outboxd run $prefix/share/outboxd/handlers/demo.lua\$" "$unit" "ExecStart follows PREFIX"
+  if command -v systemd-analyze > /dev/null; then
+    SYSTEMD_LOG_LEVEL=warning systemd-analyze verify "$unit" > verify.log 2>&1 ||
+      { fail "systemd-analyze verify"; cat verify.log >&2; }
+    assert_no_grep 'outboxd.service' verify.log "verify says nothing about the unit"
+  else
+    echo "systemd-analyze not installed: unit not verified"
+  fi
+  touch "$prefix/bin/other" # not ours: uninstall keeps it
+  make -s -C "$root" uninstall PREFIX="$prefix" > uninstall.log 2>&1 || fail "make uninstall"
+  (cd "$prefix" && find . -type f | sort) > left
+  assert_eq "$(cat left)" "./bin/other" "uninstall removes exactly what install put"
+}
+
+t_outboxd_test_runs_the_example_handler() {
+  OUTBOXD=$OUTBOXD bash "$HERE/../../examples/handler-test/run.sh" > out 2>&1 ||
+    { sed 's/^/      | /' out | tail -20; fail "examples/handler-test/run.sh failed"; return 1; }
+  assert_grep '^handler-test: ok \(12 attempts as expected\)$' out "example outcomes match"
+}
+
+t_outboxd_test_fake_clock_stub_and_bad_input() {
+  cat > h.lua <<'LUA'
+return function(ev)
+  local t0 = outbox.now()
+  outbox.sleep(3600)
+  local res, err = outbox.http.get("http://example.invalid/" .. ev.id)
+  if not res then return false, err end
+  if ev.attempt == 1 then return false, string.format("slept %d s, got %d %s", outbox.now() - t0, res.status, res.body) end
+end
+LUA
+  printf 'return function(req) if req.url:match("/2$") then return nil, "stub: down" end return { status = 200, body = req.method } end\n' > stub.lua
+  ndjson 2 > in.ndjson
+  "$OUTBOXD" test h.lua in.ndjson --http-stub stub.lua --max-attempts 2 > out 2> err; local rc=$?
+  assert_eq "$rc" 1 "exit 1: an event ended dead"
+  sort -s -n -k1,1 out > sorted
+  assert_eq "$(cat sorted)" "1 t retry 1: slept 3600 s, got 200 GET
+1 t done
+2 t retry 1: stub: down
+2 t dead: stub: down" "one line per attempt, fake clock, stubbed HTTP"
+  assert_grep '^outboxd test: 1 done, 1 dead, 4 attempts$' err "summary on stderr"
+  "$OUTBOXD" test h.lua in.ndjson --http-stub stub.lua --max-attempts 2 --json > out.json 2> /dev/null
+  assert_eq "$(jq -s 'map(select(.id == 2 and .outcome == "dead")) | .[0].error' out.json)" '"stub: down"' "--json objects"
+  printf 'return function(ev) end\n' > ok.lua
+  "$OUTBOXD" test ok.lua in.ndjson > out 2> err || fail "all done: exit $?"
+  assert_eq "$(cat out)" "1 t done
+2 t done" "all done"
+  printf 'return 42\n' > bad_stub.lua
+  "$OUTBOXD" test ok.lua in.ndjson --http-stub bad_stub.lua > out 2> err; rc=$?
+  assert_eq "$rc" 2 "a stub that returns no function"
+  assert_grep '^outboxd test: --http-stub bad_stub.lua: returned a number; return function\(req\) ... end$' err "names the stub"
+  printf 'return function(req)\n' > broken_stub.lua
+  "$OUTBOXD" test ok.lua in.ndjson --http-stub broken_stub.lua > out 2> err; rc=$?
+  assert_eq "$rc" 2 "a stub that does not load"
+  assert_grep '^outboxd test: --http-stub broken_stub.lua:2: ' err "names the stub's line"
+  "$OUTBOXD" test ok.lua missing.ndjson > out 2> err; rc=$?
+  assert_eq "$rc" 2 "missing fixture"
+  assert_eq "$(cat err)" "outboxd test: missing.ndjson: cannot read the fixture" "names the fixture"
+  "$OUTBOXD" test ok.lua > out 2> err; rc=$?
+  assert_eq "$rc" 2 "no fixture given"
+  assert_grep '^outboxd test: missing FIXTURE.ndjson ' err "says what is missing"
+  : > empty.ndjson
+  "$OUTBOXD" test ok.lua empty.ndjson > out 2> err || fail "empty fixture: exit $?"
+  assert_grep '^outboxd test: empty.ndjson: no events in the fixture$' err "empty fixture said"
+}
+
+t_every_command_has_help_and_one_line_errors() {
+  local c
+  for c in run test check init enqueue status requeue; do
+    "$OUTBOXD" $c --help > help.$c 2> err.$c || fail "outboxd $c --help: exit $?"
+    assert_grep "^usage: outboxd $c" help.$c "outboxd $c --help prints its usage"
+    [ -s err.$c ] && fail "outboxd $c --help wrote to stderr: $(cat err.$c)"
+  done
+  printf 'return function(ev) end\n' > h.lua
+  for c in run test check init enqueue status requeue; do
+    "$OUTBOXD" $c --bogus h.lua > out 2> err; local rc=$?
+    assert_eq "$rc" 2 "outboxd $c --bogus exits 2"
+    assert_eq "$(wc -l < err)" 1 "outboxd $c --bogus: one line"
+    assert_grep "'--bogus'" err "outboxd $c names the flag"
+  done
+  "$OUTBOXD" check --help > /dev/null 2>&1; [ ! -e ./--help ] || fail "check --help made a file"
+  "$OUTBOXD" check h.lua 2> err || fail "check ok"
+  assert_eq "$(cat err)" "outboxd: h.lua: ok" "check ok line"
+}
