@@ -21,14 +21,31 @@ if t and t ~= "" then
   end
 end
 
+-- Extra headers: a JSON object of valid header names (RFC 9110 tokens) to strings or
+-- numbers without control characters; anything else stops the script loading, so a
+-- typo fails `outboxd check` and the start, not every delivery.
 local extra = {}
 local h = os.getenv("OUTBOX_WEBHOOK_HEADERS")
 if h and h ~= "" then
+  local function bad(why) error("OUTBOX_WEBHOOK_HEADERS: " .. why, 0) end
   local ok, v = pcall(outbox.json.decode, h)
-  if not ok or type(v) ~= "table" then
+  if not ok or type(v) ~= "table" or not h:match("^%s*{") then
     error("OUTBOX_WEBHOOK_HEADERS must be a JSON object of header names to strings", 0)
   end
-  for name, value in pairs(v) do extra[name] = tostring(value) end
+  for name, value in pairs(v) do
+    if type(name) ~= "string" or not name:match("^[%w!#$%%&'*+%-.^_`|~]+$") then
+      bad(string.format("%q is not a valid header name", tostring(name)))
+    end
+    if type(value) ~= "string" and type(value) ~= "number" then
+      bad(string.format("the value of %s must be a string, not a %s", name,
+                        value == outbox.json.null and "null" or type(value)))
+    end
+    value = tostring(value)
+    if value:find("[%z\1-\8\10-\31\127]") then
+      bad(string.format("the value of %s holds a control character (CR, LF, ...)", name))
+    end
+    extra[name] = value
+  end
 end
 
 local json_decode, json_encode = outbox.json.decode, outbox.json.encode

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "log.h"
 #include "ndjson.h"
 #include "store.h"
 
@@ -284,17 +285,15 @@ static void format_age(int64_t ms, char *buf, size_t len) {
     snprintf(buf, len, "%" PRId64 " d %02" PRId64 " h", s / 86400, s % 86400 / 3600);
 }
 
-/* One table row: the error on one line, control characters blanked, cut at 100. */
+/* One table row, escaped as log lines are (a topic or an error cannot move the
+ * cursor or retitle the terminal), the error cut at about 100 bytes. */
 static void print_dead(void *arg, int64_t id, const char *topic, int attempts,
                        const char *last_error) {
-  char err[104];
-  size_t n = 0;
-  for (const char *p = last_error ? last_error : "-"; *p && n < 100; p++, n++)
-    err[n] = (unsigned char)*p < 0x20 ? ' ' : *p;
-  err[n] = 0;
-  if (last_error && strlen(last_error) > 100) strcpy(err + 97, "...");
+  char err[128], top[256];
+  log_escape(last_error ? last_error : "-", err, sizeof err);
+  log_escape(topic ? topic : "?", top, sizeof top);
   (*(int *)arg)++;
-  printf("  %-10" PRId64 " %-20s %8d  %s\n", id, topic ? topic : "?", attempts, err);
+  printf("  %-10" PRId64 " %-20s %8d  %s\n", id, top, attempts, err);
 }
 
 static int status_text(session_t *ss, const char *db, const store_counts_t *c) {
@@ -423,6 +422,12 @@ int cmd_requeue(int argc, char **argv) {
                   store_url_redact(a.db, safe, sizeof safe));
   else if ((rc = ss.store->ops->requeue(ss.store, a.ids, a.n, &moved)))
     rc = store_failed(&ss, "requeue", rc);
+  else if (a.dead && moved == 0)
+    printf("requeued 0 events: no dead events\n");
+  else if (!a.dead && moved < a.n)
+    printf("requeued %" PRId64 " event%s; %" PRId64 " of the %d ids named no event (or one "
+           "being processed)\n",
+           moved, moved == 1 ? "" : "s", (int64_t)a.n - moved, a.n);
   else
     printf("requeued %" PRId64 " event%s\n", moved, moved == 1 ? "" : "s");
   session_close(&ss);

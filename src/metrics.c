@@ -402,6 +402,21 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     respond_text(c, 431, "Request Header Fields Too Large", "request too large\n", NULL);
 }
 
+/* The table is full: closes the oldest connection still waiting for its request
+ * (a slow or silent client) so that `keep`, a new one, gets served. Idle clients
+ * that reconnect all the time therefore cannot lock /health and /ready out.
+ * Returns 1 when one was closed. */
+static int evict_oldest_idle(struct metrics *m, const conn_t *keep) {
+  conn_t *oldest = NULL;
+  for (conn_t *c = m->conns; c; c = c->next) /* newest first: the last match is oldest */
+    if (c != keep && !c->responded && !c->closing) oldest = c;
+  if (!oldest) return 0;
+  log_at(LOG_DEBUG, "metrics: connection table full, closed the oldest idle one",
+         KI("open", m->nconns));
+  conn_close(oldest);
+  return 1;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   struct metrics *m = server->data;
   if (status < 0 || m->closing) return;
@@ -415,8 +430,12 @@ static void on_connection(uv_stream_t *server, int status) {
   if (m->conns) m->conns->prev = c;
   m->conns = c;
   m->nconns++;
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) || m->nconns > MAX_CONNS) {
+  if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
     conn_close(c);
+    return;
+  }
+  if (m->nconns > MAX_CONNS && !evict_oldest_idle(m, c)) {
+    conn_close(c); /* every other connection is being answered */
     return;
   }
   c->opened_ms = uv_now(m->loop);

@@ -255,3 +255,70 @@ t_every_command_has_help_and_one_line_errors() {
   "$OUTBOXD" check h.lua 2> err || fail "check ok"
   assert_eq "$(cat err)" "outboxd: h.lua: ok" "check ok line"
 }
+
+t_control_characters_escaped_in_status_and_text_logs() {
+  printf 'return function(ev) return outbox.reject("bad \\27[2J\\7 \\194\\155 end") end\n' > h.lua
+  "$OUTBOXD" init --db s.db 2> /dev/null || fail "init"
+  "$OUTBOXD" enqueue --db s.db --topic $'t\e]0;pwned\a' --key $'k\e[31m' --payload '"x"' 2> /dev/null || fail "enqueue"
+  "$OUTBOXD" run h.lua --db s.db --once --log text 2> log || fail "run: exit $?"
+  "$OUTBOXD" status --db s.db > status.out 2>&1 || fail "status: exit $?"
+  for f in log status.out; do
+    assert_eq "$(grep -c $'\e' $f)" 0 "no raw ESC in $f"
+    assert_eq "$(grep -c $'\a' $f)" 0 "no raw BEL in $f"
+    assert_eq "$(grep -c $'\xc2\x9b' $f)" 0 "no raw C1 CSI in $f"
+  done
+  assert_grep 't\\u001b\]0;pwned\\u0007 ' status.out "topic escaped in status"
+  assert_grep 'bad \\u001b\[2J\\u0007 \\u009b end' status.out "error escaped in status"
+  assert_grep 'event dead id=1 topic="t\\u001b\]0;pwned\\u0007"' log "topic escaped in the text log"
+}
+
+t_webhook_headers_refused_at_load() {
+  local h=$HERE/../../handlers/webhook.lua v
+  export OUTBOX_WEBHOOK_URL=http://127.0.0.1:1/hook
+  for v in '[1,2]' '"x"' '{"X-A":"a\r\nInjected: 1"}' '{"Bad Name":"x"}' '{"X-A":{"nested":1}}' '{"X-A":null}' '{'; do
+    OUTBOX_WEBHOOK_HEADERS=$v "$OUTBOXD" check "$h" > out 2> err; local rc=$?
+    assert_eq "$rc" 2 "OUTBOX_WEBHOOK_HEADERS=$v refused"
+    assert_eq "$(wc -l < err)" 1 "one line for $v"
+    assert_grep 'OUTBOX_WEBHOOK_HEADERS(:| must)' err "names the variable for $v"
+  done
+  OUTBOX_WEBHOOK_HEADERS='{"X-A":"a\r\nInjected: 1"}' "$OUTBOXD" check "$h" 2> err
+  assert_grep 'the value of X-A holds a control character' err "says which header"
+  OUTBOX_WEBHOOK_HEADERS='{"Authorization":"Bearer t","X-Retries":3}' "$OUTBOXD" check "$h" 2> err ||
+    fail "valid headers refused: $(cat err)"
+}
+
+t_health_answers_while_idle_clients_hold_every_slot() {
+  printf 'return function(ev) end\n' > h.lua
+  "$OUTBOXD" init --db s.db 2> /dev/null || fail "init"
+  "$OUTBOXD" run h.lua --db s.db --metrics 0 --log text 2> log &
+  local pid=$! port i round ok=0 code
+  port=$(wait_for 'metrics listening' log 10 && field port log) || return 1
+  local -a fds=()
+  for round in 1 2 3; do
+    for fd in "${fds[@]}"; do exec {fd}>&-; done # slowloris: drop the idle ones, open new ones
+    fds=()
+    for i in $(seq 70); do
+      exec {fd}<>"/dev/tcp/127.0.0.1/$port" || break
+      printf 'GET /metrics HTTP/1.1\r\nHost: x\r\n' >&$fd # a head that never ends
+      fds+=("$fd")
+    done
+    for i in $(seq 8); do
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$port/health")
+      [ "$code" = 200 ] && ok=$((ok + 1))
+    done
+  done
+  for fd in "${fds[@]}"; do exec {fd}>&-; done
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$port/ready")
+  kill $pid; wait $pid
+  assert_eq "$ok" 24 "/health probes answered 200 while 70 idle clients held the table"
+  assert_eq "$code" 200 "/ready after"
+}
+
+t_requeue_says_when_nothing_matched() {
+  "$OUTBOXD" init --db s.db 2> /dev/null || fail "init"
+  "$OUTBOXD" requeue --db s.db --dead > out 2>&1 || fail "requeue --dead: exit $?"
+  assert_eq "$(cat out)" "requeued 0 events: no dead events" "empty selection said"
+  "$OUTBOXD" enqueue --db s.db --topic t --payload '"x"' 2> /dev/null
+  "$OUTBOXD" requeue --db s.db --id 1 --id 999 > out 2>&1 || fail "requeue --id: exit $?"
+  assert_eq "$(cat out)" "requeued 1 event; 1 of the 2 ids named no event (or one being processed)" "unknown id said"
+}

@@ -95,6 +95,20 @@ START_TEST(text_lines_escape_controls) {
 }
 END_TEST
 
+START_TEST(escape_for_terminals) {
+  char out[32], full[64];
+  ck_assert_uint_eq(log_escape("a\x1b[2J\x07\xc2\x9b\xff\"q\"", full, sizeof full), strlen(full));
+  ck_assert_str_eq(full, "a\\u001b[2J\\u0007\\u009b\\ufffd\\\"q\\\"");
+  log_escape("0123456789012345678901234567890123456789", out, sizeof out);
+  ck_assert_str_eq(out, "...[cut 40 bytes]"); /* no room for content before the marker */
+  char wide[64];
+  log_escape("0123456789012345678901234567890123456789012345678901234567890123", wide, sizeof wide);
+  ck_assert_msg(strstr(wide, "...[cut ") && strlen(wide) < sizeof wide, "%s", wide);
+  log_escape(NULL, out, sizeof out);
+  ck_assert_str_eq(out, "");
+}
+END_TEST
+
 START_TEST(levels_parse) {
   ck_assert_int_eq(log_level_parse("debug"), LOG_DEBUG);
   ck_assert_int_eq(log_level_parse("warn"), LOG_WARN);
@@ -125,6 +139,7 @@ int main(void) {
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, json_lines_stay_valid);
   tcase_add_test(tc, text_lines_escape_controls);
+  tcase_add_test(tc, escape_for_terminals);
   tcase_add_test(tc, levels_parse);
   tcase_add_test(tc, utf8_rules);
   suite_add_tcase(s, tc);
