@@ -405,14 +405,8 @@ static void on_brk_timer(uv_timer_t *t) {
     pump(d);
 }
 
-static void on_tick(uv_timer_t *t) {
-  dispatch_t *d = t->data;
-  uint64_t now = uv_now(d->loop);
-  if (now > d->last_tick_ms)
-    d->rate = (double)(d->processed - d->last_processed) * 1000.0 / (double)(now - d->last_tick_ms);
-  d->last_processed = d->processed;
-  d->last_tick_ms = now;
-  int change = memmon_sample(&d->mem, memmon_read_rss(), host_lua_heap(d->host));
+/* Acts on a memory monitor transition: pause or resume intake, fire the hook. */
+static void memory_changed(dispatch_t *d, int change) {
   if (change == MEMMON_HIGH) {
     d->paused = 1;
     log_at(LOG_WARN, "memory high: intake paused", KI("rss", d->mem.rss), KI("limit", d->mem.limit),
@@ -425,6 +419,23 @@ static void on_tick(uv_timer_t *t) {
     host_fire(d->host, "memory:normal", NULL, NULL);
     pump(d);
   }
+}
+
+/* A handler met the Lua memory limit: memory is high (intake pauses until the next
+ * sample finds it normal again). */
+static void on_lua_limit_met(void *arg) {
+  dispatch_t *d = arg;
+  memory_changed(d, memmon_enter_high(&d->mem));
+}
+
+static void on_tick(uv_timer_t *t) {
+  dispatch_t *d = t->data;
+  uint64_t now = uv_now(d->loop);
+  if (now > d->last_tick_ms)
+    d->rate = (double)(d->processed - d->last_processed) * 1000.0 / (double)(now - d->last_tick_ms);
+  d->last_processed = d->processed;
+  d->last_tick_ms = now;
+  memory_changed(d, memmon_sample(&d->mem, memmon_read_rss(), host_lua_heap(d->host)));
   if (d->brk.state == BREAKER_OPEN && (int64_t)now >= breaker_reopen_at(&d->brk)) pump(d);
 }
 
@@ -861,7 +872,7 @@ int dispatch_run(config_t *cfg, const char *script) {
   d->cfg = cfg;
   d->script = script;
   d->loop = uv_default_loop();
-  host_callbacks_t cb = {on_outcome, fill_stats, NULL, d};
+  host_callbacks_t cb = {on_outcome, fill_stats, NULL, d, on_lua_limit_met};
   if (host_init(&d->host, d->loop, cfg, &cb)) return 1;
   uint64_t limit = cfg->memory_limit > 0 ? (uint64_t)cfg->memory_limit : memmon_default_limit();
   host_set_lua_limit(d->host,
@@ -998,7 +1009,7 @@ int dispatch_check(const char *script) {
   char err[1024];
   host_t *h;
   config_defaults(&cfg);
-  host_callbacks_t cb = {NULL, NULL, NULL, NULL};
+  host_callbacks_t cb = {NULL, NULL, NULL, NULL, NULL};
   uv_loop_t *loop = uv_default_loop();
   if (host_init(&h, loop, &cfg, &cb)) return 1;
   if (watchdog_start(on_check_stall, NULL))

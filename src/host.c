@@ -34,7 +34,6 @@ enum { K_DONE = 0, K_FAIL = 1, K_RETRY = 2, K_REJECT = 3 };
 #define LOAD_BUDGET_MS 5000
 #define LOAD_GRACE_MS 2000     /* the watchdog's margin over the load budget */
 #define LOAD_HOOK_COUNT 10000  /* instructions between looks at the load clock */
-#define LUA_RESERVE_PART 8 /* Lua code may fill the heap cap but this part of it */
 
 struct task {
   lua_State *co;
@@ -70,6 +69,8 @@ struct host_gen {
   config_t pending_cfg; /* outbox.configure writes here while loading */
   task_t *free;         /* recycled tasks (coroutines parked at DONE) */
   host_gen_t *next;
+  lua_Alloc alloc_f; /* LuaJIT's own allocator, which lua_alloc wraps */
+  void *alloc_ud;
 };
 
 struct host {
@@ -99,6 +100,7 @@ static char DONE_SENTINEL;
 
 static void on_timeout(uv_timer_t *timer);
 static void on_idle(uv_idle_t *idle);
+static void close_state(host_gen_t *g);
 
 /* ------------------------------------------------------------------ timeouts */
 
@@ -158,7 +160,7 @@ static void gen_close(host_gen_t *g) {
     g->free = t->rnext;
     free(t);
   }
-  lua_close(g->L);
+  close_state(g);
   if (!h->closing) log_at(LOG_INFO, "generation closed", KI("generation", g->number));
   if (h->cb.gen_closed) h->cb.gen_closed(h->cb.arg, g);
   free(g);
@@ -245,7 +247,7 @@ static void report(task_t *t, int outcome, const char *msg, double delay) {
 /* ------------------------------------------------------------------ runs */
 
 /* Lua code runs between run_begin and run_end: the watchdog times it against the
- * CPU limit and the allocator keeps the host's reserve out of its reach. */
+ * CPU limit and the allocator holds it to the Lua memory limit. */
 static void run_begin(host_t *h, int kind, int64_t event_id, const char *what, uint64_t limit_ms) {
   h->in_lua = 1;
   watchdog_enter(kind, event_id, what, limit_ms);
@@ -265,7 +267,7 @@ static void after_refusal(host_t *h, int64_t event_id) {
   log_at(LOG_WARN, "Lua memory limit reached: allocation refused", KI("id", event_id),
          KI("lua_memory_limit", h->lua_limit), KI("lua_heap_before_gc", before),
          KI("lua_heap", h->lua_used));
-  host_fire(h, "memory:high", NULL, NULL);
+  if (h->cb.lua_limit_met) h->cb.lua_limit_met(h->cb.arg);
 }
 
 /* The one resume path: runs the coroutine until it yields or ends, and settles
@@ -663,32 +665,51 @@ static int load_script(host_gen_t *g, const char *path, char *err, size_t errlen
 }
 
 /* Every Lua state allocates here: one count for all of them, and a hard cap that
- * only Lua code meets (an error in protected code). The host's own calls on a state
- * (a new coroutine, an event table, the collector's string table) are never refused:
- * an error there would be unprotected. They use the part of the cap kept back from
- * Lua code, and a run that met the cap is followed at once by a full collection. */
+ * only Lua code meets ("not enough memory" in that code). The host's own calls on a
+ * state (a new coroutine, an event table) are never refused: an error there would
+ * be unprotected. A run that met the cap is followed at once by a full collection. */
 static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  host_t *h = ud;
+  host_gen_t *g = ud;
+  host_t *h = g->host;
   if (!ptr) osize = 0;
-  if (nsize == 0) {
-    free(ptr);
-    h->lua_used -= osize;
+  if (nsize > osize && h->lua_limit && h->in_lua && h->lua_used + (nsize - osize) > h->lua_limit) {
+    h->lua_refused++;
     return NULL;
   }
-  if (nsize > osize && h->lua_limit && h->in_lua) {
-    uint64_t cap = h->lua_limit - h->lua_limit / LUA_RESERVE_PART;
-    if (h->lua_used + (nsize - osize) > cap) {
-      h->lua_refused++;
-      return NULL;
-    }
-  }
-  void *p = realloc(ptr, nsize);
-  if (!p) {
+  /* LuaJIT's allocator maps big blocks on their own: freeing them gives memory back */
+  void *p = g->alloc_f(g->alloc_ud, ptr, osize, nsize);
+  if (!p && nsize) {
     h->lua_refused += nsize > osize;
     return NULL;
   }
   h->lua_used = h->lua_used + nsize - osize;
   return p;
+}
+
+/* How many bytes the state holds, by its collector's count. */
+static uint64_t state_bytes(lua_State *L) {
+  return (uint64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (uint64_t)lua_gc(L, LUA_GCCOUNTB, 0);
+}
+
+/* Closes g's state with LuaJIT's own allocator back in place, so that allocator is
+ * destroyed too (LuaJIT only destroys its own). */
+static void close_state(host_gen_t *g) {
+  uint64_t held = state_bytes(g->L);
+  host_t *h = g->host;
+  h->lua_used = h->lua_used > held ? h->lua_used - held : 0;
+  lua_setallocf(g->L, g->alloc_f, g->alloc_ud);
+  lua_close(g->L);
+}
+
+/* A state of LuaJIT's own allocator, then wrapped by lua_alloc; what it holds so
+ * far is counted. Returns NULL when out of memory. */
+static lua_State *new_state(host_gen_t *g) {
+  lua_State *L = luaL_newstate();
+  if (!L) return NULL;
+  g->alloc_f = lua_getallocf(L, &g->alloc_ud);
+  g->host->lua_used += state_bytes(L);
+  lua_setallocf(L, lua_alloc, g);
+  return L;
 }
 
 /* An error outside any protected call (only out of memory can get there). */
@@ -721,7 +742,7 @@ static void gen_discard(host_gen_t *g) {
     g->free = t->rnext;
     free(t);
   }
-  lua_close(g->L);
+  close_state(g);
   free(g);
 }
 
@@ -734,7 +755,7 @@ int host_load(host_t *h, const char *path, char *err, size_t errlen) {
   g->host = h;
   g->number = h->counter + 1;
   g->pending_cfg = *h->cfg;
-  g->L = lua_newstate(lua_alloc, h);
+  g->L = new_state(g);
   if (!g->L) {
     free(g);
     snprintf(err, errlen, "cannot create a Lua state");

@@ -54,6 +54,7 @@ typedef struct host_callbacks {
   void (*stats)(void *arg, host_stats_t *out);  /* fill current figures */
   void (*gen_closed)(void *arg, host_gen_t *g); /* a drained generation was closed */
   void *arg;
+  void (*lua_limit_met)(void *arg); /* a run met the Lua memory limit (states collected) */
 } host_callbacks_t;
 
 /* Creates the host on `loop`. `cfg` is the live configuration (outbox.configure
@@ -105,9 +106,9 @@ int host_live_generations(const host_t *h);
 /* Sum of the Lua heaps of all live states, in bytes (counted by their allocator). */
 uint64_t host_lua_heap(const host_t *h);
 
-/* Caps host_lua_heap at `bytes` (0: no cap). An allocation of Lua code past it
- * fails in that code ("not enough memory"); after such a run the host collects
- * every state, logs it and fires memory:high. */
+/* Caps host_lua_heap at `bytes` (0: no cap). Lua code that allocates past it gets
+ * "not enough memory"; after such a run the host collects every state, logs it and
+ * calls lua_limit_met. */
 void host_set_lua_limit(host_t *h, uint64_t bytes);
 
 /* Runs a full garbage collection in every live state. */

@@ -60,6 +60,12 @@ static int read_line(const char *path, char *buf, size_t size) {
   return ok ? 0 : -EIO;
 }
 
+int memmon_enter_high(memmon_t *m) {
+  if (m->high) return MEMMON_NO_CHANGE;
+  m->high = 1;
+  return MEMMON_HIGH;
+}
+
 uint64_t memmon_read_rss(void) {
   char buf[256];
   unsigned long long size, resident;

@@ -26,6 +26,10 @@ int memmon_init(memmon_t *m, uint64_t limit, int high_pct, int low_pct);
  * MEMMON_NO_CHANGE. */
 int memmon_sample(memmon_t *m, uint64_t rss, uint64_t lua_heap);
 
+/* Enters HIGH now, whatever the sample (the Lua heap met its own cap). Returns
+ * MEMMON_HIGH when that is a transition, else MEMMON_NO_CHANGE. */
+int memmon_enter_high(memmon_t *m);
+
 /* Resident set size of this process in bytes (/proc/self/statm), or 0 if unknown. */
 uint64_t memmon_read_rss(void);
 

@@ -22,6 +22,17 @@ START_TEST(init_validates) {
 }
 END_TEST
 
+START_TEST(enter_high_from_outside) {
+  memmon_t m;
+  ck_assert_int_eq(memmon_init(&m, 1000, 90, 80), 0);
+  ck_assert_int_eq(memmon_enter_high(&m), MEMMON_HIGH); /* a transition */
+  ck_assert_int_eq(m.high, 1);
+  ck_assert_int_eq(memmon_enter_high(&m), MEMMON_NO_CHANGE); /* already high */
+  ck_assert_int_eq(memmon_sample(&m, 850, 0), MEMMON_NO_CHANGE);
+  ck_assert_int_eq(memmon_sample(&m, 100, 0), MEMMON_NORMAL); /* a low sample ends it */
+}
+END_TEST
+
 START_TEST(hysteresis_thresholds) {
   memmon_t m;
   ck_assert_int_eq(memmon_init(&m, 1000, 90, 80), 0);
@@ -156,6 +167,7 @@ static Suite *memmon_suite(void) {
   TCase *tc = tcase_create("memmon");
   tcase_add_test(tc, init_validates);
   tcase_add_test(tc, hysteresis_thresholds);
+  tcase_add_test(tc, enter_high_from_outside);
   tcase_add_test(tc, thresholds_not_divisible);
   tcase_add_test(tc, huge_limit_no_overflow);
   tcase_add_test(tc, oscillation_never_flaps);
