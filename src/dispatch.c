@@ -32,7 +32,6 @@ extern char **environ;
 #include "watch.h"
 #include "watchdog.h"
 
-#define MAX_PAYLOAD (16u << 20)
 #define CLAIM_MAX 4096
 #define PUMP_ROUNDS 64   /* rounds per loop pass; then the loop polls (signals, scrapes) */
 #define OPS_TICK_MS 1000 /* status line and store counts refresh */
@@ -311,10 +310,10 @@ static int claim(dispatch_t *d) {
   if (rc < 0) return 0;
   for (int i = 0; i < n; i++) {
     store_event_t *ev = evs[i];
-    if (ev->payload_len > MAX_PAYLOAD) {
+    if (ev->payload_len > STORE_PAYLOAD_MAX) {
       char msg[96];
       snprintf(msg, sizeof msg, "payload too large (%zu bytes, limit %u)", ev->payload_len,
-               MAX_PAYLOAD);
+               STORE_PAYLOAD_MAX);
       d->dead++;
       log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("error", msg));
       report_attempt(ev, ev->attempts + 1, "dead", msg);
@@ -589,6 +588,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   if (++d->signals > 1) {
     log_at(LOG_WARN, "second signal: exiting now", KI("in_flight", host_events_running(d->host)));
     store_flush(d->store);
+    log_flush(100);
     _exit(1);
   }
   if (d->stopping) { /* already ending (input done, --once): the next signal exits at once */
@@ -799,6 +799,7 @@ static void restart_in_place(const dispatch_t *d, int64_t dead_id, const char *w
   sigset_t none;
   sigemptyset(&none);
   pthread_sigmask(SIG_SETMASK, &none, NULL); /* the new image inherits this thread's mask */
+  log_flush(500);                            /* queued log lines do not survive exec */
   execve("/proc/self/exe", restart_argv, envp);
   log_at(LOG_ERROR, "cannot restart in place", KS("error", strerror(errno)));
 }
@@ -829,6 +830,7 @@ static void on_stall(void *arg, const watchdog_run_t *r, uint64_t ran_ms) {
   if (!d->store->ops->salvage) {
     log_at(LOG_ERROR, "runaway code with an NDJSON source: exiting", KI("id", id),
            KS("error", why));
+    log_flush(500);
     _exit(1);
   }
   int n = d->store->ops->salvage(d->store, id, why, err, sizeof err);
@@ -839,10 +841,12 @@ static void on_stall(void *arg, const watchdog_run_t *r, uint64_t ran_ms) {
     log_at(LOG_INFO, "held events returned to pending", KI("events", n));
   if (d->stopping) {
     log_at(LOG_ERROR, "runaway code while shutting down: exiting", KI("id", id));
+    log_flush(500);
     _exit(1);
   }
   log_at(LOG_WARN, "restarting in place", KS("host", d->hid), KI("pid", (int64_t)getpid()));
   restart_in_place(d, id, why);
+  log_flush(500);
   _exit(1);
 }
 

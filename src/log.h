@@ -35,6 +35,19 @@ int log_enabled(int level);
  * "fields_dropped"); text lines escape control characters the same way. */
 void log_fields(int level, const char *msg, const log_kv_t *kv, int n);
 
+/* Writes bytes that are not a log line (the status line) the way lines go, in
+ * order with them; dropped without a count when stderr is behind. */
+void log_raw(const char *p, size_t n);
+
+/* Waits until the lines handed over so far are written, stderr is gone, or
+ * stderr took nothing for stall_ms. Runs at exit with 1 s; call it before
+ * _exit or exec. Safe from any thread, also while the loop thread is frozen
+ * (then a line is written directly rather than queued). Log calls never block on stderr: on a pipe, socket or terminal
+ * the lines wait in a 1 MiB queue that a writer thread drains; when it is full a
+ * line is dropped and counted, and once the queue drains a warning
+ * "log lines dropped" gives the count. */
+void log_flush(unsigned stall_ms);
+
 /* log_at(LOG_INFO, "event done", KI("id", id), KS("topic", t)) */
 #define log_at(level, msg, ...)                                                                    \
   do {                                                                                             \

@@ -2,6 +2,7 @@
  * Exit codes: 0 clean end, 1 runtime failure, 2 usage, configuration or script
  * error, always with one line naming the flag, file or line at fault. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,7 +185,23 @@ static int cmd_check(int argc, char **argv) {
   return dispatch_check(argv[1]);
 }
 
+static void on_sigpipe(int sig) { (void)sig; }
+
+/* A reader that went away (stderr piped to `head`, a metrics client, a peer) must
+ * not kill the process: writes to it fail with EPIPE instead. A handler rather
+ * than SIG_IGN, so the programs a script starts (io.popen, os.execute) get the
+ * default disposition back at exec, as they expect. */
+static void survive_sigpipe(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigpipe;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGPIPE, &sa, NULL);
+}
+
 int main(int argc, char **argv) {
+  survive_sigpipe();
   dispatch_set_argv(argv);
   if (argc < 2) {
     usage(stderr);

@@ -87,14 +87,12 @@ void statusline_update(const statusline_figures_t *f) {
   if (!active) return;
   text_len = statusline_format(f, statusline_rate(f), text, sizeof text, columns());
   int n = snprintf(out, sizeof out, "\r\033[K%s", text);
-  ssize_t w = write(STDERR_FILENO, out, (size_t)n);
-  (void)w;
+  log_raw(out, (size_t)n);
 }
 
 void statusline_stop(void) {
   if (!active) return;
   active = 0;
   log_set_status_line(NULL);
-  ssize_t w = write(STDERR_FILENO, "\r\033[K", 4);
-  (void)w;
+  log_raw("\r\033[K", 4);
 }

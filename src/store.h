@@ -27,6 +27,12 @@ typedef struct store_event {
   void *priv;         /* free for the store */
 } store_event_t;
 
+/* The largest payload dispatched; a larger one is dead-lettered unread. An NDJSON
+ * line may be larger by STORE_ENVELOPE_MAX (topic, key, headers) before it is
+ * skipped as it streams. */
+#define STORE_PAYLOAD_MAX (16u << 20)
+#define STORE_ENVELOPE_MAX (1u << 20)
+
 /* Allocates an event with its strings in one block (lengths exclude NUL; key and
  * headers may be NULL). Returns NULL on ENOMEM. Free with store_event_free. */
 store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len, const char *key,

@@ -16,7 +16,8 @@
 #include "store.h"
 
 #define READ_CHUNK (128 << 10) /* small enough to stay in cache between read and parse */
-#define PIPE_HIGH (4 << 20)
+#define PIPE_HIGH (4 << 20)     /* complete lines buffered from a pipe before reading pauses */
+#define LINE_MAX_BYTES (STORE_PAYLOAD_MAX + STORE_ENVELOPE_MAX) /* longer: skipped */
 
 typedef struct node { /* per-event store data, after the event's strings */
   int64_t available_at;
@@ -40,6 +41,10 @@ typedef struct nd {
   uv_timer_t timer; /* earliest retry */
   char *buf;
   size_t pos, len, cap;
+  size_t tail;        /* just past the last newline in buf: [pos, tail) are whole lines */
+  int skipping;       /* dropping the rest of a line over LINE_MAX_BYTES as it arrives */
+  int64_t skip_line;  /* its line number */
+  int64_t skip_bytes; /* its length so far */
   int64_t line;
   int64_t now_ms;  /* wall clock at the current claim: created_at of new events */
   int64_t bad_lines;
@@ -211,12 +216,15 @@ static void arm_retry(nd_t *d) {
 
 /* ------------------------------------------------------------------ input */
 
+static void compact(nd_t *d) {
+  memmove(d->buf, d->buf + d->pos, d->len - d->pos);
+  d->len -= d->pos;
+  d->tail = d->tail > d->pos ? d->tail - d->pos : 0;
+  d->pos = 0;
+}
+
 static int buf_reserve(nd_t *d, size_t extra) {
-  if (d->pos > 0 && (d->pos == d->len || d->pos > d->cap / 2)) { /* compact */
-    memmove(d->buf, d->buf + d->pos, d->len - d->pos);
-    d->len -= d->pos;
-    d->pos = 0;
-  }
+  if (d->pos > 0 && (d->pos == d->len || d->pos > d->cap / 2)) compact(d);
   if (d->len + extra + 1 <= d->cap) return 0;
   size_t n = d->cap ? d->cap : READ_CHUNK;
   while (n < d->len + extra + 1) n *= 2;
@@ -225,6 +233,62 @@ static int buf_reserve(nd_t *d, size_t extra) {
   d->buf = b;
   d->cap = n;
   return 0;
+}
+
+/* The over-long line ended (or the input did): it is reported, not lost silently. */
+static void skip_done(nd_t *d) {
+  char msg[96];
+  snprintf(msg, sizeof msg, "line too long: %lld bytes, limit %u", (long long)d->skip_bytes,
+           (unsigned)LINE_MAX_BYTES);
+  d->bad_lines++;
+  d->skipping = 0;
+  log_at(LOG_WARN, "bad NDJSON line skipped", KI("line", d->skip_line), KS("error", msg));
+}
+
+/* A line over LINE_MAX_BYTES: what arrived of it is dropped and an empty line takes
+ * its place (the line numbers stay right); the rest is dropped as it arrives. */
+static void skip_start(nd_t *d) {
+  int64_t whole = 0; /* whole lines buffered before it */
+  for (const char *p = d->buf + d->pos, *end = d->buf + d->tail;
+       (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+    whole++;
+  d->skipping = 1;
+  d->skip_line = d->line + whole + 1;
+  d->skip_bytes = (int64_t)(d->len - d->tail);
+  d->len = d->tail;
+  d->buf[d->len++] = '\n';
+  d->tail = d->len;
+  if (d->cap > 2 * (size_t)PIPE_HIGH) { /* give the line's memory back */
+    compact(d);
+    size_t n = READ_CHUNK;
+    while (n < d->len + 65536 + 1) n *= 2;
+    char *b = realloc(d->buf, n);
+    if (b) d->buf = b, d->cap = n;
+  }
+}
+
+/* Input landed in buf[from, len): keeps `tail`, and never holds more than
+ * LINE_MAX_BYTES of one line. */
+static void took(nd_t *d, size_t from) {
+  if (d->skipping) {
+    const char *nl = memchr(d->buf + from, '\n', d->len - from);
+    size_t upto = nl ? (size_t)(nl - d->buf) + 1 : d->len;
+    d->skip_bytes += (int64_t)(upto - from) - (nl ? 1 : 0);
+    memmove(d->buf + from, d->buf + upto, d->len - upto);
+    d->len -= upto - from;
+    if (!nl) return;
+    skip_done(d);
+  }
+  if (d->tail < d->pos) d->tail = d->pos;
+  const char *nl = memrchr(d->buf + from, '\n', d->len - from);
+  if (nl) d->tail = (size_t)(nl - d->buf) + 1;
+  if (d->len - d->tail > LINE_MAX_BYTES) skip_start(d);
+}
+
+/* The input ended: a line being skipped ends with it. */
+static void at_eof(nd_t *d) {
+  d->eof = 1;
+  if (d->skipping) skip_done(d);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
@@ -243,8 +307,12 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   nd_t *d = s->data;
   (void)b;
   if (n > 0) {
+    size_t from = d->len;
     d->len += (size_t)n;
-    if (d->len - d->pos > PIPE_HIGH) {
+    took(d, from);
+    /* pause once whole lines wait to be claimed; a line still arriving is read on
+     * (it ends, or is skipped at LINE_MAX_BYTES), so it never stalls the input */
+    if (d->len - d->pos > PIPE_HIGH && d->tail > d->pos) {
       uv_read_stop(s);
       d->reading = 0;
     }
@@ -253,7 +321,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
       log_at(LOG_ERROR, "reading NDJSON input failed", KS("error", uv_strerror((int)n)));
       d->read_error = 1;
     }
-    d->eof = 1;
+    at_eof(d);
     uv_read_stop(s);
     d->reading = 0;
   }
@@ -264,7 +332,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
  * Returns 1 when a line is there, 0 when we must wait for more input. */
 static int fill(nd_t *d) {
   for (;;) {
-    if (d->len > d->pos && memchr(d->buf + d->pos, '\n', d->len - d->pos)) return 1;
+    if (d->tail > d->pos) return 1;
     if (d->eof) return d->len > d->pos;
     if (d->is_pipe) {
       if (!d->reading) {
@@ -279,9 +347,11 @@ static int fill(nd_t *d) {
     if (n <= 0) {
       if (n < 0) log_at(LOG_ERROR, "reading NDJSON input failed", KS("error", strerror(errno)));
       d->read_error = n < 0;
-      d->eof = 1;
+      at_eof(d);
     } else {
+      size_t from = d->len;
       d->len += (size_t)n;
+      took(d, from);
     }
   }
 }
