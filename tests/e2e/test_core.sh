@@ -73,14 +73,17 @@ t_max_attempts_then_dead() {
   assert_eq "$(field dead log)" 2 "dead count"
 }
 
+# The downstream recovers while the breaker is open: the half-open probe is the
+# first run to succeed (a hook would run after the probe if the host stalled past
+# the cooldown, so the handler looks at the breaker itself).
 t_breaker_opens_half_opens_closes_in_order() {
   cat > h.lua <<'LUA'
 local healthy = false
 for _, name in ipairs({ "circuit-breaker:opened", "circuit-breaker:half-open", "circuit-breaker:closed" }) do
   outbox.on(name, function(s) outbox.log.info("HOOK " .. name, { breaker = s.breaker }) end)
 end
-outbox.on("circuit-breaker:opened", function() healthy = true end)
 return function(ev)
+  if outbox.stats().breaker ~= "closed" then healthy = true end
   if not healthy then error("downstream down") end
 end
 LUA
