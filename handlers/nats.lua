@@ -34,30 +34,50 @@ local function subject_of(topic)
   return (subject:gsub("<topic>", function() return topic end))
 end
 
--- Creates the stream unless it exists; true, or nil, err. Runs again after a
--- publish found no stream (deleted meanwhile).
-local stream_ok = false
-local function ensure_stream()
-  if stream_ok then return true end
+-- Creates the stream unless it exists; true, or nil, err. One run asks while the
+-- others wait for its answer; it is asked again after a publish found no stream
+-- (deleted meanwhile).
+local stream_ok, asking, asked_err = false, false, nil
+
+local function create_stream()
   local raw, e = client:request("$JS.API.STREAM.INFO." .. stream, "")
   if not raw then return nil, e end
   local ok, info = pcall(json_decode, raw)
-  if ok and type(info) == "table" and info.error == nil then
-    stream_ok = true
-    return true
-  end
+  if ok and type(info) == "table" and info.error == nil then return true end
   local config = json_encode { name = stream, subjects = stream_subjects }
   raw, e = client:request("$JS.API.STREAM.CREATE." .. stream, config)
   if not raw then return nil, e end
   ok, info = pcall(json_decode, raw)
-  if not ok or type(info) ~= "table" then return nil, "unreadable reply: " .. raw:sub(1, 200) end
-  -- 10058: the stream exists already (created by another run meanwhile)
+  if not ok or type(info) ~= "table" then return nil, "nats: unreadable reply: " .. raw:sub(1, 200) end
+  -- 10058: the stream exists already (created by another host meanwhile)
   if info.error ~= nil and info.error.err_code ~= 10058 then
-    return nil, "cannot create stream " .. stream .. ": " .. tostring(info.error.description)
+    return nil, "nats: cannot create stream " .. stream .. ": " .. tostring(info.error.description)
   end
-  outbox.log.info("nats stream ready", { stream = stream, subjects = stream_subjects[1] })
-  stream_ok = true
+  outbox.log.info("nats stream created", { stream = stream, subjects = stream_subjects[1] })
   return true
+end
+
+-- `asking` is when the asking run started: a run abandoned meanwhile (its timeout)
+-- never clears it, so after ASK_WAIT seconds another run asks in its place.
+local ASK_WAIT = 10
+local function ensure_stream()
+  if stream_ok then return true end
+  while asking and outbox.now() - asking < ASK_WAIT do
+    outbox.sleep(0.005)
+    if not asking then
+      if stream_ok then return true end
+      return nil, asked_err
+    end
+  end
+  asking = outbox.now()
+  local ok, done, e = pcall(create_stream)
+  asking = false
+  if ok and done then
+    stream_ok = true
+    return true
+  end
+  asked_err = ok and e or tostring(done)
+  return nil, asked_err
 end
 
 local format = string.format

@@ -20,32 +20,28 @@ tmp=$(mktemp -d /tmp/outboxd-bench-brokers.XXXXXX)
 pids=
 trap 'for p in $pids; do kill $p 2>/dev/null; done; wait; rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
+. "$root/tests/e2e/lib.sh" # free_port
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 PAYLOAD='{"order":1,"amount":4548,"currency":"EUR"}'
 awk -v n="$N" 'BEGIN { for (i = 1; i <= n; i++) printf "{\"topic\":\"order.paid\",\"key\":\"k%d\",\"payload\":{\"order\":%d,\"amount\":4548,\"currency\":\"EUR\"}}\n", i % 1000, i }' > events.ndjson
 
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
-    (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null || { echo "$p"; return 0; }
-  done
-  return 1
+# median_of FN: runs "FN i" for i = 1..RUNS (each prints a rate), prints the median.
+median_of() {
+  local rates="" i
+  for i in $(seq "$RUNS"); do rates="$rates $("$1" "$i")"; done
+  echo "      $1 runs:$rates" >&2
+  echo "$rates" | tr ' ' '\n' | grep . | median
 }
 
-# relay HANDLER ENV=VALUE -> median events/s of outboxd relaying events.ndjson
-relay() {
-  local rates="" t0 t1
-  for _ in $(seq "$RUNS"); do
-    t0=$(date +%s%N)
-    env "$2" "$OUTBOXD" run "$1" --db ndjson:events.ndjson --concurrency $C --batch $C \
-      --no-watch --log json 2> log || { echo "   run failed" >&2; tail -3 log >&2; return 1; }
-    t1=$(date +%s%N)
-    rates="$rates $(( N * 1000000000 / (t1 - t0) ))"
-  done
-  echo "$rates" | tr ' ' '\n' | grep . | median
-  echo "      runs:$rates" >&2
+# per_second N CMD...: runs CMD (its stderr in ./log), prints N divided by its time.
+per_second() {
+  local n=$1 t0 t1
+  shift
+  t0=$(date +%s%N)
+  "$@" 2> log || { echo "   run failed: $(tail -3 log)" >&2; echo 0; return; }
+  t1=$(date +%s%N)
+  echo $((n * 1000000000 / (t1 - t0)))
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -56,15 +52,16 @@ if command -v redis-server > /dev/null && command -v redis-benchmark > /dev/null
   redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no > redis.log 2>&1 &
   pids="$pids $!"
   for _ in $(seq 100); do [ "$(redis-cli -p "$rport" ping 2> /dev/null)" = PONG ] && break; sleep 0.05; done
-  d=$(relay "$root/handlers/redis-stream.lua" "OUTBOX_REDIS_URL=redis://127.0.0.1:$rport")
-  rates=""
-  for _ in $(seq "$RUNS"); do
-    r=$(redis-benchmark -p "$rport" -c $C -n "$N" -q XADD bench '*' id 1 topic order.paid key k1 \
-      payload "$PAYLOAD" 2> /dev/null | tr '\r' '\n' | grep -oE '[0-9.]+ requests per second' | tail -1 | cut -d. -f1)
-    rates="$rates ${r:-0}"
-  done
-  echo "      redis-benchmark runs:$rates" >&2
-  w=$(echo "$rates" | tr ' ' '\n' | grep . | median)
+  redis_relay() {
+    per_second "$N" env OUTBOX_REDIS_URL="redis://127.0.0.1:$rport" "$OUTBOXD" run \
+      "$root/handlers/redis-stream.lua" --db ndjson:events.ndjson --concurrency $C --batch $C --no-watch --log json
+  }
+  redis_ceiling() {
+    redis-benchmark -p "$rport" -c $C -n "$N" -q XADD bench '*' id 1 topic order.paid key k1 \
+      payload "$PAYLOAD" 2> /dev/null | tr '\r' '\n' | grep -oE '[0-9.]+ requests per second' | tail -1 | cut -d. -f1
+  }
+  d=$(median_of redis_relay)
+  w=$(median_of redis_ceiling)
   printf '   redis-stream.lua, %d events, concurrency %d: %8s events/s   redis-benchmark -c %d XADD: %8s req/s   ratio %s\n' \
     "$N" $C "$d" $C "$w" "$(ratio "$d" "$w")"
   printf '   redis: %s entries in the stream outbox:order.paid after %d relays\n' \
@@ -80,24 +77,14 @@ if command -v nats-server > /dev/null && [ -x "$JS_BENCH" ]; then
   pids="$pids $!"
   for _ in $(seq 100); do grep -q 'Server is ready' nats.log 2> /dev/null && break; sleep 0.05; done
   # Each run sends new ids (a fresh stream per run), so nothing is a duplicate.
-  rates=""
-  for i in $(seq "$RUNS"); do
-    t0=$(date +%s%N)
-    OUTBOX_NATS_URL="nats://127.0.0.1:$nport" OUTBOX_NATS_STREAM="RUN$i" OUTBOX_NATS_SUBJECT="run$i.<topic>" \
-      "$OUTBOXD" run "$root/handlers/nats.lua" --db ndjson:events.ndjson --concurrency $C --batch $C \
-      --no-watch --log json 2> log || { echo "   run failed"; tail -3 log; }
-    t1=$(date +%s%N)
-    rates="$rates $(( N * 1000000000 / (t1 - t0) ))"
-  done
-  echo "      runs:$rates" >&2
-  d=$(echo "$rates" | tr ' ' '\n' | grep . | median)
-  rates=""
-  for i in $(seq "$RUNS"); do
-    r=$("$JS_BENCH" "nats://127.0.0.1:$nport" "run1.order.paid" "$N" $C "bench$i" "$PAYLOAD")
-    rates="$rates ${r:-0}"
-  done
-  echo "      js_bench runs:$rates" >&2
-  w=$(echo "$rates" | tr ' ' '\n' | grep . | median)
+  nats_relay() {
+    per_second "$N" env OUTBOX_NATS_URL="nats://127.0.0.1:$nport" OUTBOX_NATS_STREAM="RUN$1" \
+      OUTBOX_NATS_SUBJECT="run$1.<topic>" "$OUTBOXD" run "$root/handlers/nats.lua" \
+      --db ndjson:events.ndjson --concurrency $C --batch $C --no-watch --log json
+  }
+  nats_ceiling() { "$JS_BENCH" "nats://127.0.0.1:$nport" "run1.order.paid" "$N" $C "bench$1" "$PAYLOAD"; }
+  d=$(median_of nats_relay)
+  w=$(median_of nats_ceiling)
   printf '   nats.lua (JetStream, file storage), %d events, concurrency %d: %8s events/s   js_bench (cnats async, %d pending): %8s msgs/s   ratio %s\n' \
     "$N" $C "$d" $C "$w" "$(ratio "$d" "$w")"
 else

@@ -58,3 +58,14 @@ local function exists(p) local f = io.open(p); if f then f:close() end; return f
 local function wait_file(p) while not exists(p) do outbox.sleep(0.02) end end
 LUA
 }
+
+# free_port: a 127.0.0.1 port nothing listens on now (a server that loses a race
+# for it fails to start, and its starter tries another).
+free_port() {
+  local p
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 40000))
+    (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null || { echo "$p"; return 0; }
+  done
+  return 1
+}

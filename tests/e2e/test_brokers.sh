@@ -7,17 +7,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 REDIS_STREAM=$ROOT/handlers/redis-stream.lua
 NATS_HANDLER=$ROOT/handlers/nats.lua
 
-# free_port: a 127.0.0.1 port nothing listens on now (a server that loses a race
-# for it fails to start, and its starter tries another).
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
-    (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null || { echo "$p"; return 0; }
-  done
-  return 1
-}
-
 bg_track() {
   BG="$BG $1"
   trap 'for p in $BG; do kill -9 $p 2>/dev/null; done; wait 2>/dev/null' EXIT
@@ -155,7 +144,8 @@ t_nats_publishes_each_event_once_and_dedupes_reruns() {
   OUTBOX_NATS_URL="nats://127.0.0.1:$NPORT" "$OUTBOXD" run "$NATS_HANDLER" --db ndjson:in.ndjson \
     --concurrency 50 --no-watch --log text 2> log || fail "exit $?" || return 1
   assert_eq "$(field done log)" 200 "done" || return 1
-  assert_grep 'nats stream ready .*stream=OUTBOX subjects=outbox.>' log "stream created" || return 1
+  assert_grep 'nats stream created .*stream=OUTBOX subjects=outbox.>' log "stream created" || return 1
+  assert_eq "$(grep -c 'nats stream created' log)" 1 "created once" || return 1
   js_count OUTBOX > count || fail "count: $(tail -3 count.log)" || return 1
   assert_eq "$(cat count)" 200 "messages in the stream" || return 1
   # The same ids again: every publish is acknowledged as a duplicate, nothing is added.
