@@ -107,6 +107,8 @@ static struct {
   nitem_t *head, *tail;
   nclient_t **clients; /* by id */
   uint32_t nclients;
+  int connecting; /* connects on the thread pool: cnats stays open for them */
+  int mu_ready;
 } N;
 
 /* The client whose first connect runs on this (pool) thread. */
@@ -472,6 +474,7 @@ static void after_connect(uv_work_t *w, int status) {
   nclient_t *c = w->data;
   char subj[160];
   c->connecting = 0;
+  N.connecting--;
   if (!c->attached && c->nle) nle_drop(c->nle);
   c->nle = NULL;
   if (c->closing) {
@@ -513,6 +516,7 @@ static int start_connect(nclient_t *c) {
     return -1;
   }
   c->connecting = 1;
+  N.connecting++;
   c->state = NS_CONNECTING;
   return 0;
 }
@@ -525,7 +529,8 @@ static int lib_open(uv_loop_t *loop) {
   if (nats_Open(-1) != NATS_OK) return -1;
   natsLibuv_Init();
   natsLibuv_SetThreadLocalLoop(loop);
-  if (uv_mutex_init(&N.mu)) return -1;
+  if (!N.mu_ready && uv_mutex_init(&N.mu)) return -1;
+  N.mu_ready = 1;
   uv_async_init(loop, &N.async, on_async);
   uv_unref((uv_handle_t *)&N.async);
   N.loop = loop;
@@ -535,10 +540,9 @@ static int lib_open(uv_loop_t *loop) {
   return broker_add("nats-lib", "", &N, lib_close) ? -1 : 0;
 }
 
-static void on_lib_closed(uv_handle_t *h) {
-  (void)h;
-  uv_mutex_destroy(&N.mu);
-}
+/* N.mu is never destroyed: a cnats thread may still post (a connection's closed
+ * callback) after the library was closed; it finds N.open false. */
+static void on_lib_closed(uv_handle_t *h) { (void)h; }
 
 static void lib_close(void *arg) {
   drain(take_items(1), 0);
@@ -547,7 +551,7 @@ static void lib_close(void *arg) {
   N.clients = NULL;
   N.nclients = 0;
   N.ready = 0;
-  nats_Close();
+  if (!N.connecting) nats_Close(); /* else the process ends with cnats open */
 }
 
 static void on_timer_closed(uv_handle_t *h) {
