@@ -218,7 +218,8 @@ static void nle_drop(natsLibuvEvents *nle) { uv_close((uv_handle_t *)nle->schedu
 
 /* ------------------------------------------------------------------ requests */
 
-static void table_put(nclient_t *c, nreq_t *r) {
+/* Adds r to the table by seq. Returns 0, or -ENOMEM when there is no table yet. */
+static int table_put(nclient_t *c, nreq_t *r) {
   if (c->count >= c->nbuckets) { /* grow: the table stays at most one per bucket */
     size_t n = c->nbuckets ? c->nbuckets * 2 : 256;
     nreq_t **t = calloc(n, sizeof *t);
@@ -234,10 +235,12 @@ static void table_put(nclient_t *c, nreq_t *r) {
       c->nbuckets = n;
     }
   }
+  if (!c->nbuckets) return -ENOMEM;
   nreq_t **b = &c->table[r->seq & (c->nbuckets - 1)];
   r->hnext = *b;
   *b = r;
   c->count++;
+  return 0;
 }
 
 static nreq_t *table_find(nclient_t *c, uint64_t seq) {
@@ -670,7 +673,11 @@ static nreq_t *req_new(nclient_t *c, task_t *t, const char *subject, double time
   r->deadline = timeout_s < host_task_time_left(t)
                     ? uv_now(c->loop) + (uint64_t)ceil(timeout_s * 1000.0)
                     : UINT64_MAX;
-  table_put(c, r);
+  if (table_put(c, r)) {
+    free(r->subject);
+    free(r);
+    return NULL;
+  }
   nreq_t *p = c->tail; /* keep the list sorted by deadline (mostly appends) */
   while (p && p->deadline > r->deadline) p = p->prev;
   r->prev = p;
