@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store.h"
+
 /* ------------------------------------------------------------------ URLs */
 
 /* Copies a URL part (or "" when absent) into out; returns -1 when it is too long. */
@@ -27,8 +29,9 @@ static int url_part(CURLU *u, CURLUPart part, unsigned flags, char *out, size_t 
 
 int broker_parse_url(const char *url, const char *scheme, int default_port, broker_url_t *out,
                      char *err, size_t n) {
-  char got[32], port[16];
+  char got[32], port[16], shown[512];
   int rc = -EINVAL;
+  store_url_redact(url, shown, sizeof shown); /* what messages quote: no password */
   memset(out, 0, sizeof *out);
   CURLU *u = curl_url();
   if (!u) {
@@ -38,12 +41,12 @@ int broker_parse_url(const char *url, const char *scheme, int default_port, brok
   if (!strstr(url, "://") ||
       curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
       url_part(u, CURLUPART_SCHEME, 0, got, sizeof got)) {
-    snprintf(err, n, "%s: malformed URL (expected %s://host:port): %.200s", scheme, scheme, url);
+    snprintf(err, n, "%s: malformed URL (expected %s://host:port): %.200s", scheme, scheme, shown);
     goto out;
   }
   if (strcmp(got, scheme) != 0) {
     snprintf(err, n, "%s: unsupported URL scheme '%s' (expected %s://host:port): %.200s", scheme,
-             got, scheme, url);
+             got, scheme, shown);
     goto out;
   }
   if (url_part(u, CURLUPART_HOST, 0, out->host, sizeof out->host) || !out->host[0] ||
@@ -51,12 +54,12 @@ int broker_parse_url(const char *url, const char *scheme, int default_port, brok
       url_part(u, CURLUPART_USER, CURLU_URLDECODE, out->user, sizeof out->user) ||
       url_part(u, CURLUPART_PASSWORD, CURLU_URLDECODE, out->password, sizeof out->password) ||
       url_part(u, CURLUPART_PATH, 0, out->path, sizeof out->path)) {
-    snprintf(err, n, "%s: malformed URL (expected %s://host:port): %.200s", scheme, scheme, url);
+    snprintf(err, n, "%s: malformed URL (expected %s://host:port): %.200s", scheme, scheme, shown);
     goto out;
   }
   out->port = port[0] ? atoi(port) : default_port;
   if (out->port <= 0 || out->port > 65535) {
-    snprintf(err, n, "%s: bad port in URL: %.200s", scheme, url);
+    snprintf(err, n, "%s: bad port in URL: %.200s", scheme, shown);
     goto out;
   }
   if (out->host[0] == '[') { /* an IPv6 literal: the clients want it bare */

@@ -32,6 +32,7 @@
 #include "backoff.h"
 #include "broker.h"
 #include "log.h"
+#include "store.h"
 
 #define NATS_MT "outbox.nats"
 #define NATS_DEFAULT_TIMEOUT_S 5.0
@@ -617,7 +618,9 @@ static nclient_t *client_new(lua_State *L, const char *url, const broker_url_t *
   backoff_init(&c->bo, NATS_BACKOFF_BASE_MS, NATS_BACKOFF_CAP_MS, (uint64_t)(uintptr_t)c);
   if (!(c->opts = make_options(c, url))) {
     const char *e = nats_GetLastError(NULL);
-    snprintf(err, n, "nats: cannot use URL %.200s: %s", url, e && *e ? e : "invalid");
+    char shown[512];
+    snprintf(err, n, "nats: cannot use URL %.200s: %s",
+             store_url_redact(url, shown, sizeof shown), e && *e ? e : "invalid");
     free(c);
     return NULL;
   }

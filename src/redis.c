@@ -21,6 +21,7 @@
 #include "backoff.h"
 #include "broker.h"
 #include "log.h"
+#include "store.h"
 
 #define REDIS_MT "outbox.redis"
 #define REDIS_CONNECT_TIMEOUT_MS 5000
@@ -468,8 +469,9 @@ static int l_connect(lua_State *L) {
     }
     if (u.path[0] && strspn(u.path, "0123456789") != strlen(u.path)) {
       lua_pushnil(L);
+      char shown[512];
       lua_pushfstring(L, "redis: the database in the URL must be a number, got '%s': %s", u.path,
-                      url);
+                      store_url_redact(url, shown, sizeof shown));
       return 2;
     }
     if (!(c = calloc(1, sizeof *c))) return luaL_error(L, "out of memory");

@@ -46,6 +46,9 @@ START_TEST(url_errors) {
   ck_assert_ptr_nonnull(strstr(err, "malformed URL"));
   ck_assert_int_eq(broker_parse_url("redis://h:0", "redis", 6379, &u, err, sizeof err), -EINVAL);
   ck_assert_str_eq(err, "redis: bad port in URL: redis://h:0");
+  /* a password never reaches a message */
+  ck_assert_int_eq(broker_parse_url("http://app:s3cret@h", "redis", 6379, &u, err, sizeof err), -EINVAL);
+  ck_assert_str_eq(err, "redis: unsupported URL scheme 'http' (expected redis://host:port): http://app:***@h");
 }
 END_TEST
 
