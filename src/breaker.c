@@ -30,7 +30,10 @@ static int set_state(breaker_t *b, int state, int64_t now) {
   b->generation++;
   b->trial_in_flight = 0;
   if (state == BREAKER_OPEN) b->opened_at = now;
-  if (state == BREAKER_CLOSED) ring_clear(b);
+  if (state == BREAKER_CLOSED) {
+    ring_clear(b);
+    b->current_ms = b->cooldown_ms;
+  }
   return state;
 }
 
@@ -51,6 +54,7 @@ int breaker_init(breaker_t *b, int threshold_pct, int window, int min_calls, int
   b->window = window;
   b->min_calls = min_calls;
   b->cooldown_ms = cooldown_ms;
+  b->current_ms = cooldown_ms;
   return 0;
 }
 
@@ -84,10 +88,21 @@ static int record_closed(breaker_t *b, int outcome, int64_t now) {
   return set_state(b, BREAKER_OPEN, now);
 }
 
+/* A failed trial: the next wait is twice the last, at most GROWTH x the base. */
+static void grow_cooldown(breaker_t *b) {
+  int64_t max = b->cooldown_ms > INT64_MAX / BREAKER_COOLDOWN_GROWTH
+                    ? INT64_MAX
+                    : b->cooldown_ms * BREAKER_COOLDOWN_GROWTH;
+  b->current_ms = b->current_ms > max / 2 ? max : b->current_ms * 2;
+}
+
 static int record_trial(breaker_t *b, int outcome, int64_t now) {
   if (!b->trial_in_flight) return BREAKER_NO_CHANGE;
   if (outcome == BREAKER_SUCCESS) return set_state(b, BREAKER_CLOSED, now);
-  if (outcome == BREAKER_FAILURE) return set_state(b, BREAKER_OPEN, now);
+  if (outcome == BREAKER_FAILURE) {
+    grow_cooldown(b);
+    return set_state(b, BREAKER_OPEN, now);
+  }
   b->trial_in_flight = 0; /* ignored: the next acquire may run a new trial */
   return BREAKER_NO_CHANGE;
 }
@@ -106,9 +121,9 @@ double breaker_failure_rate(const breaker_t *b) {
 
 int64_t breaker_reopen_at(const breaker_t *b) {
   if (b->state != BREAKER_OPEN) return -1;
-  if (b->opened_at > INT64_MAX - b->cooldown_ms)
+  if (b->opened_at > INT64_MAX - b->current_ms)
     return INT64_MAX; /* saturate rather than overflow */
-  return b->opened_at + b->cooldown_ms;
+  return b->opened_at + b->current_ms;
 }
 
 const char *breaker_state_name(int state) {

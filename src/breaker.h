@@ -16,6 +16,9 @@ enum breaker_outcome {
 };
 
 /* Returned by functions that may change state: the new state, or BREAKER_NO_CHANGE. */
+/* The longest cooldown, as a multiple of the base (reached by repeated failed trials). */
+#define BREAKER_COOLDOWN_GROWTH 10
+
 #define BREAKER_NO_CHANGE (-1)
 
 typedef struct breaker {
@@ -24,7 +27,9 @@ typedef struct breaker {
   int threshold_pct;   /* opens when failure rate >= this (1..100) */
   int window;          /* outcomes kept */
   int min_calls;       /* outcomes needed before the rate counts */
-  int64_t cooldown_ms; /* open time before a half-open trial */
+  int64_t cooldown_ms; /* base open time before a half-open trial */
+  int64_t current_ms;  /* this opening's cooldown: doubles after each failed trial,
+                          up to BREAKER_COOLDOWN_GROWTH x cooldown_ms; closing resets */
   uint8_t *ring;       /* last `window` outcomes, 1 = failure */
   int ring_pos;
   int ring_count;
@@ -51,8 +56,9 @@ int breaker_acquire(breaker_t *b, int64_t now, uint64_t *ticket, int *transition
 /* Records the outcome of a run started with `ticket`. A stale ticket (from before a
  * state change) is ignored. CLOSED: the rate is checked once min_calls outcomes are
  * in and the breaker opens at or above the threshold. HALF_OPEN: the trial's success
- * closes (with an empty window), failure reopens; an IGNORED trial frees the trial
- * slot. Returns the new state or BREAKER_NO_CHANGE. */
+ * closes (with an empty window, the cooldown back to its base), failure reopens with
+ * the cooldown doubled (at most BREAKER_COOLDOWN_GROWTH x the base); an IGNORED
+ * trial frees the trial slot. Returns the new state or BREAKER_NO_CHANGE. */
 int breaker_record(breaker_t *b, uint64_t ticket, int outcome, int64_t now);
 
 /* Failure rate of the window in [0, 1] (0 when empty). */

@@ -184,13 +184,56 @@ START_TEST(trial_failure_reopens) {
   ck_assert_int_eq(breaker_record(&B, trial, BREAKER_FAILURE, now), BREAKER_OPEN);
   ck_assert_int_eq(B.state, BREAKER_OPEN);
   ck_assert_int_eq(B.opened_at, now);
-  ck_assert_int_eq(breaker_reopen_at(&B), now + 1000);
+  ck_assert_int_eq(breaker_reopen_at(&B), now + 2000); /* a failed trial doubles it */
   ck_assert_int_eq(B.trial_in_flight, 0);
   refused();
-  now += 999;
+  now += 1999;
   refused();
   now += 1;
   acquire();
+}
+END_TEST
+
+/* Each failed trial doubles the cooldown, up to 10x the base; a success resets it. */
+START_TEST(cooldown_grows_and_resets) {
+  static const int64_t want[] = {2000, 4000, 8000, 10000, 10000, 10000};
+  open_it();
+  ck_assert_int_eq(breaker_reopen_at(&B), now + 1000); /* the first opening: the base */
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    now = breaker_reopen_at(&B);
+    ck_assert_int_eq(breaker_tick(&B, now - 1 > 0 ? now - 1 : 0), BREAKER_NO_CHANGE);
+    ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_OPEN);
+    ck_assert_int_eq(breaker_reopen_at(&B) - now, want[i]);
+  }
+  now = breaker_reopen_at(&B);
+  ck_assert_int_eq(run(BREAKER_SUCCESS), BREAKER_CLOSED);
+  open_it();
+  ck_assert_int_eq(breaker_reopen_at(&B), now + 1000); /* closing reset it */
+  now += 1000;
+  uint64_t trial = acquire();
+  /* an ignored trial is no failure: the cooldown stays */
+  ck_assert_int_eq(breaker_record(&B, trial, BREAKER_IGNORED, now), BREAKER_NO_CHANGE);
+  ck_assert_int_eq(run(BREAKER_FAILURE), BREAKER_OPEN);
+  ck_assert_int_eq(breaker_reopen_at(&B), now + 2000);
+}
+END_TEST
+
+/* A huge base cooldown saturates instead of overflowing. */
+START_TEST(cooldown_growth_saturates) {
+  breaker_t b;
+  uint64_t t;
+  ck_assert_int_eq(breaker_init(&b, 100, 1, 1, INT64_MAX / 4), 0);
+  ck_assert_int_eq(breaker_acquire(&b, 0, &t, NULL), 1);
+  ck_assert_int_eq(breaker_record(&b, t, BREAKER_FAILURE, 0), BREAKER_OPEN);
+  for (int i = 0; i < 4; i++) {
+    b.opened_at = 0;
+    ck_assert_int_eq(breaker_tick(&b, INT64_MAX), BREAKER_HALF_OPEN);
+    ck_assert_int_eq(breaker_acquire(&b, INT64_MAX, &t, NULL), 1);
+    ck_assert_int_eq(breaker_record(&b, t, BREAKER_FAILURE, 0), BREAKER_OPEN);
+    ck_assert_int_ge(b.current_ms, INT64_MAX / 4);
+  }
+  ck_assert_int_eq(b.current_ms, INT64_MAX);
+  breaker_free(&b);
 }
 END_TEST
 
@@ -298,6 +341,8 @@ static Suite *breaker_suite(void) {
   tcase_add_test(tc, trial_success_closes_empty);
   tcase_add_test(tc, trial_failure_reopens);
   tcase_add_test(tc, ignored_trial_frees_slot);
+  tcase_add_test(tc, cooldown_grows_and_resets);
+  tcase_add_test(tc, cooldown_growth_saturates);
   tcase_add_test(tc, ignored_not_counted_when_closed);
   tcase_add_test(tc, stale_outcomes_ignored);
   tcase_add_test(tc, failure_rate_values);
