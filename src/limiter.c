@@ -1,4 +1,5 @@
-/* limiter — at most N items in flight, a FIFO of ready items, and per-key lanes.
+/* limiter — at most N items in flight, a FIFO of ready items per class, and per-key
+ * lanes. The oldest ready item (by `seq`) among the classes that may start goes first.
  * Invariant: a lane exists (is in the hash table) exactly while it holds an item; its
  * `head` is the only one of its items that is READY or ACTIVE, the rest wait behind it. */
 #include "limiter.h"
@@ -147,8 +148,15 @@ static void lane_remove(limiter_t *l, limiter_lane_t *lane) {
 }
 
 static void make_ready(limiter_t *l, limiter_item_t *it) {
+  limiter_class_t *c = &l->cls[it->cls];
   it->state = LIMITER_READY;
-  queue_push(&l->head, &l->tail, it);
+  it->seq = ++l->seq;
+  queue_push(&c->head, &c->tail, it);
+}
+
+/* May class c start an item now? */
+static int class_open(const limiter_class_t *c) {
+  return c->head && !c->blocked && (c->cap <= 0 || c->active < c->cap);
 }
 
 /* The lane's head left it (released or cancelled): the next waiting item becomes the
@@ -174,6 +182,10 @@ int limiter_init(limiter_t *l, int limit) {
   if (!l->lanes) return -ENOMEM;
   l->nbuckets = INITIAL_BUCKETS;
   l->limit = limit;
+  if (limiter_set_classes(l, 1)) {
+    free(l->lanes);
+    return -ENOMEM;
+  }
   return 0;
 }
 
@@ -197,22 +209,26 @@ void limiter_free(limiter_t *l) {
     l->free_lanes = next;
   }
   free(l->lanes);
+  free(l->cls);
   memset(l, 0, sizeof(*l));
 }
 
 int limiter_admit(limiter_t *l, limiter_item_t *it, const char *key, size_t keylen) {
   assert(it->state == LIMITER_IDLE);
+  assert(it->cls >= 0 && it->cls < l->ncls);
   it->next = it->prev = NULL;
   it->lane = NULL;
   if (keylen == 0) {
     make_ready(l, it);
     l->queued++;
+    l->cls[it->cls].queued++;
     return 0;
   }
   limiter_lane_t *lane = lane_get(l, key, keylen);
   if (!lane) return -ENOMEM;
   it->lane = lane;
   l->queued++;
+  l->cls[it->cls].queued++;
   if (!lane->head) {
     lane->head = it;
     make_ready(l, it);
@@ -224,16 +240,24 @@ int limiter_admit(limiter_t *l, limiter_item_t *it, const char *key, size_t keyl
 }
 
 limiter_item_t *limiter_peek(const limiter_t *l) {
+  limiter_item_t *best = NULL;
   if (l->active >= l->limit) return NULL;
-  return l->head;
+  for (int i = 0; i < l->ncls; i++) {
+    const limiter_class_t *c = &l->cls[i];
+    if (class_open(c) && (!best || c->head->seq < best->seq)) best = c->head;
+  }
+  return best;
 }
 
 limiter_item_t *limiter_next(limiter_t *l) {
   limiter_item_t *it = limiter_peek(l);
   if (!it) return NULL;
-  queue_unlink(&l->head, &l->tail, it);
+  limiter_class_t *c = &l->cls[it->cls];
+  queue_unlink(&c->head, &c->tail, it);
   it->state = LIMITER_ACTIVE;
   l->queued--;
+  c->queued--;
+  c->active++;
   l->active++;
   if (l->active > l->peak) l->peak = l->active;
   return it;
@@ -243,6 +267,7 @@ void limiter_release(limiter_t *l, limiter_item_t *it) {
   assert(it->state == LIMITER_ACTIVE);
   assert(l->active > 0);
   l->active--;
+  l->cls[it->cls].active--;
   it->state = LIMITER_IDLE;
   limiter_lane_t *lane = it->lane;
   it->lane = NULL;
@@ -254,7 +279,9 @@ void limiter_release(limiter_t *l, limiter_item_t *it) {
 void limiter_cancel(limiter_t *l, limiter_item_t *it) {
   assert(it->state == LIMITER_READY || it->state == LIMITER_WAITING);
   assert(l->queued > 0);
+  limiter_class_t *c = &l->cls[it->cls];
   l->queued--;
+  c->queued--;
   limiter_lane_t *lane = it->lane;
   it->lane = NULL;
   if (it->state == LIMITER_WAITING) {
@@ -263,10 +290,24 @@ void limiter_cancel(limiter_t *l, limiter_item_t *it) {
     return;
   }
   it->state = LIMITER_IDLE;
-  queue_unlink(&l->head, &l->tail, it);
+  queue_unlink(&c->head, &c->tail, it);
   if (!lane) return;
   assert(lane->head == it);
   lane_advance(l, lane);
 }
 
 void limiter_set_limit(limiter_t *l, int limit) { l->limit = limit < 1 ? 1 : limit; }
+
+int limiter_set_classes(limiter_t *l, int n) {
+  if (n <= l->ncls) return 0;
+  limiter_class_t *c = realloc(l->cls, (size_t)n * sizeof(*c));
+  if (!c) return -ENOMEM;
+  memset(c + l->ncls, 0, (size_t)(n - l->ncls) * sizeof(*c));
+  l->cls = c;
+  l->ncls = n;
+  return 0;
+}
+
+void limiter_set_cap(limiter_t *l, int c, int cap) { l->cls[c].cap = cap < 0 ? 0 : cap; }
+
+void limiter_block(limiter_t *l, int c, int blocked) { l->cls[c].blocked = blocked != 0; }

@@ -1,7 +1,10 @@
-/* limiter — at most N handlers in flight, FIFO, with per-key lanes.
+/* limiter — at most N handlers in flight, FIFO, with per-key lanes and classes.
  * Pure C: no libuv, no Lua. Items are intrusive (caller allocates, limiter links).
- * Invariant: active <= limit at every admission; a lane has at most one item that is
- * ready or active (its head); the others wait in the lane in arrival order. */
+ * A class (a route) may have its own cap and may be blocked (its breaker is open, it
+ * is snoozed or out of rate tokens); the next item to start is the oldest ready item
+ * of any class that may start. Invariant: active <= limit and a class's active <= its
+ * cap at every admission; a lane has at most one item that is ready or active (its
+ * head); the others wait in the lane in arrival order. */
 #ifndef OUTBOXD_LIMITER_H
 #define OUTBOXD_LIMITER_H
 
@@ -22,22 +25,35 @@ typedef struct limiter_item {
   struct limiter_item *prev;
   limiter_lane_t *lane; /* NULL when the item has no key */
   int state;            /* enum limiter_item_state */
+  int cls;              /* class, set by the caller before limiter_admit (0: the first) */
+  uint64_t seq;         /* order in which items became ready */
 } limiter_item_t;
+
+typedef struct limiter_class {
+  limiter_item_t *head; /* ready FIFO of the class */
+  limiter_item_t *tail;
+  int cap;     /* at most this many active; 0: only the global limit */
+  int active;  /* items of the class holding a slot */
+  int queued;  /* items of the class READY or WAITING */
+  int blocked; /* 1: none of its items starts */
+} limiter_class_t;
 
 typedef struct limiter {
   int limit;            /* slots; may change at run time */
   int active;           /* items holding a slot */
   int queued;           /* items READY or WAITING */
   int peak;             /* highest `active` seen */
-  limiter_item_t *head; /* ready FIFO */
-  limiter_item_t *tail;
+  limiter_class_t *cls; /* classes 0 .. ncls-1 */
+  int ncls;
+  uint64_t seq; /* last `seq` handed out */
   limiter_lane_t **lanes; /* hash table of lanes with at least one item */
   size_t nbuckets;
   size_t nlanes;
   limiter_lane_t *free_lanes; /* recycled lanes */
 } limiter_t;
 
-/* Initialises `l` with `limit` slots (>= 1). Returns 0 or -ENOMEM. */
+/* Initialises `l` with `limit` slots (>= 1) and one class (0) without a cap.
+ * Returns 0, -EINVAL or -ENOMEM. */
 int limiter_init(limiter_t *l, int limit);
 
 /* Frees the limiter's own memory (lanes); items are the caller's. */
@@ -48,8 +64,9 @@ void limiter_free(limiter_t *l);
  * cancelled. The key bytes are copied. Returns 0 or -ENOMEM (item left IDLE). */
 int limiter_admit(limiter_t *l, limiter_item_t *it, const char *key, size_t keylen);
 
-/* Takes the oldest ready item if a slot is free: marks it ACTIVE and returns it.
- * Returns NULL when nothing is ready or every slot is taken. O(1). */
+/* Takes the oldest ready item of a class that may start (not blocked, below its cap)
+ * if a slot is free: marks it ACTIVE and returns it. Returns NULL when no such item
+ * is ready or every slot is taken. O(number of classes). */
 limiter_item_t *limiter_next(limiter_t *l);
 
 /* Peeks at the item limiter_next() would return, without taking it. */
@@ -66,5 +83,15 @@ void limiter_cancel(limiter_t *l, limiter_item_t *it);
 /* Changes the number of slots (>= 1). Lowering it never stops active items;
  * new starts wait until active < limit. */
 void limiter_set_limit(limiter_t *l, int limit);
+
+/* Makes classes 0 .. n-1 exist (never removes any: items may still use them).
+ * New classes have no cap and are not blocked. Returns 0 or -ENOMEM. */
+int limiter_set_classes(limiter_t *l, int n);
+
+/* Class `c`'s cap (0: none). Lowering it never stops active items. */
+void limiter_set_cap(limiter_t *l, int c, int cap);
+
+/* Blocks (1) or unblocks (0) class `c`: its ready items stay queued, in order. */
+void limiter_block(limiter_t *l, int c, int blocked);
 
 #endif

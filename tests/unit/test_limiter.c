@@ -288,6 +288,40 @@ START_TEST(many_lanes_grow_table) {
 }
 END_TEST
 
+/* A blocked or capped class holds back only its own items, in order. */
+START_TEST(classes_cap_and_block) {
+  limiter_item_t it[6];
+  limiter_set_limit(&L, 10);
+  ck_assert_int_eq(limiter_set_classes(&L, 2), 0);
+  ck_assert_int_eq(L.ncls, 2);
+  limiter_set_cap(&L, 1, 1);
+  for (int i = 0; i < 6; i++) {
+    memset(&it[i], 0, sizeof it[i]);
+    it[i].cls = i % 2; /* 0, 2, 4 in class 0; 1, 3, 5 in class 1 */
+    ck_assert_int_eq(limiter_admit(&L, &it[i], NULL, 0), 0);
+  }
+  ck_assert_int_eq(L.cls[1].queued, 3);
+  limiter_block(&L, 0, 1);
+  ck_assert_ptr_eq(limiter_next(&L), &it[1]);
+  ck_assert_ptr_null(limiter_next(&L)); /* class 1 at its cap, class 0 blocked */
+  limiter_block(&L, 0, 0);
+  ck_assert_ptr_eq(limiter_next(&L), &it[0]);
+  ck_assert_ptr_eq(limiter_next(&L), &it[2]);
+  limiter_release(&L, &it[1]);
+  ck_assert_ptr_eq(limiter_next(&L), &it[3]); /* older than it[4] */
+  ck_assert_ptr_eq(limiter_next(&L), &it[4]);
+  ck_assert_ptr_null(limiter_next(&L));
+  ck_assert_int_eq(L.cls[0].active, 3);
+  ck_assert_int_eq(L.cls[1].active, 1);
+  ck_assert_int_eq(limiter_set_classes(&L, 1), 0); /* never shrinks */
+  ck_assert_int_eq(L.ncls, 2);
+  limiter_cancel(&L, &it[5]);
+  for (int i = 0; i < 5; i++) limiter_release(&L, &it[i]);
+  ck_assert_int_eq(L.active, 0);
+  ck_assert_int_eq(L.queued, 0);
+}
+END_TEST
+
 /* ---- property test ------------------------------------------------------------ */
 
 /* ck_assert_* talks to the test runner on every success (a mark point); the hot loop
@@ -297,13 +331,14 @@ END_TEST
     if (!(cond)) ck_abort_msg("%s:%d: %s", __FILE__, __LINE__, #cond);                             \
   } while (0)
 
-enum { P_ITEMS = 300, P_KEYS = 50, P_OPS = 1000000 };
+enum { P_ITEMS = 300, P_KEYS = 50, P_OPS = 1000000, P_CLASSES = 4 };
 
 typedef struct {
   limiter_item_t item;
   int state;    /* shadow state (enum limiter_item_state) */
   int key;      /* -1: no key */
   uint64_t seq; /* admission number */
+  int cls;
 } pitem_t;
 
 typedef struct {
@@ -318,6 +353,9 @@ typedef struct {
   long admitted, released, cancelled;
   int active, queued;
   int ceiling; /* active may exceed limit only after a lowering, never grow past it */
+  int classes;  /* 1: items spread over P_CLASSES classes with caps and blocks */
+  int cap[P_CLASSES], blocked[P_CLASSES], cls_active[P_CLASSES];
+  long blocked_skips; /* starts that passed over an older item of a closed class */
 } model_t;
 
 static uint64_t prng(model_t *m) {
@@ -367,6 +405,8 @@ static void op_admit(model_t *m) {
   char key[16];
   p->key = pick(m, 5) == 0 ? -1 : pick(m, P_KEYS);
   p->seq = ++m->seq;
+  p->cls = m->classes ? pick(m, P_CLASSES) : 0;
+  p->item.cls = p->cls;
   int n = p->key < 0 ? 0 : snprintf(key, sizeof(key), "key:%d", p->key);
   REQUIRE(limiter_admit(&L, &p->item, key, (size_t)n) == 0);
   m->admitted++;
@@ -382,19 +422,51 @@ static void op_admit(model_t *m) {
     p->state = LIMITER_WAITING;
 }
 
+static int class_may_start(const model_t *m, int c) {
+  return !m->blocked[c] && (m->cap[c] == 0 || m->cls_active[c] < m->cap[c]);
+}
+
+/* The oldest ready item of a class that may start, or -1. */
+static int shadow_next(model_t *m) {
+  if (m->active >= L.limit) return -1;
+  for (int j = 0; j < m->nready; j++) {
+    if (class_may_start(m, m->items[m->ready[j]].cls)) {
+      if (j > 0) m->blocked_skips++;
+      return m->ready[j];
+    }
+  }
+  return -1;
+}
+
 static void op_next(model_t *m) {
   limiter_item_t *got = limiter_next(&L);
-  if (m->nready == 0 || m->active >= L.limit) {
+  int i = shadow_next(m);
+  if (i < 0) {
     REQUIRE(got == NULL);
     return;
   }
-  int i = m->ready[0];
-  REQUIRE(got == &m->items[i].item); /* the oldest ready item */
+  REQUIRE(got == &m->items[i].item); /* the oldest ready item that may start */
   list_remove(m->ready, &m->nready, i);
   m->items[i].state = LIMITER_ACTIVE;
   m->active++;
   m->queued--;
+  int c = m->items[i].cls;
+  m->cls_active[c]++;
   REQUIRE(L.active <= L.limit); /* a start never goes above the limit */
+  REQUIRE(m->cap[c] == 0 || L.cls[c].active <= m->cap[c]); /* nor above its class's cap */
+  REQUIRE(!m->blocked[c]);
+}
+
+static void op_set_cap(model_t *m) {
+  int c = pick(m, P_CLASSES), cap = pick(m, 6);
+  limiter_set_cap(&L, c, cap);
+  m->cap[c] = cap;
+}
+
+static void op_block(model_t *m) {
+  int c = pick(m, P_CLASSES);
+  m->blocked[c] = !m->blocked[c];
+  limiter_block(&L, c, m->blocked[c]);
 }
 
 static void release_item(model_t *m, int i) {
@@ -402,6 +474,7 @@ static void release_item(model_t *m, int i) {
   limiter_release(&L, &p->item);
   p->state = LIMITER_IDLE;
   m->active--;
+  m->cls_active[p->cls]--;
   m->released++;
   if (m->ceiling > L.limit && m->active < m->ceiling)
     m->ceiling = m->active > L.limit ? m->active : L.limit;
@@ -440,7 +513,7 @@ static void op_set_limit(model_t *m) {
 }
 
 /* Every invariant, after every operation. */
-static void check_model(const model_t *m) {
+static void check_model(model_t *m) {
   int head_of[P_KEYS];
   REQUIRE(L.active == m->active);
   REQUIRE(L.queued == m->queued);
@@ -458,13 +531,23 @@ static void check_model(const model_t *m) {
   size_t lanes = 0;
   for (int k = 0; k < P_KEYS; k++) lanes += m->nlane[k] > 0;
   REQUIRE(L.nlanes == lanes);
-  const limiter_item_t *want = m->nready && L.active < L.limit ? &m->items[m->ready[0]].item : NULL;
-  REQUIRE(limiter_peek(&L) == want);
+  for (int c = 0; c < L.ncls; c++) REQUIRE(L.cls[c].active == m->cls_active[c]);
+  int queued = 0;
+  for (int c = 0; c < L.ncls; c++) queued += L.cls[c].queued;
+  REQUIRE(queued == m->queued);
+  long skips = m->blocked_skips;
+  int next = shadow_next(m);
+  m->blocked_skips = skips;
+  REQUIRE(limiter_peek(&L) == (next < 0 ? NULL : &m->items[next].item));
 }
 
 static void drain(model_t *m) {
   limiter_set_limit(&L, P_ITEMS);
   m->ceiling = P_ITEMS;
+  for (int c = 0; c < P_CLASSES && m->classes; c++) {
+    limiter_block(&L, c, m->blocked[c] = 0);
+    limiter_set_cap(&L, c, m->cap[c] = 0);
+  }
   while (m->active > 0 || m->queued > 0) {
     while (m->nready > 0) op_next(m);
     for (int i = 0; i < P_ITEMS; i++) {
@@ -474,15 +557,25 @@ static void drain(model_t *m) {
   }
 }
 
-static void run_property(int change_limit, uint64_t seed) {
+enum { FIXED_LIMIT = 0, CHANGING_LIMIT = 1, CLASSES = 2 };
+
+static void run_property(int mode, uint64_t seed) {
   static model_t m;
+  int change_limit = mode == CHANGING_LIMIT;
   memset(&m, 0, sizeof(m));
   m.rng = seed;
+  m.classes = mode == CLASSES;
   limiter_set_limit(&L, 8);
   m.ceiling = 8;
+  if (m.classes) REQUIRE(limiter_set_classes(&L, P_CLASSES) == 0);
   for (long n = 0; n < P_OPS; n++) {
     int op = pick(&m, 100);
-    if (op < 35)
+    if (m.classes && op >= 97) {
+      if (op == 99)
+        op_block(&m);
+      else
+        op_set_cap(&m);
+    } else if (op < 35)
       op_admit(&m);
     else if (op < 65)
       op_next(&m);
@@ -503,15 +596,20 @@ static void run_property(int change_limit, uint64_t seed) {
   REQUIRE(m.admitted == m.released + m.cancelled); /* each ends exactly once */
   REQUIRE(m.released > P_OPS / 10);
   REQUIRE(m.cancelled > P_OPS / 100);
-  printf("limiter property (%s): %ld admitted, %ld released, %ld cancelled, peak %d before drain\n",
-         change_limit ? "changing limit" : "fixed limit", m.admitted, m.released, m.cancelled,
-         peak);
+  if (m.classes) REQUIRE(m.blocked_skips > P_OPS / 100); /* closed classes were passed over */
+  static const char *names[] = {"fixed limit", "changing limit", "classes, caps, blocks"};
+  printf("limiter property (%s): %ld admitted, %ld released, %ld cancelled, peak %d before "
+         "drain, %ld starts passed a closed class\n",
+         names[mode], m.admitted, m.released, m.cancelled, peak, m.blocked_skips);
 }
 
-START_TEST(property_fixed_limit) { run_property(0, 0x5eed0001); }
+START_TEST(property_fixed_limit) { run_property(FIXED_LIMIT, 0x5eed0001); }
 END_TEST
 
-START_TEST(property_changing_limit) { run_property(1, 0x5eed0002); }
+START_TEST(property_changing_limit) { run_property(CHANGING_LIMIT, 0x5eed0002); }
+END_TEST
+
+START_TEST(property_classes) { run_property(CLASSES, 0x5eed0003); }
 END_TEST
 
 static Suite *limiter_suite(void) {
@@ -528,12 +626,14 @@ static Suite *limiter_suite(void) {
   tcase_add_test(tc, runtime_limit_change);
   tcase_add_test(tc, peak_counter);
   tcase_add_test(tc, many_lanes_grow_table);
+  tcase_add_test(tc, classes_cap_and_block);
   suite_add_tcase(s, tc);
   TCase *prop = tcase_create("property");
   tcase_add_checked_fixture(prop, setup, teardown);
   tcase_set_timeout(prop, 300);
   tcase_add_test(prop, property_fixed_limit);
   tcase_add_test(prop, property_changing_limit);
+  tcase_add_test(prop, property_classes);
   suite_add_tcase(s, prop);
   return s;
 }
