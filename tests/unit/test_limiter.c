@@ -316,7 +316,8 @@ START_TEST(classes_cap_and_block) {
   ck_assert_int_eq(limiter_set_classes(&L, 1), 0); /* never shrinks */
   ck_assert_int_eq(L.ncls, 2);
   limiter_cancel(&L, &it[5]);
-  for (int i = 0; i < 5; i++) limiter_release(&L, &it[i]);
+  for (int i = 0; i < 5; i++)
+    if (i != 1) limiter_release(&L, &it[i]);
   ck_assert_int_eq(L.active, 0);
   ck_assert_int_eq(L.queued, 0);
 }
