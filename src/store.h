@@ -93,6 +93,10 @@ typedef struct store_ops {
   void (*dead)(store_t *s, store_event_t *ev, int ran, const char *err);
   /* Claimed but never started: back to pending, no attempt used. */
   void (*release)(store_t *s, store_event_t *ev);
+  /* Claimed but not to be started yet (its route's breaker is open, the route is
+   * snoozed): back to pending, no attempt used, last error kept, and not claimable
+   * before `available_at` (ms since the epoch), so no host claims it again in vain. */
+  void (*defer)(store_t *s, store_event_t *ev, int64_t available_at);
   /* Writes buffered settlements now. Returns 0 or a negative code. */
   int (*flush)(store_t *s);
   /* 1 when the source can never yield more and holds nothing unsettled (end of
@@ -170,6 +174,7 @@ int store_pg_init_schema(const char *url, char *errbuf, size_t errlen);
 #define store_fail(s, ev, at, err) ((s)->ops->fail((s), (ev), (at), (err)))
 #define store_dead(s, ev, ran, err) ((s)->ops->dead((s), (ev), (ran), (err)))
 #define store_release(s, ev) ((s)->ops->release((s), (ev)))
+#define store_defer(s, ev, at) ((s)->ops->defer((s), (ev), (at)))
 #define store_flush(s) ((s)->ops->flush((s)))
 #define store_exhausted(s) ((s)->ops->exhausted((s)))
 #define store_counts(s, c) ((s)->ops->counts((s), (c)))

@@ -428,11 +428,9 @@ static void nd_dead(store_t *s, store_event_t *ev, int ran, const char *err) {
   settle((nd_t *)s, ev);
 }
 
-static void nd_fail(store_t *s, store_event_t *ev, int64_t available_at, const char *err) {
-  nd_t *d = (nd_t *)s;
-  (void)err;
+/* Holds `ev` in the retry heap until `available_at`. */
+static void hold_until(nd_t *d, store_event_t *ev, int64_t available_at) {
   d->out--;
-  ev->attempts++;
   node(ev)->available_at = available_at;
   if (heap_push(d, ev)) {
     log_at(LOG_ERROR, "out of memory: retry dropped", KI("id", ev->id));
@@ -441,6 +439,16 @@ static void nd_fail(store_t *s, store_event_t *ev, int64_t available_at, const c
     return;
   }
   arm_retry(d);
+}
+
+static void nd_fail(store_t *s, store_event_t *ev, int64_t available_at, const char *err) {
+  (void)err;
+  ev->attempts++;
+  hold_until((nd_t *)s, ev, available_at);
+}
+
+static void nd_defer(store_t *s, store_event_t *ev, int64_t available_at) {
+  hold_until((nd_t *)s, ev, available_at);
 }
 
 static void nd_release(store_t *s, store_event_t *ev) {
@@ -519,6 +527,7 @@ static const store_ops_t ops = {
     .fail = nd_fail,
     .dead = nd_dead,
     .release = nd_release,
+    .defer = nd_defer,
     .flush = nd_flush,
     .exhausted = nd_exhausted,
     .counts = nd_counts,

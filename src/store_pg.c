@@ -88,8 +88,8 @@ static const char schema_sql[] =
 static const char claim_sql[] = CLAIM_SQL(HEAD_OF_KEY);
 static const char claim_any_sql[] = CLAIM_SQL("");
 
-/* $1 host, $2 ids, $3 kinds (0 ack, 1 fail, 2 dead, 3 release), $4 args (fail:
- * available_at ms; dead: attempts to add), $5 errors, $6 keep done rows. Returns the
+/* $1 host, $2 ids, $3 kinds (0 ack, 1 fail, 2 dead, 3 release, 4 defer), $4 args
+ * (fail, defer: available_at ms; dead: attempts to add), $5 errors, $6 keep done rows. Returns the
  * ids written; a missing id was fenced out. */
 static const char flush_sql[] =
     "WITH s AS (SELECT * FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[])"
@@ -100,7 +100,7 @@ static const char flush_sql[] =
     " status = CASE s.kind WHEN 0 THEN 'done' WHEN 2 THEN 'dead' ELSE 'pending' END,"
     " attempts = o.attempts + CASE s.kind WHEN 0 THEN 1 WHEN 1 THEN 1"
     " WHEN 2 THEN s.arg::int ELSE 0 END,"
-    " available_at = CASE s.kind WHEN 1 THEN to_timestamp(s.arg / 1000.0)"
+    " available_at = CASE WHEN s.kind IN (1, 4) THEN to_timestamp(s.arg / 1000.0)"
     " ELSE o.available_at END,"
     " last_error = CASE WHEN s.kind IN (1, 2) THEN s.err ELSE o.last_error END,"
     " locked_by = NULL, locked_until = NULL"
@@ -143,7 +143,7 @@ static const char requeue_ids_sql[] =
 
 /* ------------------------------------------------------------ the store */
 
-enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE };
+enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE, SET_DEFER };
 enum { OP_NONE, OP_LISTEN, OP_FLUSH, OP_CLAIM, OP_RENEW, OP_NEXT_DUE, OP_COUNTS };
 enum { ST_DOWN, ST_CONNECTING, ST_READY };
 
@@ -738,7 +738,7 @@ static int returned_ids(const PGresult *r, idset_t *got) {
   return 0;
 }
 
-static const char *const kind_name[] = {"ack", "fail", "dead", "release"};
+static const char *const kind_name[] = {"ack", "fail", "dead", "release", "defer"};
 
 static void flush_done(pg_t *s, const PGresult *r) {
   idset_t got = {0};
@@ -748,7 +748,7 @@ static void flush_done(pg_t *s, const PGresult *r) {
     if (ok && !idset_has(&got, x->id))
       log_at(LOG_WARN, "settlement fenced out: the lease was lost", KI("id", x->id),
              KS("outcome", kind_name[x->kind]));
-    if (x->kind == SET_FAIL) arm_due(s, x->arg);
+    if (x->kind == SET_FAIL || x->kind == SET_DEFER) arm_due(s, x->arg);
   }
   idset_free(&got);
   settles_clear(&s->sending);
@@ -1029,7 +1029,7 @@ static void on_flush_timer(uv_timer_t *t) {
 
 /* Takes over `ev`: remembers what the write needs, frees the event. */
 static void settle(pg_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
-  settle_t x = {ev->id, kind == SET_FAIL ? store_clamp_time(arg) : arg, kind,
+  settle_t x = {ev->id, kind == SET_FAIL || kind == SET_DEFER ? store_clamp_time(arg) : arg, kind,
                 store_error_text(err), 0};
   idset_del(&s->out, ev->id);
   store_event_free(ev);
@@ -1062,6 +1062,10 @@ static void pg_dead(store_t *b, store_event_t *ev, int ran, const char *err) {
 
 static void pg_release(store_t *b, store_event_t *ev) {
   settle((pg_t *)b, ev, SET_RELEASE, 0, NULL);
+}
+
+static void pg_defer(store_t *b, store_event_t *ev, int64_t available_at) {
+  settle((pg_t *)b, ev, SET_DEFER, available_at, NULL);
 }
 
 /* Asks for the buffer to be written now; the write completes on the loop. */
@@ -1424,6 +1428,7 @@ static const store_ops_t pg_ops = {
     .fail = pg_fail,
     .dead = pg_dead,
     .release = pg_release,
+    .defer = pg_defer,
     .flush = pg_flush,
     .exhausted = pg_exhausted,
     .counts = pg_counts,

@@ -64,6 +64,7 @@ enum {
   ST_FAIL,
   ST_DEAD,
   ST_RELEASE,
+  ST_DEFER,
   ST_RENEW,
   ST_NEXT_DUE,
   ST_DATA_VERSION,
@@ -108,6 +109,7 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_DEAD] = "UPDATE outbox SET status = 'dead', attempts = attempts + ?3,"
                 " last_error = ?4," UNLOCK FENCE,
     [ST_RELEASE] = "UPDATE outbox SET status = 'pending'," UNLOCK FENCE,
+    [ST_DEFER] = "UPDATE outbox SET status = 'pending', available_at = ?3," UNLOCK FENCE,
     [ST_RENEW] = "UPDATE outbox SET locked_until = ?3" FENCE,
     /* The next moment something not claimable now becomes claimable: a retry
      * coming due, or another host's lease running out. ?1 now, ?2 host. */
@@ -131,11 +133,11 @@ static const char *const sql_text[ST_COUNT] = {
 
 /* ------------------------------------------------------------ the store */
 
-enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE };
+enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE, SET_DEFER };
 
 typedef struct settle {
   int64_t id;
-  int64_t arg; /* fail: available_at; dead: attempts to add */
+  int64_t arg; /* fail, defer: available_at; dead: attempts to add */
   int kind;
   char *err; /* owned copy, or NULL */
 } settle_t;
@@ -311,14 +313,15 @@ static void arm_next_due(sq_t *s, int64_t now) {
 
 /* ---------------------------------------------------------- settlements */
 
-static const char *const kind_name[] = {"ack", "fail", "dead", "release"};
+static const char *const kind_name[] = {"ack", "fail", "dead", "release", "defer"};
 
 /* The statement that writes settlement x. */
 static int settle_stmt(const sq_t *s, const settle_t *x) {
-  return x->kind == SET_ACK    ? (s->base.opts.keep_done ? ST_ACK_DONE : ST_ACK_DELETE)
-         : x->kind == SET_FAIL ? ST_FAIL
-         : x->kind == SET_DEAD ? ST_DEAD
-                               : ST_RELEASE;
+  return x->kind == SET_ACK     ? (s->base.opts.keep_done ? ST_ACK_DONE : ST_ACK_DELETE)
+         : x->kind == SET_FAIL  ? ST_FAIL
+         : x->kind == SET_DEAD  ? ST_DEAD
+         : x->kind == SET_DEFER ? ST_DEFER
+                                : ST_RELEASE;
 }
 
 static void bind_settle(sq_t *s, sqlite3_stmt *st, const settle_t *x) {
@@ -328,6 +331,7 @@ static void bind_settle(sq_t *s, sqlite3_stmt *st, const settle_t *x) {
     sqlite3_bind_int64(st, 3, x->arg);
     sqlite3_bind_text(st, 4, x->err, -1, SQLITE_STATIC); /* NULL binds NULL */
   }
+  if (x->kind == SET_DEFER) sqlite3_bind_int64(st, 3, x->arg);
 }
 
 static int write_one(sq_t *s, const settle_t *x) {
@@ -359,7 +363,7 @@ static void drop_settlements(sq_t *s) {
 /* After the commit that wrote them: retries get a timer, the buffer empties. */
 static void settlements_committed(sq_t *s) {
   for (int i = 0; i < s->nset; i++)
-    if (s->set[i].kind == SET_FAIL) arm_due(s, s->set[i].arg);
+    if (s->set[i].kind == SET_FAIL || s->set[i].kind == SET_DEFER) arm_due(s, s->set[i].arg);
   drop_settlements(s);
   db_ok(s);
 }
@@ -420,7 +424,7 @@ static void settle(sq_t *s, store_event_t *ev, int kind, int64_t arg, const char
   settle_t *x = &s->set[s->nset++];
   x->id = id;
   x->kind = kind;
-  x->arg = kind == SET_FAIL ? store_clamp_time(arg) : arg;
+  x->arg = kind == SET_FAIL || kind == SET_DEFER ? store_clamp_time(arg) : arg;
   x->err = store_error_text(err);
   int batch = s->base.opts.batch > 0 ? s->base.opts.batch : 1;
   if (s->nset >= batch) {
@@ -443,6 +447,10 @@ static void sq_dead(store_t *b, store_event_t *ev, int ran, const char *err) {
 
 static void sq_release(store_t *b, store_event_t *ev) {
   settle((sq_t *)b, ev, SET_RELEASE, 0, NULL);
+}
+
+static void sq_defer(store_t *b, store_event_t *ev, int64_t available_at) {
+  settle((sq_t *)b, ev, SET_DEFER, available_at, NULL);
 }
 
 static int sq_flush(store_t *b) { return flush_in_call((sq_t *)b); }
@@ -872,6 +880,7 @@ static const store_ops_t sqlite_ops = {
     .fail = sq_fail,
     .dead = sq_dead,
     .release = sq_release,
+    .defer = sq_defer,
     .flush = sq_flush,
     .exhausted = sq_exhausted,
     .counts = sq_counts,
