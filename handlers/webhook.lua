@@ -1,6 +1,7 @@
 -- webhook.lua: POSTs each event's payload as JSON to OUTBOX_WEBHOOK_URL.
--- 2xx -> done; 408, 429, 5xx -> retried (after Retry-After when given, in seconds
--- or as an HTTP date);
+-- 2xx -> done; 408, 429, 5xx -> retried; a 429 or 503 with Retry-After (seconds or
+-- an HTTP date) snoozes: the event and every other event of its route wait that long
+-- (outbox.snooze), with "HTTP <status>: <start of body>" as the event's last_error;
 -- other statuses -> dead now (retrying cannot help); network errors -> retried.
 --
 --   OUTBOX_WEBHOOK_URL=https://example.com/hook outboxd run handlers/webhook.lua
@@ -94,11 +95,12 @@ return function(event)
   if not res then error("webhook: " .. err, 0) end
   local s = res.status
   if s >= 200 and s <= 299 then return end
-  local why = string.format("webhook: HTTP %d: %s", s, snippet(res.body))
+  local why = string.format("HTTP %d: %s", s, snippet(res.body))
   if s == 408 or s == 429 or s >= 500 then
     local after = retry_after(res.headers["retry-after"])
-    if after then return outbox.retry(after) end
-    error(why, 0)
+    if after and (s == 429 or s == 503) then return outbox.snooze(after, why) end
+    if after then return outbox.retry(after, why) end
+    error("webhook: " .. why, 0)
   end
-  return outbox.reject(why)
+  return outbox.reject("webhook: " .. why)
 end

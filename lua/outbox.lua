@@ -12,7 +12,7 @@ local yield = coroutine.yield
 local traceback = debug.traceback
 
 local DONE = core.DONE              -- sentinel: "this yield ends a run"
-local K_DONE, K_FAIL, K_RETRY, K_REJECT = 0, 1, 2, 3
+local K_DONE, K_FAIL, K_RETRY, K_REJECT, K_SNOOZE = 0, 1, 2, 3, 4
 local T_EVENT, T_HOOK = 1, 2
 
 local outbox = { json = { encode = json_encode, decode = json_decode, null = cjson.null } }
@@ -21,12 +21,58 @@ local outbox = { json = { encode = json_encode, decode = json_decode, null = cjs
 local routes = {}        -- exact topic -> fn
 local prefixes = {}      -- { prefix, fn }, longest first
 local default_handler    -- the function the script returned
+local route_specs = {}   -- pattern -> what the C core isolates per route (see route_opts)
 
-function outbox.handle(topic, fn)
+-- "N/s" or "N/m" (or a number, per second) -> starts per second.
+local function parse_rate(v)
+  if type(v) == "number" and v > 0 then return v end
+  if type(v) ~= "string" then return nil end
+  local n, unit = v:match("^%s*([%d%.]+)%s*/%s*([sm])%s*$")
+  n = tonumber(n)
+  if not n or n <= 0 then return nil end
+  return unit == "m" and n / 60 or n
+end
+
+local function positive(v) return type(v) == "number" and v > 0 and v < 1e9 end
+
+-- Checks outbox.handle's options; returns the route's spec for the C core.
+local function route_opts(topic, opts)
+  local spec = { pattern = topic }
+  if opts == nil then return spec end
+  if type(opts) ~= "table" then error("outbox.handle: options must be a table", 3) end
+  for k, v in pairs(opts) do
+    if k == "breaker" then
+      if type(v) ~= "string" or v == "" then
+        error("outbox.handle: breaker must be a non-empty name", 3)
+      end
+      spec.breaker = v
+    elseif k == "concurrency" then
+      if not positive(v) or v % 1 ~= 0 then
+        error("outbox.handle: concurrency must be a whole number >= 1", 3)
+      end
+      spec.concurrency = v
+    elseif k == "rate" then
+      spec.rate = parse_rate(v)
+      if not spec.rate then
+        error("outbox.handle: rate must be \"N/s\" or \"N/m\", got " .. tostring(v), 3)
+      end
+    elseif k == "timeout" or k == "slow" then
+      if not positive(v) then error("outbox.handle: " .. k .. " must be seconds > 0", 3) end
+      spec[k] = v
+    else
+      error("outbox.handle: unknown option '" .. tostring(k) ..
+            "' (breaker, concurrency, rate, timeout, slow)", 3)
+    end
+  end
+  return spec
+end
+
+function outbox.handle(topic, fn, opts)
   if type(topic) ~= "string" or topic == "" then
     error("outbox.handle: topic must be a non-empty string", 2)
   end
   if type(fn) ~= "function" then error("outbox.handle: handler must be a function", 2) end
+  route_specs[topic] = route_opts(topic, opts)
   if topic:sub(-1) == "*" then
     local p = topic:sub(1, -2)
     for i = #prefixes, 1, -1 do
@@ -50,16 +96,28 @@ local function route(topic)
 end
 
 ---------------------------------------------------------------- outcomes
-local retry_mt, reject_mt, poison_mt = {}, {}, {}
+local retry_mt, reject_mt, poison_mt, snooze_mt = {}, {}, {}, {}
 
-function outbox.retry(seconds)
+local function delay_of(name, seconds)
   local n = tonumber(seconds)
   -- NaN fails every comparison and inf would never come due: both are refused
   if not n or not (n >= 0) or n == math.huge then
-    error("outbox.retry: seconds must be a finite number >= 0, got " .. tostring(seconds), 2)
+    error("outbox." .. name .. ": seconds must be a finite number >= 0, got " .. tostring(seconds), 3)
   end
-  seconds = n
-  return setmetatable({ delay = seconds }, retry_mt)
+  return n
+end
+
+-- Failed; the next attempt after `seconds`. `reason` (optional) becomes last_error.
+function outbox.retry(seconds, reason)
+  return setmetatable({ delay = delay_of("retry", seconds),
+                        reason = reason ~= nil and tostring(reason) or nil }, retry_mt)
+end
+
+-- Like retry, and this event's route starts no new event on this host for `seconds`
+-- (a downstream answering 429 or 503 with Retry-After).
+function outbox.snooze(seconds, reason)
+  return setmetatable({ delay = delay_of("snooze", seconds),
+                        reason = reason ~= nil and tostring(reason) or nil }, snooze_mt)
 end
 
 function outbox.reject(reason)
@@ -107,7 +165,8 @@ local function run_event(ev)
   if r == nil or r == true then return K_DONE end
   if r == false then return K_FAIL, e ~= nil and tostring(e) or "handler returned false" end
   local mt = getmetatable(r)
-  if mt == retry_mt then return K_RETRY, r.delay end
+  if mt == retry_mt then return K_RETRY, r.delay, r.reason end
+  if mt == snooze_mt then return K_SNOOZE, r.delay, r.reason end
   if mt == reject_mt then return K_REJECT, r.reason end
   return K_DONE
 end
@@ -285,5 +344,10 @@ local internals = {
   hooks = hooks,
   set_handler = function(fn) default_handler = fn end,
   has_routes = function() return next(routes) ~= nil or #prefixes > 0 end,
+  route_specs = function()
+    local list = {}
+    for _, spec in pairs(route_specs) do list[#list + 1] = spec end
+    return list
+  end,
 }
 return outbox, internals

@@ -14,10 +14,11 @@
 #include "memmon.h"
 
 #define OFF(f) offsetof(config_t, f)
+#define ADAPTIVE_MAX_DEFAULT 1000 /* --concurrency auto: a route's limit at most */
 
 const config_opt_t config_opts[] = {
-    {"concurrency", "OUTBOX_CONCURRENCY", "concurrency", CT_INT, OFF(concurrency), "N", "10",
-     "handlers in flight at most"},
+    {"concurrency", "OUTBOX_CONCURRENCY", "concurrency", CT_CONCURRENCY, OFF(concurrency),
+     "N|auto[:MAX]", "10", "handlers in flight at most; auto: each route's limit adapts up to MAX"},
     {"batch", "OUTBOX_BATCH_SIZE", "batch", CT_INT, OFF(batch), "N", "50",
      "events claimed per claim"},
     {"poll", "OUTBOX_POLL_INTERVAL", "poll", CT_MS, OFF(poll_ms), "MS", "5000",
@@ -36,6 +37,8 @@ const config_opt_t config_opts[] = {
      OFF(breaker_min_calls), "N", "10", "outcomes needed before the rate counts"},
     {"breaker-cooldown", "OUTBOX_BREAKER_COOLDOWN", "breaker_cooldown", CT_MS,
      OFF(breaker_cooldown_ms), "MS", "30000", "open time before a half-open trial"},
+    {"breaker-slow", "OUTBOX_BREAKER_SLOW", "breaker_slow", CT_MS, OFF(breaker_slow_ms), "MS", "off",
+     "a run longer than this counts as a failure for its breaker"},
     {"memory-limit", "OUTBOX_MEMORY_LIMIT", "memory_limit", CT_SIZE, OFF(memory_limit), "SIZE",
      "cgroup, else RAM", "what 100% memory means"},
     {"memory-high", "OUTBOX_MEMORY_HIGH", "memory_high", CT_PCT, OFF(memory_high_pct), "PCT", "90",
@@ -129,6 +132,18 @@ int config_set(config_t *c, int i, const char *value, int source, char *err, siz
   int64_t v = 0;
   if (source < c->source[i]) return 0;
   switch (o->type) {
+  case CT_CONCURRENCY:
+    if (strncmp(value, "auto", 4) == 0 && (value[4] == 0 || value[4] == ':')) {
+      v = ADAPTIVE_MAX_DEFAULT;
+      if (value[4] == ':' && (parse_i64(value + 5, &v) || v < 1 || v > 10000000))
+        return bad(o, source, value, "auto or auto:MAX with MAX a whole number from 1", err,
+                   errlen);
+      c->concurrency_auto = 1;
+      *(int *)field = (int)v;
+      break;
+    }
+    c->concurrency_auto = 0;
+    /* fallthrough */
   case CT_INT:
     if (parse_i64(value, &v) || v < 1 || v > 10000000)
       return bad(o, source, value, "a whole number from 1", err, errlen);

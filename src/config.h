@@ -20,11 +20,13 @@ enum config_type {
   CT_LEVEL,    /* debug | info | warn | error */
   CT_BOOL,     /* a flag without value */
   CT_NEGBOOL,  /* a flag that turns a default-on setting off */
-  CT_STRING
+  CT_STRING,
+  CT_CONCURRENCY /* N, auto or auto:MAX */
 };
 
 typedef struct config {
-  int concurrency;
+  int concurrency;      /* the global limit (MAX under auto) */
+  int concurrency_auto; /* 1: each route's limit adapts (--concurrency auto[:MAX]) */
   int batch;
   int64_t poll_ms;
   int max_attempts;
@@ -34,6 +36,7 @@ typedef struct config {
   int breaker_window;
   int breaker_min_calls;
   int64_t breaker_cooldown_ms;
+  int64_t breaker_slow_ms; /* a run longer than this counts as a failure; 0: off */
   int64_t memory_limit; /* 0: detect */
   int memory_high_pct;
   int64_t memory_interval_ms;
@@ -51,7 +54,7 @@ typedef struct config {
   char metrics[128];
   char db[1024];
   const char *http_stub; /* outboxd test: outbox.http answered by this Lua file */
-  unsigned char source[32]; /* per option, enum config_source */
+  unsigned char source[64]; /* per option, enum config_source */
 } config_t;
 
 typedef struct config_opt {

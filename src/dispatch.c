@@ -1,7 +1,13 @@
 /* dispatch — store -> limiter -> breaker -> host -> outcome -> store, on one loop.
+ * Each event belongs to a route (routes.c): its breaker, cap, rate and snooze gate
+ * only that route's events. Events of a route that may not start for a while (its
+ * breaker is open, it is snoozed, or it holds more than it can start soon) go back
+ * to the store deferred: pending, untouched, but not claimable before the route may
+ * start again, so no host claims them in vain and every other route keeps flowing.
  * Invariants: every claimed event is handed back to the store exactly once (ack,
- * fail, dead or release); pump() is the only place that claims and starts, and it
- * never re-enters itself (outcomes that arrive inside it ask for another round). */
+ * fail, dead, release or defer); pump() is the only place that claims and starts,
+ * and it never re-enters itself (outcomes that arrive inside it ask for another
+ * round); a deferred event takes every later unstarted event of its key with it. */
 #include "dispatch.h"
 
 #include <errno.h>
@@ -27,6 +33,7 @@ extern char **environ;
 #include "memmon.h"
 #include "metrics.h"
 #include "notify.h"
+#include "routes.h"
 #include "statusline.h"
 #include "store.h"
 #include "watch.h"
@@ -41,6 +48,12 @@ extern char **environ;
 #define ENV_RESTART_ID "OUTBOXD_RESTART_EVENT"
 #define ENV_RESTART_WHY "OUTBOXD_RESTART_REASON"
 #define RESTART_ENV_MAX 1024
+#define DURATION_EMA 0.1 /* weight of a run in its route's average run time */
+#define HELD_MARGIN_MS 50      /* --once waits this past the last deferral */
+#define CLAIM_REST_MS 20        /* first wait after a claim that brought only surplus */
+#define CLAIM_REST_MAX_MS 1000  /* and the longest */
+#define HALF_OPEN_HOLD_MS 100 /* surplus of a route on trial waits this (or 2 runs) */
+#define SNOOZE_MAX_MS 3600000 /* a route snoozes an hour at most (the event may wait longer) */
 
 typedef struct retired retired_t;
 
@@ -49,7 +62,10 @@ typedef struct job {
   store_event_t *ev;
   struct dispatch *d;
   uint64_t ticket;
+  int route;               /* index in routes_t */
+  int breaker;             /* the breaker the ticket is from */
   uint64_t start_ns;       /* uv_hrtime() when the handler started */
+  int64_t start_ms;        /* loop time when the handler started */
   struct job *next, *prev; /* claimed-but-unstarted list */
   int started;
 } job_t;
@@ -61,11 +77,20 @@ struct dispatch {
   store_t *store;
   host_t *host;
   limiter_t lim;
-  breaker_t brk;
+  routes_t rt;
+  host_route_stats_t *rstats; /* outbox.stats() routes, sized to rt.n */
+  host_breaker_stats_t *bstats;
+  metrics_route_t *mroutes; /* /metrics per route and breaker */
+  metrics_breaker_t *mbreakers;
+  char open_names[256]; /* the status line's open breakers */
   memmon_t mem;
   backoff_t bo;
   uv_timer_t tick; /* memory sampling, rate, breaker cooldown */
   uv_timer_t brk_timer;
+  uv_timer_t gate_timer; /* a route's breaker, snooze or rate lets it start again */
+  int64_t gate_due;      /* when gate_timer fires (loop ms), 0 when stopped */
+  int64_t held_until;    /* the latest time an event was deferred to (epoch ms) */
+  int64_t claim_rest_until, claim_rest_ms; /* see want_claim */
   uv_timer_t drain_timer;
   uv_timer_t ops_tick; /* status line, store counts for metrics, systemd STATUS= */
   uv_timer_t notify_ping; /* systemd WATCHDOG=1 at half of WATCHDOG_USEC */
@@ -113,8 +138,8 @@ static void pump(dispatch_t *d);
 static void finish(dispatch_t *d);
 static void notify_stopping(dispatch_t *d);
 static void reload(dispatch_t *d, const char *why);
-static void on_brk_timer(uv_timer_t *t);
 static void on_wake_idle(uv_idle_t *h);
+static void on_gate_timer(uv_timer_t *t);
 
 /* ------------------------------------------------------------------ jobs */
 
@@ -163,21 +188,136 @@ static void release_unstarted(dispatch_t *d) {
   }
 }
 
-/* ------------------------------------------------------------------ breaker */
+/* ------------------------------------------------------------------ routes */
 
-static void breaker_changed(dispatch_t *d, int state) {
+static int64_t loop_ms(const dispatch_t *d) { return (int64_t)uv_now(d->loop); }
+
+/* Loop time `at` as epoch ms, for the store. */
+static int64_t wall_at(const dispatch_t *d, int64_t at) {
+  int64_t wait = at - loop_ms(d);
+  return wall_ms() + (wait > 0 ? wait : 0);
+}
+
+static void defer_one(dispatch_t *d, job_t *j, int64_t wall_until) {
+  if (wall_until > d->held_until) d->held_until = wall_until;
+  unstarted_del(d, j);
+  limiter_cancel(&d->lim, &j->item);
+  store_defer(d->store, j->ev, wall_until);
+  job_free(d, j);
+}
+
+/* Gives an unstarted event back until `wall_until`, with every later unstarted
+ * event of its key (they must not overtake it). */
+static void defer_job(dispatch_t *d, job_t *j, int64_t wall_until) {
+  const char *key = d->cfg->ordering_key ? j->ev->key : NULL;
+  for (job_t *o = d->unstarted, *next; o && key; o = next) {
+    next = o->next;
+    if (o != j && o->ev->key && o->ev->id > j->ev->id && strcmp(o->ev->key, key) == 0) {
+      if (next == j) next = j->next;
+      defer_one(d, o, wall_until);
+    }
+  }
+  defer_one(d, j, wall_until);
+}
+
+/* The unstarted events of every route that is held (breaker open, snoozed) go back
+ * until the hold ends. */
+static void defer_held(dispatch_t *d) {
+  int64_t now = loop_ms(d);
+  for (;;) {
+    job_t *j = d->unstarted;
+    int64_t until = 0;
+    while (j && !(until = routes_hold_until(&d->rt, j->route, now))) j = j->next;
+    if (!j) return;
+    defer_job(d, j, wall_at(d, until));
+  }
+}
+
+/* Route r's slots: its own concurrency, the adaptive limit, or none (0). */
+static int route_cap(const dispatch_t *d, const route_t *x) {
+  int cap = x->concurrency;
+  if (d->rt.adaptive_max) {
+    int a = adaptive_limit(&x->adaptive);
+    if (!cap || a < cap) cap = a;
+  }
+  return cap;
+}
+
+/* Opens or closes route r's class in the limiter; returns when to look again
+ * (0: nothing to wait for in time). */
+static int64_t gate_route(dispatch_t *d, int r, int64_t now) {
+  int64_t until = 0;
+  int ok = routes_may_start(&d->rt, r, now, &until);
+  limiter_block(&d->lim, r, !ok);
+  limiter_set_cap(&d->lim, r, route_cap(d, &d->rt.v[r]));
+  return !ok && until > now ? until : 0;
+}
+
+static void breaker_changed(dispatch_t *d, int b, int state);
+
+/* Moves breakers that are due to half-open and sets every route's gate; arms the
+ * gate timer for the next moment a closed gate may open. */
+static void update_gates(dispatch_t *d) {
+  int64_t now = loop_ms(d), next = 0;
+  for (int b = 0; b < d->rt.nbreakers; b++)
+    breaker_changed(d, b, breaker_tick(&d->rt.breakers[b].brk, now));
+  for (int r = 0; r < d->rt.n; r++) {
+    int64_t t = gate_route(d, r, now);
+    if (t && (!next || t < next)) next = t;
+  }
+  if (d->claim_rest_until > now && (!next || d->claim_rest_until < next))
+    next = d->claim_rest_until;
+  d->gate_due = next;
+  if (next)
+    uv_timer_start(&d->gate_timer, on_gate_timer, (uint64_t)(next - now), 0);
+  else
+    uv_timer_stop(&d->gate_timer);
+}
+
+/* Is any route held back for a while (a breaker not closed, a snooze, events
+ * deferred until later)? --once waits for it rather than calling the store empty;
+ * the gate timer looks again once deferred events are due (with a margin for the
+ * store's clock). */
+static int routes_held(dispatch_t *d) {
+  int64_t left = d->held_until + HELD_MARGIN_MS - wall_ms();
+  if (left > 0) {
+    if (!d->gate_due || loop_ms(d) + left < d->gate_due) {
+      d->gate_due = loop_ms(d) + left;
+      uv_timer_start(&d->gate_timer, on_gate_timer, (uint64_t)left, 0);
+    }
+    return 1;
+  }
+  for (int b = 0; b < d->rt.nbreakers; b++)
+    if (d->rt.breakers[b].brk.state != BREAKER_CLOSED) return 1;
+  return 0;
+}
+
+static void breaker_changed(dispatch_t *d, int b, int state) {
   if (state == BREAKER_NO_CHANGE) return;
+  route_breaker_t *rb = &d->rt.breakers[b];
   const char *name = breaker_state_name(state);
   log_at(state == BREAKER_OPEN ? LOG_WARN : LOG_INFO, "circuit breaker changed", KS("state", name),
-         KF("failure_rate", breaker_failure_rate(&d->brk)));
-  if (state == BREAKER_OPEN) {
-    release_unstarted(d);
-    int64_t wait = breaker_reopen_at(&d->brk) - (int64_t)uv_now(d->loop);
-    uv_timer_start(&d->brk_timer, on_brk_timer, wait > 0 ? (uint64_t)wait : 0, 0);
-  }
+         KS("breaker", rb->name),
+         KF("failure_rate", breaker_failure_rate(&rb->brk)),
+         KI("cooldown_ms", state == BREAKER_OPEN ? rb->brk.current_ms : 0));
+  if (state == BREAKER_OPEN) defer_held(d);
   static const char *hooks[] = {"circuit-breaker:closed", "circuit-breaker:opened",
                                 "circuit-breaker:half-open"};
-  host_fire(d->host, hooks[state], NULL, NULL);
+  host_fire_breaker(d->host, hooks[state], rb->name);
+}
+
+/* Applies the current generation's routes (at start and after a reload). */
+static int apply_specs(void *arg, const route_spec_t *specs, int n) {
+  dispatch_t *d = arg;
+  int rc = routes_apply(&d->rt, specs, n, loop_ms(d));
+  if (rc == 0) rc = limiter_set_classes(&d->lim, d->rt.n);
+  return rc;
+}
+
+static int apply_routes(dispatch_t *d) {
+  int rc = host_routes(d->host, apply_specs, d);
+  if (rc) log_at(LOG_ERROR, "out of memory applying the script's routes");
+  return rc;
 }
 
 /* ------------------------------------------------------------------ outcomes */
@@ -197,9 +337,11 @@ static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double dela
   store_event_t *ev = j->ev;
   int attempt = ev->attempts + 1;
   d->failed++;
+  d->rt.v[j->route].failed++;
   fire_event(d, "event:failed", ev, msg);
   if (attempt >= d->cfg->max_attempts) {
     d->dead++;
+    d->rt.v[j->route].dead++;
     log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("topic", ev->topic),
            KI("attempt", attempt), KS("error", msg));
     fire_event(d, "event:dead", ev, msg);
@@ -226,33 +368,63 @@ static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double dela
   store_fail(d->store, ev, now + delay, msg);
 }
 
+/* A finished run's share in its route's figures: the average run time, and under
+ * --concurrency auto a sample for the route's limit. */
+static void route_sample(dispatch_t *d, job_t *j, int64_t took_ms, int failed) {
+  route_t *x = &d->rt.v[j->route];
+  x->events++;
+  x->avg_ms = x->avg_ms > 0 ? x->avg_ms + DURATION_EMA * ((double)took_ms - x->avg_ms)
+                            : (double)took_ms;
+  if (!d->rt.adaptive_max) return;
+  int64_t rtt_us = j->start_ns ? (int64_t)((uv_hrtime() - j->start_ns) / 1000) : took_ms * 1000;
+  int inflight = d->lim.cls[j->route].active + 1; /* this one was released already */
+  adaptive_sample(&x->adaptive, rtt_us, inflight, failed, loop_ms(d));
+  limiter_set_cap(&d->lim, j->route, route_cap(d, x));
+}
+
 static void on_outcome(void *owner, int outcome, const char *msg, double delay_s) {
   job_t *j = owner;
   dispatch_t *d = j->d;
   store_event_t *ev = j->ev;
+  route_t *x = &d->rt.v[j->route];
   int verdict = BREAKER_IGNORED;
+  int64_t took = loop_ms(d) - j->start_ms;
   limiter_release(&d->lim, &j->item);
   if (outcome != HOST_CANCELLED) {
     d->processed++;
     if (j->start_ns)
       metrics_hist_observe(&d->handler_duration, (double)(uv_hrtime() - j->start_ns) / 1e9);
   }
+  int64_t slow = x->slow_ms ? x->slow_ms : d->cfg->breaker_slow_ms;
   switch (outcome) {
   case HOST_DONE:
-    verdict = BREAKER_SUCCESS;
+    /* a slow call counts as a failure for the breaker, though the event is done */
+    verdict = slow > 0 && took > slow ? BREAKER_FAILURE : BREAKER_SUCCESS;
     d->done++;
+    x->done++;
     log_at(LOG_DEBUG, "event done", KI("id", ev->id), KS("topic", ev->topic));
     report_attempt(ev, ev->attempts + 1, "done", NULL);
     store_ack(d->store, ev);
     break;
+  case HOST_SNOOZE:
+  {
+    int64_t ms = delay_s * 1000 < SNOOZE_MAX_MS ? (int64_t)(delay_s * 1000) : SNOOZE_MAX_MS;
+    routes_snooze(&d->rt, j->route, loop_ms(d) + ms);
+    log_at(LOG_WARN, "route snoozed", KS("route", x->pattern), KI("id", ev->id), KI("for_ms", ms),
+           KS("reason", msg ? msg : "snoozed"));
+  }
+    /* the event itself is retried after the delay, as with retry() */
+    /* fallthrough */
   case HOST_FAIL:
   case HOST_RETRY:
   case HOST_TIMEOUT:
     verdict = BREAKER_FAILURE;
-    settle_failure(d, j, msg ? msg : "error", outcome == HOST_RETRY ? delay_s : -1);
+    settle_failure(d, j, msg ? msg : "error",
+                   outcome == HOST_RETRY || outcome == HOST_SNOOZE ? delay_s : -1);
     break;
   case HOST_REJECT:
     d->dead++;
+    x->dead++;
     log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("topic", ev->topic),
            KI("attempt", ev->attempts + 1), KS("error", msg ? msg : "rejected"));
     fire_event(d, "event:dead", ev, msg ? msg : "rejected");
@@ -261,30 +433,56 @@ static void on_outcome(void *owner, int outcome, const char *msg, double delay_s
     break;
   default: /* cancelled: back to pending untouched */ store_release(d->store, ev); break;
   }
-  int state = breaker_record(&d->brk, j->ticket, verdict, (int64_t)uv_now(d->loop));
+  if (outcome != HOST_CANCELLED)
+    route_sample(d, j, took, outcome != HOST_DONE && outcome != HOST_REJECT);
+  int b = j->breaker;
+  int state = breaker_record(&d->rt.breakers[b].brk, j->ticket, verdict, loop_ms(d));
   job_free(d, j);
-  breaker_changed(d, state);
+  breaker_changed(d, b, state);
+  if (outcome == HOST_SNOOZE) defer_held(d);
   pump(d);
 }
 
 /* ------------------------------------------------------------------ pump */
 
+/* After a start of route r: its breaker may now run a trial, its bucket may be
+ * empty; every route sharing the breaker looks again. */
+static void regate_after_start(dispatch_t *d, int r, int64_t now) {
+  int b = d->rt.v[r].breaker;
+  for (int i = 0; i < d->rt.n; i++) {
+    if (d->rt.v[i].breaker != b && i != r) continue;
+    int64_t t = gate_route(d, i, now);
+    if (t && (!d->gate_due || t < d->gate_due)) {
+      d->gate_due = t;
+      uv_timer_start(&d->gate_timer, on_gate_timer, (uint64_t)(t - now), 0);
+    }
+  }
+}
+
 static void start_ready(dispatch_t *d) {
-  while (!d->stopping && limiter_peek(&d->lim) && d->lim.active < d->lim.limit) {
+  if (d->stopping) return;
+  update_gates(d);
+  job_t *j;
+  while (!d->stopping && (j = (job_t *)limiter_next(&d->lim))) {
+    int64_t now = loop_ms(d);
+    route_t *x = &d->rt.v[j->route];
     uint64_t ticket;
     int tr = BREAKER_NO_CHANGE;
-    int ok = breaker_acquire(&d->brk, (int64_t)uv_now(d->loop), &ticket, &tr);
-    breaker_changed(d, tr);
-    if (!ok) break;
-    job_t *j = (job_t *)limiter_next(&d->lim);
+    int b = x->breaker;
+    int ok = breaker_acquire(&d->rt.breakers[b].brk, now, &ticket, &tr);
+    breaker_changed(d, b, tr);
+    bucket_take(&x->bucket, now);
     unstarted_del(d, j);
-    j->ticket = ticket;
+    j->ticket = ok ? ticket : 0; /* the gate said yes, so ok; a 0 ticket counts nothing */
+    j->breaker = b;
     j->started = 1;
-    j->start_ns = d->metrics ? uv_hrtime() : 0; /* timed only when someone scrapes */
-    if (host_run(d->host, j->ev, j)) {
+    j->start_ms = now;
+    j->start_ns = d->metrics || d->rt.adaptive_max ? uv_hrtime() : 0; /* timed when needed */
+    regate_after_start(d, j->route, now);
+    if (host_run(d->host, j->ev, j, x->timeout_ms ? x->timeout_ms : d->cfg->timeout_ms)) {
       log_at(LOG_ERROR, "out of memory starting a handler", KI("id", j->ev->id));
       limiter_release(&d->lim, &j->item);
-      breaker_record(&d->brk, ticket, BREAKER_IGNORED, 0);
+      breaker_record(&d->rt.breakers[b].brk, j->ticket, BREAKER_IGNORED, 0);
       store_release(d->store, j->ev);
       job_free(d, j);
       break;
@@ -292,22 +490,71 @@ static void start_ready(dispatch_t *d) {
   }
 }
 
+/* Does route r hold as many unstarted events as it can use (its slots and a batch)?
+ * More of its events are surplus (see overflow_until). */
+static int route_full(const dispatch_t *d, int r) {
+  const limiter_class_t *c = &d->lim.cls[r];
+  int cap = c->cap > 0 ? c->cap : d->lim.limit;
+  return c->queued >= cap + d->cfg->batch;
+}
+
+/* Claims go on while there is room and some live route could use more events. A
+ * claim that brought only surplus makes the next one wait (claim_rest_ms, doubling
+ * up to CLAIM_REST_MAX_MS), so full routes never turn into a claim-and-defer loop. */
 static int want_claim(const dispatch_t *d) {
-  if (d->stopping || d->paused || d->brk.state == BREAKER_OPEN) return 0;
-  if (d->brk.state == BREAKER_HALF_OPEN) return d->lim.queued == 0 && d->lim.active == 0;
-  return d->lim.active + d->lim.queued < d->lim.limit + d->cfg->batch;
+  if (d->stopping || d->paused || loop_ms(d) < d->claim_rest_until) return 0;
+  if (d->lim.active + d->lim.queued >= d->lim.limit + d->cfg->batch) return 0;
+  for (int r = 0; r < d->rt.n; r++)
+    if (d->rt.v[r].live && !route_full(d, r)) return 1;
+  return 0;
+}
+
+/* When route r already holds more unstarted events than it can start soon, a new
+ * one goes back to the store until about when the route will have room for it:
+ * one average run time per slot (or one rate interval) for each event ahead of it,
+ * the surplus spread out one after another so it returns as the route drains; a
+ * route on a half-open trial holds it only until the trial's outcome. Returns that
+ * time (loop ms) or 0 when the route takes the event now. */
+static int64_t overflow_until(dispatch_t *d, int r, int64_t now) {
+  route_t *x = &d->rt.v[r];
+  const limiter_class_t *c = &d->lim.cls[r];
+  int cap = c->cap > 0 ? c->cap : d->lim.limit;
+  if (!route_full(d, r)) return 0;
+  double avg = x->avg_ms > 1 ? x->avg_ms : 1;
+  if (routes_breaker(&d->rt, r)->state == BREAKER_HALF_OPEN) /* the trial's outcome first */
+    return now + (avg * 2 > HALF_OPEN_HOLD_MS ? (int64_t)(avg * 2) : HALF_OPEN_HOLD_MS);
+  double per_ms = x->rate > 0 ? 1000.0 / x->rate : avg / cap;
+  int64_t at = now + (int64_t)(per_ms * (c->queued + 1));
+  if (x->overflow_next > at) at = x->overflow_next; /* one after another, not all at once */
+  x->overflow_next = at + (int64_t)(per_ms > 1 ? per_ms : 1);
+  return at;
+}
+
+/* After a claim: one that brought only surplus makes the next wait longer. */
+static void claim_rest(dispatch_t *d, int only_surplus) {
+  if (!only_surplus) {
+    d->claim_rest_ms = 0;
+    return;
+  }
+  d->claim_rest_ms = d->claim_rest_ms ? d->claim_rest_ms * 2 : CLAIM_REST_MS;
+  if (d->claim_rest_ms > CLAIM_REST_MAX_MS) d->claim_rest_ms = CLAIM_REST_MAX_MS;
+  d->claim_rest_until = loop_ms(d) + d->claim_rest_ms;
+  if (!d->gate_due || d->claim_rest_until < d->gate_due) {
+    d->gate_due = d->claim_rest_until;
+    uv_timer_start(&d->gate_timer, on_gate_timer, (uint64_t)d->claim_rest_ms, 0);
+  }
 }
 
 /* Claims one batch; returns how many events came. */
 static int claim(dispatch_t *d) {
   store_event_t *evs[CLAIM_MAX];
   int max = d->cfg->batch < CLAIM_MAX ? d->cfg->batch : CLAIM_MAX, n = 0;
-  if (d->brk.state == BREAKER_HALF_OPEN) max = 1;
   int rc = store_claim(d->store, max, evs, &n);
   d->store_err = rc < 0 && rc != -EINPROGRESS;
   /* not "nothing claimable": --once must wait */
   d->store_busy = rc == -EAGAIN || rc == -EINPROGRESS;
   if (rc < 0) return 0;
+  int kept = 0, surplus = 0;
   for (int i = 0; i < n; i++) {
     store_event_t *ev = evs[i];
     if (ev->payload_len > STORE_PAYLOAD_MAX) {
@@ -322,13 +569,21 @@ static int claim(dispatch_t *d) {
     }
     job_t *j = job_new(d, ev);
     const char *key = d->cfg->ordering_key ? ev->key : NULL;
+    if (j) j->item.cls = j->route = routes_match(&d->rt, ev->topic);
     if (!j || limiter_admit(&d->lim, &j->item, key, key ? strlen(key) : 0)) {
       if (j) job_free(d, j);
       store_release(d->store, ev);
       continue;
     }
     unstarted_add(d, j);
+    int64_t now = loop_ms(d), until = routes_hold_until(&d->rt, j->route, now);
+    if (!until && (until = overflow_until(d, j->route, now))) surplus++;
+    if (until)
+      defer_job(d, j, wall_at(d, until));
+    else
+      kept++;
   }
+  claim_rest(d, n > 0 && kept == 0 && surplus > 0);
   return n;
 }
 
@@ -341,7 +596,6 @@ static void pump(dispatch_t *d) {
   int rounds = 0;
   do {
     d->again = 0;
-    breaker_changed(d, breaker_tick(&d->brk, (int64_t)uv_now(d->loop)));
     start_ready(d);
     if (want_claim(d) && claim(d) > 0) d->again = 1;
   } while (d->again && ++rounds < PUMP_ROUNDS);
@@ -370,8 +624,7 @@ static void pump(dispatch_t *d) {
     d->exit_code = 1;
     d->stopping = 1;
     finish(d);
-  } else if (idle && d->cfg->once && !d->paused && !d->store_busy &&
-             d->brk.state == BREAKER_CLOSED) {
+  } else if (idle && d->cfg->once && !d->paused && !d->store_busy && !routes_held(d)) {
     log_at(LOG_INFO, "nothing claimable (--once)", KI("processed", d->processed));
     d->stopping = 1;
     finish(d);
@@ -402,6 +655,12 @@ static void on_brk_timer(uv_timer_t *t) {
     finish(d); /* waiting for shutdown hooks */
   else
     pump(d);
+}
+
+static void on_gate_timer(uv_timer_t *t) {
+  dispatch_t *d = t->data;
+  d->gate_due = 0;
+  pump(d);
 }
 
 /* Acts on a memory monitor transition: pause or resume intake, fire the hook. */
@@ -435,7 +694,6 @@ static void on_tick(uv_timer_t *t) {
   d->last_processed = d->processed;
   d->last_tick_ms = now;
   memory_changed(d, memmon_sample(&d->mem, memmon_read_rss(), host_lua_heap(d->host)));
-  if (d->brk.state == BREAKER_OPEN && (int64_t)now >= breaker_reopen_at(&d->brk)) pump(d);
 }
 
 static void on_drain_timeout(uv_timer_t *t) {
@@ -553,9 +811,10 @@ static void reload(dispatch_t *d, const char *why) {
     return;
   }
   d->reloads_ok++;
-  /* settings a new script may change: the limit and the retry delays (the breaker
-   * and the memory monitor keep the settings they started with) */
+  /* settings a new script may change: the limit, the routes and the retry delays
+   * (breakers keep their state by name, and the memory monitor its settings) */
   limiter_set_limit(&d->lim, d->cfg->concurrency);
+  apply_routes(d);
   d->bo.base_ms = d->cfg->backoff_base_ms;
   d->bo.cap_ms = d->cfg->backoff_cap_ms;
   log_at(LOG_INFO, "reloaded", KS("reason", why), KI("generation", host_generation(d->host)),
@@ -600,8 +859,79 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 /* ------------------------------------------------------------------ stats */
 
+/* Worse first: open, half-open, closed. */
+static int severity(int state) {
+  return state == BREAKER_OPEN ? 2 : state == BREAKER_HALF_OPEN ? 1 : 0;
+}
+
+/* The worst state of the live breakers, the highest failure rate, and whether
+ * every live breaker is open. */
+static int breakers_summary(const dispatch_t *d, double *rate, int *all_open) {
+  int worst = BREAKER_CLOSED, live = 0, open = 0;
+  *rate = 0;
+  for (int b = 0; b < d->rt.nbreakers; b++) {
+    const route_breaker_t *rb = &d->rt.breakers[b];
+    if (!rb->live) continue;
+    live++;
+    open += rb->brk.state == BREAKER_OPEN;
+    if (severity(rb->brk.state) > severity(worst)) worst = rb->brk.state;
+    double r = breaker_failure_rate(&rb->brk);
+    if (r > *rate) *rate = r;
+  }
+  if (all_open) *all_open = live > 0 && open == live;
+  return worst;
+}
+
+/* Does route r show in the figures? Live ones, and dropped ones still busy. */
+static int route_shown(const dispatch_t *d, int r) {
+  return d->rt.v[r].live || d->lim.cls[r].active || d->lim.cls[r].queued;
+}
+
+static int64_t route_limit(const dispatch_t *d, int r) {
+  int cap = d->lim.cls[r].cap;
+  return cap > 0 && cap < d->lim.limit ? cap : d->lim.limit;
+}
+
+/* Sizes the per-route and per-breaker arrays to the tables; 0 or -ENOMEM. */
+static int figures_room(dispatch_t *d) {
+  size_t nr = (size_t)d->rt.n, nb = (size_t)d->rt.nbreakers;
+  void *a = realloc(d->rstats, nr * sizeof *d->rstats);
+  if (a) d->rstats = a;
+  void *b = realloc(d->bstats, nb * sizeof *d->bstats);
+  if (b) d->bstats = b;
+  void *c = realloc(d->mroutes, nr * sizeof *d->mroutes);
+  if (c) d->mroutes = c;
+  void *e = realloc(d->mbreakers, nb * sizeof *d->mbreakers);
+  if (e) d->mbreakers = e;
+  return a && b && c && e ? 0 : -ENOMEM;
+}
+
 static void fill_stats(void *arg, host_stats_t *s) {
   dispatch_t *d = arg;
+  if (figures_room(d) == 0) {
+    for (int r = 0; r < d->rt.n; r++) {
+      if (!route_shown(d, r)) continue;
+      const route_t *x = &d->rt.v[r];
+      host_route_stats_t *o = &d->rstats[s->nroutes++];
+      o->name = x->pattern;
+      o->active = d->lim.cls[r].active;
+      o->queued = d->lim.cls[r].queued;
+      o->limit = route_limit(d, r);
+      o->done = x->done;
+      o->failed = x->failed;
+      o->dead = x->dead;
+    }
+    for (int b = 0; b < d->rt.nbreakers; b++) {
+      const route_breaker_t *rb = &d->rt.breakers[b];
+      if (!rb->live) continue;
+      host_breaker_stats_t *o = &d->bstats[s->nbreakers++];
+      o->name = rb->name;
+      o->state = breaker_state_name(rb->brk.state);
+      o->failure_rate = breaker_failure_rate(&rb->brk);
+    }
+    s->routes = d->rstats;
+    s->breakers = d->bstats;
+  }
   s->active = d->lim.active;
   s->queued = d->lim.queued;
   s->processed = d->processed;
@@ -609,8 +939,7 @@ static void fill_stats(void *arg, host_stats_t *s) {
   s->failed = d->failed;
   s->dead = d->dead;
   s->retried = d->retried;
-  s->failure_rate = breaker_failure_rate(&d->brk);
-  s->breaker = breaker_state_name(d->brk.state);
+  s->breaker = breaker_state_name(breakers_summary(d, &s->failure_rate, NULL));
   s->rss = memmon_read_rss(); /* live: stats() is not on the per-event path */
   s->memory_limit = d->mem.limit;
   s->memory_high = d->mem.high;
@@ -630,7 +959,26 @@ static void fill_figures(void *arg, metrics_figures_t *f) {
   f->inflight = d->lim.active;
   f->queued = d->lim.queued;
   f->concurrency = d->lim.limit;
-  f->breaker = d->brk.state;
+  double rate;
+  f->breaker = breakers_summary(d, &rate, &f->breakers_all_open);
+  if (figures_room(d) == 0) {
+    for (int r = 0; r < d->rt.n; r++) {
+      if (!route_shown(d, r)) continue;
+      metrics_route_t *o = &d->mroutes[f->nroutes++];
+      o->name = d->rt.v[r].pattern;
+      o->inflight = d->lim.cls[r].active;
+      o->limit = route_limit(d, r);
+      o->events = d->rt.v[r].events;
+    }
+    for (int b = 0; b < d->rt.nbreakers; b++) {
+      if (!d->rt.breakers[b].live) continue;
+      metrics_breaker_t *o = &d->mbreakers[f->nbreakers++];
+      o->name = d->rt.breakers[b].name;
+      o->state = d->rt.breakers[b].brk.state;
+    }
+    f->routes = d->mroutes;
+    f->breakers = d->mbreakers;
+  }
   f->rss = d->mem.rss ? d->mem.rss : memmon_read_rss();
   f->lua_heap = host_lua_heap(d->host);
   f->memory_limit = d->mem.limit;
@@ -664,6 +1012,22 @@ static void refresh_counts(dispatch_t *d, uint64_t now) {
       now + (took_ms * COUNTS_COST > OPS_TICK_MS ? took_ms * COUNTS_COST : OPS_TICK_MS - 50);
 }
 
+/* "closed", "half-open", or "open order.*,pay" naming the open breakers. */
+static const char *breakers_line(dispatch_t *d) {
+  double rate;
+  int worst = breakers_summary(d, &rate, NULL);
+  if (worst != BREAKER_OPEN) return breaker_state_name(worst);
+  size_t n = (size_t)snprintf(d->open_names, sizeof d->open_names, "open");
+  const char *sep = " ";
+  for (int b = 0; b < d->rt.nbreakers && n < sizeof d->open_names; b++) {
+    const route_breaker_t *rb = &d->rt.breakers[b];
+    if (!rb->live || rb->brk.state != BREAKER_OPEN) continue;
+    n += (size_t)snprintf(d->open_names + n, sizeof d->open_names - n, "%s%s", sep, rb->name);
+    sep = ",";
+  }
+  return d->open_names;
+}
+
 /* The status-line text (also systemd's STATUS=) into buf. */
 static void status_text(dispatch_t *d, uint64_t now, char *buf, size_t cap, int draw) {
   statusline_figures_t f = {now,
@@ -672,7 +1036,7 @@ static void status_text(dispatch_t *d, uint64_t now, char *buf, size_t cap, int 
                             d->lim.limit,
                             d->lim.queued,
                             d->counts_known ? d->counts.pending : -1,
-                            breaker_state_name(d->brk.state),
+                            breakers_line(d),
                             d->mem.rss ? d->mem.rss : memmon_read_rss(),
                             d->mem.limit,
                             host_generation(d->host)};
@@ -741,6 +1105,7 @@ static void init_handle(dispatch_t *d, uv_handle_t *h) {
 
 static void close_all(dispatch_t *d) {
   uv_handle_t *hs[] = {(uv_handle_t *)&d->tick,        (uv_handle_t *)&d->brk_timer,
+                       (uv_handle_t *)&d->gate_timer,
                        (uv_handle_t *)&d->drain_timer, (uv_handle_t *)&d->wake_idle,
                        (uv_handle_t *)&d->sig_int,     (uv_handle_t *)&d->sig_term,
                        (uv_handle_t *)&d->sig_hup,     (uv_handle_t *)&d->ops_tick,
@@ -887,8 +1252,9 @@ int dispatch_run(config_t *cfg, const char *script) {
     fprintf(stderr, "outboxd: %s\n", err);
     goto fail_host;
   }
-  if (breaker_init(&d->brk, cfg->breaker_pct, cfg->breaker_window, cfg->breaker_min_calls,
-                   cfg->breaker_cooldown_ms)) {
+  if (routes_init(&d->rt, cfg->breaker_pct, cfg->breaker_window, cfg->breaker_min_calls,
+                  cfg->breaker_cooldown_ms, cfg->concurrency_auto ? cfg->concurrency : 0,
+                  loop_ms(d))) {
     fprintf(stderr, "outboxd: invalid breaker settings (window %d, min calls %d)\n",
             cfg->breaker_window, cfg->breaker_min_calls);
     goto fail_host;
@@ -899,6 +1265,10 @@ int dispatch_run(config_t *cfg, const char *script) {
       limiter_init(&d->lim, cfg->concurrency)) {
     fprintf(stderr, "outboxd: invalid memory or backoff settings\n");
     goto fail_breaker;
+  }
+  if (apply_routes(d)) {
+    rc = 1;
+    goto fail_limiter;
   }
   host_id(d->hid, sizeof d->hid);
   store_opts_t so = {cfg->batch,    cfg->ordering_key,
@@ -918,6 +1288,8 @@ int dispatch_run(config_t *cfg, const char *script) {
   uv_timer_init(d->loop, &d->tick);
   init_handle(d, (uv_handle_t *)&d->brk_timer);
   uv_timer_init(d->loop, &d->brk_timer);
+  init_handle(d, (uv_handle_t *)&d->gate_timer);
+  uv_timer_init(d->loop, &d->gate_timer);
   init_handle(d, (uv_handle_t *)&d->drain_timer);
   uv_timer_init(d->loop, &d->drain_timer);
   init_handle(d, (uv_handle_t *)&d->wake_idle);
@@ -977,13 +1349,17 @@ close:
     free(j);
   }
   limiter_free(&d->lim);
-  breaker_free(&d->brk);
+  routes_free(&d->rt);
+  free(d->rstats);
+  free(d->bstats);
+  free(d->mroutes);
+  free(d->mbreakers);
   uv_loop_close(d->loop);
   return rc;
 fail_limiter:
   limiter_free(&d->lim);
 fail_breaker:
-  breaker_free(&d->brk);
+  routes_free(&d->rt);
 fail_host:
   watchdog_stop();
   host_close(d->host, host_closed, NULL);

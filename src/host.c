@@ -29,7 +29,7 @@ int luaopen_cjson(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 
 enum { T_EVENT = 1, T_HOOK = 2 };
-enum { K_DONE = 0, K_FAIL = 1, K_RETRY = 2, K_REJECT = 3 };
+enum { K_DONE = 0, K_FAIL = 1, K_RETRY = 2, K_REJECT = 3, K_SNOOZE = 4 };
 
 #define LOAD_BUDGET_MS 5000
 #define LOAD_GRACE_MS 2000     /* the watchdog's margin over the load budget */
@@ -283,11 +283,14 @@ static void resume(task_t *t, int nargs) {
     if (lua_gettop(t->co) >= 2 && lua_touserdata(t->co, 1) == &DONE_SENTINEL) {
       int kind = (int)lua_tointeger(t->co, 2);
       if (t->kind == T_EVENT) {
-        const char *msg = lua_isnoneornil(t->co, 3) ? NULL : lua_tostring(t->co, 3);
-        double delay = kind == K_RETRY ? lua_tonumber(t->co, 3) : -1.0;
-        static const int map[] = {HOST_DONE, HOST_FAIL, HOST_RETRY, HOST_REJECT};
-        if (kind == K_RETRY) msg = "retry requested";
-        report(t, map[kind & 3], msg ? msg : (kind == K_FAIL ? "error" : NULL), delay);
+        static const int map[] = {HOST_DONE, HOST_FAIL, HOST_RETRY, HOST_REJECT, HOST_SNOOZE};
+        int later = kind == K_RETRY || kind == K_SNOOZE; /* (delay, reason) follow */
+        int at = later ? 4 : 3;
+        const char *msg = lua_isnoneornil(t->co, at) ? NULL : lua_tostring(t->co, at);
+        double delay = later ? lua_tonumber(t->co, 3) : -1.0;
+        if (!msg && later) msg = kind == K_RETRY ? "retry requested" : "snoozed";
+        if (kind < K_DONE || kind > K_SNOOZE) kind = K_FAIL;
+        report(t, map[kind], msg ? msg : (kind == K_FAIL ? "error" : NULL), delay);
       }
       task_recycle(t);
       return;
@@ -503,14 +506,14 @@ static void push_event(host_gen_t *g, lua_State *co, const store_event_t *ev) {
   lua_setmetatable(co, -2);
 }
 
-int host_run(host_t *h, store_event_t *ev, void *owner) {
+int host_run(host_t *h, store_event_t *ev, void *owner, int64_t timeout_ms) {
   host_gen_t *g = h->cur;
   task_t *t = task_get(g, T_EVENT);
   if (!t) return -ENOMEM;
   t->owner = owner;
   t->event_id = ev->id;
   snprintf(t->what, sizeof t->what, "%s", ev->topic);
-  if (h->cfg->timeout_ms > 0) t->deadline = uv_now(h->loop) + (uint64_t)h->cfg->timeout_ms;
+  if (timeout_ms > 0) t->deadline = uv_now(h->loop) + (uint64_t)timeout_ms;
   lua_pushinteger(t->co, T_EVENT);
   push_event(g, t->co, ev);
   resume(t, 2);
@@ -519,7 +522,10 @@ int host_run(host_t *h, store_event_t *ev, void *owner) {
 
 /* ------------------------------------------------------------------ hooks */
 
-void host_fire(host_t *h, const char *name, const store_event_t *ev, const char *err) {
+/* host_fire and host_fire_breaker: the argument is {event=, error=} with `ev`,
+ * {error=} with only `err`, else the stats (plus `breaker` when given). */
+static void fire(host_t *h, const char *name, const store_event_t *ev, const char *err,
+                 const char *breaker) {
   host_gen_t *g = h->cur;
   if (!g || h->closing) return;
   lua_State *L = g->L;
@@ -542,6 +548,10 @@ void host_fire(host_t *h, const char *name, const store_event_t *ev, const char 
     lua_setfield(L, -2, "error");
   } else {
     host_push_stats(L);
+    if (breaker) {
+      lua_pushstring(L, breaker);
+      lua_setfield(L, -2, "breaker");
+    }
   }
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, -2, i); /* fn */
@@ -549,6 +559,60 @@ void host_fire(host_t *h, const char *name, const store_event_t *ev, const char 
     lua_pop(L, 1); /* fn */
   }
   lua_pop(L, 3); /* arg, list, hooks */
+}
+
+void host_fire(host_t *h, const char *name, const store_event_t *ev, const char *err) {
+  fire(h, name, ev, err, NULL);
+}
+
+void host_fire_breaker(host_t *h, const char *name, const char *breaker) {
+  fire(h, name, NULL, NULL, breaker);
+}
+
+/* ------------------------------------------------------------------ routes */
+
+/* Reads field `k` of the table on top of L as a number (0 when absent). */
+static double num_field(lua_State *L, const char *k) {
+  lua_getfield(L, -1, k);
+  double v = lua_tonumber(L, -1);
+  lua_pop(L, 1); /* the value */
+  return v;
+}
+
+static const char *str_field(lua_State *L, const char *k) {
+  lua_getfield(L, -1, k);
+  const char *v = lua_tostring(L, -1); /* kept alive by the spec table */
+  lua_pop(L, 1); /* the value */
+  return v;
+}
+
+int host_routes(host_t *h, int (*fn)(void *arg, const route_spec_t *specs, int n), void *arg) {
+  if (!h->cur) return fn(arg, NULL, 0);
+  lua_State *L = h->cur->L;
+  lua_getfield(L, LUA_REGISTRYINDEX, "outbox.internals");
+  lua_getfield(L, -1, "route_specs");
+  lua_call(L, 0, 1); /* the list of specs, anchored on the stack during fn */
+  int n = (int)lua_objlen(L, -1);
+  route_spec_t *specs = calloc(n > 0 ? (size_t)n : 1, sizeof *specs);
+  if (!specs) {
+    lua_pop(L, 2); /* list, internals */
+    return -ENOMEM;
+  }
+  for (int i = 0; i < n; i++) {
+    route_spec_t *x = &specs[i];
+    lua_rawgeti(L, -1, i + 1);
+    x->pattern = str_field(L, "pattern");
+    x->breaker = str_field(L, "breaker");
+    x->concurrency = (int)num_field(L, "concurrency");
+    x->rate = num_field(L, "rate");
+    x->timeout_ms = (int64_t)(num_field(L, "timeout") * 1000.0);
+    x->slow_ms = (int64_t)(num_field(L, "slow") * 1000.0);
+    lua_pop(L, 1); /* the spec, still referenced by the list */
+  }
+  int rc = fn(arg, specs, n);
+  free(specs);
+  lua_pop(L, 2); /* list, internals */
+  return rc;
 }
 
 /* ------------------------------------------------------------------ loading */
@@ -892,6 +956,28 @@ void host_push_stats(lua_State *L) {
   SETN("uptime_ms", s.uptime_ms);
   SETN("generation", host_generation(h));
   SETN("concurrency", s.concurrency);
+  lua_createtable(L, 0, s.nbreakers);
+  for (int i = 0; i < s.nbreakers; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, s.breakers[i].state);
+    lua_setfield(L, -2, "state");
+    SETN("failure_rate", s.breakers[i].failure_rate);
+    lua_setfield(L, -2, s.breakers[i].name);
+  }
+  lua_setfield(L, -2, "breakers");
+  lua_createtable(L, 0, s.nroutes);
+  for (int i = 0; i < s.nroutes; i++) {
+    const host_route_stats_t *r = &s.routes[i];
+    lua_createtable(L, 0, 6);
+    SETN("active", r->active);
+    SETN("queued", r->queued);
+    SETN("limit", r->limit);
+    SETN("done", r->done);
+    SETN("failed", r->failed);
+    SETN("dead", r->dead);
+    lua_setfield(L, -2, r->name);
+  }
+  lua_setfield(L, -2, "routes");
 #undef SETN
 }
 

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "routes.h"
 #include "store.h"
 
 typedef struct host host_t;
@@ -22,14 +23,28 @@ enum host_outcome {
   HOST_RETRY = 2,    /* return outbox.retry(seconds) */
   HOST_REJECT = 3,   /* return outbox.reject(reason), unreadable payload, no route */
   HOST_TIMEOUT = 4,  /* ran longer than the timeout */
-  HOST_CANCELLED = 5 /* abandoned by shutdown or a reload drain: counts as nothing */
+  HOST_CANCELLED = 5, /* abandoned by shutdown or a reload drain: counts as nothing */
+  HOST_SNOOZE = 6     /* return outbox.snooze(seconds): a retry, and its route waits */
 };
 
 /* What the dispatcher learns when an event's run ends. `msg` is valid only during
- * the call; `delay_s` is the retry() delay (negative when none). */
+ * the call; `delay_s` is the retry() or snooze() delay (negative when none). */
 typedef void (*host_outcome_cb)(void *owner, int outcome, const char *msg, double delay_s);
 
-/* The figures outbox.stats() and the hooks show. Filled by the dispatcher. */
+/* One route's and one breaker's figures in outbox.stats(). */
+typedef struct host_route_stats {
+  const char *name;
+  int64_t active, queued, limit, done, failed, dead;
+} host_route_stats_t;
+
+typedef struct host_breaker_stats {
+  const char *name;
+  const char *state;
+  double failure_rate;
+} host_breaker_stats_t;
+
+/* The figures outbox.stats() and the hooks show. Filled by the dispatcher (the
+ * route and breaker arrays stay the dispatcher's). */
 typedef struct host_stats {
   int64_t active, queued, processed, done, failed, dead, retried;
   double failure_rate;
@@ -39,6 +54,10 @@ typedef struct host_stats {
   double rate;
   int64_t uptime_ms;
   int concurrency;
+  const host_route_stats_t *routes; /* live routes */
+  int nroutes;
+  const host_breaker_stats_t *breakers; /* live breakers */
+  int nbreakers;
 } host_stats_t;
 
 /* A pending asynchronous call of a task (a sleep, an HTTP transfer). `cancel` is
@@ -67,13 +86,22 @@ int host_init(host_t **out, uv_loop_t *loop, config_t *cfg, const host_callbacks
  * returned. */
 int host_load(host_t *h, const char *path, char *err, size_t errlen);
 
-/* Runs the current generation's handler for `ev` in a coroutine. The outcome comes
- * through the outcome callback, possibly before this returns. Returns 0 or -ENOMEM. */
-int host_run(host_t *h, store_event_t *ev, void *owner);
+/* Runs the current generation's handler for `ev` in a coroutine, timed out after
+ * `timeout_ms` (0: none). The outcome comes through the outcome callback, possibly
+ * before this returns. Returns 0 or -ENOMEM. */
+int host_run(host_t *h, store_event_t *ev, void *owner, int64_t timeout_ms);
+
+/* Calls fn with the routes the current generation's script declared with
+ * outbox.handle (the strings are valid during the call). Returns fn's result, or
+ * -ENOMEM. */
+int host_routes(host_t *h, int (*fn)(void *arg, const route_spec_t *specs, int n), void *arg);
 
 /* Fires hook `name` in the current generation with the stats table (or, when
  * `ev` is given, {event=, error=}; when only `err` is given, {error=}). */
 void host_fire(host_t *h, const char *name, const store_event_t *ev, const char *err);
+
+/* Fires a circuit-breaker hook: the stats table plus `breaker` (its name). */
+void host_fire_breaker(host_t *h, const char *name, const char *breaker);
 
 /* Starts or resumes now every task queued for the next loop pass. Call it from a
  * loop callback, never from inside Lua. */

@@ -173,6 +173,38 @@ static void render_process(out_t *o, const metrics_process_t *p) {
     gauge(o, "process_max_fds", "Maximum number of open file descriptors.", (double)p->max_fds);
 }
 
+/* A label value, escaped as the exposition format wants (\\, \", \n). */
+static void label(out_t *o, const char *v) {
+  for (; *v; v++) {
+    if (*v == '\\' || *v == '"')
+      put(o, "\\%c", *v);
+    else if (*v == '\n')
+      put(o, "\\n");
+    else
+      put(o, "%c", *v);
+  }
+}
+
+/* outboxd_route_{inflight,limit,events_total}{route=}. */
+static void render_routes(out_t *o, const metrics_figures_t *f) {
+  static const struct {
+    const char *name, *type, *help;
+  } series[] = {
+      {"outboxd_route_inflight", "gauge", "Handlers of the route running now."},
+      {"outboxd_route_limit", "gauge", "Handlers of the route allowed in flight at most."},
+      {"outboxd_route_events_total", "counter", "Handler runs of the route finished."},
+  };
+  for (int s = 0; s < 3; s++) {
+    head(o, series[s].name, series[s].type, series[s].help);
+    for (int i = 0; i < f->nroutes; i++) {
+      const metrics_route_t *r = &f->routes[i];
+      put(o, "%s{route=\"", series[s].name);
+      label(o, r->name);
+      put(o, "\"} %" PRId64 "\n", s == 0 ? r->inflight : s == 1 ? r->limit : r->events);
+    }
+  }
+}
+
 size_t metrics_render(const metrics_figures_t *f, char *buf, size_t cap) {
   out_t o = {buf, cap, 0};
   static const metrics_hist_t empty;
@@ -186,7 +218,14 @@ size_t metrics_render(const metrics_figures_t *f, char *buf, size_t cap) {
   gauge(&o, "outboxd_inflight", "Handlers running now.", (double)f->inflight);
   gauge(&o, "outboxd_queued", "Claimed events waiting for a handler slot.", (double)f->queued);
   gauge(&o, "outboxd_concurrency", "Handlers allowed in flight at most.", (double)f->concurrency);
-  gauge(&o, "outboxd_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open.", f->breaker);
+  gauge(&o, "outboxd_breaker_state",
+        "Circuit breakers: 0 closed, 1 open, 2 half-open (unlabelled: the worst).", f->breaker);
+  for (int i = 0; i < f->nbreakers; i++) {
+    put(&o, "outboxd_breaker_state{breaker=\"");
+    label(&o, f->breakers[i].name);
+    put(&o, "\"} %d\n", f->breakers[i].state);
+  }
+  render_routes(&o, f);
   head(&o, "outboxd_memory_bytes", "gauge", "Process RSS and the Lua heaps inside it.");
   put(&o, "outboxd_memory_bytes{kind=\"rss\"} %" PRIu64 "\n", f->rss);
   put(&o, "outboxd_memory_bytes{kind=\"lua\"} %" PRIu64 "\n", f->lua_heap);
@@ -311,7 +350,7 @@ static void serve_metrics(conn_t *c, const metrics_figures_t *f) {
 
 /* The reason /ready says no, or NULL when ready. */
 static const char *not_ready(const metrics_figures_t *f) {
-  if (f->breaker == 1) return "not ready: circuit breaker open\n";
+  if (f->breakers_all_open) return "not ready: circuit breaker open (every route's)\n";
   if (!f->store_ok) return "not ready: store unreachable\n";
   if (f->intake_paused) return "not ready: intake paused, memory high\n";
   return NULL;

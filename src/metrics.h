@@ -35,11 +35,27 @@ typedef struct metrics_process {
 /* Reads this process's figures. Returns 0, or -errno (p->ok is then 0). */
 int metrics_process_read(metrics_process_t *p);
 
+/* One route's and one breaker's series. */
+typedef struct metrics_route {
+  const char *name;
+  int64_t inflight, limit, events;
+} metrics_route_t;
+
+typedef struct metrics_breaker {
+  const char *name;
+  int state; /* 0 closed, 1 open, 2 half-open */
+} metrics_breaker_t;
+
 /* What one scrape shows. Filled by the owner's callback just before the response. */
 typedef struct metrics_figures {
   int64_t done, failed, dead, retried; /* events_total by outcome */
   int64_t inflight, queued, concurrency;
-  int breaker; /* 0 closed, 1 open, 2 half-open */
+  int breaker;            /* the worst breaker: 0 closed, 1 open, 2 half-open */
+  int breakers_all_open;  /* every route's breaker is open: /ready says no */
+  const metrics_route_t *routes; /* per route (may be NULL) */
+  int nroutes;
+  const metrics_breaker_t *breakers; /* per breaker (may be NULL) */
+  int nbreakers;
   uint64_t rss, lua_heap, memory_limit;
   int memory_high;   /* 0/1 */
   int intake_paused; /* paused for memory */

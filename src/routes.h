@@ -40,6 +40,8 @@ typedef struct route {
   int64_t snooze_until; /* no start before this time (outbox.snooze); 0: none */
   adaptive_t adaptive;  /* --concurrency auto: this route's limit */
   int64_t done, failed, dead, events; /* events: runs finished, any outcome */
+  double avg_ms;           /* average run time (kept by the dispatcher) */
+  int64_t overflow_next;   /* the dispatcher's next deferral slot for surplus events */
 } route_t;
 
 typedef struct route_breaker {

@@ -5,13 +5,22 @@
  *
  * usage: receiver [--port N] [--port-file F] [--log F] [--status N] [--delay MS]
  *                 [--fail-first N] [--fail-status N] [--retry-after S] [--retry-after-date 1]
+<<<<<<< HEAD
  *                 [--answers DIR]
  *   --retry-after-date 1 sends Retry-After as an HTTP date, S seconds from now.
  *   --answers DIR: a request whose X-Outbox-Topic is T, when the file DIR/T exists, is
  *     answered from it: its first line is the status, the lines up to an empty line are
  *     header lines, the rest is the body (any bytes).
+=======
+ *                 [--slots N]
+ *   --retry-after-date 1 sends Retry-After as an HTTP date, S seconds from now.
+ *   --slots N serves N requests at a time, each taking --delay MS, and queues the
+ *     rest in arrival order (latency grows with concurrency past N, as a real
+ *     server's does).
+>>>>>>> 8c8e351 (Routes are the unit of isolation: a breaker per route (shared by name, kept across reloads), per-route concurrency caps, token-bucket rates, timeouts and slow-call detection; outbox.snooze and retry reasons; --concurrency auto[:MAX]; open routes' events go back deferred so no host claims them in vain; breakers and routes in stats, hooks, /metrics, /ready and the status line; receiver --slots; end-to-end tests)
  *   --port 0 (default) picks a free port; it is printed on stdout and written to F.
- *   GET /stats      -> {"requests":n,"ok":n,"failed":n,"connections":n,"open":n}
+ *   GET /stats      -> {"requests":n,"ok":n,"failed":n,"connections":n,"open":n,
+ *                       "inflight":n,"peak":n}   (requests not yet answered, most seen)
  *   GET /control?status=N&delay=MS&retry_after=S&fail_first=N  changes the mode
  *   anything else   -> counted, logged, answered ("ok" or "fail", Content-Length set)
  * Log line: ts_ms=.. method=.. path=.. key=<Idempotency-Key> attempt=.. topic=..
@@ -78,6 +87,9 @@ static struct {
   int retry_after_date;
   const char *answers;
   long requests, ok, failed, connections, open;
+  long inflight, peak; /* requests received and not yet answered; the most at once */
+  long slots;          /* --slots: served at a time */
+  long long *slot_free; /* when each slot is free again (ms) */
 } R = {.status = 200, .fail_status = 503, .retry_after = -1};
 
 /* ------------------------------------------------------------------ helpers */
@@ -189,6 +201,7 @@ static void flush(conn_t *c) {
 static void on_delay(uv_timer_t *t) {
   resp_t *r = t->data;
   r->ready = 1;
+  R.inflight--;
   flush(r->c);
 }
 
@@ -236,6 +249,7 @@ static void respond_with(conn_t *c, int status, const char *hdrs, const char *bo
   c->tail = r;
   if (delay <= 0) {
     r->ready = 1;
+    R.inflight--;
     flush(c);
     return;
   }
@@ -301,8 +315,10 @@ static long query_long(const char *url, const char *name, long dflt) {
 static void handle_stats(conn_t *c) {
   char body[256];
   snprintf(body, sizeof body,
-           "{\"requests\":%ld,\"ok\":%ld,\"failed\":%ld,\"connections\":%ld,\"open\":%ld}\n",
-           R.requests, R.ok, R.failed, R.connections, R.open);
+           "{\"requests\":%ld,\"ok\":%ld,\"failed\":%ld,\"connections\":%ld,\"open\":%ld,"
+           "\"inflight\":%ld,\"peak\":%ld}\n",
+           R.requests, R.ok, R.failed, R.connections, R.open, R.inflight, R.peak);
+  R.inflight++; /* answered at once below */
   respond(c, 200, body, 0);
 }
 
@@ -312,7 +328,21 @@ static void handle_control(conn_t *c) {
   R.delay_ms = query_long(u, "delay", R.delay_ms);
   R.retry_after = query_long(u, "retry_after", R.retry_after);
   R.fail_first = query_long(u, "fail_first", R.fail_first);
+  R.inflight++; /* answered at once below */
   respond(c, 200, "ok\n", 0);
+}
+
+/* The wait for a request arriving now: --delay, or with --slots the time until the
+ * earliest free slot has served it (a FIFO queue in front of N workers). */
+static long service_delay(void) {
+  if (R.slots <= 0 || R.delay_ms <= 0) return R.delay_ms;
+  long long now = now_ms();
+  long best = 0;
+  for (long i = 1; i < R.slots; i++)
+    if (R.slot_free[i] < R.slot_free[best]) best = i;
+  long long start = R.slot_free[best] > now ? R.slot_free[best] : now;
+  R.slot_free[best] = start + R.delay_ms;
+  return (long)(R.slot_free[best] - now);
 }
 
 static void log_request(conn_t *c, int status) {
@@ -334,8 +364,19 @@ static void handle_request(conn_t *c) {
     R.fail_first--;
     status = R.fail_status;
   }
+<<<<<<< HEAD
   count_request(c, status);
   respond(c, status, status >= 200 && status <= 299 ? "ok\n" : "fail\n", R.delay_ms);
+=======
+  R.requests++;
+  if (status >= 200 && status <= 299)
+    R.ok++;
+  else
+    R.failed++;
+  log_request(c, status);
+  if (++R.inflight > R.peak) R.peak = R.inflight;
+  respond(c, status, status >= 200 && status <= 299 ? "ok\n" : "fail\n", service_delay());
+>>>>>>> 8c8e351 (Routes are the unit of isolation: a breaker per route (shared by name, kept across reloads), per-route concurrency caps, token-bucket rates, timeouts and slow-call detection; outbox.snooze and retry reasons; --concurrency auto[:MAX]; open routes' events go back deferred so no host claims them in vain; breakers and routes in stats, hooks, /metrics, /ready and the status line; receiver --slots; end-to-end tests)
 }
 
 /* ------------------------------------------------------------------ parser callbacks */
@@ -507,9 +548,13 @@ int main(int argc, char **argv) {
       R.answers = v;
     else if (strcmp(a, "--retry-after-date") == 0)
       R.retry_after_date = (int)strtol(v, NULL, 10);
+    else if (strcmp(a, "--slots") == 0)
+      R.slots = strtol(v, NULL, 10);
     else
       return usage(a);
   }
+  if (R.slots > 0 && !(R.slot_free = calloc((size_t)R.slots, sizeof *R.slot_free)))
+    return usage("out of memory for --slots");
   signal(SIGPIPE, SIG_IGN);
   if (log_file && !(R.log = fopen(log_file, "a"))) return usage("cannot open the log file");
   R.loop = uv_default_loop();
@@ -543,5 +588,6 @@ int main(int argc, char **argv) {
   uv_run(R.loop, UV_RUN_DEFAULT);
   uv_loop_close(R.loop);
   if (R.log) fclose(R.log);
+  free(R.slot_free);
   return 0;
 }
