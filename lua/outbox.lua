@@ -338,6 +338,62 @@ function outbox.all_settled(items, fn, concurrency)
   return results
 end
 
+---------------------------------------------------------------- all
+-- Like all_settled, but fails fast (the seed's runAll): returns the list of values,
+-- or raises the first error after cancelling the items still running (what they
+-- wait on is dropped) and starting no more.
+function outbox.all(items, fn, concurrency)
+  if type(items) ~= "table" then error("outbox.all: items must be a table", 2) end
+  if type(fn) ~= "function" then error("outbox.all: fn must be a function", 2) end
+  local n = #items
+  local limit = tonumber(concurrency) or n
+  if limit < 1 then limit = 1 end
+  local results, pending, nexti = {}, 0, 1
+  if n == 0 then return results end
+  local parent, seq = core.current()
+  if not parent then error("outbox.all must be called from a handler or hook", 2) end
+  local running, failed, first_err = {}, false, nil
+  local launch
+  local function child(i)
+    if failed then pending = pending - 1; return end
+    local me, serial = core.me()
+    running[i] = { me, serial }
+    local ok, v = pcall(fn, items[i], i)
+    running[i] = nil
+    pending = pending - 1
+    if failed then return end
+    if not ok then
+      failed, first_err = true, v
+      for j, r in pairs(running) do
+        running[j] = nil
+        if core.cancel(r[1], r[2]) then pending = pending - 1 end
+      end
+      core.resume_waiter(parent, seq)
+      return
+    end
+    results[i] = v
+    if nexti <= n then
+      local j = nexti
+      nexti = j + 1
+      launch(j)
+    elseif pending == 0 then
+      core.resume_waiter(parent, seq)
+    end
+  end
+  launch = function(i)
+    pending = pending + 1
+    core.spawn(child, i, "all")
+  end
+  while nexti <= n and pending < limit do
+    local j = nexti
+    nexti = j + 1
+    launch(j)
+  end
+  core.wait_children(parent, seq)
+  if failed then error(first_err, 0) end
+  return results
+end
+
 local internals = {
   worker = worker,
   event_mt = event_mt,

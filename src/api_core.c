@@ -49,6 +49,22 @@ static int l_wait_children(lua_State *L) {
   return lua_yield(L, 0);
 }
 
+/* core.me() -> task, serial of the running task (nil outside a task). */
+static int l_me(lua_State *L) {
+  task_t *t = host_task(L);
+  if (!t) return 0;
+  lua_pushlightuserdata(L, t);
+  lua_pushnumber(L, host_task_serial(t));
+  return 2;
+}
+
+/* core.cancel(task, serial) -> true when a running child was cancelled. */
+static int l_cancel(lua_State *L) {
+  task_t *t = lua_touserdata(L, 1);
+  lua_pushboolean(L, host_cancel_task(L, t, (unsigned)luaL_checknumber(L, 2)));
+  return 1;
+}
+
 static int l_resume_waiter(lua_State *L) {
   task_t *t = lua_touserdata(L, 1);
   if (t) host_wake_token(t, (unsigned)luaL_checknumber(L, 2));
@@ -292,6 +308,8 @@ void api_push_core(lua_State *L, void *done) {
       {"current", l_current},
       {"wait_children", l_wait_children},
       {"resume_waiter", l_resume_waiter},
+      {"me", l_me},
+      {"cancel", l_cancel},
       {"configure", l_configure},
       {"config", l_config},
       {"log", l_log},

@@ -53,6 +53,9 @@ struct task {
   int in_tlist;
   task_t *rnext; /* ready queue, or free list */
   int rargs;     /* values pushed for a queued resume */
+  unsigned serial;  /* this run of the task struct (host_cancel_task) */
+  int live;         /* between task_get and its end */
+  int cancel_queued; /* cancelled while queued: abandoned when its turn comes */
 };
 
 struct host_gen {
@@ -80,6 +83,7 @@ struct host {
   host_gen_t *gens; /* every live generation, newest first */
   host_gen_t *cur;
   int counter;
+  unsigned serials; /* last task serial handed out */
   int events_running;
   int hooks_running;
   task_t *thead, *ttail; /* tasks waiting, by deadline */
@@ -193,6 +197,9 @@ static task_t *task_get(host_gen_t *g, int kind) {
   t->deadline = 0;
   t->waiting = 0;
   t->wait.cancel = NULL;
+  t->serial = ++g->host->serials;
+  t->live = 1;
+  t->cancel_queued = 0;
   g->refs++;
   if (kind == T_EVENT)
     g->host->events_running++;
@@ -203,6 +210,7 @@ static task_t *task_get(host_gen_t *g, int kind) {
 
 static void task_end(task_t *t) {
   host_t *h = t->gen->host;
+  t->live = 0;
   if (t->kind == T_EVENT)
     h->events_running--;
   else
@@ -335,6 +343,10 @@ void host_run_ready(host_t *h) {
     task_t *t = list;
     list = t->rnext;
     t->rnext = NULL;
+    if (t->cancel_queued) { /* outbox.all gave up on it before it ran */
+      task_abandon(t);
+      continue;
+    }
     if (t->deadline && t->deadline <= now) { /* e.g. all_settled children of a run that timed out */
       if (t->kind == T_EVENT) report(t, HOST_TIMEOUT, "timeout", -1);
       task_abandon(t);
@@ -465,6 +477,20 @@ int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name) {
 }
 
 unsigned host_token(task_t *t) { return ++t->token; }
+
+unsigned host_task_serial(task_t *t) { return t->serial; }
+
+int host_cancel_task(lua_State *L, task_t *t, unsigned serial) {
+  if (!t || !t->live || t->serial != serial || !t->co || t == host_task(L)) return 0;
+  if (t->kind == T_EVENT) return 0; /* only children: events end through the dispatcher */
+  if (t->waiting) {
+    tlist_remove(t->gen->host, t);
+    task_abandon(t);
+  } else {
+    t->cancel_queued = 1; /* in the ready queue */
+  }
+  return 1;
+}
 
 int host_wait_token(lua_State *L, unsigned token) {
   task_t *t = host_task(L);

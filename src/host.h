@@ -187,6 +187,15 @@ int host_wait_token(lua_State *L, unsigned token);
 /* Queues the task to resume on the next loop pass if it waits on `token`. */
 void host_wake_token(task_t *t, unsigned token);
 
+/* The serial of the task's current run (changes each time the struct is reused). */
+unsigned host_task_serial(task_t *t);
+
+/* Cancels child task t (spawned by host_spawn) if it still runs the run `serial`
+ * and is not the caller (L's task): what it waits on is cancelled and it never
+ * resumes; a queued one is dropped when its turn comes. Returns 1, or 0 when there
+ * was nothing to cancel. */
+int host_cancel_task(lua_State *L, task_t *t, unsigned serial);
+
 /* Copies the stats into a new table on L's stack. */
 void host_push_stats(lua_State *L);
 

@@ -210,3 +210,29 @@ t_auto_concurrency_settles_near_the_knee() {
   limit=$(metric 'outboxd_route_limit{route="default"}' m.txt)
   [ "$limit" -ge 2 ] && [ "$limit" -le 80 ] || fail "route limit $limit, the knee is at 10"
 }
+
+t_all_fails_fast_and_cancels_the_rest() {
+  cat > h.lua <<'LUA'
+return function(ev)
+  if ev.id == 1 then
+    local v = outbox.all({ 1, 2, 3, 4 }, function(x) outbox.sleep(0.01 * x); return x * 10 end, 2)
+    outbox.log.info("ALL OK", { v = table.concat(v, ",") })
+    return
+  end
+  local t0 = outbox.now()
+  local ok, err = pcall(outbox.all, { 1, 2, 3, 4, 5 }, function(x)
+    if x == 2 then outbox.sleep(0.05); error("boom " .. x, 0) end
+    outbox.sleep(1)
+    outbox.log.info("SHOULD NOT RUN ON", { x = x })
+  end, 3)
+  outbox.log.info("ALL FAILED", { err = err, ok = tostring(ok), ms = math.floor((outbox.now() - t0) * 1000) })
+  outbox.sleep(1.5) -- long enough for the cancelled items to have woken, had they not been cancelled
+end
+LUA
+  ndjson 2 > in.ndjson
+  "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log || fail "exit $?"
+  assert_grep 'ALL OK id=1 v=10,20,30,40' log "values in item order"
+  assert_grep 'ALL FAILED id=2 err="boom 2" ms=[0-9]+ ok=false' log "the first error raised"
+  [ "$(grep 'ALL FAILED' log | grep -oE ' ms=[0-9]+' | cut -d= -f2)" -lt 900 ] || fail "did not fail fast"
+  assert_no_grep 'SHOULD NOT' log "running items were cancelled, unstarted never started"
+}
