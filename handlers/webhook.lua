@@ -1,7 +1,8 @@
 -- webhook.lua: POSTs each event's payload as JSON to OUTBOX_WEBHOOK_URL.
 -- 2xx -> done; 408, 429, 5xx -> retried; a 429 or 503 with Retry-After (seconds or
--- an HTTP date) snoozes: the event and every other event of its route wait that long
--- (outbox.snooze), with "HTTP <status>: <start of body>" as the event's last_error;
+-- an HTTP date, up to 5 minutes) snoozes: the event and every other event of its
+-- route wait that long (outbox.snooze), with "HTTP <status>: <start of body>" as the
+-- event's last_error (a longer Retry-After delays only the event);
 -- other statuses -> dead now (retrying cannot help); network errors -> retried.
 --
 --   OUTBOX_WEBHOOK_URL=https://example.com/hook outboxd run handlers/webhook.lua
@@ -50,6 +51,7 @@ if h and h ~= "" then
 end
 
 local json_decode, json_encode = outbox.json.decode, outbox.json.encode
+local SNOOZE_MAX = 300 -- seconds: the longest Retry-After that holds back the whole route
 
 -- The payload as JSON: as it is when it is JSON already, else as a JSON string.
 local function body_of(event)
@@ -98,7 +100,11 @@ return function(event)
   local why = string.format("HTTP %d: %s", s, snippet(res.body))
   if s == 408 or s == 429 or s >= 500 then
     local after = retry_after(res.headers["retry-after"])
-    if after and (s == 429 or s == 503) then return outbox.snooze(after, why) end
+    -- the whole route waits, unless the downstream asks for more than SNOOZE_MAX
+    -- seconds: one answer does not stop a route for longer; the event alone waits
+    if after and (s == 429 or s == 503) and after <= SNOOZE_MAX then
+      return outbox.snooze(after, why)
+    end
     if after then return outbox.retry(after, why) end
     error("webhook: " .. why, 0)
   end
