@@ -5,19 +5,14 @@
  *
  * usage: receiver [--port N] [--port-file F] [--log F] [--status N] [--delay MS]
  *                 [--fail-first N] [--fail-status N] [--retry-after S] [--retry-after-date 1]
-<<<<<<< HEAD
- *                 [--answers DIR]
+ *                 [--answers DIR] [--slots N]
  *   --retry-after-date 1 sends Retry-After as an HTTP date, S seconds from now.
  *   --answers DIR: a request whose X-Outbox-Topic is T, when the file DIR/T exists, is
  *     answered from it: its first line is the status, the lines up to an empty line are
  *     header lines, the rest is the body (any bytes).
-=======
- *                 [--slots N]
- *   --retry-after-date 1 sends Retry-After as an HTTP date, S seconds from now.
  *   --slots N serves N requests at a time, each taking --delay MS, and queues the
  *     rest in arrival order (latency grows with concurrency past N, as a real
  *     server's does).
->>>>>>> 8c8e351 (Routes are the unit of isolation: a breaker per route (shared by name, kept across reloads), per-route concurrency caps, token-bucket rates, timeouts and slow-call detection; outbox.snooze and retry reasons; --concurrency auto[:MAX]; open routes' events go back deferred so no host claims them in vain; breakers and routes in stats, hooks, /metrics, /ready and the status line; receiver --slots; end-to-end tests)
  *   --port 0 (default) picks a free port; it is printed on stdout and written to F.
  *   GET /stats      -> {"requests":n,"ok":n,"failed":n,"connections":n,"open":n,
  *                       "inflight":n,"peak":n}   (requests not yet answered, most seen)
@@ -276,6 +271,7 @@ static void count_request(conn_t *c, int status) {
   else
     R.failed++;
   log_request(c, status);
+  if (++R.inflight > R.peak) R.peak = R.inflight;
 }
 
 /* Answers from DIR/<topic> (see --answers). Returns 0, or -1 when there is no such file. */
@@ -364,19 +360,8 @@ static void handle_request(conn_t *c) {
     R.fail_first--;
     status = R.fail_status;
   }
-<<<<<<< HEAD
   count_request(c, status);
-  respond(c, status, status >= 200 && status <= 299 ? "ok\n" : "fail\n", R.delay_ms);
-=======
-  R.requests++;
-  if (status >= 200 && status <= 299)
-    R.ok++;
-  else
-    R.failed++;
-  log_request(c, status);
-  if (++R.inflight > R.peak) R.peak = R.inflight;
   respond(c, status, status >= 200 && status <= 299 ? "ok\n" : "fail\n", service_delay());
->>>>>>> 8c8e351 (Routes are the unit of isolation: a breaker per route (shared by name, kept across reloads), per-route concurrency caps, token-bucket rates, timeouts and slow-call detection; outbox.snooze and retry reasons; --concurrency auto[:MAX]; open routes' events go back deferred so no host claims them in vain; breakers and routes in stats, hooks, /metrics, /ready and the status line; receiver --slots; end-to-end tests)
 }
 
 /* ------------------------------------------------------------------ parser callbacks */
