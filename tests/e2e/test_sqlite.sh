@@ -143,7 +143,7 @@ t_sqlite_requeue_dead_and_by_id() {
   "$OUTBOXD" run ok.lua --db x.db --once --log text 2> log3 || fail "run exit $?"
   assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log3 | tr '\n' ' ')" "HANDLED id=1 HANDLED id=3 HANDLED id=5 " "dead ids ran"
   status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
-  assert_eq "$("$OUTBOXD" requeue --db x.db --dead)" "requeued 0 events" "nothing left to requeue"
+  assert_eq "$("$OUTBOXD" requeue --db x.db --dead)" "requeued 0 events: no dead events" "nothing left to requeue"
 }
 
 # run_fails DB WHAT PATTERN: `run` exits 1 with one line matching PATTERN
