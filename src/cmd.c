@@ -172,6 +172,7 @@ static int enqueue_lines(session_t *ss, FILE *in) {
       bad++;
       continue;
     }
+    if (rec.payload_escaped) rec.payload_len = ndjson_unescape(rec.payload, rec.payload_len);
     store_event_t *ev =
         store_event_new(0, rec.topic, rec.topic_len, rec.key, rec.key_len, rec.payload,
                         rec.payload_len, rec.headers, rec.headers_len, 0);

@@ -1,7 +1,8 @@
 /* ndjson — one outbox event per JSON line:
  *   {"topic": "...", "payload": ..., "key": "...", "headers": {...}, "id": N}
  * A single pass validates the whole line (JSON grammar and UTF-8) and records where
- * the top-level fields are; no tree is built. String fields are unescaped in place. */
+ * the top-level fields are; no tree is built. Topic and key are unescaped in place; a
+ * string payload is left as it is in the line until someone reads it. */
 #ifndef OUTBOXD_NDJSON_H
 #define OUTBOXD_NDJSON_H
 
@@ -13,9 +14,10 @@ typedef struct ndjson_rec {
   size_t topic_len;
   char *key; /* NULL when absent or null */
   size_t key_len;
-  char *payload; /* a string payload unescaped; any other value as its JSON text */
+  char *payload; /* a string payload's bytes between its quotes; else its JSON text */
   size_t payload_len;
-  char *headers; /* JSON object text, or NULL */
+  int payload_escaped; /* 1: a string payload holding escapes (see ndjson_unescape) */
+  char *headers;       /* JSON object text, or NULL */
   size_t headers_len;
   int64_t id;
   int has_id;
@@ -30,5 +32,19 @@ int ndjson_parse(char *line, size_t len, ndjson_rec_t *rec, const char **err);
 /* Validates that `s[0..len]` is one JSON value (with optional surrounding blanks).
  * Returns 0 or -EINVAL with *err set. */
 int ndjson_validate(const char *s, size_t len, const char **err);
+
+/* Like ndjson_validate, and writes the member count of each array and object, in
+ * the order they open, to counts[0..max); *n gets how many containers there are
+ * (counts past max are not written). */
+int ndjson_shape(const char *s, size_t len, uint32_t *counts, size_t max, size_t *n,
+                 const char **err);
+
+/* Unescapes the body of a validated JSON string in place; returns its new length.
+ * Does not NUL-terminate. */
+size_t ndjson_unescape(char *s, size_t len);
+
+/* The same from src to dst, which has room for len + 16 bytes (the copy moves 16
+ * bytes at a time); dst == src is in place. */
+size_t ndjson_unescape_to(char *dst, const char *src, size_t len);
 
 #endif

@@ -375,6 +375,7 @@ static store_event_t *next_line(nd_t *d) {
       log_at(LOG_WARN, "bad NDJSON line skipped", KI("line", d->line), KS("error", err));
       continue;
     }
+    if (r.payload_escaped) r.payload_len = ndjson_unescape(r.payload, r.payload_len);
     store_event_t *ev =
         store_event_new(r.has_id ? r.id : d->line, r.topic, r.topic_len, r.key, r.key_len,
                         r.payload, r.payload_len, r.headers, r.headers_len, sizeof(node_t) + 8);

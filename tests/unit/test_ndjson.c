@@ -2,6 +2,7 @@
  * can be malformed. */
 #include <check.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +45,9 @@ START_TEST(string_payload_unescaped) {
           "{\"payload\":\"a\\\"b\\\\c\\n\\u00e9\\ud83d\\ude00\",\"topic\":\"t\\/x\",\"key\":null}",
           &r, &err, &b),
       0);
+  ck_assert_int_eq(r.payload_escaped, 1);
+  r.payload_len = ndjson_unescape(r.payload, r.payload_len);
+  r.payload[r.payload_len] = 0;
   ck_assert_str_eq(r.payload, "a\"b\\c\n\xc3\xa9\xf0\x9f\x98\x80");
   ck_assert_uint_eq(r.payload_len, strlen("a\"b\\c\n\xc3\xa9\xf0\x9f\x98\x80"));
   ck_assert_str_eq(r.topic, "t/x");
@@ -133,6 +137,86 @@ START_TEST(validate) {
 }
 END_TEST
 
+/* Every special byte at every offset of a long string: the 16-byte scan must stop
+ * on it wherever it falls, and the tail after the last full block is scanned too. */
+START_TEST(special_byte_at_every_offset) {
+  static const struct {
+    const char *ins, *err, *text;
+  } cases[] = {
+      {"\\n", NULL, "\n"},
+      {"\\u00e9", NULL, "\xc3\xa9"},
+      {"\\ud83d\\ude00", NULL, "\xf0\x9f\x98\x80"},
+      {"\xc3\xa9", NULL, "\xc3\xa9"},
+      {"\x01", "control character in string", NULL},
+      {"\xff", "invalid UTF-8", NULL},
+      {"\\q", "bad escape in string", NULL},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    for (int at = 0; at < 40; at++) {
+      char line[200], want[100];
+      int n = snprintf(line, sizeof line, "{\"topic\":\"t\",\"payload\":\"%.*s%s%.*s\"}", at,
+                       "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", cases[c].ins,
+                       40 - at, "0123456789012345678901234567890123456789012345");
+      ndjson_rec_t r;
+      const char *err = NULL;
+      int rc = ndjson_parse(line, (size_t)n, &r, &err);
+      if (cases[c].err) {
+        ck_assert_msg(rc == -EINVAL, "case %zu at %d accepted", c, at);
+        ck_assert_str_eq(err, cases[c].err);
+        continue;
+      }
+      ck_assert_msg(rc == 0, "case %zu at %d: %s", c, at, err);
+      snprintf(want, sizeof want, "%.*s%s%.*s", at,
+               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", cases[c].text, 40 - at,
+               "0123456789012345678901234567890123456789012345");
+      char copy[200];
+      size_t m = ndjson_unescape_to(copy, r.payload, r.payload_len);
+      copy[m] = 0;
+      ck_assert_str_eq(copy, want);
+      r.payload_len = ndjson_unescape(r.payload, r.payload_len);
+      r.payload[r.payload_len] = 0;
+      ck_assert_str_eq(r.payload, want);
+    }
+  }
+}
+END_TEST
+
+START_TEST(ids) {
+  ndjson_rec_t r;
+  const char *err = NULL;
+  char *b;
+  ck_assert_int_eq(
+      parse("{\"topic\":\"t\",\"payload\":1,\"id\":-9223372036854775808}", &r, &err, &b), 0);
+  ck_assert(r.id == INT64_MIN);
+  free(b);
+  ck_assert_int_eq(
+      parse("{\"topic\":\"t\",\"payload\":1,\"id\":9223372036854775807}", &r, &err, &b), 0);
+  ck_assert(r.id == INT64_MAX);
+  free(b);
+  ck_assert_int_eq(
+      parse("{\"topic\":\"t\",\"payload\":1,\"id\":9223372036854775808}", &r, &err, &b), -EINVAL);
+  ck_assert_str_eq(err, "\"id\" must be an integer");
+  free(b);
+  ck_assert_int_eq(parse("{\"topic\":\"t\",\"payload\":1,\"id\":1e3}", &r, &err, &b), -EINVAL);
+  free(b);
+}
+END_TEST
+
+START_TEST(shape) {
+  uint32_t counts[8];
+  size_t n = 0;
+  const char *err = NULL;
+  const char *doc = "{\"a\":[1,[],{\"b\":2,\"c\":[3,4,5]}],\"d\":{}}";
+  ck_assert_int_eq(ndjson_shape(doc, strlen(doc), counts, 8, &n, &err), 0);
+  ck_assert_uint_eq(n, 6);
+  uint32_t want[] = {2, 3, 0, 2, 3, 0};
+  for (size_t i = 0; i < n; i++) ck_assert_uint_eq(counts[i], want[i]);
+  ck_assert_int_eq(ndjson_shape(doc, strlen(doc), counts, 2, &n, &err), 0);
+  ck_assert_uint_eq(n, 6);
+  ck_assert_uint_eq(counts[1], 3);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ndjson");
   TCase *tc = tcase_create("core");
@@ -142,6 +226,9 @@ int main(void) {
   tcase_add_loop_test(tc, malformed, 0, (int)(sizeof bad / sizeof bad[0]));
   tcase_add_test(tc, nesting_limit);
   tcase_add_test(tc, validate);
+  tcase_add_test(tc, special_byte_at_every_offset);
+  tcase_add_test(tc, ids);
+  tcase_add_test(tc, shape);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
