@@ -5,7 +5,9 @@
 local core = ...
 local cjson = require "cjson"
 
-local json_decode, json_encode = cjson.decode, cjson.encode
+-- outbox.json.decode is cjson.decode with a faster path for strict JSON (src/json.c)
+local json_decode, json_encode = core.json_decoder(cjson.decode), cjson.encode
+local decode_payload, unescape = core.payload_decoder(cjson.decode), core.unescape
 local pcall, xpcall, type, tostring, setmetatable = pcall, xpcall, type, tostring, setmetatable
 local getmetatable, rawget, rawset, select, error = getmetatable, rawget, rawset, select, error
 local yield = coroutine.yield
@@ -125,16 +127,29 @@ function outbox.reject(reason)
 end
 
 ---------------------------------------------------------------- events
--- `data` and `headers` are decoded on first access and cached in the event.
+-- `payload`, `data` and `headers` are made on first access and cached in the event.
+-- A string payload from NDJSON comes as `_raw`, the body of the JSON string with
+-- its escapes: most handlers never read it, so it is unescaped only when they do.
 local event_mt = {}
 event_mt.__index = function(ev, k)
   if k == "data" then
-    local ok, v = pcall(json_decode, rawget(ev, "payload"))
+    local p, ok, v = rawget(ev, "payload")
+    if p ~= nil then
+      ok, v = pcall(json_decode, p)
+    else
+      ok, v = pcall(decode_payload, rawget(ev, "_raw"))
+    end
     if not ok then
       error(setmetatable({ msg = "payload is not valid JSON: " .. tostring(v) }, poison_mt), 2)
     end
     rawset(ev, "data", v)
     return v
+  elseif k == "payload" then
+    local raw = rawget(ev, "_raw")
+    if raw == nil then return nil end
+    local p = unescape(raw)
+    rawset(ev, "payload", p)
+    return p
   elseif k == "headers" then
     local raw = rawget(ev, "_headers")
     if raw == nil then return nil end
@@ -143,6 +158,20 @@ event_mt.__index = function(ev, k)
     rawset(ev, "headers", v)
     return v
   end
+end
+
+-- The event table of one claimed event, built by one table constructor (a copy
+-- of a presized template); the host passes the fields as arguments.
+local function new_event(id, topic, key, payload, escaped, headers, attempt, created_at)
+  local ev
+  if escaped then
+    ev = { id = id, topic = topic, key = key, _raw = payload, _headers = headers,
+           attempt = attempt, created_at = created_at }
+  else
+    ev = { id = id, topic = topic, key = key, payload = payload, _headers = headers,
+           attempt = attempt, created_at = created_at }
+  end
+  return setmetatable(ev, event_mt)
 end
 
 local function on_error(e)
@@ -207,13 +236,14 @@ local function run_hook(fn, arg, name)
   if not ok then core.log_hook_error(name, tostring(err)) end
 end
 
-local function worker(kind, a, b, c)
+-- An event run gets new_event's arguments (a..h); a hook run gets fn, arg, name.
+local function worker(kind, a, b, c, d, e, f, g, h)
   while true do
     if kind == T_EVENT then
-      kind, a, b, c = yield(DONE, run_event(a))
+      kind, a, b, c, d, e, f, g, h = yield(DONE, run_event(new_event(a, b, c, d, e, f, g, h)))
     else
       run_hook(a, b, c)
-      kind, a, b, c = yield(DONE, K_DONE)
+      kind, a, b, c, d, e, f, g, h = yield(DONE, K_DONE)
     end
   end
 end
@@ -396,7 +426,7 @@ end
 
 local internals = {
   worker = worker,
-  event_mt = event_mt,
+  new_event = new_event,
   hooks = hooks,
   set_handler = function(fn) default_handler = fn end,
   has_routes = function() return next(routes) ~= nil or #prefixes > 0 end,

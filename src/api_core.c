@@ -10,6 +10,7 @@
 #include "api.h"
 #include "host.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "nats.h"
 #include "redis.h"
@@ -331,4 +332,5 @@ void api_push_core(lua_State *L, void *done) {
   http_register(L);
   redis_register(L);
   nats_register(L);
+  json_register(L);
 }

@@ -62,9 +62,9 @@ struct host_gen {
   host_t *host;
   lua_State *L;
   int number;
-  int refs;       /* running tasks */
-  int worker_ref; /* Lua worker function */
-  int event_mt_ref;
+  int refs;          /* running tasks */
+  int worker_ref;    /* Lua worker function */
+  int new_event_ref; /* builds an event table (lua/outbox.lua) */
   int hooks_ref;
   int loading;
   int load_timed_out;
@@ -508,28 +508,31 @@ void host_wake_token(task_t *t, unsigned token) {
 
 /* ------------------------------------------------------------------ events */
 
-static void push_event(host_gen_t *g, lua_State *co, const store_event_t *ev) {
-  lua_createtable(co, 0, 8);
+#define EVENT_ARGS 8
+
+/* Pushes the EVENT_ARGS arguments of new_event (lua/outbox.lua) for ev. */
+static void push_event_args(lua_State *co, const store_event_t *ev) {
   lua_pushnumber(co, (lua_Number)ev->id);
-  lua_setfield(co, -2, "id");
   lua_pushstring(co, ev->topic);
-  lua_setfield(co, -2, "topic");
-  if (ev->key) {
+  if (ev->key)
     lua_pushstring(co, ev->key);
-    lua_setfield(co, -2, "key");
-  }
+  else
+    lua_pushnil(co);
   lua_pushlstring(co, ev->payload, ev->payload_len);
-  lua_setfield(co, -2, "payload");
-  if (ev->headers) {
+  lua_pushboolean(co, ev->payload_escaped);
+  if (ev->headers)
     lua_pushstring(co, ev->headers);
-    lua_setfield(co, -2, "_headers");
-  }
+  else
+    lua_pushnil(co);
   lua_pushinteger(co, ev->attempts + 1);
-  lua_setfield(co, -2, "attempt");
   lua_pushnumber(co, (lua_Number)ev->created_at);
-  lua_setfield(co, -2, "created_at");
-  lua_rawgeti(co, LUA_REGISTRYINDEX, g->event_mt_ref);
-  lua_setmetatable(co, -2);
+}
+
+/* Pushes the event table of ev. */
+static void push_event(host_gen_t *g, lua_State *L, const store_event_t *ev) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->new_event_ref);
+  push_event_args(L, ev);
+  lua_call(L, EVENT_ARGS, 1);
 }
 
 int host_run(host_t *h, store_event_t *ev, void *owner, int64_t timeout_ms) {
@@ -541,8 +544,8 @@ int host_run(host_t *h, store_event_t *ev, void *owner, int64_t timeout_ms) {
   snprintf(t->what, sizeof t->what, "%s", ev->topic);
   if (timeout_ms > 0) t->deadline = uv_now(h->loop) + (uint64_t)timeout_ms;
   lua_pushinteger(t->co, T_EVENT);
-  push_event(g, t->co, ev);
-  resume(t, 2);
+  push_event_args(t->co, ev); /* the worker builds the table */
+  resume(t, 1 + EVENT_ARGS);
   return 0;
 }
 
@@ -692,8 +695,8 @@ static int load_module(host_gen_t *g, char *err, size_t errlen) {
   }
   lua_getfield(L, -1, "worker");
   g->worker_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -1, "event_mt");
-  g->event_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "new_event");
+  g->new_event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, -1, "hooks");
   g->hooks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_setfield(L, LUA_REGISTRYINDEX, "outbox.internals"); /* pops internals */

@@ -20,8 +20,6 @@ typedef struct scan {
   char *end;
   const char *err;
   int depth;
-  uint32_t *shape; /* member counts of containers in opening order, or NULL */
-  size_t nshape, maxshape;
 } scan_t;
 
 #define MAX_DEPTH 256
@@ -240,10 +238,7 @@ static int skip_value(scan_t *s);
 
 static int skip_container(scan_t *s, char close) {
   int first = 1;
-  uint32_t members = 0;
-  size_t slot = s->nshape;
   if (++s->depth > MAX_DEPTH) return fail(s, "nesting too deep");
-  if (s->shape) s->nshape++;
   s->p++;
   for (;;) {
     skip_ws(s);
@@ -257,7 +252,6 @@ static int skip_container(scan_t *s, char close) {
       skip_ws(s);
     }
     first = 0;
-    members++;
     if (close == '}') {
       if (s->p >= s->end || *s->p != '"') return fail(s, "expected a string key");
       if (skip_string(s, NULL)) return -EINVAL;
@@ -270,7 +264,6 @@ static int skip_container(scan_t *s, char close) {
   }
   s->p++;
   s->depth--;
-  if (s->shape && slot < s->maxshape) s->shape[slot] = members;
   return 0;
 }
 
@@ -302,16 +295,18 @@ bad:
 }
 
 int ndjson_validate(const char *str, size_t len, const char **err) {
-  scan_t s = {(char *)(uintptr_t)str, (char *)(uintptr_t)str + len, NULL, 0, NULL, 0, 0};
+  scan_t s = {(char *)(uintptr_t)str, (char *)(uintptr_t)str + len, NULL, 0};
   return validate(&s, err);
 }
 
-int ndjson_shape(const char *str, size_t len, uint32_t *counts, size_t max, size_t *n,
-                 const char **err) {
-  scan_t s = {(char *)(uintptr_t)str, (char *)(uintptr_t)str + len, NULL, 0, counts, 0, max};
-  int rc = validate(&s, err);
-  *n = s.nshape;
-  return rc;
+const char *ndjson_skip_string(const char *p, const char *end, int *escaped) {
+  scan_t s = {(char *)(uintptr_t)p, (char *)(uintptr_t)end, NULL, 0};
+  return skip_string(&s, escaped) ? NULL : s.p;
+}
+
+const char *ndjson_skip_number(const char *p, const char *end) {
+  scan_t s = {(char *)(uintptr_t)p, (char *)(uintptr_t)end, NULL, 0};
+  return skip_number(&s) ? NULL : s.p;
 }
 
 static int key_is(const char *k, size_t n, const char *name, size_t name_len) {
@@ -353,7 +348,7 @@ static int parse_id(const char *v, size_t n, int64_t *out) {
 }
 
 int ndjson_parse(char *line, size_t len, ndjson_rec_t *rec, const char **err) {
-  scan_t s = {line, line + len, NULL, 0, NULL, 0, 0};
+  scan_t s = {line, line + len, NULL, 0};
   int have_topic = 0, have_payload = 0, first = 1;
   memset(rec, 0, sizeof *rec);
   skip_ws(&s);

@@ -33,11 +33,13 @@ int ndjson_parse(char *line, size_t len, ndjson_rec_t *rec, const char **err);
  * Returns 0 or -EINVAL with *err set. */
 int ndjson_validate(const char *s, size_t len, const char **err);
 
-/* Like ndjson_validate, and writes the member count of each array and object, in
- * the order they open, to counts[0..max); *n gets how many containers there are
- * (counts past max are not written). */
-int ndjson_shape(const char *s, size_t len, uint32_t *counts, size_t max, size_t *n,
-                 const char **err);
+/* Past the closing quote of the JSON string whose opening quote is at p, or NULL
+ * when it is not a valid one (bad escape, control character, invalid UTF-8, no
+ * end before `end`). *escaped gets 1 when its body holds escapes. */
+const char *ndjson_skip_string(const char *p, const char *end, int *escaped);
+
+/* Past the JSON number starting at p, or NULL when there is none. */
+const char *ndjson_skip_number(const char *p, const char *end);
 
 /* Unescapes the body of a validated JSON string in place; returns its new length.
  * Does not NUL-terminate. */

@@ -20,11 +20,13 @@ typedef struct store_event {
   char *key;     /* NULL when the event has none */
   char *payload; /* raw text (JSON text when it was not a string) */
   size_t payload_len;
-  char *headers;      /* JSON object text, or NULL */
-  int attempts;       /* runs already made before this claim */
-  int64_t created_at; /* ms since the epoch */
-  void *owner;        /* free for the dispatcher */
-  void *priv;         /* free for the store */
+  int payload_escaped; /* 1: payload is a JSON string's body still holding its escapes
+                          (NDJSON); the host unescapes it when a handler reads it */
+  char *headers;       /* JSON object text, or NULL */
+  int attempts;        /* runs already made before this claim */
+  int64_t created_at;  /* ms since the epoch */
+  void *owner;         /* free for the dispatcher */
+  void *priv;          /* free for the store */
 } store_event_t;
 
 /* The largest payload dispatched; a larger one is dead-lettered unread. An NDJSON

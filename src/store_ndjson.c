@@ -375,12 +375,12 @@ static store_event_t *next_line(nd_t *d) {
       log_at(LOG_WARN, "bad NDJSON line skipped", KI("line", d->line), KS("error", err));
       continue;
     }
-    if (r.payload_escaped) r.payload_len = ndjson_unescape(r.payload, r.payload_len);
     store_event_t *ev =
         store_event_new(r.has_id ? r.id : d->line, r.topic, r.topic_len, r.key, r.key_len,
                         r.payload, r.payload_len, r.headers, r.headers_len, sizeof(node_t) + 8);
     if (!ev) return NULL;
     ev->created_at = d->now_ms; /* read once per claim */
+    ev->payload_escaped = r.payload_escaped;
     /* node_t lives at the end of the block, aligned */
     uintptr_t p = (uintptr_t)ev + sizeof *ev + r.topic_len + 1 + r.payload_len + 1 +
                   (r.key ? r.key_len + 1 : 0) + (r.headers ? r.headers_len + 1 : 0);

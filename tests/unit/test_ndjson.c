@@ -202,21 +202,6 @@ START_TEST(ids) {
 }
 END_TEST
 
-START_TEST(shape) {
-  uint32_t counts[8];
-  size_t n = 0;
-  const char *err = NULL;
-  const char *doc = "{\"a\":[1,[],{\"b\":2,\"c\":[3,4,5]}],\"d\":{}}";
-  ck_assert_int_eq(ndjson_shape(doc, strlen(doc), counts, 8, &n, &err), 0);
-  ck_assert_uint_eq(n, 6);
-  uint32_t want[] = {2, 3, 0, 2, 3, 0};
-  for (size_t i = 0; i < n; i++) ck_assert_uint_eq(counts[i], want[i]);
-  ck_assert_int_eq(ndjson_shape(doc, strlen(doc), counts, 2, &n, &err), 0);
-  ck_assert_uint_eq(n, 6);
-  ck_assert_uint_eq(counts[1], 3);
-}
-END_TEST
-
 int main(void) {
   Suite *s = suite_create("ndjson");
   TCase *tc = tcase_create("core");
@@ -228,7 +213,6 @@ int main(void) {
   tcase_add_test(tc, validate);
   tcase_add_test(tc, special_byte_at_every_offset);
   tcase_add_test(tc, ids);
-  tcase_add_test(tc, shape);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

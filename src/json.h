@@ -1,0 +1,25 @@
+/* json — JSON text straight into Lua values, on top of the ndjson scanner, in one
+ * pass with tables created at their final size. Only strict RFC 8259 documents
+ * (nested at most 256 deep) take this path; any
+ * other text goes to lua-cjson's decode, so what users see (values, the null
+ * sentinel, big numbers, error wording) is exactly cjson's. */
+#ifndef OUTBOXD_JSON_H
+#define OUTBOXD_JSON_H
+
+#include <lua.h>
+#include <stddef.h>
+
+/* Pushes the value of the strict JSON document s[0..len) (s[len] must be a NUL,
+ * as in every Lua string). Returns 0, or -EINVAL with nothing pushed when the
+ * text is not strict JSON (the caller then asks cjson). Raises only on memory
+ * errors. */
+int json_push(lua_State *L, const char *s, size_t len);
+
+/* Adds json_decoder, payload_decoder and unescape to the table on top of the stack:
+ *   json_decoder(cjson_decode) -> decode(text), cjson's decode with this fast path;
+ *   payload_decoder(cjson_decode) -> decode(raw), the same for the body of a JSON
+ *     string still holding its escapes (an NDJSON string payload);
+ *   unescape(raw) -> the text of such a body. */
+void json_register(lua_State *L);
+
+#endif
