@@ -4,6 +4,7 @@
 #   make check      unit tests (Check) and end-to-end tests against the real binary
 #   make asan       the same tests under AddressSanitizer and UBSan
 #   make bench      throughput / latency / memory benchmarks (prints medians)
+#   make fuzz       differential fuzzing of the JSON decoder against cjson
 #   make install    PREFIX=/usr/local DESTDIR=
 # V=1 shows full commands.
 
@@ -79,7 +80,7 @@ JS_BENCH := $(BUILD)/js_bench
 # A stand-in for systemd's notification socket, for the e2e tests.
 NOTIFY_LISTEN := $(BUILD)/notify-listen
 
-.PHONY: all run check unit e2e bench asan install uninstall clean deps format
+.PHONY: all run check unit e2e bench asan install uninstall clean deps format fuzz
 all: $(BIN)
 
 $(BIN): $(MAIN_OBJ) $(APP_OBJ) $(CORE_OBJ)
@@ -139,6 +140,21 @@ asan:
 bench: $(BIN) $(RECEIVER) $(JS_BENCH)
 	$(Q)sh tests/deps.sh $(TEST_PKGS)
 	$(Q)RECEIVER=$(abspath $(RECEIVER)) JS_BENCH=$(abspath $(JS_BENCH)) bash tests/with-pg.sh bash tests/bench/run.sh
+
+# Differential fuzzing of the JSON decoder against cjson (libFuzzer; needs clang and
+# libclang-rt-14-dev, installed when missing). Not part of `make check`.
+FUZZ_CC   ?= clang
+FUZZ_TIME ?= 60
+FUZZ_BIN  := $(BUILD)/fuzz/fuzz_json
+fuzz:
+	$(Q)sh tests/deps.sh clang libclang-rt-14-dev
+	$(Q)mkdir -p $(BUILD)/fuzz/corpus
+	@echo "  FUZZ    $(FUZZ_BIN)"
+	$(Q)$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
+	  $(PKG_CFLAGS) -o $(FUZZ_BIN) tests/fuzz/fuzz_json.c src/json.c src/ndjson.c src/utf8.c \
+	  $(PKG_LIBS) $(CJSON_LIBS) -lm
+	$(Q)LSAN_OPTIONS=suppressions=$(abspath tests/fuzz/lsan.supp) $(FUZZ_BIN) \
+	  -max_total_time=$(FUZZ_TIME) -max_len=4096 -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus
 
 # The unit's /usr/local paths are rewritten for PREFIX; uninstall removes exactly
 # what install put (same PREFIX and DESTDIR), and the folders it made when empty.
