@@ -55,7 +55,8 @@ return function(ev)
 end
 LUA
 { echo '{"topic":"bomb","payload":1}'; echo '{"topic":"ok","payload":1}'; } > in.ndjson
-"$OUTBOXD" run bomb.lua --db ndjson:in.ndjson --lua-memory-limit 128M --max-attempts 1 --log text 2> log
+"$OUTBOXD" run bomb.lua --db ndjson:in.ndjson --lua-memory-limit 128M --cpu-limit 0 --max-attempts 1 \
+  --log text 2> log
 rc=$?
 peak=$(grep -oE 'peak_rss=[0-9]+' log | grep -oE '[0-9]+$')
 echo "memory bomb, --lua-memory-limit 128M: peak RSS $((peak >> 20)) MiB; $(grep -c 'Lua memory limit reached' log) refusal(s), exit $rc"
