@@ -164,8 +164,10 @@ LUA
   assert_eq "$(field s_done log)" 12 "slow calls are still done"
   local span
   span=$(field r_span_ms log)
-  # 20 at once (a second's worth), then 20 more at 20/s: about 1 s from first to last.
-  [ "$span" -ge 850 ] || fail "40 starts at 20/s spanned $span ms"
+  # 20 at once (a second's worth), then 20 more at 20/s: about 1 s from first to last
+  # (less when a slow machine spreads the first 20 while tokens refill; none without
+  # a rate).
+  [ "$span" -ge 700 ] || fail "40 starts at 20/s spanned $span ms"
   assert_grep 'HOOK opened breaker=slowpoke' log "slow calls opened the named breaker"
   assert_grep 'stopped processed=72 done=72 failed=0' log "slow runs are done, not failed"
 }
