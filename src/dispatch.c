@@ -101,6 +101,8 @@ struct dispatch {
   struct retired *retired;            /* drain timers of old generations */
   int64_t reloads_ok, reloads_failed; /* counted in reload(): SIGHUP and file watch */
   job_t *unstarted;                   /* claimed, admitted, not started */
+  job_t *suspect; /* an event whose earlier hosts stopped while running it: it runs
+                     alone, and nothing is claimed while it is held */
   job_t *free_jobs;
   int pumping, again;
   int stopping; /* 1: draining; 2: waiting for shutdown hooks */
@@ -157,6 +159,7 @@ static job_t *job_new(dispatch_t *d, store_event_t *ev) {
 }
 
 static void job_free(dispatch_t *d, job_t *j) {
+  if (j == d->suspect) d->suspect = NULL;
   j->next = d->free_jobs;
   d->free_jobs = j;
 }
@@ -185,6 +188,20 @@ static void release_unstarted(dispatch_t *d) {
     limiter_cancel(&d->lim, &j->item);
     store_release(d->store, j->ev);
     job_free(d, j);
+  }
+}
+
+/* A failed or returned event of a key holds back the rest of its key: the events of
+ * that key this host still holds unstarted (the rest of a claimed run) go back to
+ * pending untouched, before the lane could start them. */
+static void release_behind(dispatch_t *d, job_t *j) {
+  limiter_item_t *w;
+  while ((w = limiter_behind(&j->item))) {
+    job_t *f = (job_t *)w;
+    limiter_cancel(&d->lim, w);
+    unstarted_del(d, f);
+    store_release(d->store, f->ev);
+    job_free(d, f);
   }
 }
 
@@ -333,6 +350,18 @@ static void report_attempt(const store_event_t *ev, int attempt, const char *out
   if (report) report->attempt(report->arg, ev, attempt, outcome, err);
 }
 
+/* Dead-letters `ev` (counted for `route` unless -1); `ran`: this claim ran it (one more
+ * attempt counted). */
+static void settle_dead(dispatch_t *d, store_event_t *ev, int route, int ran, const char *msg) {
+  d->dead++;
+  if (route >= 0) d->rt.v[route].dead++;
+  log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("topic", ev->topic),
+         KI("attempt", ev->attempts + ran), KS("error", msg));
+  fire_event(d, "event:dead", ev, msg);
+  report_attempt(ev, ev->attempts + ran, "dead", msg);
+  store_dead(d->store, ev, ran, msg);
+}
+
 static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double delay_s) {
   store_event_t *ev = j->ev;
   int attempt = ev->attempts + 1;
@@ -340,15 +369,10 @@ static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double dela
   d->rt.v[j->route].failed++;
   fire_event(d, "event:failed", ev, msg);
   if (attempt >= d->cfg->max_attempts) {
-    d->dead++;
-    d->rt.v[j->route].dead++;
-    log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("topic", ev->topic),
-           KI("attempt", attempt), KS("error", msg));
-    fire_event(d, "event:dead", ev, msg);
-    report_attempt(ev, attempt, "dead", msg);
-    store_dead(d->store, ev, 1, msg);
+    settle_dead(d, ev, j->route, 1, msg);
     return;
   }
+  release_behind(d, j); /* the key waits for this retry */
   /* retry(seconds) may ask for any delay: saturate the retry time instead of
    * overflowing it (a wrapped value would run the retry at once). */
   int64_t now = wall_ms(), room = INT64_MAX - now;
@@ -389,7 +413,6 @@ static void on_outcome(void *owner, int outcome, const char *msg, double delay_s
   route_t *x = &d->rt.v[j->route];
   int verdict = BREAKER_IGNORED;
   int64_t took = loop_ms(d) - j->start_ms;
-  limiter_release(&d->lim, &j->item);
   if (outcome != HOST_CANCELLED) {
     d->processed++;
     if (j->start_ns)
@@ -422,17 +445,13 @@ static void on_outcome(void *owner, int outcome, const char *msg, double delay_s
     settle_failure(d, j, msg ? msg : "error",
                    outcome == HOST_RETRY || outcome == HOST_SNOOZE ? delay_s : -1);
     break;
-  case HOST_REJECT:
-    d->dead++;
-    x->dead++;
-    log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("topic", ev->topic),
-           KI("attempt", ev->attempts + 1), KS("error", msg ? msg : "rejected"));
-    fire_event(d, "event:dead", ev, msg ? msg : "rejected");
-    report_attempt(ev, ev->attempts + 1, "dead", msg ? msg : "rejected");
-    store_dead(d->store, ev, 1, msg ? msg : "rejected");
+  case HOST_REJECT: settle_dead(d, ev, j->route, 1, msg ? msg : "rejected"); break;
+  default: /* cancelled: back to pending untouched, and the rest of its key with it */
+    release_behind(d, j);
+    store_release(d->store, ev);
     break;
-  default: /* cancelled: back to pending untouched */ store_release(d->store, ev); break;
   }
+  limiter_release(&d->lim, &j->item); /* after release_behind: the lane moves on */
   if (outcome != HOST_CANCELLED)
     route_sample(d, j, took, outcome != HOST_DONE && outcome != HOST_REJECT);
   int b = j->breaker;
@@ -463,7 +482,10 @@ static void start_ready(dispatch_t *d) {
   if (d->stopping) return;
   update_gates(d);
   job_t *j;
-  while (!d->stopping && (j = (job_t *)limiter_next(&d->lim))) {
+  while (!d->stopping) {
+    /* while a suspect is held, one event at a time, and nothing beside it */
+    if (d->suspect && (d->suspect->started || d->lim.active)) break;
+    if (!(j = (job_t *)limiter_next(&d->lim))) break;
     int64_t now = loop_ms(d);
     route_t *x = &d->rt.v[j->route];
     uint64_t ticket;
@@ -481,6 +503,7 @@ static void start_ready(dispatch_t *d) {
     regate_after_start(d, j->route, now);
     if (host_run(d->host, j->ev, j, x->timeout_ms ? x->timeout_ms : d->cfg->timeout_ms)) {
       log_at(LOG_ERROR, "out of memory starting a handler", KI("id", j->ev->id));
+      release_behind(d, j);
       limiter_release(&d->lim, &j->item);
       breaker_record(&d->rt.breakers[b].brk, j->ticket, BREAKER_IGNORED, 0);
       store_release(d->store, j->ev);
@@ -502,7 +525,7 @@ static int route_full(const dispatch_t *d, int r) {
  * claim that brought only surplus makes the next one wait (claim_rest_ms, doubling
  * up to CLAIM_REST_MAX_MS), so full routes never turn into a claim-and-defer loop. */
 static int want_claim(const dispatch_t *d) {
-  if (d->stopping || d->paused || loop_ms(d) < d->claim_rest_until) return 0;
+  if (d->stopping || d->paused || d->suspect || loop_ms(d) < d->claim_rest_until) return 0;
   if (d->lim.active + d->lim.queued >= d->lim.limit + d->cfg->batch) return 0;
   for (int r = 0; r < d->rt.n; r++)
     if (d->rt.v[r].live && !route_full(d, r)) return 1;
@@ -545,6 +568,17 @@ static void claim_rest(dispatch_t *d, int only_surplus) {
   }
 }
 
+/* The events of `key` after evs[i] in a claim go back to pending untouched: the one
+ * before them is not run now, and they must not overtake it. */
+static void release_rest_of_key(dispatch_t *d, store_event_t **evs, int i, int n,
+                                const char *key) {
+  for (int k = i + 1; k < n && key; k++)
+    if (evs[k] && evs[k]->key && strcmp(evs[k]->key, key) == 0) {
+      store_release(d->store, evs[k]);
+      evs[k] = NULL;
+    }
+}
+
 /* Claims one batch; returns how many events came. */
 static int claim(dispatch_t *d) {
   store_event_t *evs[CLAIM_MAX];
@@ -557,6 +591,17 @@ static int claim(dispatch_t *d) {
   int kept = 0, surplus = 0;
   for (int i = 0; i < n; i++) {
     store_event_t *ev = evs[i];
+    if (!ev) continue; /* released with an earlier event of its key */
+    if (ev->lapsed) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "%s (attempt %d)", STORE_LAPSE_ERROR, ev->attempts);
+      if (ev->attempts >= d->cfg->max_attempts) {
+        settle_dead(d, ev, -1, 0, msg); /* the store counted the stopped run */
+        continue;
+      }
+      log_at(LOG_WARN, "taking over an event", KI("id", ev->id), KS("topic", ev->topic),
+             KS("reason", msg), KS("run", ev->lapsed == STORE_SUSPECT ? "alone" : "as usual"));
+    }
     if (ev->payload_len > STORE_PAYLOAD_MAX) {
       char msg[96];
       snprintf(msg, sizeof msg, "payload too large (%zu bytes, limit %u)", ev->payload_len,
@@ -573,15 +618,19 @@ static int claim(dispatch_t *d) {
     if (!j || limiter_admit(&d->lim, &j->item, key, key ? strlen(key) : 0)) {
       if (j) job_free(d, j);
       store_release(d->store, ev);
+      release_rest_of_key(d, evs, i, n, key);
       continue;
     }
+    if (ev->lapsed == STORE_SUSPECT) d->suspect = j;
     unstarted_add(d, j);
     int64_t now = loop_ms(d), until = routes_hold_until(&d->rt, j->route, now);
     if (!until && (until = overflow_until(d, j->route, now))) surplus++;
-    if (until)
+    if (until) {
+      release_rest_of_key(d, evs, i, n, key); /* they wait behind it in the store */
       defer_job(d, j, wall_at(d, until));
-    else
+    } else {
       kept++;
+    }
   }
   claim_rest(d, n > 0 && kept == 0 && surplus > 0);
   return n;

@@ -296,6 +296,11 @@ void limiter_cancel(limiter_t *l, limiter_item_t *it) {
   lane_advance(l, lane);
 }
 
+limiter_item_t *limiter_behind(const limiter_item_t *it) {
+  if (!it->lane || it->lane->head != it) return NULL;
+  return it->lane->wait_head;
+}
+
 void limiter_set_limit(limiter_t *l, int limit) { l->limit = limit < 1 ? 1 : limit; }
 
 int limiter_set_classes(limiter_t *l, int n) {

@@ -80,6 +80,10 @@ void limiter_release(limiter_t *l, limiter_item_t *it);
  * next item of the key becomes ready. The item is IDLE afterwards. O(1). */
 void limiter_cancel(limiter_t *l, limiter_item_t *it);
 
+/* The first item waiting behind `it` in its key lane (`it` READY or ACTIVE), or NULL
+ * when none waits or `it` has no key. O(1). */
+limiter_item_t *limiter_behind(const limiter_item_t *it);
+
 /* Changes the number of slots (>= 1). Lowering it never stops active items;
  * new starts wait until active < limit. */
 void limiter_set_limit(limiter_t *l, int limit);

@@ -2,6 +2,7 @@
  * Exit codes: 0 clean end, 1 runtime failure, 2 usage, configuration or script
  * error, always with one line naming the flag, file or line at fault. */
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,9 +201,21 @@ static void survive_sigpipe(void) {
   sigaction(SIGPIPE, &sa, NULL);
 }
 
+/* glibc gives the top of the heap back when 128 KiB are free there and moves its mmap
+ * threshold as it sees big frees: a claim-and-settle cycle then shrinks and regrows the
+ * heap every batch (a page fault per page each time). Fixed thresholds keep up to
+ * TRIM_KEEP of free heap and send only big blocks (large payloads) to mmap, which go
+ * back to the system as soon as they are freed. */
+#define TRIM_KEEP (8 << 20)
+#define MMAP_FROM (1 << 20)
+
 int main(int argc, char **argv) {
   survive_sigpipe();
   dispatch_set_argv(argv);
+#ifdef M_TRIM_THRESHOLD
+  mallopt(M_TRIM_THRESHOLD, TRIM_KEEP);
+  mallopt(M_MMAP_THRESHOLD, MMAP_FROM);
+#endif
   if (argc < 2) {
     usage(stderr);
     return 2;

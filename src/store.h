@@ -24,6 +24,7 @@ typedef struct store_event {
                           (NDJSON); the host unescapes it when a handler reads it */
   char *headers;       /* JSON object text, or NULL */
   int attempts;        /* runs already made before this claim */
+  int lapsed;          /* 0, or STORE_LAPSED / STORE_SUSPECT: see below */
   int64_t created_at;  /* ms since the epoch */
   void *owner;         /* free for the dispatcher */
   void *priv;          /* free for the store */
@@ -34,6 +35,15 @@ typedef struct store_event {
  * skipped as it streams. */
 #define STORE_PAYLOAD_MAX (16u << 20)
 #define STORE_ENVELOPE_MAX (1u << 20)
+
+/* A claim that takes an event over from a host whose lease ran out (the host stopped
+ * mid-run) counts that run as an attempt (`attempts` includes it) and sets `lapsed`.
+ * STORE_SUSPECT: the host that took it over after an earlier lapse stopped too; the
+ * store hands such an event out alone, and the dispatcher runs it alone, so an event
+ * that kills its host takes no neighbours with it. */
+#define STORE_LAPSED 1
+#define STORE_SUSPECT 2
+#define STORE_LAPSE_ERROR "lease expired: the host running it stopped"
 
 /* Allocates an event with its strings in one block (lengths exclude NUL; key and
  * headers may be NULL). Returns NULL on ENOMEM. Free with store_event_free. */
@@ -63,7 +73,9 @@ typedef void (*store_wake_cb)(void *arg);
 
 typedef struct store_opts {
   int batch;           /* events claimed per claim */
-  int ordering_key;    /* 1: only the head pending event of each key is claimable */
+  int ordering_key;    /* 1: a key's events run one at a time in id order: a claim
+                          takes a key's head, and may take the events behind it
+                          (a run) for the dispatcher to run in order */
   int64_t lease_ms;    /* claim lease, renewed by the store while events are out */
   int keep_done;       /* keep done rows instead of deleting them */
   int64_t poll_ms;     /* longest idle wait between looks at the store */
@@ -84,7 +96,10 @@ typedef struct store_ops {
    * Returns 0 or a negative errno-style code (the store logs the cause).
    * -EINPROGRESS with *n == 0 is not a failure: nothing is at hand yet but a claim
    * is under way (a prefetching backend), and a wake-up follows; 0 with *n == 0
-   * means nothing is claimable now. */
+   * means nothing is claimable now. out[] is in id order. With ordering_key it may
+   * hold several events of one key (a run): each runs only after the one before it
+   * settled done or dead; when one fails or is released, the dispatcher releases the
+   * rest of the run it still holds unstarted. */
   int (*claim)(store_t *s, int max, store_event_t **out, int *n);
   /* The handler succeeded. */
   void (*ack)(store_t *s, store_event_t *ev);

@@ -23,9 +23,46 @@
 #define CLOSE_TIMEOUT_MS 5000 /* longest wait for the last flush at close */
 #define COUNTS_COST 100 /* counts take at most 1/COUNTS_COST of the connection's time */
 #define CHANNEL "outbox_new"
+#define CLAIM_NAME "outboxd_claim"
 #define APP_NAME "outboxd"
 
 /* ---------------------------------------------------------------- schema */
+
+#define LIVE " status IN ('pending','processing')"
+
+/* The indexes claims need, and the upgrade of a database an earlier version created
+ * (its key index covered keyless rows too); `init` and every dispatching host run it.
+ * Each index is created only when missing, so a host that finds them all takes no
+ * lock on the table. */
+#define MIGRATE_SQL                                                                                \
+  "DO $$ BEGIN\n"                                                                                   \
+  "  IF to_regclass('outbox') IS NULL THEN RETURN; END IF;\n"                                       \
+  "  IF to_regclass('outbox_lapsed') IS NOT NULL AND to_regclass('outbox_due') IS NOT NULL"         \
+  " AND to_regclass('outbox_keyless') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_indexes"            \
+  " WHERE schemaname = current_schema() AND indexname = 'outbox_key_head'"                         \
+  " AND indexdef LIKE '%key IS NOT NULL%') THEN RETURN; END IF;\n"                                \
+  "  PERFORM pg_advisory_xact_lock(hashtext('outboxd init'));\n"                                   \
+  "  IF EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema()"                      \
+  " AND indexname = 'outbox_key_head' AND indexdef NOT LIKE '%key IS NOT NULL%') THEN\n"          \
+  "    DROP INDEX outbox_key_head;\n"                                                              \
+  "  END IF;\n"                                                                                    \
+  /* live rows of each key in id order: heads, skip scans and runs */                              \
+  "  IF to_regclass('outbox_key_head') IS NULL THEN\n"                                             \
+  "    CREATE INDEX outbox_key_head ON outbox (key, id) WHERE key IS NOT NULL AND" LIVE ";\n"      \
+  "  END IF;\n"                                                                                    \
+  /* keyless live rows in id order, for claims with per-key order */                               \
+  "  IF to_regclass('outbox_keyless') IS NULL THEN\n"                                              \
+  "    CREATE INDEX outbox_keyless ON outbox (id) WHERE key IS NULL AND" LIVE ";\n"                \
+  "  END IF;\n"                                                                                    \
+  /* leases by expiry: lapsed ones to take over, the next one to wait for */                       \
+  "  IF to_regclass('outbox_lapsed') IS NULL THEN\n"                                               \
+  "    CREATE INDEX outbox_lapsed ON outbox (locked_until) WHERE status = 'processing';\n"         \
+  "  END IF;\n"                                                                                    \
+  /* pending rows by due time: the next retry to wait for */                                       \
+  "  IF to_regclass('outbox_due') IS NULL THEN\n"                                                  \
+  "    CREATE INDEX outbox_due ON outbox (available_at) WHERE status = 'pending';\n"               \
+  "  END IF;\n"                                                                                    \
+  "END $$"
 
 static const char schema_sql[] =
     "BEGIN;\n"
@@ -48,10 +85,8 @@ static const char schema_sql[] =
     /* Claims walk live rows in id order; done/dead history costs nothing. */
     "CREATE INDEX IF NOT EXISTS outbox_claim ON outbox (id)"
     " WHERE status IN ('pending','processing');\n"
-    /* Head of each key: the smallest live id of the key. */
-    "CREATE INDEX IF NOT EXISTS outbox_key_head ON outbox (key, id)"
-    " WHERE status IN ('pending','processing');\n"
     "CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (id) WHERE status = 'dead';\n"
+    MIGRATE_SQL ";\n"
     "CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS\n"
     "  $$ BEGIN PERFORM pg_notify('" CHANNEL "', ''); RETURN NULL; END $$;\n"
     "DO $$ BEGIN\n"
@@ -65,28 +100,98 @@ static const char schema_sql[] =
 
 /* ------------------------------------------------------------ statements */
 
-/* A row is the head of its key when no live row of that key has a smaller id. A row
- * locked by another host's claim still reads as pending in our snapshot, so the next
- * row of its key is never the head while the first is being claimed. */
+/* $1 host, $2 lease ms, $3 limit, $4 ids this host still has out (never taken over),
+ * $5 (per-key order) the key after which the key scan starts.
+ * Claimable: pending and due, or processing under a lease that ran out. */
+#define CLAIMABLE(x)                                                                               \
+  " ((" x ".status = 'pending' AND " x ".available_at <= now()) OR (" x ".status = 'processing'"    \
+  " AND " x ".locked_until < now() AND NOT (" x ".id = ANY ($4::bigint[]))))"
+
+/* A row is the head of its key when no live row of that key has a smaller id. */
 #define HEAD_OF_KEY                                                                                \
   " AND (c.key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox h WHERE h.key = c.key"                  \
-  " AND h.id < c.id AND h.status IN ('pending','processing')))"
+  " AND h.key IS NOT NULL AND h.id < c.id AND h." LIVE "))"
 
-/* $1 host, $2 lease ms, $3 limit, $4 ids this host still has out (never reclaimed).
- * Claimable: pending and due, or processing under a lease that ran out. */
-#define CLAIM_SQL(head)                                                                            \
-  "UPDATE outbox o SET status = 'processing', locked_by = $1,"                                     \
-  " locked_until = now() + $2::bigint * interval '1 millisecond'"                                  \
-  " WHERE o.id IN (SELECT c.id FROM outbox c"                                                      \
-  " WHERE c.status IN ('pending','processing')"                                                    \
-  " AND ((c.status = 'pending' AND c.available_at <= now())"                                       \
-  " OR (c.status = 'processing' AND c.locked_until < now()"                                        \
-  " AND NOT (c.id = ANY ($4::bigint[]))))" head " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED)"  \
+/* A suspect: lapsed again after it was taken over from a stopped host. Claimed alone. */
+#define SUSPECT_CTE(head)                                                                          \
+  "sus AS (SELECT c.id, c.key FROM outbox c WHERE c.status = 'processing'"                         \
+  " AND c.locked_until < now() AND NOT (c.id = ANY ($4::bigint[]))"                                \
+  " AND c.last_error LIKE '" STORE_LAPSE_ERROR "%'" head                                           \
+  " ORDER BY c.id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+
+/* `pick` locked again with the claimable test re-checked on the newest row version
+ * (another host may have claimed or settled it since our snapshot). */
+#define LOCK_PICK                                                                                  \
+  " lp AS (SELECT o.id, o.key, o.status = 'processing' AS lapsed FROM outbox o"                    \
+  " WHERE o.id IN (SELECT id FROM pick) AND" CLAIMABLE("o") " FOR UPDATE OF o SKIP LOCKED)"
+
+/* Leases `took`; a lapsed lease counts the stopped run as an attempt. The last column
+ * says how the row was taken: 0, STORE_LAPSED or STORE_SUSPECT. */
+#define TAKE_SQL                                                                                   \
+  " UPDATE outbox o SET status = 'processing', locked_by = $1,"                                    \
+  " locked_until = now() + $2::bigint * interval '1 millisecond',"                                 \
+  " attempts = o.attempts + t.lapsed::int, last_error = CASE WHEN t.lapsed"                        \
+  " THEN '" STORE_LAPSE_ERROR " (attempt ' || (o.attempts + 1) || ')' ELSE o.last_error END"       \
+  " FROM took t WHERE o.id = ANY (ARRAY(SELECT id FROM took)) AND o.id = t.id"                    \
   " RETURNING o.id, o.topic, o.key, o.payload, o.headers, o.attempts,"                             \
-  " (extract(epoch FROM o.created_at) * 1000)::bigint"
+  " (extract(epoch FROM o.created_at) * 1000)::bigint,"                                            \
+  " CASE WHEN NOT t.lapsed THEN 0 WHEN EXISTS (SELECT 1 FROM sus) THEN 2 ELSE 1 END"
 
-static const char claim_sql[] = CLAIM_SQL(HEAD_OF_KEY);
-static const char claim_any_sql[] = CLAIM_SQL("");
+/* Without per-key order: the claimable rows in id order, skipping rows other hosts
+ * are claiming right now. */
+#define CLAIM_ANY                                                                                  \
+    "WITH " SUSPECT_CTE("") ","                                                                    \
+    " free AS (SELECT c.id, c.status = 'processing' AS lapsed FROM outbox c"                       \
+    " WHERE NOT EXISTS (SELECT 1 FROM sus) AND c." LIVE " AND" CLAIMABLE("c")                      \
+    " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED),"                                             \
+    " took AS (SELECT id, lapsed FROM free UNION ALL SELECT id, true FROM sus)"                    \
+    TAKE_SQL
+
+/* With per-key order. The key scan visits one index entry per key with live rows (a
+ * recursive CTE as a skip scan), from the key after $5 to the last and then from the
+ * first, until $3 claimable heads are found: its cost follows the number of keys, not
+ * the backlog behind them. Heads and keyless rows are merged by id; the rest of the
+ * batch goes to the due events behind each head (its run), shared out evenly. A run
+ * is only taken behind a head this statement locked, so it can never overtake a head
+ * another host holds. */
+#define NEXT_KEY(cond)                                                                             \
+  "(SELECT key FROM outbox WHERE key IS NOT NULL AND" LIVE " AND " cond                            \
+  " ORDER BY key LIMIT 1)"
+#define CLAIM_KEY                                                                                  \
+    "WITH RECURSIVE " SUSPECT_CTE(HEAD_OF_KEY) ","                                                 \
+    " ka(k) AS (" NEXT_KEY("key > $5") " UNION ALL SELECT " NEXT_KEY("key > ka.k")                 \
+    " FROM ka WHERE ka.k IS NOT NULL),"                                                            \
+    " kb(k) AS (" NEXT_KEY("key <= $5") " UNION ALL SELECT " NEXT_KEY("key > kb.k AND key <= $5")  \
+    " FROM kb WHERE kb.k IS NOT NULL),"                                                            \
+    " heads AS (SELECT h.id, h.key FROM (SELECT k FROM ka WHERE k IS NOT NULL"                     \
+    " UNION ALL SELECT k FROM kb WHERE k IS NOT NULL) ks CROSS JOIN LATERAL"                       \
+    " (SELECT x.id, x.key, x.status, x.available_at, x.locked_until FROM outbox x"                 \
+    " WHERE x.key = ks.k AND x.key IS NOT NULL AND x." LIVE " ORDER BY x.id LIMIT 1) h"            \
+    " WHERE NOT EXISTS (SELECT 1 FROM sus) AND" CLAIMABLE("h") " LIMIT $3),"                       \
+    " free AS (SELECT c.id FROM outbox c WHERE NOT EXISTS (SELECT 1 FROM sus)"                     \
+    " AND c.key IS NULL AND c." LIVE " AND" CLAIMABLE("c")                                         \
+    " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED),"                                             \
+    " pick AS (SELECT id FROM (SELECT id FROM heads UNION ALL SELECT id FROM free"                 \
+    " UNION ALL SELECT id FROM sus) x ORDER BY id LIMIT $3),"                                      \
+    LOCK_PICK ","                                                                                  \
+    " nk AS (SELECT count(*) FILTER (WHERE key IS NOT NULL AND NOT lapsed) AS n,"                  \
+    " greatest(0, $3 - count(*)) AS room FROM lp),"                                                \
+    " fol AS (SELECT f.id FROM (SELECT lp.id, lp.key, row_number() OVER (ORDER BY lp.id) - 1 AS i" \
+    " FROM lp WHERE lp.key IS NOT NULL AND NOT lp.lapsed) hd CROSS JOIN nk CROSS JOIN LATERAL"     \
+    " (SELECT w.id FROM (SELECT v.id, bool_and(v.due) OVER (ORDER BY v.id) AS due FROM"            \
+    " (SELECT x.id, x.status = 'pending' AND x.available_at <= now() AS due FROM outbox x"         \
+    " WHERE x.key = hd.key AND x.key IS NOT NULL AND x." LIVE " AND x.id > hd.id ORDER BY x.id"    \
+    " LIMIT nk.room / nk.n + CASE WHEN hd.i < nk.room % nk.n THEN 1 ELSE 0 END) v) w"              \
+    " WHERE w.due) f),"                                                                            \
+    " lf AS (SELECT o.id, false AS lapsed FROM outbox o WHERE o.id IN (SELECT id FROM fol)"        \
+    " AND o.status = 'pending' AND o.available_at <= now() FOR UPDATE OF o),"                      \
+    " took AS (SELECT id, lapsed FROM lp UNION ALL SELECT id, lapsed FROM lf)"                     \
+    TAKE_SQL
+
+#define PREPARE_AS(params) \
+  "SET plan_cache_mode = force_custom_plan; PREPARE " CLAIM_NAME " (" params ") AS "
+static const char prepare_claim_sql[] = PREPARE_AS("text, bigint, int, bigint[], text") CLAIM_KEY;
+static const char prepare_claim_any_sql[] = PREPARE_AS("text, bigint, int, bigint[]") CLAIM_ANY;
 
 /* $1 host, $2 ids, $3 kinds (0 ack, 1 fail, 2 dead, 3 release, 4 defer), $4 args
  * (fail, defer: available_at ms; dead: attempts to add), $5 errors, $6 keep done rows. Returns the
@@ -144,7 +249,7 @@ static const char requeue_ids_sql[] =
 /* ------------------------------------------------------------ the store */
 
 enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE, SET_DEFER };
-enum { OP_NONE, OP_LISTEN, OP_FLUSH, OP_CLAIM, OP_RENEW, OP_NEXT_DUE, OP_COUNTS };
+enum { OP_NONE, OP_LISTEN, OP_MIGRATE, OP_PREPARE, OP_FLUSH, OP_CLAIM, OP_RENEW, OP_NEXT_DUE, OP_COUNTS };
 enum { ST_DOWN, ST_CONNECTING, ST_READY };
 
 typedef struct settle {
@@ -177,6 +282,9 @@ typedef struct pg {
   int failures;     /* failed connections or queries in a row */
   int64_t retry_ms; /* next reconnect delay */
   int listening;    /* LISTEN done on this connection */
+  int migrated;     /* the schema upgrade ran (or failed, logged) once */
+  int prepared;     /* the claim statement is prepared on this connection */
+  char *cursor;     /* the key after which the next key scan starts, or NULL */
   int connected_once;
   uv_poll_t *poll; /* on PQsocket; heap-allocated, the socket changes per connection */
   int poll_fd, poll_events;
@@ -408,6 +516,7 @@ static void drop_conn(pg_t *s) {
   s->conn = NULL;
   s->state = ST_DOWN;
   s->listening = 0;
+  s->prepared = 0;
   uv_timer_stop(&s->retry_timer);
 }
 
@@ -599,13 +708,25 @@ static int send_claim(pg_t *s) {
     free(own.p);
     return -ENOMEM;
   }
-  const char *v[] = {s->host, lease, limit, own.p};
-  int rc = PQsendQueryParams(s->conn, s->base.opts.ordering_key ? claim_sql : claim_any_sql, 4,
-                             NULL, v, NULL, NULL, 0)
-               ? 0
-               : -EIO;
+  const char *v[] = {s->host, lease, limit, own.p, s->cursor ? s->cursor : ""};
+  int n = s->base.opts.ordering_key ? 5 : 4;
+  int rc = PQsendQueryPrepared(s->conn, CLAIM_NAME, n, v, NULL, NULL, 0) ? 0 : -EIO;
   free(own.p);
   return rc;
+}
+
+/* The claim is parsed once per connection and planned at every run (a custom plan):
+ * a plan cached while the table was small would walk every row once it is large. */
+static int send_prepare(pg_t *s) {
+  s->op = OP_PREPARE;
+  return PQsendQuery(s->conn, s->base.opts.ordering_key ? prepare_claim_sql : prepare_claim_any_sql)
+             ? 0
+             : -EIO;
+}
+
+static int send_migrate(pg_t *s) {
+  s->op = OP_MIGRATE;
+  return PQsendQuery(s->conn, MIGRATE_SQL) ? 0 : -EIO;
 }
 
 static int send_renew(pg_t *s) {
@@ -657,6 +778,10 @@ static void send_next(pg_t *s) {
   int rc;
   if (!s->listening)
     rc = send_listen(s);
+  else if (!s->migrated && !s->closing)
+    rc = send_migrate(s);
+  else if (!s->prepared && !s->closing)
+    rc = send_prepare(s);
   else if (s->set.n && (s->want_flush || s->want_claim || s->closing))
     rc = send_flush(s);
   else if (s->want_claim && !s->closing)
@@ -691,6 +816,7 @@ static store_event_t *row_event(const PGresult *r, int i) {
   if (!ev) return NULL;
   ev->attempts = atoi(PQgetvalue(r, i, 5));
   ev->created_at = strtoll(PQgetvalue(r, i, 6), NULL, 10);
+  ev->lapsed = atoi(PQgetvalue(r, i, 7));
   return ev;
 }
 
@@ -711,10 +837,28 @@ static int by_id(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* The key scan goes on after the keys this claim took: past the wrap-around point if
+ * it wrapped (keys at or before the old cursor), else past the largest key taken. */
+static void move_cursor(pg_t *s, const PGresult *r) {
+  const char *old = s->cursor ? s->cursor : "", *after = NULL, *wrapped = NULL;
+  for (int i = 0; i < PQntuples(r); i++) {
+    if (PQgetisnull(r, i, 2)) continue;
+    const char *k = PQgetvalue(r, i, 2);
+    const char **best = strcmp(k, old) > 0 ? &after : &wrapped;
+    if (!*best || strcmp(k, *best) > 0) *best = k;
+  }
+  const char *next = wrapped ? wrapped : after;
+  char *copy = next ? strdup(next) : NULL;
+  if (!copy) return;
+  free(s->cursor);
+  s->cursor = copy;
+}
+
 /* Claimed rows go to the prefetch buffer (in id order) and on lease. A row we cannot
  * hold (out of memory) stays leased to us and comes back when the lease expires. */
 static void claim_done(pg_t *s, const PGresult *r) {
   int rows = PQntuples(r), start = s->nbuf;
+  if (s->base.opts.ordering_key) move_cursor(s, r);
   for (int i = 0; i < rows; i++) {
     store_event_t *ev = row_event(r, i);
     if (ev && idset_add(&s->out, ev->id) == 0) {
@@ -805,9 +949,21 @@ static void listen_done(pg_t *s) {
 /* One result of the query in flight. Returns 0, or -EIO when it failed. */
 static int on_result(pg_t *s, PGresult *r) {
   ExecStatusType st = PQresultStatus(r);
+  if (s->op == OP_MIGRATE) {
+    s->migrated = 1; /* once per process, whatever the outcome */
+    if (st == PGRES_COMMAND_OK) return 0;
+    if (PQstatus(s->conn) != CONNECTION_OK) return -EIO;
+    char line[200];
+    snprintf(line, sizeof line, "%s", PQresultErrorMessage(r));
+    line[strcspn(line, "\n")] = 0;
+    log_at(LOG_WARN, "schema upgrade failed; claims work, slower (run: outboxd init)",
+           KS("error", line));
+    return 0;
+  }
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return -EIO;
   switch (s->op) {
   case OP_LISTEN: listen_done(s); break;
+  case OP_PREPARE: s->prepared = 1; break;
   case OP_FLUSH: flush_done(s, r); break;
   case OP_CLAIM: claim_done(s, r); break;
   case OP_RENEW: renew_done(s, r); break;
@@ -821,6 +977,8 @@ static int on_result(pg_t *s, PGresult *r) {
 static const char *op_name(int op) {
   switch (op) {
   case OP_LISTEN: return "listening";
+  case OP_MIGRATE: return "upgrading the schema";
+  case OP_PREPARE: return "preparing the claim";
   case OP_FLUSH: return "writing settlements";
   case OP_CLAIM: return "claiming";
   case OP_RENEW: return "renewing leases";
@@ -1154,6 +1312,7 @@ static void destroy(pg_t *s) {
   idset_free(&s->out);
   free(s->url);
   free(s->host);
+  free(s->cursor);
   free(s);
 }
 

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <libgen.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -28,6 +29,9 @@
 
 /* ---------------------------------------------------------------- schema */
 
+#define LIVE " status IN ('pending','processing')"
+#define KEY_HEAD_WHERE " WHERE key IS NOT NULL AND" LIVE
+
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS outbox (\n"
     "  id           INTEGER PRIMARY KEY AUTOINCREMENT,\n"
@@ -47,9 +51,16 @@ static const char schema_sql[] =
     /* Claims scan one status in id order; available_at rides along so rows not yet
      * due are skipped without touching the table. */
     "CREATE INDEX IF NOT EXISTS outbox_claim ON outbox(status, id, available_at);\n"
-    /* Head of each key: only live rows, so done/dead history costs nothing. */
-    "CREATE INDEX IF NOT EXISTS outbox_key_head ON outbox(key, id)"
-    " WHERE status IN ('pending','processing');\n";
+    /* Keyless rows waiting, in id order: claims with per-key order take them here. */
+    "CREATE INDEX IF NOT EXISTS outbox_keyless ON outbox(id, available_at)"
+    " WHERE key IS NULL AND status = 'pending';\n"
+    /* Rows waiting for a retry or a scheduled time: the next wake-up is their min. */
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox(available_at)"
+    " WHERE status = 'pending' AND available_at > 0;\n"
+    /* Live rows of each key in id order: a key's head is its first entry, and a skip
+     * scan over it visits one entry per key. Done/dead history and keyless rows cost
+     * nothing. */
+    "CREATE INDEX IF NOT EXISTS outbox_key_head ON outbox(key, id)" KEY_HEAD_WHERE ";\n";
 
 /* ------------------------------------------------------------ statements */
 
@@ -57,8 +68,16 @@ enum {
   ST_BEGIN,
   ST_COMMIT,
   ST_ROLLBACK,
-  ST_CLAIM,
-  ST_CLAIM_ANY,
+  ST_SUSPECT,
+  ST_SUSPECT_ANY,
+  ST_CAND_FREE,
+  ST_CAND_ANY,
+  ST_LAPSED_FREE,
+  ST_LAPSED_ANY,
+  ST_FIRST_HEAD,
+  ST_NEXT_HEAD,
+  ST_FOLLOWERS,
+  ST_TAKE,
   ST_ACK_DELETE,
   ST_ACK_DONE,
   ST_FAIL,
@@ -77,33 +96,64 @@ enum {
   ST_COUNT
 };
 
+/* ?1 now, ?2 host. Held by another host whose lease ran out: it stopped mid-run. */
+#define LAPSED " o.status = 'processing' AND o.locked_until < ?1 AND o.locked_by IS NOT ?2"
+/* ...and it had already been taken over after such a lapse. */
+#define SUSPECT LAPSED " AND o.last_error LIKE '" STORE_LAPSE_ERROR "%'"
 /* A row is the head of its key when no live row of that key has a smaller id. */
 #define HEAD_OF_KEY                                                                                \
   " AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM outbox h WHERE h.key = o.key"                  \
-  " AND h.id < o.id AND h.status IN ('pending','processing')))"
+  " AND h.key IS NOT NULL AND h.id < o.id AND h." LIVE "))"
 
-/* ?1 host, ?2 locked_until, ?3 now, ?4 max. Claimable: pending and due, or held
- * by another host whose lease ran out; the head rule applies before the LIMIT. */
-#define CLAIM_SQL(head)                                                                            \
-  "UPDATE outbox SET status = 'processing', locked_by = ?1, locked_until = ?2"                     \
-  " WHERE id IN (SELECT id FROM (SELECT o.id FROM outbox o WHERE o.status = 'pending'"             \
-  " AND o.available_at <= ?3" head " ORDER BY o.id LIMIT ?4)"                                      \
-  " UNION ALL SELECT id FROM (SELECT o.id FROM outbox o WHERE o.status = 'processing'"             \
-  " AND o.locked_until < ?3 AND o.locked_by IS NOT ?1" head " ORDER BY o.id LIMIT ?4)"             \
-  " ORDER BY 1 LIMIT ?4)"                                                                          \
-  " RETURNING id, topic, key, payload, headers, attempts, created_at"
+/* ?1 now, ?3 max: pending and due rows in id order (each its own statement: a UNION
+ * with an ORDER BY would build a temporary b-tree at every claim). */
+#define CAND_SQL(index, where)                                                                     \
+  "SELECT o.id FROM outbox o" index " WHERE" where " o.status = 'pending' AND o.available_at <= ?1" \
+  " ORDER BY o.id LIMIT ?3"
+/* ?1 now, ?2 host, ?3 max: rows whose lease lapsed, in id order. */
+#define LAPSED_SQL(where) "SELECT o.id FROM outbox o WHERE" where LAPSED " ORDER BY o.id LIMIT ?3"
+
+/* The head of the first key (after ?1): the first entry of the key index. */
+#define HEAD_SQL(after)                                                                            \
+  "SELECT key, id, status, available_at, locked_by, locked_until"                                   \
+  " FROM outbox INDEXED BY outbox_key_head" KEY_HEAD_WHERE after " ORDER BY key, id LIMIT 1"
 
 #define FENCE " WHERE id = ?1 AND locked_by = ?2 AND status = 'processing'"
 #define UNLOCK " locked_by = NULL, locked_until = NULL"
 
+/* Statements that may write several rows say OR FAIL: a failure keeps the rows already
+ * written instead of undoing them, so SQLite opens no statement journal for them (the
+ * surrounding transaction is rolled back as a whole on error anyway). */
 static const char *const sql_text[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_CLAIM] = CLAIM_SQL(HEAD_OF_KEY),
-    [ST_CLAIM_ANY] = CLAIM_SQL(""),
-    [ST_ACK_DELETE] = "DELETE FROM outbox" FENCE,
-    [ST_ACK_DONE] = "UPDATE outbox SET status = 'done', attempts = attempts + 1," UNLOCK FENCE,
+    [ST_SUSPECT] = "SELECT o.id FROM outbox o WHERE" SUSPECT HEAD_OF_KEY " ORDER BY o.id LIMIT 1",
+    [ST_SUSPECT_ANY] = "SELECT o.id FROM outbox o WHERE" SUSPECT " ORDER BY o.id LIMIT 1",
+    [ST_CAND_FREE] = CAND_SQL(" INDEXED BY outbox_keyless", " o.key IS NULL AND"),
+    [ST_CAND_ANY] = CAND_SQL("", ""),
+    [ST_LAPSED_FREE] = LAPSED_SQL(" o.key IS NULL AND"),
+    [ST_LAPSED_ANY] = LAPSED_SQL(""),
+    [ST_FIRST_HEAD] = HEAD_SQL(""),
+    [ST_NEXT_HEAD] = HEAD_SQL(" AND key > ?1"),
+    /* ?1 key, ?2 head id, ?3 now, ?4 max: the events behind a head, 1 when due. */
+    [ST_FOLLOWERS] = "SELECT id, status = 'pending' AND available_at <= ?3"
+                     " FROM outbox INDEXED BY outbox_key_head" KEY_HEAD_WHERE " AND key = ?1 AND id > ?2 ORDER BY key, id LIMIT ?4",
+    /* ?1 JSON array of ids, ?2 host, ?3 locked_until. A row taken over from a lapsed
+     * lease (still 'processing') counts the stopped run. One statement per claim:
+     * RETURNING gathers its rows in a temporary table, once per statement. */
+    [ST_TAKE] = "UPDATE OR FAIL outbox SET status = 'processing', locked_by = ?2,"
+                " locked_until = ?3, attempts = attempts + (status = 'processing'),"
+                " last_error = CASE WHEN status = 'processing'"
+                " THEN '" STORE_LAPSE_ERROR " (attempt ' || (attempts + 1) || ')'"
+                " ELSE last_error END WHERE id IN (SELECT value FROM json_each(?1))"
+                " RETURNING id, topic, key, payload, headers, attempts, created_at",
+    /* ?1 JSON array of ids, ?2 host. Returns the ids written. */
+    [ST_ACK_DELETE] = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))"
+                      " AND locked_by = ?2 AND status = 'processing' RETURNING id",
+    [ST_ACK_DONE] = "UPDATE OR FAIL outbox SET status = 'done', attempts = attempts + 1," UNLOCK
+                    " WHERE id IN (SELECT value FROM json_each(?1))"
+                    " AND locked_by = ?2 AND status = 'processing' RETURNING id",
     [ST_FAIL] = "UPDATE outbox SET status = 'pending', attempts = attempts + 1,"
                 " available_at = ?3, last_error = ?4," UNLOCK FENCE,
     [ST_DEAD] = "UPDATE outbox SET status = 'dead', attempts = attempts + ?3,"
@@ -113,14 +163,15 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_RENEW] = "UPDATE outbox SET locked_until = ?3" FENCE,
     /* The next moment something not claimable now becomes claimable: a retry
      * coming due, or another host's lease running out. ?1 now, ?2 host. */
-    [ST_NEXT_DUE] = "SELECT min(t) FROM (SELECT min(available_at) AS t FROM outbox"
-                    " WHERE status = 'pending' AND available_at > ?1"
+    [ST_NEXT_DUE] = "SELECT min(t) FROM (SELECT min(available_at) AS t"
+                    " FROM outbox INDEXED BY outbox_due"
+                    " WHERE status = 'pending' AND available_at > 0 AND available_at > ?1"
                     " UNION ALL SELECT min(locked_until) FROM outbox"
                     " WHERE status = 'processing' AND locked_by IS NOT ?2"
                     " AND locked_until >= ?1)",
     [ST_DATA_VERSION] = "PRAGMA data_version",
     [ST_INSERT] = "INSERT INTO outbox (topic, key, payload, headers) VALUES (?1, ?2, ?3, ?4)",
-    [ST_REQUEUE_DEAD] = "UPDATE outbox SET status = 'pending', attempts = 0,"
+    [ST_REQUEUE_DEAD] = "UPDATE OR FAIL outbox SET status = 'pending', attempts = 0,"
                         " available_at = 0," UNLOCK " WHERE status = 'dead'",
     [ST_REQUEUE_ID] =
         "UPDATE outbox SET status = 'pending', attempts = 0,"
@@ -153,6 +204,7 @@ typedef struct sq {
   int nset, capset;
   idset_t out;
   int64_t data_version;
+  char *cursor; /* the key after which the next key scan starts, or NULL */
   int64_t due_at;  /* when due_timer fires, 0 when idle */
   int failing;     /* failed transactions in a row */
   int checks;      /* looks at data_version since the last file event */
@@ -315,7 +367,7 @@ static void arm_next_due(sq_t *s, int64_t now) {
 
 static const char *const kind_name[] = {"ack", "fail", "dead", "release", "defer"};
 
-/* The statement that writes settlement x. */
+/* The statement that writes settlement x (acks take a JSON array of ids in ?1). */
 static int settle_stmt(const sq_t *s, const settle_t *x) {
   return x->kind == SET_ACK     ? (s->base.opts.keep_done ? ST_ACK_DONE : ST_ACK_DELETE)
          : x->kind == SET_FAIL  ? ST_FAIL
@@ -325,7 +377,13 @@ static int settle_stmt(const sq_t *s, const settle_t *x) {
 }
 
 static void bind_settle(sq_t *s, sqlite3_stmt *st, const settle_t *x) {
-  sqlite3_bind_int64(st, 1, x->id);
+  if (x->kind == SET_ACK) {
+    char one[32];
+    int n = snprintf(one, sizeof one, "[%" PRId64 "]", x->id);
+    sqlite3_bind_text(st, 1, one, n, SQLITE_TRANSIENT);
+  } else {
+    sqlite3_bind_int64(st, 1, x->id);
+  }
   bind_host(s, st);
   if (x->kind == SET_FAIL || x->kind == SET_DEAD) {
     sqlite3_bind_int64(st, 3, x->arg);
@@ -334,25 +392,61 @@ static void bind_settle(sq_t *s, sqlite3_stmt *st, const settle_t *x) {
   if (x->kind == SET_DEFER) sqlite3_bind_int64(st, 3, x->arg);
 }
 
+static void fenced_out(sq_t *s, int64_t id, int kind) {
+  log_at(LOG_WARN, "settlement fenced out: the lease was lost", KI("id", id),
+         KS("outcome", kind_name[kind]), KS("db", s->path));
+}
+
+/* A failure, dead-letter or release: one row. */
 static int write_one(sq_t *s, const settle_t *x) {
   sqlite3_stmt *st = s->st[settle_stmt(s, x)];
   bind_settle(s, st, x);
   int rc = sqlite3_step(st);
   done_stmt(st);
   if (rc != SQLITE_DONE) return rc;
-  if (sqlite3_changes(s->db) == 0)
-    log_at(LOG_WARN, "settlement fenced out: the lease was lost", KI("id", x->id),
-           KS("outcome", kind_name[x->kind]), KS("db", s->path));
+  if (sqlite3_changes(s->db) == 0) fenced_out(s, x->id, x->kind);
   return SQLITE_OK;
+}
+
+/* Every buffered ack in one statement: the ids go in as a JSON array, the rows
+ * written come back, and an id missing from them was fenced out. */
+static int write_acks(sq_t *s, int nacks) {
+  size_t cap = (size_t)nacks * 21 + 3, len = 0;
+  char *ids = malloc(cap);
+  idset_t got = {0};
+  if (!ids) return SQLITE_NOMEM;
+  ids[len++] = '[';
+  for (int i = 0; i < s->nset; i++)
+    if (s->set[i].kind == SET_ACK)
+      len += (size_t)snprintf(ids + len, cap - len, "%s%" PRId64, len > 1 ? "," : "", s->set[i].id);
+  ids[len++] = ']';
+  sqlite3_stmt *st = s->st[s->base.opts.keep_done ? ST_ACK_DONE : ST_ACK_DELETE];
+  sqlite3_bind_text(st, 1, ids, (int)len, SQLITE_STATIC);
+  bind_host(s, st);
+  int rc, oom = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) oom |= idset_add(&got, sqlite3_column_int64(st, 0));
+  done_stmt(st);
+  free(ids);
+  if (rc == SQLITE_DONE && !oom && (int)got.n < nacks)
+    for (int i = 0; i < s->nset; i++)
+      if (s->set[i].kind == SET_ACK && !idset_has(&got, s->set[i].id))
+        fenced_out(s, s->set[i].id, SET_ACK);
+  idset_free(&got);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 /* Writes every buffered settlement inside the caller's transaction. */
 static int write_settlements(sq_t *s) {
+  int nacks = 0;
   for (int i = 0; i < s->nset; i++) {
+    if (s->set[i].kind == SET_ACK) {
+      nacks++;
+      continue;
+    }
     int rc = write_one(s, &s->set[i]);
     if (rc != SQLITE_OK) return rc;
   }
-  return SQLITE_OK;
+  return nacks ? write_acks(s, nacks) : SQLITE_OK;
 }
 
 static void drop_settlements(sq_t *s) {
@@ -426,12 +520,12 @@ static void settle(sq_t *s, store_event_t *ev, int kind, int64_t arg, const char
   x->kind = kind;
   x->arg = kind == SET_FAIL || kind == SET_DEFER ? store_clamp_time(arg) : arg;
   x->err = store_error_text(err);
+  /* A full batch is written on the next loop pass, unless a claim comes first and
+   * writes it in its own transaction (one commit instead of two). */
   int batch = s->base.opts.batch > 0 ? s->base.opts.batch : 1;
-  if (s->nset >= batch) {
-    flush_in_call(s);
-    return;
-  }
-  if (!uv_is_active((uv_handle_t *)&s->flush_timer))
+  if (s->nset >= batch)
+    timer_after(&s->flush_timer, on_flush, 0);
+  else if (!uv_is_active((uv_handle_t *)&s->flush_timer))
     timer_after(&s->flush_timer, on_flush, FLUSH_DELAY_MS);
 }
 
@@ -459,6 +553,177 @@ static int sq_exhausted(store_t *b) { return 0; }
 
 /* ---------------------------------------------------------------- claims */
 
+/* A row a claim may take: its id, whether its lease lapsed, and for a key's head the
+ * key (owned) and its place in the key scan. */
+typedef struct cand {
+  int64_t id;
+  int lapsed;
+  int visit; /* order in the key scan; -1 for keyless rows */
+  char *key;
+} cand_t;
+
+typedef struct claim {
+  int64_t now;
+  int max;
+  cand_t *c; /* picked rows, id order once merged */
+  int nc;
+  cand_t *heads; /* claimable key heads, in key scan order */
+  int nheads;
+  char *last_key; /* the last key the scan visited */
+} claim_t;
+
+static void cand_free(cand_t *c, int n) {
+  for (int i = 0; i < n; i++) free(c[i].key);
+}
+
+static void claim_done(claim_t *cl) {
+  cand_free(cl->c, cl->nc);
+  cand_free(cl->heads, cl->nheads);
+  free(cl->c);
+  free(cl->heads);
+  free(cl->last_key);
+}
+
+static int by_cand_id(const void *a, const void *b) {
+  int64_t x = ((const cand_t *)a)->id, y = ((const cand_t *)b)->id;
+  return (x > y) - (x < y);
+}
+
+/* Appends the ids of statement `which` (?1 now, ?2 host, ?3 max) to cl->c. */
+static int read_ids(sq_t *s, int which, int lapsed, claim_t *cl) {
+  sqlite3_stmt *st = s->st[which];
+  sqlite3_bind_int64(st, 1, cl->now);
+  if (lapsed) bind_host(s, st);
+  sqlite3_bind_int(st, 3, cl->max);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), lapsed, -1, NULL};
+  done_stmt(st);
+  return rc;
+}
+
+/* Claimable rows without the key rule (keyless ones only with per-key order): due
+ * pending rows and lapsed leases, the oldest max of both. */
+static int read_cands(sq_t *s, claim_t *cl) {
+  int keyed = s->base.opts.ordering_key;
+  int rc = read_ids(s, keyed ? ST_CAND_FREE : ST_CAND_ANY, 0, cl);
+  if (rc == SQLITE_DONE) rc = read_ids(s, keyed ? ST_LAPSED_FREE : ST_LAPSED_ANY, 1, cl);
+  if (rc != SQLITE_DONE) return rc;
+  qsort(cl->c, (size_t)cl->nc, sizeof *cl->c, by_cand_id);
+  if (cl->nc > cl->max) cl->nc = cl->max;
+  return SQLITE_DONE;
+}
+
+/* Whether the head row under `st` (HEAD_SQL columns) can be claimed; *lapsed is set. */
+static int head_claimable(sq_t *s, sqlite3_stmt *st, int64_t now, int *lapsed) {
+  const char *status = (const char *)sqlite3_column_text(st, 2);
+  *lapsed = 0;
+  if (!status) return 0;
+  if (strcmp(status, "pending") == 0) return sqlite3_column_int64(st, 3) <= now;
+  if (strcmp(status, "processing") != 0 || sqlite3_column_type(st, 5) == SQLITE_NULL ||
+      sqlite3_column_int64(st, 5) >= now)
+    return 0;
+  const char *by = (const char *)sqlite3_column_text(st, 4);
+  *lapsed = 1;
+  return !by || strcmp(by, s->host) != 0;
+}
+
+/* The skip scan: one index seek per key with live rows, in key order from the key
+ * after the last claim's, wrapping around once; collects up to max claimable heads.
+ * Its cost follows the number of keys, never the backlog behind them. */
+static int scan_heads(sq_t *s, claim_t *cl) {
+  char *at = s->cursor ? strdup(s->cursor) : NULL;
+  int wrapped = !s->cursor, rc = SQLITE_DONE;
+  if (s->cursor && !at) return SQLITE_NOMEM;
+  while (cl->nheads < cl->max) {
+    sqlite3_stmt *st = s->st[at ? ST_NEXT_HEAD : ST_FIRST_HEAD];
+    if (at) sqlite3_bind_text(st, 1, at, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+      done_stmt(st);
+      if (rc != SQLITE_DONE || wrapped) break;
+      wrapped = 1; /* past the last key: once more from the first */
+      free(at);
+      at = NULL;
+      continue;
+    }
+    const char *key = (const char *)sqlite3_column_text(st, 0);
+    if (!key || (wrapped && s->cursor && strcmp(key, s->cursor) > 0)) { /* lapped */
+      done_stmt(st);
+      rc = SQLITE_DONE;
+      break;
+    }
+    int lapsed, ok = head_claimable(s, st, cl->now, &lapsed);
+    int64_t id = sqlite3_column_int64(st, 1);
+    char *copy = strdup(key);
+    done_stmt(st);
+    free(at);
+    at = copy;
+    if (!copy) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    free(cl->last_key);
+    cl->last_key = strdup(copy);
+    if (!ok) continue;
+    char *k = strdup(copy);
+    if (!k) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    cl->heads[cl->nheads] = (cand_t){id, lapsed, cl->nheads, k};
+    cl->nheads++;
+  }
+  free(at);
+  return rc == SQLITE_ROW ? SQLITE_DONE : rc;
+}
+
+/* Keyless rows and key heads merged by id, the oldest max kept; the key cursor moves
+ * past the last head kept in scan order, so heads dropped now come first next time. */
+static void merge_heads(sq_t *s, claim_t *cl) {
+  int nh = cl->nheads, i = cl->nc, first_dropped = nh;
+  for (int h = 0; h < nh; h++) cl->c[i++] = cl->heads[h];
+  cl->nheads = 0; /* the keys now belong to cl->c */
+  qsort(cl->c, (size_t)i, sizeof *cl->c, by_cand_id);
+  for (int k = cl->max; k < i; k++) {
+    if (cl->c[k].visit >= 0 && cl->c[k].visit < first_dropped) first_dropped = cl->c[k].visit;
+    free(cl->c[k].key);
+  }
+  cl->nc = i < cl->max ? i : cl->max;
+  const char *next = first_dropped == nh ? cl->last_key : NULL;
+  for (int k = 0; k < cl->nc && first_dropped > 0 && first_dropped < nh; k++)
+    if (cl->c[k].visit == first_dropped - 1) next = cl->c[k].key;
+  char *copy = next ? strdup(next) : NULL;
+  if (!copy) return; /* the cursor stays */
+  free(s->cursor);
+  s->cursor = copy;
+}
+
+/* Adds the due events behind each picked head (a run), up to max in all: the budget
+ * left after the heads is shared out evenly. A run stops at the first event not due. */
+static int add_runs(sq_t *s, claim_t *cl) {
+  int keyed = 0, budget = cl->max - cl->nc, n = cl->nc;
+  for (int i = 0; i < n; i++) keyed += cl->c[i].key != NULL;
+  if (!keyed || budget <= 0) return SQLITE_OK;
+  int each = budget / keyed, extra = budget % keyed, seen = 0;
+  sqlite3_stmt *st = s->st[ST_FOLLOWERS];
+  for (int i = 0; i < n && cl->nc < cl->max; i++) {
+    if (!cl->c[i].key || cl->c[i].lapsed) continue;
+    int cap = each + (seen++ < extra);
+    if (cap <= 0) continue;
+    sqlite3_bind_text(st, 1, cl->c[i].key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, cl->c[i].id);
+    sqlite3_bind_int64(st, 3, cl->now);
+    sqlite3_bind_int(st, 4, cap);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && sqlite3_column_int(st, 1))
+      cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 0, -1, NULL};
+    done_stmt(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
+  }
+  return SQLITE_OK;
+}
+
 static store_event_t *row_event(sqlite3_stmt *st) {
   const char *topic = (const char *)sqlite3_column_text(st, 1);
   size_t topic_len = (size_t)sqlite3_column_bytes(st, 1);
@@ -477,29 +742,66 @@ static store_event_t *row_event(sqlite3_stmt *st) {
   return ev;
 }
 
-/* Steps the claim UPDATE ... RETURNING; the events go to out[] and on lease. */
-static int claim_rows(sq_t *s, int64_t now, int max, store_event_t **out, int *got) {
-  sqlite3_stmt *st = s->st[s->base.opts.ordering_key ? ST_CLAIM : ST_CLAIM_ANY];
+/* Leases the picked rows to this host in one statement; the events go to out[] and
+ * on lease, marked `lapse_kind` when their lease had lapsed. */
+static int take_rows(sq_t *s, claim_t *cl, int lapse_kind, store_event_t **out, int *got) {
+  if (!cl->nc) return SQLITE_OK;
+  qsort(cl->c, (size_t)cl->nc, sizeof *cl->c, by_cand_id);
+  size_t cap = (size_t)cl->nc * 21 + 3, len = 0;
+  char *ids = malloc(cap);
+  if (!ids) return SQLITE_NOMEM;
+  ids[len++] = '[';
+  for (int i = 0; i < cl->nc; i++)
+    len += (size_t)snprintf(ids + len, cap - len, "%s%" PRId64, i ? "," : "", cl->c[i].id);
+  ids[len++] = ']';
+  sqlite3_stmt *st = s->st[ST_TAKE];
   int64_t lease = s->base.opts.lease_ms > 0 ? s->base.opts.lease_ms : 30000;
-  sqlite3_bind_text(st, 1, s->host, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 2, now + lease);
-  sqlite3_bind_int64(st, 3, now);
-  sqlite3_bind_int(st, 4, max);
+  sqlite3_bind_text(st, 1, ids, (int)len, SQLITE_STATIC);
+  bind_host(s, st);
+  sqlite3_bind_int64(st, 3, cl->now + lease);
   int rc;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW && *got < max) {
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW && *got < cl->max) {
     store_event_t *ev = row_event(st);
     if (!ev || idset_add(&s->out, ev->id)) {
       store_event_free(ev);
       rc = SQLITE_NOMEM;
       break;
     }
+    cand_t key = {.id = ev->id};
+    const cand_t *c = bsearch(&key, cl->c, (size_t)cl->nc, sizeof *cl->c, by_cand_id);
+    ev->lapsed = c && c->lapsed ? lapse_kind : 0;
     out[(*got)++] = ev;
   }
   done_stmt(st);
-  return rc == SQLITE_ROW ? SQLITE_DONE : rc;
+  free(ids);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
-/* Undoes claim_rows after a rollback. */
+/* Picks what to claim: a suspect alone if there is one; else the claimable rows in id
+ * order (with per-key order: keyless rows and key heads, then the runs behind the
+ * heads). Returns an SQLite code; *lapse_kind says how lapsed rows are marked. */
+static int pick_rows(sq_t *s, claim_t *cl, int *lapse_kind) {
+  int keyed = s->base.opts.ordering_key;
+  sqlite3_stmt *st = s->st[keyed ? ST_SUSPECT : ST_SUSPECT_ANY];
+  sqlite3_bind_int64(st, 1, cl->now);
+  bind_host(s, st);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 1, -1, NULL};
+    *lapse_kind = STORE_SUSPECT;
+  }
+  done_stmt(st);
+  if (rc != SQLITE_DONE) return rc == SQLITE_ROW ? SQLITE_OK : rc;
+  *lapse_kind = STORE_LAPSED;
+  rc = read_cands(s, cl);
+  if (rc != SQLITE_DONE || !keyed) return rc == SQLITE_DONE ? SQLITE_OK : rc;
+  rc = scan_heads(s, cl);
+  if (rc != SQLITE_DONE) return rc;
+  merge_heads(s, cl);
+  return add_runs(s, cl);
+}
+
+/* Undoes take_rows after a rollback. */
 static void unclaim(sq_t *s, store_event_t **out, int got) {
   for (int i = 0; i < got; i++) {
     idset_del(&s->out, out[i]->id);
@@ -525,28 +827,34 @@ static int sq_claim(store_t *b, int max, store_event_t **out, int *n) {
   if (max <= 0 || s->closing) return 0;
   if (file_gone(s)) return -ENOENT;
   uv_timer_stop(&s->flush_timer);
-  int64_t now = now_ms();
-  int got = 0;
-  int rc = begin(s);
+  claim_t cl = {.now = now_ms(), .max = max};
+  int got = 0, lapse_kind = STORE_LAPSED;
+  cl.c = malloc(2 * (size_t)max * sizeof *cl.c);
+  cl.heads = malloc((size_t)max * sizeof *cl.heads);
+  int rc = cl.c && cl.heads ? begin(s) : SQLITE_NOMEM;
   if (rc != SQLITE_DONE) goto fail;
   rc = write_settlements(s);
   if (rc != SQLITE_OK) goto fail;
-  rc = claim_rows(s, now, max, out, &got);
-  if (rc != SQLITE_DONE) goto fail;
+  rc = pick_rows(s, &cl, &lapse_kind);
+  if (rc != SQLITE_OK) goto fail;
+  rc = take_rows(s, &cl, lapse_kind, out, &got);
+  if (rc != SQLITE_OK) goto fail;
   rc = run(s, ST_COMMIT);
   if (rc != SQLITE_DONE) goto fail;
   settlements_committed(s);
   qsort(out, (size_t)got, sizeof *out, by_id);
   *n = got;
   if (uv_is_active((uv_handle_t *)&s->poll_timer)) uv_timer_again(&s->poll_timer);
-  if (got < max) arm_next_due(s, now);
+  if (got < max) arm_next_due(s, cl.now);
+  claim_done(&cl);
   return 0;
 fail:;
   int code = db_error(s, rc, "claiming");
   rollback(s);
   unclaim(s, out, got);
+  claim_done(&cl);
   if (s->nset) timer_after(&s->flush_timer, on_flush, RETRY_MS);
-  if (code == -EAGAIN) arm_due(s, now + RETRY_MS);
+  if (code == -EAGAIN) arm_due(s, cl.now + RETRY_MS);
   return code;
 }
 
@@ -778,6 +1086,7 @@ static void destroy(sq_t *s) {
   free(s->path);
   free(s->wal_path);
   free(s->host);
+  free(s->cursor);
   free(s);
 }
 
@@ -834,7 +1143,7 @@ static int salvage_step(sq_t *s, sqlite3 *db, const char *sql, const settle_t *x
     bind_settle(s, st, x);
   else
     bind_host(s, st);
-  rc = sqlite3_step(st);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) continue; /* acks return their ids */
   sqlite3_finalize(st);
   if (changed) *changed = sqlite3_changes(db);
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
@@ -945,6 +1254,39 @@ static void create_private(const char *path) {
   if (fd >= 0) close(fd);
 }
 
+/* Brings a database written by an earlier version up to this schema: the key index
+ * used to cover keyless rows too (it is rebuilt over keyed rows only). Runs inside
+ * the caller's transaction, before the schema's CREATE ... IF NOT EXISTS. */
+static int migrate(sqlite3 *db, const char *path) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(
+      db, "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'outbox_key_head'", -1,
+      &st, NULL);
+  if (rc != SQLITE_OK) return rc;
+  int old = sqlite3_step(st) == SQLITE_ROW &&
+            !strstr((const char *)sqlite3_column_text(st, 0), "key IS NOT NULL");
+  sqlite3_finalize(st);
+  if (!old) return SQLITE_OK;
+  log_at(LOG_INFO, "upgrading the schema: key index limited to rows with a key", KS("db", path));
+  return sqlite3_exec(db, "DROP INDEX outbox_key_head", NULL, NULL, NULL);
+}
+
+/* Creates the table and indexes if missing, migrating an older schema first. The
+ * transaction is deferred: when nothing is missing it never takes the write lock, so
+ * a host starts while an application holds it. */
+static int create_schema(sqlite3 *db, const char *path) {
+  int rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = migrate(db, path);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+  if (rc != SQLITE_OK && !sqlite3_get_autocommit(db)) {
+    int keep = rc;
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    rc = keep;
+  }
+  return rc;
+}
+
 /* Opens `path` in WAL mode; creates the file and the schema when `create`,
  * otherwise requires the outbox table. On error *out is NULL. */
 static int open_db(const char *path, int create, sqlite3 **out, char *errbuf, size_t errlen) {
@@ -953,13 +1295,14 @@ static int open_db(const char *path, int create, sqlite3 **out, char *errbuf, si
   *out = NULL;
   if (!create && access(path, F_OK) != 0) return no_table(path, errbuf, errlen);
   if (create) create_private(path);
-  int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+  /* NOMUTEX: a connection is only ever used by the thread that opened it. */
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path, &db, flags, NULL);
   if (rc != SQLITE_OK) goto fail;
   sqlite3_busy_timeout(db, CMD_BUSY_MS);
   rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
   if (rc != SQLITE_OK) goto fail;
-  if (create) rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
+  if (create) rc = create_schema(db, path);
   if (rc != SQLITE_OK) goto fail;
   rc = has_table(db, &yes);
   if (rc != SQLITE_OK) goto fail;
@@ -975,8 +1318,13 @@ fail:
   return code;
 }
 
+/* Statements only a dispatching store runs: they name indexes that an unmigrated
+ * database (one an operations command opens) may not have yet. */
+static int dispatch_only(int i) { return (i >= ST_SUSPECT && i <= ST_TAKE) || i == ST_NEXT_DUE; }
+
 static int prepare_all(sq_t *s, char *errbuf, size_t errlen) {
   for (int i = 0; i < ST_COUNT; i++) {
+    if (!s->dispatching && dispatch_only(i)) continue;
     int rc = sqlite3_prepare_v3(s->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
     if (rc == SQLITE_OK) continue;
     snprintf(errbuf, errlen, "--db %s: the outbox table does not match this version: %s", s->path,

@@ -69,3 +69,43 @@ free_port() {
   done
   return 1
 }
+
+# crash_loop MAX_STARTS LEFT_CMD HOST_ARGS...: runs `outboxd run HOST_ARGS` again each
+# time a handler kills it (exit 3), until LEFT_CMD prints 0 (nothing left to do); then
+# stops it with SIGTERM. Writes the number of crashes to the file `crashes`. Fails on
+# any other exit code, or when MAX_STARTS starts were not enough (60 s each at most).
+crash_loop() {
+  local max=$1 left=$2 starts=0 crashes=0 pid rc i
+  shift 2
+  while [ $starts -lt "$max" ]; do
+    starts=$((starts + 1))
+    "$OUTBOXD" run "$@" --log text 2>> log &
+    pid=$!
+    i=0
+    while kill -0 $pid 2> /dev/null && [ "$($left)" != 0 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    if kill -0 $pid 2> /dev/null; then
+      kill -TERM $pid; wait $pid; rc=$?
+      echo $crashes > crashes
+      [ $i -lt 600 ] || { fail "start $starts: still busy after 60 s"; return 1; }
+      [ $rc = 0 ] || { fail "exit code after SIGTERM: $rc"; return 1; }
+      return 0
+    fi
+    wait $pid; rc=$?
+    [ $rc = 3 ] || { echo $crashes > crashes; fail "start $starts exited $rc, not 3"; return 1; }
+    crashes=$((crashes + 1))
+  done
+  echo $crashes > crashes
+  fail "still work left after $max starts"
+}
+
+# A handler that kills its host (os.exit(3)) on the payload "boom" and appends every
+# other event's id to the file `ok`.
+crash_handler() {
+  cat > h.lua <<'LUA'
+return function(ev)
+  if ev.payload == "boom" then os.exit(3) end
+  local f = assert(io.open("ok", "a"))
+  f:write(ev.id, "\n"); f:close()
+end
+LUA
+}

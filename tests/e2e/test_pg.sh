@@ -131,6 +131,42 @@ t_pg_three_hosts_exactly_once_in_key_order() {
   assert_eq "$(sql "SELECT count(*) FROM outbox")" 0 "acked rows deleted"
 }
 
+# An event whose handler kills the host is dead after --max-attempts crashes, with the
+# lapsed lease as its error; its neighbours complete, its key's later events in order.
+t_pg_crash_looping_event_dead_after_max_attempts() {
+  pg_fresh || return 1
+  crash_handler
+  sql "INSERT INTO outbox (topic, key, payload) SELECT 't', CASE WHEN g % 2 = 0 THEN 'k' END,
+       CASE WHEN g = 10 THEN 'boom' ELSE g::text END FROM generate_series(1, 40) g"
+  : > ok
+  left() { sql "SELECT count(*) FROM outbox WHERE status IN ('pending','processing')"; }
+  crash_loop 8 left h.lua --db "$PGURL" --lease 300 --max-attempts 3 || return 1
+  assert_eq "$(cat crashes)" 3 "hosts the event killed"
+  assert_eq "$(sql "SELECT id || ' ' || status || ' ' || attempts || ' ' || last_error FROM outbox")" \
+    "10 dead 3 lease expired: the host running it stopped (attempt 3)" "only the crashing event is left, dead"
+  assert_eq "$(sort -un ok | wc -l)" 39 "every neighbour handled"
+  assert_eq "$(grep -E '^(1[2-9]|[2-4][0-9])$' ok | awk '$1 % 2 == 0' | tr '\n' ' ')" \
+    "$(seq 12 2 40 | tr '\n' ' ')" "key k after the dead event, in id order"
+}
+
+# A database an earlier version created (its key index covered keyless rows too) is
+# upgraded by a dispatching host, and by init.
+t_pg_old_schema_upgraded() {
+  pg_fresh || return 1
+  sql "DROP INDEX outbox_key_head; DROP INDEX outbox_keyless; DROP INDEX outbox_lapsed; DROP INDEX outbox_due;
+       CREATE INDEX outbox_key_head ON outbox (key, id) WHERE status IN ('pending','processing')"
+  sql "INSERT INTO outbox (topic, key, payload) VALUES ('t', 'k', '1'), ('t', 'k', '2'), ('t', NULL, '3')"
+  printf 'return function(ev) outbox.log.info("HANDLED") end\n' > h.lua
+  "$OUTBOXD" run h.lua --db "$PGURL" --once --log text 2> log || fail "run exit $?"
+  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log | sort | tr '\n' ' ')" "HANDLED id=1 HANDLED id=2 HANDLED id=3 " "events"
+  assert_eq "$(grep -oE 'HANDLED id=[12]' log | tr '\n' ' ')" "HANDLED id=1 HANDLED id=2 " "key k in order"
+  assert_grep 'key IS NOT NULL' <(sql "SELECT indexdef FROM pg_indexes WHERE indexname = 'outbox_key_head'") "key index"
+  assert_eq "$(sql "SELECT count(*) FROM pg_indexes WHERE indexname IN ('outbox_keyless', 'outbox_lapsed', 'outbox_due')")" 3 "new indexes"
+  sql "DROP INDEX outbox_due"
+  "$OUTBOXD" init --db "$PGURL" 2> /dev/null || fail "init"
+  assert_eq "$(sql "SELECT count(*) FROM pg_indexes WHERE indexname = 'outbox_due'")" 1 "init creates it too"
+}
+
 t_pg_sigkill_one_host_loses_nothing() {
   pg_fresh || return 1
   local n=4000

@@ -20,8 +20,8 @@ end
 LUA
 }
 
-# wait_count SQL_COMMAND QUERY EXPECTED SECONDS: polls until the query gives EXPECTED.
-wait_count() {
+# wait_query SQL_COMMAND QUERY EXPECTED SECONDS: polls until the query gives EXPECTED.
+wait_query() {
   local i=0 max=$(( $4 * 10 )) got
   while [ $i -lt $max ]; do
     got=$($1 "$2" 2>/dev/null)
@@ -52,7 +52,7 @@ runaway_checks() {
   wait_for . spinning 30 || return 1
   assert_eq "$(health_code "$port")" 000 "/health while the loop is stalled"
   wait_for 'restarted in place' log 30 || return 1
-  wait_count "$q" "SELECT count(*) FROM outbox WHERE status = 'done'" 20 60 || return 1
+  wait_query "$q" "SELECT count(*) FROM outbox WHERE status = 'done'" 20 60 || return 1
   assert_eq "$($q "SELECT status || ' ' || attempts FROM outbox WHERE id = 11")" "dead 1" "the spinning event is dead at once"
   $q "SELECT last_error FROM outbox WHERE id = 11" > last_error
   assert_grep '^runaway: ran [0-9]+ ms without yielding$' last_error "last_error"
@@ -118,7 +118,7 @@ LUA
   "$OUTBOXD" run h.lua --db o.db --cpu-limit 500 --keep-done --log text 2> log &
   pid=$!
   wait_for 'restarted in place' log 30 || { kill $pid; return 1; }
-  wait_count "sqlite3 o.db" "SELECT count(*) FROM outbox WHERE status = 'done'" 5 30
+  wait_query "sqlite3 o.db" "SELECT count(*) FROM outbox WHERE status = 'done'" 5 30
   assert_grep 'runaway hook hook=start ran_ms=[0-9]+' log "names the hook"
   assert_eq "$(sqlite3 o.db "SELECT count(*) FROM outbox WHERE status = 'dead'")" 0 "no event blamed"
   kill -0 $pid 2>/dev/null || fail "the host is gone"

@@ -108,6 +108,83 @@ LUA
   status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
 }
 
+# An event whose handler kills the host: every stop counts an attempt, and with
+# --max-attempts 3 it is dead after three crashes; its neighbours (keyless ones and the
+# events behind it in its key) complete.
+t_sqlite_crash_looping_event_dead_after_max_attempts() {
+  crash_handler
+  "$OUTBOXD" init --db x.db 2> /dev/null
+  sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40)
+            INSERT INTO outbox (topic, key, payload)
+            SELECT 't', CASE WHEN i % 2 = 0 THEN 'k' ELSE NULL END, CASE WHEN i = 10 THEN 'boom' ELSE i END FROM n"
+  : > ok
+  left() { sql x.db "SELECT count(*) FROM outbox WHERE status IN ('pending','processing')"; }
+  crash_loop 8 left h.lua --db x.db --lease 300 --max-attempts 3 || return 1
+  assert_eq "$(cat crashes)" 3 "hosts the event killed"
+  assert_eq "$(sql x.db "SELECT id || ' ' || status || ' ' || attempts || ' ' || last_error FROM outbox")" \
+    "10 dead 3 lease expired: the host running it stopped (attempt 3)" "only the crashing event is left, dead"
+  assert_eq "$(sort -un ok | wc -l)" 39 "every neighbour handled"
+  assert_grep 'event dead id=10 .*lease expired' log "the dead-letter is logged"
+  # behind the crashing event, its key ran in order once it was dead
+  assert_eq "$(grep -E '^(1[2-9]|[2-4][0-9])$' ok | awk '$1 % 2 == 0' | tr '\n' ' ')" \
+    "$(seq 12 2 40 | tr '\n' ' ')" "key k after the dead event, in id order"
+}
+
+# Runs claimed together keep key order: a failing event holds back the rest of its
+# run, which goes back untouched and runs after it in order.
+t_sqlite_runs_keep_key_order_behind_a_failing_head() {
+  cat > h.lua <<'LUA'
+return function(ev)
+  if ev.payload == "3" and ev.attempt < 3 then error("not yet") end
+  local f = assert(io.open("ok", "a"))
+  f:write(ev.key, " ", ev.payload, " ", ev.attempt, "\n"); f:close()
+end
+LUA
+  "$OUTBOXD" init --db x.db 2> /dev/null
+  sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10)
+            INSERT INTO outbox (topic, key, payload) SELECT 't', 'a', i FROM n"
+  : > ok
+  "$OUTBOXD" run h.lua --db x.db --backoff 50:50 --batch 50 --log text 2> log &
+  local pid=$!
+  wait_settled x.db 30 || { kill -9 $pid; return 1; }
+  kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit code"
+  assert_eq "$(awk '{print $2}' ok | tr '\n' ' ')" "1 2 3 4 5 6 7 8 9 10 " "key a in order, once each"
+  assert_eq "$(awk '$2 == 3 {print $3}' ok)" 3 "the failing event succeeded at its third attempt"
+  assert_eq "$(awk '$2 > 3 {print $3}' ok | sort -u)" 1 "the events behind it used no attempt"
+  assert_eq "$(grep -c 'event failed' log)" 2 "two failed runs"
+}
+
+# A database an earlier version created (its key index covered keyless rows too) is
+# upgraded by `init` and by `run`, and its events run as before.
+t_sqlite_old_schema_upgraded() {
+  local old="CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+    key TEXT, payload TEXT NOT NULL, headers TEXT, created_at INTEGER NOT NULL DEFAULT
+    (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),
+    available_at INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'pending', locked_by TEXT, locked_until INTEGER, last_error TEXT);
+    CREATE INDEX outbox_claim ON outbox(status, id, available_at);
+    CREATE INDEX outbox_key_head ON outbox(key, id) WHERE status IN ('pending','processing');
+    PRAGMA journal_mode=WAL;"
+  log_handler h.lua
+  local db
+  for db in a.db b.db; do
+    sql $db "$old" > /dev/null
+    sql $db "INSERT INTO outbox (topic, key, payload) VALUES ('t', 'k', '1'), ('t', 'k', '2'), ('t', NULL, '3')"
+  done
+  "$OUTBOXD" init --db a.db 2> init.log || fail "init"
+  "$OUTBOXD" run h.lua --db b.db --once --log text 2> log || fail "run exit $?"
+  assert_grep 'upgrading the schema' log "run says it upgraded"
+  for db in a.db b.db; do
+    assert_grep 'key IS NOT NULL' <(sql $db "SELECT sql FROM sqlite_master WHERE name = 'outbox_key_head'") "$db key index"
+    assert_eq "$(sql $db "SELECT count(*) FROM sqlite_master WHERE name IN ('outbox_keyless', 'outbox_due')")" 2 "$db new indexes"
+  done
+  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log | sort | tr '\n' ' ')" "HANDLED id=1 HANDLED id=2 HANDLED id=3 " "b.db events"
+  assert_eq "$(grep -oE 'HANDLED id=[12]' log | tr '\n' ' ')" "HANDLED id=1 HANDLED id=2 " "key k in order"
+  "$OUTBOXD" run h.lua --db a.db --once --log text 2> log2 || fail "run a.db exit $?"
+  assert_no_grep 'upgrading the schema' log2 "an upgraded database is left alone"
+  status_is a.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
+}
+
 t_sqlite_stopped_host_events_return_after_lease() {
   printf 'return function(ev) outbox.log.info("HUNG"); outbox.sleep(3600) end\n' > hang.lua
   log_handler ok.lua

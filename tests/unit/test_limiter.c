@@ -202,6 +202,30 @@ START_TEST(cancel_waiting_and_head) {
 }
 END_TEST
 
+/* limiter_behind: what waits behind a lane head, ready or active. */
+START_TEST(behind_a_head) {
+  limiter_item_t a1, a2, a3, n1;
+  limiter_set_limit(&L, 10);
+  admit(&a1, "k");
+  admit(&a2, "k");
+  admit(&a3, "k");
+  admit(&n1, NULL);
+  ck_assert_ptr_eq(limiter_behind(&a1), &a2); /* ready head */
+  ck_assert_ptr_null(limiter_behind(&a2));    /* not a head */
+  ck_assert_ptr_null(limiter_behind(&n1));    /* no key */
+  ck_assert_ptr_eq(limiter_next(&L), &a1);
+  ck_assert_ptr_eq(limiter_behind(&a1), &a2); /* active head */
+  limiter_cancel(&L, &a2);
+  ck_assert_ptr_eq(limiter_behind(&a1), &a3);
+  limiter_cancel(&L, &a3);
+  ck_assert_ptr_null(limiter_behind(&a1));
+  limiter_release(&L, &a1);
+  ck_assert_ptr_eq(limiter_next(&L), &n1);
+  limiter_release(&L, &n1);
+  ck_assert(lanes_empty(&L));
+}
+END_TEST
+
 START_TEST(runtime_limit_change) {
   limiter_item_t it[8];
   for (int i = 0; i < 8; i++) admit(&it[i], NULL);
@@ -622,6 +646,7 @@ static Suite *limiter_suite(void) {
   tcase_add_test(tc, never_above_limit);
   tcase_add_test(tc, per_key_order);
   tcase_add_test(tc, keys_compare_bytes);
+  tcase_add_test(tc, behind_a_head);
   tcase_add_test(tc, cancel_ready);
   tcase_add_test(tc, cancel_waiting_and_head);
   tcase_add_test(tc, runtime_limit_change);

@@ -253,7 +253,9 @@ START_TEST(claim_honours_max) {
 }
 END_TEST
 
-START_TEST(head_of_key_only) {
+/* A key's head comes with the due events behind it (a run) while the batch has room;
+ * a key with a live event is not claimable again until it settles. */
+START_TEST(key_heads_and_runs) {
   store_t *s = open_as("h1", 1, 10, 30000, NULL);
   put(s, "t", "A", "A1");  /* 1 */
   put(s, "t", "A", "A2");  /* 2 */
@@ -261,24 +263,67 @@ START_TEST(head_of_key_only) {
   put(s, "t", "B", "B1");  /* 4 */
   put(s, "t", NULL, "N1"); /* 5 */
   put(s, "t", NULL, "N2"); /* 6 */
-  store_event_t *out[10];
-  ck_assert_int_eq(claim(s, 10, out), 4);
+  store_event_t *out[10], *more[10];
+  /* no room for runs: heads and keyless rows, oldest first */
+  ck_assert_int_eq(claim(s, 3, out), 3);
   ck_assert_str_eq(out[0]->payload, "A1");
   ck_assert_str_eq(out[1]->payload, "B1");
   ck_assert_str_eq(out[2]->payload, "N1");
-  ck_assert_str_eq(out[3]->payload, "N2");
-  store_event_t *more[10];
+  ck_assert_int_eq(claim(s, 10, more), 1); /* A and B are out */
+  ck_assert_str_eq(more[0]->payload, "N2");
+  store_release(s, more[0]);
+  for (int i = 0; i < 3; i++) store_release(s, out[i]);
+  /* room: A's run comes whole, in id order */
+  ck_assert_int_eq(claim(s, 10, out), 6);
+  for (int i = 0; i < 6; i++) ck_assert_int_eq(out[i]->id, i + 1);
   ck_assert_int_eq(claim(s, 10, more), 0);
-  store_ack(s, out[0]);
-  ck_assert_int_eq(claim(s, 10, more), 1);
-  ck_assert_str_eq(more[0]->payload, "A2");
-  store_ack(s, more[0]);
-  for (int i = 1; i < 4; i++) store_ack(s, out[i]);
-  ck_assert_int_eq(claim(s, 10, more), 1);
-  ck_assert_str_eq(more[0]->payload, "A3");
-  store_ack(s, more[0]);
+  for (int i = 0; i < 6; i++) store_ack(s, out[i]);
   close_store(s);
   ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 0);
+}
+END_TEST
+
+/* A run stops at the first event not yet due; the budget is shared between keys. */
+START_TEST(runs_stop_at_a_delay_and_share_the_batch) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  for (int i = 0; i < 6; i++) put(s, "t", "A", "A");  /* 1..6 */
+  for (int i = 0; i < 6; i++) put(s, "t", "B", "B");  /* 7..12 */
+  raw_exec("UPDATE outbox SET available_at = 9e15 WHERE id = 10"); /* B4 scheduled later */
+  store_event_t *out[10], *more[10];
+  ck_assert_int_eq(claim(s, 6, out), 6); /* A1..A3, B1..B3 */
+  const int64_t want[] = {1, 2, 3, 7, 8, 9};
+  for (int i = 0; i < 6; i++) ck_assert_int_eq(out[i]->id, want[i]);
+  ck_assert_int_eq(claim(s, 10, more), 0);
+  for (int i = 0; i < 6; i++) store_ack(s, out[i]);
+  ck_assert_int_eq(claim(s, 10, out), 3); /* A4..A6; B4 holds B back */
+  ck_assert_int_eq(out[0]->id, 4);
+  ck_assert_int_eq(out[2]->id, 6);
+  for (int i = 0; i < 3; i++) store_ack(s, out[i]);
+  ck_assert_int_eq(claim(s, 10, out), 0);
+  close_store(s);
+}
+END_TEST
+
+/* Claims visit keys from where the last one stopped: with more claimable keys than
+ * the batch, every key gets its turn. */
+START_TEST(key_scan_takes_turns) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  char key[8];
+  for (int i = 0; i < 9; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    put(s, "t", key, key);
+  }
+  store_event_t *out[4];
+  int seen[9] = {0};
+  for (int round = 0; round < 3; round++) {
+    ck_assert_int_eq(claim(s, 3, out), 3);
+    for (int i = 0; i < 3; i++) {
+      seen[out[i]->payload[1] - '0']++;
+      store_release(s, out[i]);
+    }
+  }
+  for (int i = 0; i < 9; i++) ck_assert_int_eq(seen[i], 1);
+  close_store(s);
 }
 END_TEST
 
@@ -303,10 +348,11 @@ START_TEST(failed_event_blocks_its_key) {
   put(s, "t", "A", "A2");
   put(s, "t", "B", "B1");
   store_event_t *out[10];
-  ck_assert_int_eq(claim(s, 10, out), 2);
+  ck_assert_int_eq(claim(s, 10, out), 3); /* A1 A2 (a run) B1 */
   int64_t due = now_ms() + 60000;
   store_fail(s, out[0], due, "boom");
-  store_ack(s, out[1]);
+  store_release(s, out[1]); /* what the dispatcher does with the rest of the run */
+  store_ack(s, out[2]);
   ck_assert_int_eq(claim(s, 10, out), 0); /* A2 waits behind A1 */
   char buf[128];
   raw_text("SELECT status || ' ' || attempts || ' ' || last_error || ' ' ||"
@@ -314,6 +360,7 @@ START_TEST(failed_event_blocks_its_key) {
            buf, sizeof buf);
   ck_assert_str_eq(buf, "pending 1 boom - -");
   ck_assert_int_eq(raw_int("SELECT available_at FROM outbox WHERE id = 1"), due);
+  ck_assert_int_eq(raw_int("SELECT attempts FROM outbox WHERE id = 2"), 0);
   close_store(s);
 
   s = open_as("h1", 0, 10, 30000, NULL); /* --ordering none */
@@ -387,7 +434,7 @@ START_TEST(dead_and_requeue) {
   put(s, "t", "A", "A2");
   put(s, "t", NULL, "N1");
   store_event_t *out[4];
-  ck_assert_int_eq(claim(s, 4, out), 2);
+  ck_assert_int_eq(claim(s, 2, out), 2); /* heads only: A1, N1 */
   store_dead(s, out[0], 1, "poison");
   store_dead(s, out[1], 0, "rejected");
   ck_assert_int_eq(claim(s, 4, out), 1); /* a dead head no longer blocks A2 */
@@ -415,7 +462,7 @@ START_TEST(dead_and_requeue) {
   ck_assert_int_eq(s->ops->requeue(s, NULL, 0, &moved), 0);
   ck_assert_int_eq(moved, 2);
   ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE status = 'pending'"), 3);
-  ck_assert_int_eq(claim(s, 4, out), 2); /* A1 (head of A) and N1 */
+  ck_assert_int_eq(claim(s, 2, out), 2); /* A1 (head of A) and N1 */
   int64_t live = out[0]->id;
   ck_assert_int_eq(s->ops->requeue(s, &live, 1, &moved), 0);
   ck_assert_int_eq(moved, 0); /* a claimed event is not taken from its host */
@@ -432,29 +479,95 @@ START_TEST(expired_lease_and_fencing) {
   put(s1, "t", "A", "A1");
   put(s1, "t", "A", "A2");
   store_event_t *a[4], *b[4];
-  ck_assert_int_eq(claim(s1, 4, a), 1);
+  ck_assert_int_eq(claim(s1, 1, a), 1);
   ck_assert_int_eq(claim(s2, 4, b), 0); /* lease live, key A held */
   usleep(1100 * 1000);                  /* the loop does not run: no renewal */
-  ck_assert_int_eq(claim(s2, 4, b), 1);
+  ck_assert_int_eq(claim(s2, 4, b), 1); /* taken over alone, no run behind it */
   ck_assert_int_eq(b[0]->id, a[0]->id);
-  ck_assert_int_eq(b[0]->attempts, 0);
+  ck_assert_int_eq(b[0]->attempts, 1); /* the stopped run counts */
+  ck_assert_int_eq(b[0]->lapsed, STORE_LAPSED);
   store_ack(s1, a[0]); /* the first host finishes late */
   ck_assert_int_eq(store_flush(s1), 0);
-  char buf[64];
-  raw_text("SELECT status || ' ' || locked_by FROM outbox WHERE id = 1", buf, sizeof buf);
-  ck_assert_str_eq(buf, "processing h2");
+  char buf[96];
+  raw_text("SELECT status || ' ' || locked_by || ' ' || last_error FROM outbox WHERE id = 1", buf,
+           sizeof buf);
+  ck_assert_str_eq(buf, "processing h2 " STORE_LAPSE_ERROR " (attempt 1)");
   store_fail(s1, store_event_new(1, "t", 1, NULL, 0, "x", 1, NULL, 0, 0), 0, "late");
   store_dead(s1, store_event_new(1, "t", 1, NULL, 0, "x", 1, NULL, 0, 0), 1, "late");
   store_release(s1, store_event_new(1, "t", 1, NULL, 0, "x", 1, NULL, 0, 0));
   ck_assert_int_eq(store_flush(s1), 0);
   raw_text("SELECT status || ' ' || locked_by || ' ' || attempts FROM outbox WHERE id = 1", buf,
            sizeof buf);
-  ck_assert_str_eq(buf, "processing h2 0");
+  ck_assert_str_eq(buf, "processing h2 1");
   store_ack(s2, b[0]);
   ck_assert_int_eq(store_flush(s2), 0);
   ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE id = 1"), 0);
   close_store(s1);
   close_store(s2);
+}
+END_TEST
+
+/* An event whose host stopped twice in a row is a suspect: handed out alone, while
+ * other events wait for the next claim. */
+START_TEST(suspect_comes_alone) {
+  store_t *s1 = open_as("h1", 0, 10, 30, NULL);
+  store_t *s2 = open_as("h2", 0, 10, 30, NULL);
+  store_t *s3 = open_as("h3", 0, 10, 30000, NULL);
+  for (int i = 0; i < 4; i++) put(s1, "t", NULL, "N");
+  store_event_t *a[4], *b[4], *c[4];
+  ck_assert_int_eq(claim(s1, 2, a), 2); /* 1, 2: h1 stops */
+  usleep(50 * 1000);
+  ck_assert_int_eq(claim(s2, 1, b), 1); /* 1 again: h2 stops too */
+  ck_assert_int_eq(b[0]->lapsed, STORE_LAPSED);
+  usleep(50 * 1000);
+  ck_assert_int_eq(claim(s3, 4, c), 1); /* 1 alone */
+  ck_assert_int_eq(c[0]->id, 1);
+  ck_assert_int_eq(c[0]->lapsed, STORE_SUSPECT);
+  ck_assert_int_eq(c[0]->attempts, 2);
+  store_ack(s3, c[0]);
+  ck_assert_int_eq(claim(s3, 4, c), 3); /* 2 (lapsed once), 3, 4 */
+  ck_assert_int_eq(c[0]->lapsed, STORE_LAPSED);
+  ck_assert_int_eq(c[0]->attempts, 1);
+  ck_assert_int_eq(c[1]->lapsed, 0);
+  ck_assert_int_eq(c[1]->attempts, 0);
+  for (int i = 0; i < 3; i++) store_ack(s3, c[i]);
+  ck_assert_int_eq(store_flush(s3), 0);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 0);
+  for (int i = 0; i < 2; i++) store_event_free(a[i]); /* h1 and h2 are gone */
+  store_event_free(b[0]);
+  close_store(s1);
+  close_store(s2);
+  close_store(s3);
+}
+END_TEST
+
+/* A database made by an earlier version (its key index covered keyless rows) is
+ * brought up to date by opening it to dispatch, and its events keep their order. */
+START_TEST(old_schema_migrated) {
+  raw_exec("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
+           " key TEXT, payload TEXT NOT NULL, headers TEXT, created_at INTEGER NOT NULL DEFAULT"
+           " (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),"
+           " available_at INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+           " status TEXT NOT NULL DEFAULT 'pending', locked_by TEXT, locked_until INTEGER,"
+           " last_error TEXT);"
+           "CREATE INDEX outbox_claim ON outbox(status, id, available_at);"
+           "CREATE INDEX outbox_key_head ON outbox(key, id)"
+           " WHERE status IN ('pending','processing');"
+           "INSERT INTO outbox (topic, key, payload) VALUES ('t', 'A', 'A1'), ('t', 'A', 'A2'),"
+           " ('t', NULL, 'N1');");
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  char buf[160];
+  raw_text("SELECT sql FROM sqlite_master WHERE name = 'outbox_key_head'", buf, sizeof buf);
+  ck_assert_ptr_nonnull(strstr(buf, "key IS NOT NULL"));
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'outbox_keyless'"), 1);
+  store_event_t *out[4];
+  ck_assert_int_eq(claim(s, 4, out), 3);
+  ck_assert_str_eq(out[0]->payload, "A1");
+  ck_assert_str_eq(out[1]->payload, "A2");
+  ck_assert_str_eq(out[2]->payload, "N1");
+  for (int i = 0; i < 3; i++) store_ack(s, out[i]);
+  close_store(s);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 0);
 }
 END_TEST
 
@@ -621,13 +734,17 @@ static Suite *suite(void) {
   tcase_add_test(tc, round_trip);
   tcase_add_test(tc, keep_done);
   tcase_add_test(tc, claim_honours_max);
-  tcase_add_test(tc, head_of_key_only);
+  tcase_add_test(tc, key_heads_and_runs);
+  tcase_add_test(tc, runs_stop_at_a_delay_and_share_the_batch);
+  tcase_add_test(tc, key_scan_takes_turns);
   tcase_add_test(tc, busy_key_does_not_starve);
   tcase_add_test(tc, failed_event_blocks_its_key);
   tcase_add_test(tc, retry_comes_due);
   tcase_add_test(tc, release_uses_no_attempt);
   tcase_add_test(tc, dead_and_requeue);
   tcase_add_test(tc, expired_lease_and_fencing);
+  tcase_add_test(tc, suspect_comes_alone);
+  tcase_add_test(tc, old_schema_migrated);
   tcase_add_test(tc, lease_renewed_while_out);
   tcase_add_test(tc, counts);
   tcase_add_test(tc, wake_on_foreign_commit);

@@ -1,0 +1,2 @@
+build-x/idset.o: src/idset.c src/idset.h
+src/idset.h:

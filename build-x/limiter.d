@@ -1,0 +1,2 @@
+build-x/limiter.o: src/limiter.c src/limiter.h
+src/limiter.h:

@@ -1,0 +1,1 @@
+build-x/lua_embed.o: build-x/lua_embed.c

@@ -1,0 +1,2 @@
+build-x/memmon.o: src/memmon.c src/memmon.h
+src/memmon.h:

@@ -1,0 +1,3 @@
+build-x/statusline.o: src/statusline.c src/statusline.h src/log.h
+src/statusline.h:
+src/log.h:

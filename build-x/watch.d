@@ -1,0 +1,3 @@
+build-x/watch.o: src/watch.c src/watch.h src/log.h
+src/watch.h:
+src/log.h:

@@ -1,0 +1,2 @@
+build-x/watchdog.o: src/watchdog.c src/watchdog.h
+src/watchdog.h:
