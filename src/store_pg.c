@@ -780,12 +780,10 @@ static void send_next(pg_t *s) {
     rc = send_listen(s);
   else if (!s->migrated && !s->closing)
     rc = send_migrate(s);
-  else if (!s->prepared && !s->closing)
-    rc = send_prepare(s);
   else if (s->set.n && (s->want_flush || s->want_claim || s->closing))
     rc = send_flush(s);
   else if (s->want_claim && !s->closing)
-    rc = send_claim(s);
+    rc = s->prepared ? send_claim(s) : send_prepare(s); /* the claim follows the prepare */
   else if (s->want_renew && s->out.n && !s->closing)
     rc = send_renew(s);
   else if (s->want_counts && !s->closing)
@@ -963,7 +961,7 @@ static int on_result(pg_t *s, PGresult *r) {
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return -EIO;
   switch (s->op) {
   case OP_LISTEN: listen_done(s); break;
-  case OP_PREPARE: s->prepared = 1; break;
+  case OP_PREPARE: break; /* prepared once every statement of it succeeded */
   case OP_FLUSH: flush_done(s, r); break;
   case OP_CLAIM: claim_done(s, r); break;
   case OP_RENEW: renew_done(s, r); break;
@@ -1040,7 +1038,9 @@ static void statement_failed(pg_t *s, int op) {
   }
   switch (op) {
   case OP_FLUSH: flush_refused(s); break;
+  case OP_PREPARE: /* as a refused claim (a missing table): tried again later */
   case OP_CLAIM:
+    s->want_claim = 0;
     s->claim_retry_at = now_ms() + s->stmt_retry_ms;
     s->stmt_retry_ms = s->stmt_retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : s->stmt_retry_ms * 2;
     s->dirty = 1;
@@ -1058,7 +1058,8 @@ static void statement_failed(pg_t *s, int op) {
 
 /* A statement succeeded: a streak of refusals of its kind is over. */
 static void statement_ok(pg_t *s, int op) {
-  if (op == OP_CLAIM) {
+  if (op == OP_PREPARE) s->prepared = 1;
+  if (op == OP_CLAIM || op == OP_PREPARE) {
     s->claim_retry_at = 0;
     s->stmt_retry_ms = RETRY_MIN_MS;
   }
@@ -1092,7 +1093,7 @@ static void read_results(pg_t *s) {
         statement_failed(s, op);
       else
         statement_ok(s, op);
-      if (op == OP_CLAIM || op == OP_FLUSH) wake(s);
+      if (op == OP_CLAIM || op == OP_PREPARE || op == OP_FLUSH) wake(s);
       send_next(s);
       continue;
     }
