@@ -57,7 +57,7 @@ typedef struct session {
   store_t *store;
 } session_t;
 
-/* Returns 0, or prints why on stderr and returns 1. */
+/* Returns 0, or prints why on stderr and returns 2 (no such database) or 1. */
 static int session_open(session_t *ss, const char *cmd, const char *url) {
   char err[512];
   store_opts_t opts;
@@ -67,10 +67,11 @@ static int session_open(session_t *ss, const char *cmd, const char *url) {
     fprintf(stderr, "outboxd %s: cannot create an event loop\n", cmd);
     return 1;
   }
-  if (store_open(&ss->loop, url, &opts, &ss->store, err, sizeof err)) {
+  int rc = store_open(&ss->loop, url, &opts, &ss->store, err, sizeof err);
+  if (rc) {
     fprintf(stderr, "outboxd %s: %s\n", cmd, err);
     uv_loop_close(&ss->loop);
-    return 1;
+    return rc == STORE_NO_DB ? 2 : 1;
   }
   return 0;
 }
@@ -252,12 +253,8 @@ int cmd_enqueue(int argc, char **argv) {
                     "--topic, --key and --headers go with --payload "
                     "(NDJSON lines on stdin carry their own)");
   if (headers && check_headers(headers, &why)) return complain(2, "enqueue", "--headers: %s", why);
-  if (store_init_schema(db, err, sizeof err)) {
-    fprintf(stderr, "outboxd enqueue: %s\n", err);
-    return 1;
-  }
-  if (session_open(&ss, "enqueue", db)) return 1;
-  int rc;
+  int rc = session_open(&ss, "enqueue", db);
+  if (rc) return rc;
   if (!ss.store->ops->enqueue)
     rc = complain(1, "enqueue", "--db %s: this source is read-only",
                   store_url_redact(db, err, sizeof err));
@@ -343,8 +340,9 @@ int cmd_status(int argc, char **argv) {
       return bad_option("status", c, argv);
   }
   if (optind < argc) return complain(2, "status", "unexpected argument '%s'", argv[optind]);
-  if (session_open(&ss, "status", db)) return 1;
-  int rc = store_counts(ss.store, &counts);
+  int rc = session_open(&ss, "status", db);
+  if (rc) return rc;
+  rc = store_counts(ss.store, &counts);
   if (rc)
     rc = store_failed(&ss, "status", rc);
   else if (json)

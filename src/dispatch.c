@@ -1326,9 +1326,10 @@ int dispatch_run(config_t *cfg, const char *script) {
                      on_store_wake, d,
                      cfg->store_timeout_ms};
   store_t *store;
-  if (store_open(d->loop, cfg->db, &so, &store, err, sizeof err)) {
+  int orc = store_open(d->loop, cfg->db, &so, &store, err, sizeof err);
+  if (orc) {
     fprintf(stderr, "outboxd: %s\n", err);
-    rc = 1;
+    rc = orc == STORE_NO_DB ? 2 : 1;
     goto fail_limiter;
   }
   d->store = store; /* from here on a runaway restarts the host */

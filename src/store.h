@@ -8,6 +8,7 @@
 #ifndef OUTBOXD_STORE_H
 #define OUTBOXD_STORE_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -159,6 +160,10 @@ struct store {
 /* Why `s` cannot store `ev` whole (a static one-line reason), or NULL when it can.
  * Writers check it before enqueueing, so nothing is cut silently. */
 const char *store_refuses(store_t *s, const store_event_t *ev);
+
+/* What store_open returns for a SQLite path that does not exist: only
+ * store_init_schema (`outboxd init`) creates a database. Callers exit 2. */
+#define STORE_NO_DB (-ENXIO)
 
 /* Opens the store named by `url` ("sqlite:PATH", a bare path, "postgres://...",
  * "ndjson:PATH", "ndjson:-"). On error returns a negative code and writes a one-line

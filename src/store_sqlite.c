@@ -1287,22 +1287,38 @@ static int create_schema(sqlite3 *db, const char *path) {
   return rc;
 }
 
-/* Opens `path` in WAL mode; creates the file and the schema when `create`,
- * otherwise requires the outbox table. On error *out is NULL. */
-static int open_db(const char *path, int create, sqlite3 **out, char *errbuf, size_t errlen) {
+/* A mistyped --db must not become a new, empty database waited on forever. */
+static int no_database(const char *path, char *errbuf, size_t errlen) {
+  snprintf(errbuf, errlen, "--db %s: no such database (create it with: outboxd init --db %s)",
+           path, path);
+  return STORE_NO_DB;
+}
+
+/* How open_db treats the file and the schema. */
+enum open_mode {
+  OPEN_EXISTING, /* operations: the file and the outbox table must exist */
+  OPEN_SCHEMA,   /* dispatching: the file must exist; missing tables are created */
+  OPEN_CREATE    /* init: the file and the tables are created when missing */
+};
+
+/* Opens `path` in WAL mode as `mode` says. On error *out is NULL. */
+static int open_db(const char *path, enum open_mode mode, sqlite3 **out, char *errbuf,
+                   size_t errlen) {
   sqlite3 *db = NULL;
   int yes = 0, code;
   *out = NULL;
-  if (!create && access(path, F_OK) != 0) return no_table(path, errbuf, errlen);
-  if (create) create_private(path);
+  if (mode != OPEN_CREATE && access(path, F_OK) != 0 && errno == ENOENT)
+    return no_database(path, errbuf, errlen);
+  if (mode == OPEN_CREATE) create_private(path);
   /* NOMUTEX: a connection is only ever used by the thread that opened it. */
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+              (mode == OPEN_CREATE ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path, &db, flags, NULL);
   if (rc != SQLITE_OK) goto fail;
   sqlite3_busy_timeout(db, CMD_BUSY_MS);
   rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
   if (rc != SQLITE_OK) goto fail;
-  if (create) rc = create_schema(db, path);
+  if (mode != OPEN_EXISTING) rc = create_schema(db, path);
   if (rc != SQLITE_OK) goto fail;
   rc = has_table(db, &yes);
   if (rc != SQLITE_OK) goto fail;
@@ -1363,7 +1379,7 @@ int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opt
   if (!s->path || !s->wal_path || (opts->host_id && !s->host)) goto fail_nomem;
   sprintf(s->wal_path, "%s-wal", path);
   s->base.opts.host_id = s->host;
-  int rc = open_db(path, s->dispatching, &s->db, errbuf, errlen);
+  int rc = open_db(path, s->dispatching ? OPEN_SCHEMA : OPEN_EXISTING, &s->db, errbuf, errlen);
   if (rc) goto fail;
   sqlite3_busy_timeout(s->db, s->dispatching ? LOOP_BUSY_MS : CMD_BUSY_MS);
   rc = prepare_all(s, errbuf, errlen);
@@ -1390,7 +1406,7 @@ fail:
 /* Creates the database file and the outbox table and indexes if missing. */
 int store_sqlite_init_schema(const char *path, char *errbuf, size_t errlen) {
   sqlite3 *db;
-  int rc = open_db(path, 1, &db, errbuf, errlen);
+  int rc = open_db(path, OPEN_CREATE, &db, errbuf, errlen);
   if (rc) return rc;
   sqlite3_close(db);
   return 0;

@@ -207,6 +207,7 @@ t_sqlite_stopped_host_events_return_after_lease() {
 t_sqlite_requeue_dead_and_by_id() {
   printf 'return function(ev) return outbox.reject("not today") end\n' > no.lua
   log_handler ok.lua
+  "$OUTBOXD" init --db x.db 2> /dev/null || fail "init"
   for i in 1 2 3 4 5; do "$OUTBOXD" enqueue --db x.db --topic t --payload "$i" 2> /dev/null; done
   "$OUTBOXD" run no.lua --db x.db --once --log text 2> log1 || fail "reject run exit $?"
   status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 5}'
@@ -223,17 +224,19 @@ t_sqlite_requeue_dead_and_by_id() {
   assert_eq "$("$OUTBOXD" requeue --db x.db --dead)" "requeued 0 events: no dead events" "nothing left to requeue"
 }
 
-# run_fails DB WHAT PATTERN: `run` exits 1 with one line matching PATTERN
+# run_fails DB WHAT PATTERN [CODE]: `run` exits CODE (1) with one line matching PATTERN
 run_fails() {
   "$OUTBOXD" run h.lua --db "$1" --log text 2> err; local rc=$?
-  assert_eq "$rc" 1 "$2: exit code"
+  assert_eq "$rc" "${4:-1}" "$2: exit code"
   assert_eq "$(wc -l < err)" 1 "$2: one line"
   assert_grep "$3" err "$2: message"
 }
 
 t_sqlite_bad_paths_and_files() {
   log_handler h.lua
-  run_fails nodir/x.db "missing directory" '^outboxd: --db nodir/x.db: cannot create the database: nodir: No such file'
+  run_fails nodir/x.db "missing directory" '^outboxd: --db nodir/x.db: no such database \(create it with: outboxd init --db nodir/x.db\)$' 2
+  "$OUTBOXD" init --db nodir/x.db 2> err; assert_eq "$?" 1 "init in a missing directory"
+  assert_grep '^outboxd init: --db nodir/x.db: cannot create the database: nodir: No such file' err "init message"
   echo data > file.txt
   run_fails file.txt/outbox.db "path under a file" 'file.txt is not a directory'
   assert_eq "$(cat file.txt)" data "the file is untouched"
@@ -254,12 +257,34 @@ t_sqlite_missing_table() {
   assert_eq "$(cat err)" "outboxd status: no outbox table in e.db (run: outboxd init --db e.db)" "status message"
   "$OUTBOXD" requeue --db e.db --dead 2> err; assert_eq "$?" 1 "requeue exit code"
   assert_grep '^outboxd requeue: no outbox table in e.db' err "requeue message"
-  "$OUTBOXD" status --db none.db 2> err; assert_eq "$?" 1 "status on a missing file"
-  assert_grep 'no outbox table in none.db' err "missing file message"
-  [ ! -e none.db ] || fail "status created none.db"
   "$OUTBOXD" run h.lua --db e.db --once --log text 2> log || fail "run exit $?"
   status_is e.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
   assert_eq "$(sql e.db "SELECT count(*) FROM other")" 0 "other tables untouched"
+}
+
+# Only init creates a database: run, enqueue, status and requeue on a missing SQLite
+# path (a mistyped --db) exit 2 with one line naming it and `outboxd init`, and
+# create nothing; after init the same commands work.
+t_sqlite_only_init_creates_the_database() {
+  log_handler h.lua
+  local want='no such database (create it with: outboxd init --db typo.db)'
+  "$OUTBOXD" run h.lua --db typo.db --once --log text 2> err; assert_eq "$?" 2 "run exit code"
+  assert_eq "$(cat err)" "outboxd: --db typo.db: $want" "run message"
+  "$OUTBOXD" enqueue --db typo.db --topic t --payload 1 2> err; assert_eq "$?" 2 "enqueue exit code"
+  assert_eq "$(cat err)" "outboxd enqueue: --db typo.db: $want" "enqueue message"
+  echo '{"topic":"t","payload":1}' | "$OUTBOXD" enqueue --db sqlite:typo.db 2> err
+  assert_eq "$?" 2 "enqueue from stdin exit code"
+  assert_eq "$(cat err)" "outboxd enqueue: --db typo.db: $want" "enqueue (sqlite: URL) message"
+  "$OUTBOXD" status --db typo.db 2> err; assert_eq "$?" 2 "status exit code"
+  assert_eq "$(cat err)" "outboxd status: --db typo.db: $want" "status message"
+  "$OUTBOXD" requeue --db typo.db --dead 2> err; assert_eq "$?" 2 "requeue exit code"
+  assert_eq "$(cat err)" "outboxd requeue: --db typo.db: $want" "requeue message"
+  OUTBOX_DB=typo.db "$OUTBOXD" status 2> err; assert_eq "$?" 2 "status (OUTBOX_DB) exit code"
+  [ -z "$(ls typo.db* 2> /dev/null)" ] || fail "a command created $(ls typo.db*)"
+  "$OUTBOXD" init --db typo.db 2> /dev/null || fail "init exit $?"
+  "$OUTBOXD" enqueue --db typo.db --topic t --payload 1 2> /dev/null || fail "enqueue after init"
+  "$OUTBOXD" run h.lua --db typo.db --once --log text 2> log || fail "run after init exit $?"
+  assert_eq "$(grep -c HANDLED log)" 1 "the event ran"
 }
 
 # hold_lock DB [SQL]: another writer holds the write lock (and inserts SQL) until

@@ -105,18 +105,46 @@ static void one_line(const char *s) {
   ck_assert_str_eq(nl + 1, "");
 }
 
-START_TEST(status_needs_a_table) {
+static void init_db(void) {
+  result_t r = run(cmd_init, NULL, "init", "--db", db, NULL);
+  ck_assert_msg(r.rc == 0, "%s", r.err);
+}
+
+/* Only init creates a database: every other command on a missing path exits 2
+ * with one line naming the path and `outboxd init`, and leaves nothing behind. */
+START_TEST(only_init_creates_a_database) {
+  char want[512];
   result_t r = run(cmd_status, NULL, "status", "--db", db, "--json", NULL);
+  ck_assert_int_eq(r.rc, 2);
+  r = run(cmd_requeue, NULL, "requeue", "--db", db, "--dead", NULL);
+  ck_assert_int_eq(r.rc, 2);
+  r = run(cmd_enqueue, NULL, "enqueue", "--db", db, "--topic", "t", "--payload", "p", NULL);
+  ck_assert_int_eq(r.rc, 2);
+  snprintf(want, sizeof want,
+           "outboxd enqueue: --db %s: no such database (create it with: outboxd init --db %s)\n",
+           db, db);
+  ck_assert_str_eq(r.err, want);
+  r = run(cmd_enqueue, "{\"topic\":\"t\",\"payload\":1}\n", "enqueue", "--db", db, NULL);
+  ck_assert_int_eq(r.rc, 2);
+  one_line(r.err);
+  ck_assert_int_ne(access(db, F_OK), 0);
+  /* the same through a sqlite: URL and the environment */
+  char url[192];
+  snprintf(url, sizeof url, "sqlite:%s", db);
+  setenv("OUTBOX_DB", url, 1);
+  r = run(cmd_status, NULL, "status", NULL);
+  ck_assert_int_eq(r.rc, 2);
+  ck_assert_ptr_nonnull(strstr(r.err, "no such database (create it with: outboxd init --db"));
+  unsetenv("OUTBOX_DB");
+  ck_assert_int_ne(access(db, F_OK), 0);
+  /* a file without the outbox table is a different error, still one line */
+  sql_exec("CREATE TABLE other (a)");
+  r = run(cmd_status, NULL, "status", "--db", db, "--json", NULL);
   ck_assert_int_eq(r.rc, 1);
   ck_assert_ptr_nonnull(strstr(r.err, "no outbox table in"));
   ck_assert_ptr_nonnull(strstr(r.err, "run: outboxd init --db"));
   one_line(r.err);
-  ck_assert_int_ne(access(db, F_OK), 0);
-  r = run(cmd_requeue, NULL, "requeue", "--db", db, "--dead", NULL);
-  ck_assert_int_eq(r.rc, 1);
-  ck_assert_ptr_nonnull(strstr(r.err, "no outbox table in"));
-  r = run(cmd_init, NULL, "init", "--db", db, NULL);
-  ck_assert_int_eq(r.rc, 0);
+  init_db();
   r = run(cmd_status, NULL, "status", "--db", db, "--json", NULL);
   ck_assert_int_eq(r.rc, 0);
   ck_assert_str_eq(r.out, "{\"pending\": 0, \"processing\": 0, \"done\": 0, \"dead\": 0,"
@@ -125,6 +153,7 @@ START_TEST(status_needs_a_table) {
 END_TEST
 
 START_TEST(enqueue_with_flags) {
+  init_db();
   result_t r = run(cmd_enqueue, NULL, "enqueue", "--db", db, "--topic", "orders", "--key", "k1",
                    "--payload", "{\"a\": 1}", "--headers", " {\"x\": \"y\"}", NULL);
   ck_assert_msg(r.rc == 0, "%s", r.err);
@@ -172,6 +201,7 @@ START_TEST(enqueue_ndjson_stdin) {
                    "{\"topic\":\"b\"}\n"
                    "not json\n"
                    "{\"topic\":\"c\",\"payload\":\"s\\n\",\"id\":99}";
+  init_db();
   result_t r = run(cmd_enqueue, in, "enqueue", "--db", db, NULL);
   ck_assert_int_eq(r.rc, 1); /* bad lines make the exit code 1 */
   ck_assert_ptr_nonnull(strstr(r.err, "line 3: missing \"payload\""));
@@ -192,6 +222,7 @@ START_TEST(enqueue_many_lines) {
   char *in = malloc(len);
   for (size_t i = 0; i < n; i++)
     off += (size_t)snprintf(in + off, len - off, "{\"topic\":\"t\",\"payload\":%zu}\n", i);
+  init_db();
   result_t r = run(cmd_enqueue, in, "enqueue", "--db", db, NULL);
   free(in);
   ck_assert_msg(r.rc == 0, "%s", r.err);
@@ -277,8 +308,8 @@ START_TEST(env_and_bad_files) {
   char missing[192];
   snprintf(missing, sizeof missing, "sqlite:%s/nope/outbox.db", dir);
   r = run(cmd_enqueue, NULL, "enqueue", "--db", missing, "--topic", "t", "--payload", "p", NULL);
-  ck_assert_int_eq(r.rc, 1);
-  ck_assert_ptr_nonnull(strstr(r.err, "No such file or directory"));
+  ck_assert_int_eq(r.rc, 2);
+  ck_assert_ptr_nonnull(strstr(r.err, "nope/outbox.db: no such database"));
   one_line(r.err);
 }
 END_TEST
@@ -288,7 +319,7 @@ static Suite *suite(void) {
   TCase *tc = tcase_create("cmd");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, status_needs_a_table);
+  tcase_add_test(tc, only_init_creates_a_database);
   tcase_add_test(tc, enqueue_with_flags);
   tcase_add_test(tc, enqueue_usage_errors);
   tcase_add_test(tc, enqueue_ndjson_stdin);

@@ -67,10 +67,17 @@ static store_opts_t opts_for(const char *host, int ordering, int batch, int64_t 
   return o;
 }
 
+/* `outboxd init` on `path` (only init creates a database; a no-op on an initialised one). */
+static void init_db(void) {
+  char err[256] = "";
+  ck_assert_msg(store_sqlite_init_schema(path, err, sizeof err) == 0, "init: %s", err);
+}
+
 static store_t *open_as(const char *host, int ordering, int batch, int64_t lease, wakes_t *w) {
   store_opts_t o = opts_for(host, ordering, batch, lease, w);
   store_t *s = NULL;
   char err[256] = "";
+  init_db();
   int rc = store_sqlite_open(&loop, path, &o, &s, err, sizeof err);
   ck_assert_msg(rc == 0, "open: %s", err);
   return s;
@@ -136,11 +143,6 @@ static void raw_text(const char *sql, char *buf, size_t len) {
   sqlite3_close(db);
 }
 
-static void init_db(void) {
-  char err[256] = "";
-  ck_assert_msg(store_sqlite_init_schema(path, err, sizeof err) == 0, "%s", err);
-}
-
 static void on_stop(uv_timer_t *t) { uv_stop(t->loop); }
 
 /* Runs the loop for at most ms (or until something calls uv_stop). */
@@ -172,20 +174,26 @@ START_TEST(schema_created) {
 }
 END_TEST
 
-START_TEST(run_creates_ops_do_not) {
+START_TEST(only_init_creates_the_file) {
   store_opts_t o = opts_for(NULL, 1, 10, 30000, NULL);
   store_t *s = NULL;
-  char err[256] = "";
-  ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), -ENOENT);
+  char err[256] = "", want[512];
+  snprintf(want, sizeof want,
+           "--db %s: no such database (create it with: outboxd init --db %s)", path, path);
+  ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), STORE_NO_DB);
   ck_assert_ptr_null(s);
-  ck_assert_ptr_nonnull(strstr(err, "no outbox table in"));
-  ck_assert_ptr_nonnull(strstr(err, "run: outboxd init --db"));
+  ck_assert_str_eq(err, want);
+  store_opts_t host = opts_for("h1", 1, 10, 30000, NULL); /* nor does a dispatcher */
+  err[0] = 0;
+  ck_assert_int_eq(store_sqlite_open(&loop, path, &host, &s, err, sizeof err), STORE_NO_DB);
+  ck_assert_str_eq(err, want);
   ck_assert_int_ne(access(path, F_OK), 0); /* not created */
   raw_exec("CREATE TABLE other (x)");      /* a database, but without the table */
   ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), -ENOENT);
   ck_assert_ptr_nonnull(strstr(err, "no outbox table in"));
-  s = open_as("h1", 1, 10, 30000, NULL); /* a dispatcher creates it */
-  close_store(s);
+  ck_assert_ptr_nonnull(strstr(err, "run: outboxd init --db"));
+  ck_assert_int_eq(store_sqlite_open(&loop, path, &host, &s, err, sizeof err), 0);
+  close_store(s); /* a dispatcher adds the tables an existing file lacks */
   ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 0);
 }
 END_TEST
@@ -224,6 +232,7 @@ START_TEST(keep_done) {
   o.keep_done = 1;
   store_t *s = NULL;
   char err[256];
+  init_db();
   ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), 0);
   put(s, "t", NULL, "p");
   store_event_t *out[4];
@@ -651,6 +660,7 @@ START_TEST(poll_fallback) {
   o.poll_ms = 40;
   store_t *s = NULL;
   char err[256];
+  init_db();
   ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), 0);
   run_for(10000);
   ck_assert_int_eq(w.n, 2); /* two polls, no writer: only the poll timer wakes */
@@ -730,7 +740,7 @@ static Suite *suite(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, schema_created);
-  tcase_add_test(tc, run_creates_ops_do_not);
+  tcase_add_test(tc, only_init_creates_the_file);
   tcase_add_test(tc, round_trip);
   tcase_add_test(tc, keep_done);
   tcase_add_test(tc, claim_honours_max);
