@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "log.h"
@@ -121,6 +122,87 @@ int cmd_init(int argc, char **argv) {
 
 /* ------------------------------------------------------------ enqueue */
 
+/* Digits only, as a non-negative int64; -1 otherwise. */
+static int64_t parse_count(const char *s) {
+  char *end;
+  if (*s < '0' || *s > '9') return -1;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  return errno || *end ? -1 : (int64_t)v;
+}
+
+/* "2026-12-01T10:00:00Z", with optional .fraction and a zone Z or +HH:MM / -HHMM,
+ * as ms since the epoch; -1 when malformed or not a real date. */
+static int64_t parse_iso8601(const char *s) {
+  struct tm tm;
+  int y, mo, d, h, mi, sec, n = 0, ms = 0;
+  memset(&tm, 0, sizeof tm);
+  if (sscanf(s, "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19)
+    return -1;
+  const char *p = s + n;
+  if (*p == '.') { /* milliseconds, further digits ignored */
+    int digits = 0;
+    for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+      if (digits < 3) ms = ms * 10 + (*p - '0');
+    if (!digits) return -1;
+    for (; digits < 3; digits++) ms *= 10;
+  }
+  int64_t offset = 0;
+  if (*p == 'Z' || *p == 'z') {
+    p++;
+  } else if (*p == '+' || *p == '-') {
+    int oh, om, k = 0;
+    if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &k) != 2 &&
+        sscanf(p + 1, "%2d%2d%n", &oh, &om, &k) != 2)
+      return -1;
+    if (oh > 23 || om > 59) return -1;
+    offset = (*p == '-' ? -1 : 1) * ((int64_t)oh * 3600 + om * 60);
+    p += 1 + k;
+  } else {
+    return -1; /* a time without a zone means nothing to a server elsewhere */
+  }
+  if (*p) return -1;
+  tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d;
+  tm.tm_hour = h, tm.tm_min = mi, tm.tm_sec = sec;
+  time_t t = timegm(&tm);
+  /* timegm normalises 2026-02-30 to March: refuse what was not a real date */
+  if (tm.tm_year != y - 1900 || tm.tm_mon != mo - 1 || tm.tm_mday != d || tm.tm_hour != h ||
+      tm.tm_min != mi || tm.tm_sec != sec || t < 0)
+    return -1;
+  int64_t v = ((int64_t)t - offset) * 1000 + ms;
+  return v < 0 ? -1 : v;
+}
+
+static int64_t now_ms(void) {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv)) return 0;
+  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* --delay MS / --at TIME into an available_at (ms since the epoch). Returns 0, or 2
+ * after printing why. */
+static int parse_when(const char *delay, const char *at, int64_t *out) {
+  *out = 0;
+  if (delay && at) return complain(2, "enqueue", "--delay and --at exclude each other");
+  if (delay) {
+    int64_t ms = parse_count(delay);
+    if (ms < 0) return complain(2, "enqueue", "--delay %s: not a number of milliseconds", delay);
+    *out = store_clamp_time(now_ms() + (ms > STORE_TIME_MAX ? STORE_TIME_MAX : ms));
+  } else if (at) {
+    int64_t ms = parse_count(at);
+    if (ms >= 0 && ms < INT64_C(100000000000))
+      return complain(2, "enqueue", "--at %s: looks like seconds; give milliseconds", at);
+    if (ms < 0) ms = parse_iso8601(at);
+    if (ms < 0 || ms > STORE_TIME_MAX)
+      return complain(2, "enqueue",
+                      "--at %s: not a time (epoch milliseconds, or ISO 8601 such as "
+                      "2026-12-01T10:00:00Z)",
+                      at);
+    *out = ms;
+  }
+  return 0;
+}
+
 /* 0 when `s` is one JSON object; otherwise *why says what is wrong. */
 static int check_headers(const char *s, const char **why) {
   size_t len = strlen(s);
@@ -152,8 +234,8 @@ static int pending_write(session_t *ss, pending_t *p) {
   return rc;
 }
 
-/* One event per NDJSON line on `in`. Returns the exit code. */
-static int enqueue_lines(session_t *ss, FILE *in) {
+/* One event per NDJSON line on `in`, each due at `at` (0: at once). Returns the exit code. */
+static int enqueue_lines(session_t *ss, FILE *in, int64_t at) {
   pending_t *p = calloc(1, sizeof *p);
   char *line = NULL;
   size_t cap = 0;
@@ -181,6 +263,7 @@ static int enqueue_lines(session_t *ss, FILE *in) {
       rc = complain(1, "enqueue", "line %ld: out of memory", lineno);
       break;
     }
+    ev->available_at = at;
     if ((why = store_refuses(ss->store, ev))) {
       fprintf(stderr, "line %ld: %s\n", lineno, why);
       store_event_free(ev);
@@ -206,10 +289,11 @@ static int enqueue_lines(session_t *ss, FILE *in) {
 }
 
 static int enqueue_one(session_t *ss, const char *topic, const char *key, const char *payload,
-                       const char *headers) {
+                       const char *headers, int64_t at) {
   store_event_t *ev = store_event_new(0, topic, strlen(topic), key, key ? strlen(key) : 0, payload,
                                       strlen(payload), headers, headers ? strlen(headers) : 0, 0);
   if (!ev) return complain(1, "enqueue", "out of memory");
+  ev->available_at = at;
   int rc = ss->store->ops->enqueue(ss->store, &ev, 1);
   store_event_free(ev);
   if (rc) return store_failed(ss, "enqueue", rc);
@@ -223,10 +307,13 @@ int cmd_enqueue(int argc, char **argv) {
                                        {"key", required_argument, NULL, 'k'},
                                        {"payload", required_argument, NULL, 'p'},
                                        {"headers", required_argument, NULL, 'H'},
+                                       {"delay", required_argument, NULL, 'w'},
+                                       {"at", required_argument, NULL, 'a'},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   const char *db = default_db(), *topic = NULL, *key = NULL, *payload = NULL;
-  const char *headers = NULL, *why = NULL;
+  const char *headers = NULL, *why = NULL, *delay = NULL, *at = NULL;
+  int64_t when;
   char err[512];
   session_t ss;
   int c;
@@ -238,9 +325,15 @@ int cmd_enqueue(int argc, char **argv) {
     case 'k': key = optarg; break;
     case 'p': payload = optarg; break;
     case 'H': headers = optarg; break;
+    case 'w': delay = optarg; break;
+    case 'a': at = optarg; break;
     case 'h':
       puts("usage: outboxd enqueue [--db URL] --topic T [--key K] [--payload TEXT] "
-           "[--headers JSON]\n       (no --payload: one NDJSON event per line on stdin)");
+           "[--headers JSON] [--delay MS | --at TIME]\n"
+           "       (no --payload: one NDJSON event per line on stdin)\n"
+           "  --delay MS   not claimable before MS milliseconds from now\n"
+           "  --at TIME    not claimable before TIME: epoch milliseconds or ISO 8601\n"
+           "               with a zone (2026-12-01T10:00:00Z, 2026-12-01T11:00:00+01:00)");
       return 0;
     default: return bad_option("enqueue", c, argv);
     }
@@ -253,15 +346,16 @@ int cmd_enqueue(int argc, char **argv) {
                     "--topic, --key and --headers go with --payload "
                     "(NDJSON lines on stdin carry their own)");
   if (headers && check_headers(headers, &why)) return complain(2, "enqueue", "--headers: %s", why);
+  if (parse_when(delay, at, &when)) return 2;
   int rc = session_open(&ss, "enqueue", db);
   if (rc) return rc;
   if (!ss.store->ops->enqueue)
     rc = complain(1, "enqueue", "--db %s: this source is read-only",
                   store_url_redact(db, err, sizeof err));
   else if (payload)
-    rc = enqueue_one(&ss, topic, key, payload, headers);
+    rc = enqueue_one(&ss, topic, key, payload, headers, when);
   else
-    rc = enqueue_lines(&ss, stdin);
+    rc = enqueue_lines(&ss, stdin, when);
   session_close(&ss);
   return rc;
 }

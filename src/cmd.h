@@ -8,9 +8,11 @@
 /* `outboxd init [--db URL]`: creates the outbox table if missing. */
 int cmd_init(int argc, char **argv);
 
-/* `outboxd enqueue [--db URL] --topic T [--key K] [--payload TEXT] [--headers JSON]`;
- * without --payload, one NDJSON event per line on stdin (bad lines are reported
- * as `line N: error` and skipped; the exit code is then 1). */
+/* `outboxd enqueue [--db URL] --topic T [--key K] [--payload TEXT] [--headers JSON]
+ * [--delay MS | --at TIME]`; without --payload, one NDJSON event per line on stdin
+ * (bad lines are reported as `line N: error` and skipped; the exit code is then 1).
+ * --delay/--at make the events claimable only from then (TIME: epoch ms or ISO 8601
+ * with a zone). Every command but init exits 2 on a SQLite path that does not exist. */
 int cmd_enqueue(int argc, char **argv);
 
 /* `outboxd status [--db URL] [--json]`: counts by status, oldest pending age and

@@ -24,7 +24,7 @@ static void usage(FILE *f) {
          "       outboxd check SCRIPT.lua             load the script, report errors (exit 0/2)\n"
          "       outboxd init    [--db URL]           create the outbox table if missing\n"
          "       outboxd enqueue [--db URL] --topic T [--key K] [--payload JSON] [--headers JSON]\n"
-         "                                            (no --payload: NDJSON lines on stdin)\n"
+         "                       [--delay MS | --at TIME]  (no --payload: NDJSON lines on stdin)\n"
          "       outboxd status  [--db URL] [--json]  counts by status, oldest pending, dead\n"
          "       outboxd requeue [--db URL] (--dead | --id N...)\n"
          "       outboxd COMMAND --help | outboxd --help | --version\n"

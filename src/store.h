@@ -27,6 +27,7 @@ typedef struct store_event {
   int attempts;        /* runs already made before this claim */
   int lapsed;          /* 0, or STORE_LAPSED / STORE_SUSPECT: see below */
   int64_t created_at;  /* ms since the epoch */
+  int64_t available_at; /* enqueue: not claimable before (ms since the epoch); 0: at once */
   void *owner;         /* free for the dispatcher */
   void *priv;          /* free for the store */
 } store_event_t;
@@ -123,8 +124,9 @@ typedef struct store_ops {
   int (*exhausted)(store_t *s);
   /* Counts for `status` and metrics. Returns 0 or a negative code. */
   int (*counts)(store_t *s, store_counts_t *out);
-  /* Inserts events (one transaction); id, attempts and created_at of the given
-   * events are ignored. Returns 0 or a negative code. NULL for read-only sources. */
+  /* Inserts events (one transaction), each claimable from its available_at; id,
+   * attempts and created_at of the given events are ignored. Returns 0 or a
+   * negative code. NULL for read-only sources. */
   int (*enqueue)(store_t *s, store_event_t *const *evs, int n);
   /* Moves events back to pending with attempts reset: the listed ids, or every dead
    * event when n == 0. *moved gets the count. NULL for read-only sources. */

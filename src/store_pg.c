@@ -231,8 +231,10 @@ static const char next_due_sql[] =
     " UNION ALL SELECT min(locked_until) FROM outbox WHERE status = 'processing'"
     " AND locked_by IS DISTINCT FROM $1 AND locked_until >= now()) x";
 
+/* $5: available_at in ms since the epoch, 0 for now. */
 static const char insert_sql[] =
-    "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4)";
+    "INSERT INTO outbox (topic, key, payload, headers, available_at) VALUES ($1, $2, $3, $4,"
+    " CASE WHEN $5::bigint > 0 THEN to_timestamp($5::bigint / 1000.0) ELSE now() END)";
 static const char counts_sql[] = "SELECT status, count(*) FROM outbox GROUP BY status";
 static const char oldest_sql[] =
     "SELECT (extract(epoch FROM now() - min(created_at)) * 1000)::bigint FROM outbox"
@@ -1409,8 +1411,10 @@ static int pg_enqueue(store_t *b, store_event_t *const *evs, int n) {
   rc = exec_cmd(s, "BEGIN", "enqueueing");
   if (rc) return rc;
   for (int i = 0; i < n && !rc; i++) {
-    const char *v[] = {evs[i]->topic, evs[i]->key, evs[i]->payload, evs[i]->headers};
-    PGresult *r = ops_exec(s, insert_sql, 4, v, "enqueueing");
+    char at[24];
+    snprintf(at, sizeof at, "%" PRId64, store_clamp_time(evs[i]->available_at));
+    const char *v[] = {evs[i]->topic, evs[i]->key, evs[i]->payload, evs[i]->headers, at};
+    PGresult *r = ops_exec(s, insert_sql, 5, v, "enqueueing");
     rc = r ? 0 : -EIO;
     PQclear(r);
   }

@@ -170,7 +170,8 @@ static const char *const sql_text[ST_COUNT] = {
                     " WHERE status = 'processing' AND locked_by IS NOT ?2"
                     " AND locked_until >= ?1)",
     [ST_DATA_VERSION] = "PRAGMA data_version",
-    [ST_INSERT] = "INSERT INTO outbox (topic, key, payload, headers) VALUES (?1, ?2, ?3, ?4)",
+    [ST_INSERT] = "INSERT INTO outbox (topic, key, payload, headers, available_at)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_REQUEUE_DEAD] = "UPDATE OR FAIL outbox SET status = 'pending', attempts = 0,"
                         " available_at = 0," UNLOCK " WHERE status = 'dead'",
     [ST_REQUEUE_ID] =
@@ -985,6 +986,7 @@ static int sq_enqueue(store_t *b, store_event_t *const *evs, int n) {
     sqlite3_bind_text(st, 2, ev->key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, ev->payload, (int)ev->payload_len, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, ev->headers, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, store_clamp_time(ev->available_at));
     rc = sqlite3_step(st);
     done_stmt(st);
     if (rc != SQLITE_DONE) goto fail;

@@ -61,6 +61,17 @@ check_key_order() {
   assert_eq "$bad" "" "per-key order (key, previous id, id)"
 }
 
+# enqueue --delay / --at on PostgreSQL: available_at (timestamptz) as given.
+t_pg_enqueue_delay_and_at() {
+  pg_fresh || return 1
+  "$OUTBOXD" enqueue --db "$PGURL" --topic t --payload a --at 2026-12-01T11:00:00.25+01:00 2> /dev/null || fail "enqueue --at"
+  "$OUTBOXD" enqueue --db "$PGURL" --topic t --payload b --delay 600000 2> /dev/null || fail "enqueue --delay"
+  "$OUTBOXD" enqueue --db "$PGURL" --topic t --payload c 2> /dev/null || fail "enqueue"
+  assert_eq "$(sql "SELECT (extract(epoch FROM available_at) * 1000)::bigint FROM outbox WHERE payload = 'a'")" 1796119200250 "--at"
+  assert_eq "$(sql "SELECT available_at - now() BETWEEN interval '500 s' AND interval '600 s' FROM outbox WHERE payload = 'b'")" t "--delay"
+  assert_eq "$(sql "SELECT available_at <= now() FROM outbox WHERE payload = 'c'")" t "no delay: due at once"
+}
+
 t_pg_round_trip() {
   pg_fresh || return 1
   cat > h.lua <<'LUA'

@@ -287,6 +287,32 @@ t_sqlite_only_init_creates_the_database() {
   assert_eq "$(grep -c HANDLED log)" 1 "the event ran"
 }
 
+# enqueue --delay / --at set available_at: an event due later is not claimed before
+# it (a --once run leaves it pending, attempts untouched); one due in a second runs
+# on a waiting host no earlier than its available_at.
+t_sqlite_enqueue_delay_and_at() {
+  printf 'return function(ev) outbox.log.info("HANDLED", { p = ev.payload, ms = math.floor(outbox.now() * 1000) }) end\n' > h.lua
+  "$OUTBOXD" init --db x.db 2> /dev/null || fail "init"
+  "$OUTBOXD" enqueue --db x.db --topic t --payload later --delay 600000 2> /dev/null || fail "enqueue --delay"
+  "$OUTBOXD" enqueue --db x.db --topic t --payload past --at 2020-01-01T00:00:00Z 2> /dev/null || fail "enqueue --at"
+  assert_eq "$(sql x.db "SELECT available_at FROM outbox WHERE payload = 'past'")" 1577836800000 "--at ISO 8601 stored as epoch ms"
+  "$OUTBOXD" run h.lua --db x.db --once --keep-done --log text 2> log1 || fail "run --once exit $?"
+  assert_eq "$(grep -c HANDLED log1)" 1 "only the due event ran"
+  assert_grep 'HANDLED .*p=past' log1 "the past event ran"
+  assert_eq "$(sql x.db "SELECT status || ' ' || attempts FROM outbox WHERE payload = 'later'")" "pending 0" "the later event untouched"
+  "$OUTBOXD" run h.lua --db x.db --keep-done --log text 2> log2 &
+  local pid=$!
+  wait_for 'started' log2 || { kill $pid; return 1; }
+  "$OUTBOXD" enqueue --db x.db --topic t --payload soon --delay 1000 2> /dev/null || fail "enqueue --delay 1000"
+  wait_for 'HANDLED .*p=soon' log2 60 || { kill $pid; return 1; }
+  kill $pid; wait $pid
+  local ran due
+  ran=$(grep 'p=soon' log2 | grep -oE 'ms=[0-9]+' | cut -d= -f2)
+  due=$(sql x.db "SELECT available_at FROM outbox WHERE payload = 'soon'")
+  [ "$ran" -ge "$due" ] || fail "ran at $ran, before its available_at $due"
+  assert_no_grep 'p=later' log2 "the event due in 10 minutes did not run"
+}
+
 # hold_lock DB [SQL]: another writer holds the write lock (and inserts SQL) until
 # the test creates the file "release"; returns once the lock is taken. Its pid is
 # in $locker.

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cmd.h"
@@ -171,6 +172,62 @@ START_TEST(enqueue_with_flags) {
 }
 END_TEST
 
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --delay and --at set available_at; anything else given to them exits 2 and
+ * writes nothing. */
+START_TEST(enqueue_delay_and_at) {
+  init_db();
+  int64_t before = wall_ms();
+  result_t r = run(cmd_enqueue, NULL, "enqueue", "--db", db, "--topic", "t", "--payload", "1",
+                   "--delay", "60000", NULL);
+  int64_t after = wall_ms();
+  ck_assert_msg(r.rc == 0, "%s", r.err);
+  int64_t at = sql_int("SELECT available_at FROM outbox WHERE id = 1");
+  ck_assert_int_ge(at, before + 60000);
+  ck_assert_int_le(at, after + 60000);
+  const char *ok[][2] = {{"2026-12-01T10:00:00Z", "1796119200000"},
+                         {"2026-12-01T11:00:00.25+01:00", "1796119200250"},
+                         {"2026-12-01t04:30:00-0530", "1796119200000"},
+                         {"1796119200123", "1796119200123"}};
+  for (int i = 0; i < 4; i++) {
+    r = run(cmd_enqueue, NULL, "enqueue", "--db", db, "--topic", "t", "--payload", "p", "--at",
+            ok[i][0], NULL);
+    ck_assert_msg(r.rc == 0, "%s: %s", ok[i][0], r.err);
+    char q[128];
+    snprintf(q, sizeof q, "SELECT available_at = %s FROM outbox WHERE id = %d", ok[i][1], i + 2);
+    ck_assert_msg(sql_int(q) == 1, "%s", ok[i][0]);
+  }
+  /* NDJSON lines on stdin all get the time */
+  r = run(cmd_enqueue, "{\"topic\":\"a\",\"payload\":1}\n{\"topic\":\"b\",\"payload\":2}\n",
+          "enqueue", "--db", db, "--at", "2030-01-01T00:00:00Z", NULL);
+  ck_assert_msg(r.rc == 0, "%s", r.err);
+  ck_assert_int_eq(sql_int("SELECT count(*) FROM outbox WHERE available_at = 1893456000000"), 2);
+  const char *bad[][4] = {
+      {"--delay", "-5", NULL, "--delay -5: not a number of milliseconds"},
+      {"--delay", "5s", NULL, "--delay 5s: not a number of milliseconds"},
+      {"--at", "1764000000", NULL, "looks like seconds"},
+      {"--at", "2026-02-30T10:00:00Z", NULL, "--at 2026-02-30T10:00:00Z: not a time"},
+      {"--at", "2026-12-01T10:00:00", NULL, "not a time"},
+      {"--at", "2026-12-01T10:00:00Zjunk", NULL, "not a time"},
+      {"--at", "tomorrow", NULL, "not a time"},
+      {"--delay", "5", "--at=1796119200000", "--delay and --at exclude each other"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    r = run(cmd_enqueue, NULL, "enqueue", "--db", db, "--topic", "t", "--payload", "p",
+            bad[i][0], bad[i][1], bad[i][2], NULL);
+    ck_assert_msg(r.rc == 2, "case %zu: rc %d", i, r.rc);
+    ck_assert_msg(strstr(r.err, bad[i][3]), "case %zu: %s", i, r.err);
+    one_line(r.err);
+  }
+  ck_assert_int_eq(sql_int("SELECT count(*) FROM outbox"), 7);
+}
+END_TEST
+
 START_TEST(enqueue_usage_errors) {
   struct {
     const char *a, *b, *c, *d, *e, *f;
@@ -321,6 +378,7 @@ static Suite *suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, only_init_creates_a_database);
   tcase_add_test(tc, enqueue_with_flags);
+  tcase_add_test(tc, enqueue_delay_and_at);
   tcase_add_test(tc, enqueue_usage_errors);
   tcase_add_test(tc, enqueue_ndjson_stdin);
   tcase_add_test(tc, enqueue_many_lines);
