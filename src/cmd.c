@@ -388,6 +388,47 @@ static void print_dead(void *arg, int64_t id, const char *topic, int attempts,
   printf("  %-10" PRId64 " %-20s %8d  %s\n", id, top, attempts, err);
 }
 
+/* The per-topic counts, gathered into a memory stream (printed only once whole). */
+typedef struct topics {
+  FILE *f;
+  int n;
+  int json;
+} topics_t;
+
+static void add_topic(void *arg, const char *topic, int64_t pending, int64_t processing,
+                      int64_t dead) {
+  topics_t *t = arg;
+  char safe[512];
+  log_escape(topic ? topic : "", safe, sizeof safe);
+  if (t->json)
+    fprintf(t->f,
+            "%s\"%s\": {\"pending\": %" PRId64 ", \"processing\": %" PRId64
+            ", \"dead\": %" PRId64 "}",
+            t->n ? ", " : "", safe, pending, processing, dead);
+  else
+    fprintf(t->f, "  %-24s %10" PRId64 " %10" PRId64 " %10" PRId64 "\n", safe, pending,
+            processing, dead);
+  t->n++;
+}
+
+/* The topics table or JSON object into *out (malloc'd; NULL when the source
+ * cannot count by topic). Returns 0 or the exit code after printing why. */
+static int gather_topics(session_t *ss, int json, char **out, int *n) {
+  size_t len;
+  topics_t t = {NULL, 0, json};
+  *out = NULL;
+  *n = 0;
+  if (!ss->store->ops->topic_counts) return 0;
+  if (!(t.f = open_memstream(out, &len))) return complain(1, "status", "out of memory");
+  int rc = ss->store->ops->topic_counts(ss->store, add_topic, &t);
+  if (fclose(t.f) || !*out) rc = rc ? rc : -ENOMEM;
+  *n = t.n;
+  if (!rc) return 0;
+  free(*out);
+  *out = NULL;
+  return store_failed(ss, "status", rc);
+}
+
 static int status_text(session_t *ss, const char *db, const store_counts_t *c) {
   char age[48] = "-";
   if (c->pending) format_age(c->oldest_pending_age_ms, age, sizeof age);
@@ -397,19 +438,33 @@ static int status_text(session_t *ss, const char *db, const store_counts_t *c) {
   printf("outbox %s\n", store_url_redact(db, safe, sizeof safe));
   for (int i = 0; i < 4; i++) printf("  %-16s%14" PRId64 "\n", label[i], value[i]);
   printf("  %-16s%14s\n", "oldest pending", age);
+  char *topics;
+  int n, rc = gather_topics(ss, 0, &topics, &n);
+  if (rc) return rc;
+  if (n) {
+    printf("\nby topic (pending, processing, dead):\n");
+    printf("  %-24s %10s %10s %10s\n%s", "topic", "pending", "processing", "dead", topics);
+  }
+  free(topics);
   if (!c->dead || !ss->store->ops->list_dead) return 0;
   printf("\nlast dead events (newest first):\n");
   printf("  %-10s %-20s %8s  %s\n", "id", "topic", "attempts", "last error");
   int shown = 0;
-  int rc = ss->store->ops->list_dead(ss->store, DEAD_SHOWN, print_dead, &shown);
+  rc = ss->store->ops->list_dead(ss->store, DEAD_SHOWN, print_dead, &shown);
   return rc ? store_failed(ss, "status", rc) : 0;
 }
 
-/* The one object of `status --json`, exactly the keys the contract names. */
-static int status_json(const store_counts_t *c) {
+/* The one object of `status --json`, exactly the keys the contract names: the five
+ * counts and "topics": {topic: {pending, processing, dead}}. */
+static int status_json(session_t *ss, const store_counts_t *c) {
+  char *topics;
+  int n, rc = gather_topics(ss, 1, &topics, &n);
+  if (rc) return rc;
   printf("{\"pending\": %" PRId64 ", \"processing\": %" PRId64 ", \"done\": %" PRId64
-         ", \"dead\": %" PRId64 ", \"oldest_pending_age_ms\": %" PRId64 "}\n",
-         c->pending, c->processing, c->done, c->dead, c->oldest_pending_age_ms);
+         ", \"dead\": %" PRId64 ", \"oldest_pending_age_ms\": %" PRId64 ", \"topics\": {%s}}\n",
+         c->pending, c->processing, c->done, c->dead, c->oldest_pending_age_ms,
+         topics ? topics : "");
+  free(topics);
   return 0;
 }
 
@@ -440,7 +495,7 @@ int cmd_status(int argc, char **argv) {
   if (rc)
     rc = store_failed(&ss, "status", rc);
   else if (json)
-    rc = status_json(&counts);
+    rc = status_json(&ss, &counts);
   else
     rc = status_text(&ss, db, &counts);
   session_close(&ss);
@@ -461,6 +516,7 @@ static int64_t parse_id(const char *s) {
 
 typedef struct requeue_args {
   const char *db;
+  const char *topic; /* with --dead: exact, or a prefix ending in '*' */
   int dead;
   int n;
   int64_t *ids; /* room for argc ids */
@@ -471,6 +527,7 @@ static int requeue_parse(int argc, char **argv, requeue_args_t *a) {
   static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
                                        {"dead", no_argument, NULL, 'D'},
                                        {"id", required_argument, NULL, 'i'},
+                                       {"topic", required_argument, NULL, 'T'},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   int c;
@@ -479,12 +536,16 @@ static int requeue_parse(int argc, char **argv, requeue_args_t *a) {
     switch (c) {
     case 'd': a->db = optarg; break;
     case 'D': a->dead = 1; break;
+    case 'T': a->topic = optarg; break;
     case 'i':
       if ((a->ids[a->n] = parse_id(optarg)) < 0)
         return complain(2, "requeue", "--id %s: not an event id", optarg);
       a->n++;
       break;
-    case 'h': puts("usage: outboxd requeue [--db URL] (--dead | --id N...)"); return -1;
+    case 'h':
+      puts("usage: outboxd requeue [--db URL] (--dead [--topic PATTERN] | --id N...)\n"
+           "  PATTERN: a topic, or a prefix ending in * (order.*)");
+      return -1;
     default: return bad_option("requeue", c, argv);
     }
   }
@@ -493,14 +554,19 @@ static int requeue_parse(int argc, char **argv, requeue_args_t *a) {
       return complain(2, "requeue", "'%s' is not an event id", argv[i]);
     a->n++;
   }
+  if (a->topic && !a->dead) return complain(2, "requeue", "--topic goes with --dead");
   if (!a->dead && !a->n) return complain(2, "requeue", "give --dead or --id N");
   if (a->dead && a->n) return complain(2, "requeue", "--dead and --id exclude each other");
+  const char *star = a->topic ? strchr(a->topic, '*') : NULL;
+  if (a->topic && (!*a->topic || (star && star[1])))
+    return complain(2, "requeue", "--topic '%s': a topic, or a prefix ending in * (order.*)",
+                    a->topic);
   return 0;
 }
 
 int cmd_requeue(int argc, char **argv) {
   char safe[1024];
-  requeue_args_t a = {default_db(), 0, 0, calloc((size_t)argc + 1, sizeof(int64_t))};
+  requeue_args_t a = {default_db(), NULL, 0, 0, calloc((size_t)argc + 1, sizeof(int64_t))};
   int64_t moved = 0;
   session_t ss;
   if (!a.ids) return complain(1, "requeue", "out of memory");
@@ -513,10 +579,14 @@ int cmd_requeue(int argc, char **argv) {
   if (!ss.store->ops->requeue)
     rc = complain(1, "requeue", "--db %s: this source is read-only",
                   store_url_redact(a.db, safe, sizeof safe));
-  else if ((rc = ss.store->ops->requeue(ss.store, a.ids, a.n, &moved)))
+  else if ((rc = ss.store->ops->requeue(ss.store, a.ids, a.n, a.topic, &moved)))
     rc = store_failed(&ss, "requeue", rc);
+  else if (a.dead && moved == 0 && a.topic)
+    printf("requeued 0 events: no dead events of topic %s\n", a.topic);
   else if (a.dead && moved == 0)
     printf("requeued 0 events: no dead events\n");
+  else if (a.n == 1 && moved == 0)
+    printf("requeued 0 events: no event %" PRId64 " (or it is being processed)\n", a.ids[0]);
   else if (!a.dead && moved < a.n)
     printf("requeued %" PRId64 " event%s; %" PRId64 " of the %d ids named no event (or one "
            "being processed)\n",

@@ -173,3 +173,9 @@ int store_init_schema(const char *url, char *errbuf, size_t errlen) {
   if (rc && has_prefix(url, "sqlite:")) scrub(errbuf, errlen, url + 7);
   return rc;
 }
+
+int store_topic_pattern(const char *topic, int *prefix) {
+  size_t len = topic ? strlen(topic) : 0;
+  *prefix = len && topic[len - 1] == '*';
+  return topic ? (int)len - *prefix : -1;
+}

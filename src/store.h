@@ -128,9 +128,16 @@ typedef struct store_ops {
    * attempts and created_at of the given events are ignored. Returns 0 or a
    * negative code. NULL for read-only sources. */
   int (*enqueue)(store_t *s, store_event_t *const *evs, int n);
-  /* Moves events back to pending with attempts reset: the listed ids, or every dead
-   * event when n == 0. *moved gets the count. NULL for read-only sources. */
-  int (*requeue)(store_t *s, const int64_t *ids, int n, int64_t *moved);
+  /* Moves events back to pending with attempts reset: the listed ids, or when n == 0
+   * every dead event whose topic matches `topic` (exact, or a prefix when it ends in
+   * '*'; NULL: any topic). *moved gets the count. NULL for read-only sources. */
+  int (*requeue)(store_t *s, const int64_t *ids, int n, const char *topic, int64_t *moved);
+  /* Calls cb once per topic with pending, processing or dead events, in topic order.
+   * Returns 0 or a negative code. NULL when the source cannot tell. */
+  int (*topic_counts)(store_t *s,
+                      void (*cb)(void *arg, const char *topic, int64_t pending,
+                                 int64_t processing, int64_t dead),
+                      void *arg);
   /* Calls cb for the `max` most recent dead events, newest first. */
   int (*list_dead)(store_t *s, int max,
                    void (*cb)(void *arg, int64_t id, const char *topic, int attempts,
@@ -162,6 +169,11 @@ struct store {
 /* Why `s` cannot store `ev` whole (a static one-line reason), or NULL when it can.
  * Writers check it before enqueueing, so nothing is cut silently. */
 const char *store_refuses(store_t *s, const store_event_t *ev);
+
+/* A requeue topic pattern as the stores match it: the length of the text before a
+ * final '*' (the whole topic when there is none), with *prefix set when there is
+ * one; -1 for NULL (every topic). */
+int store_topic_pattern(const char *topic, int *prefix);
 
 /* What store_open returns for a SQLite path that does not exist: only
  * store_init_schema (`outboxd init`) creates a database. Callers exit 2. */

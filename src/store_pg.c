@@ -244,7 +244,14 @@ static const char list_dead_sql[] = "SELECT id, topic, attempts, last_error FROM
 #define REQUEUE_SET                                                                                \
   "UPDATE outbox SET status = 'pending', attempts = 0, available_at = now(),"                      \
   " locked_by = NULL, locked_until = NULL"
-static const char requeue_dead_sql[] = REQUEUE_SET " WHERE status = 'dead'";
+/* $1: the topic, or the prefix when $2 (NULL: every topic) */
+static const char requeue_dead_sql[] =
+    REQUEUE_SET " WHERE status = 'dead' AND ($1::text IS NULL OR topic = $1"
+                " OR ($2::boolean AND left(topic, length($1)) = $1))";
+static const char topic_counts_sql[] =
+    "SELECT topic, count(*) FILTER (WHERE status = 'pending'),"
+    " count(*) FILTER (WHERE status = 'processing'), count(*) FILTER (WHERE status = 'dead')"
+    " FROM outbox WHERE status IN ('pending', 'processing', 'dead') GROUP BY topic ORDER BY topic";
 static const char requeue_ids_sql[] =
     REQUEUE_SET " WHERE id = ANY ($1::bigint[]) AND status IN ('dead', 'pending', 'done')";
 
@@ -1425,7 +1432,8 @@ static int pg_enqueue(store_t *b, store_event_t *const *evs, int n) {
 
 /* Requeued events keep last_error; attempts restart at 0 and they are due at once.
  * Running hosts are woken through the channel. */
-static int pg_requeue(store_t *b, const int64_t *ids, int n, int64_t *moved) {
+static int pg_requeue(store_t *b, const int64_t *ids, int n, const char *topic,
+                      int64_t *moved) {
   pg_t *s = (pg_t *)b;
   *moved = 0;
   int rc = need_ops(s);
@@ -1441,11 +1449,19 @@ static int pg_requeue(store_t *b, const int64_t *ids, int n, int64_t *moved) {
     free(list.p);
     return -ENOMEM;
   }
+  int prefix, len = store_topic_pattern(topic, &prefix);
+  char *exact = topic ? strndup(topic, (size_t)len) : NULL;
+  if (topic && !exact) {
+    free(list.p);
+    return -ENOMEM;
+  }
   const char *v[] = {list.p};
+  const char *dv[] = {exact, prefix ? "true" : "false"};
   rc = exec_cmd(s, "BEGIN", "requeueing");
   PGresult *r = rc ? NULL
-                   : ops_exec(s, n ? requeue_ids_sql : requeue_dead_sql, n ? 1 : 0, n ? v : NULL,
+                   : ops_exec(s, n ? requeue_ids_sql : requeue_dead_sql, n ? 1 : 2, n ? v : dv,
                               "requeueing");
+  free(exact);
   if (r) *moved = strtoll(PQcmdTuples(r), NULL, 10);
   rc = r ? 0 : -EIO;
   PQclear(r);
@@ -1502,6 +1518,22 @@ static int pg_counts(store_t *b, store_counts_t *c) {
     int64_t age = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     c->oldest_pending_age_ms = age > 0 ? age : 0;
   }
+  PQclear(r);
+  return 0;
+}
+
+static int pg_topic_counts(store_t *b,
+                           void (*cb)(void *arg, const char *topic, int64_t pending,
+                                      int64_t processing, int64_t dead),
+                           void *arg) {
+  pg_t *s = (pg_t *)b;
+  int rc = need_ops(s);
+  if (rc) return rc;
+  PGresult *r = ops_exec(s, topic_counts_sql, 0, NULL, "counting by topic");
+  if (!r) return -EIO;
+  for (int i = 0; i < PQntuples(r); i++)
+    cb(arg, PQgetvalue(r, i, 0), strtoll(PQgetvalue(r, i, 1), NULL, 10),
+       strtoll(PQgetvalue(r, i, 2), NULL, 10), strtoll(PQgetvalue(r, i, 3), NULL, 10));
   PQclear(r);
   return 0;
 }
@@ -1598,6 +1630,7 @@ static const store_ops_t pg_ops = {
     .counts = pg_counts,
     .enqueue = pg_enqueue,
     .requeue = pg_requeue,
+    .topic_counts = pg_topic_counts,
     .list_dead = pg_list_dead,
     .salvage = pg_salvage,
     .refuses = pg_refuses,

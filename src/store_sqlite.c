@@ -93,6 +93,7 @@ enum {
   ST_COUNTS,
   ST_OLDEST,
   ST_LIST_DEAD,
+  ST_TOPIC_COUNTS,
   ST_COUNT
 };
 
@@ -173,7 +174,9 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_INSERT] = "INSERT INTO outbox (topic, key, payload, headers, available_at)"
                   " VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_REQUEUE_DEAD] = "UPDATE OR FAIL outbox SET status = 'pending', attempts = 0,"
-                        " available_at = 0," UNLOCK " WHERE status = 'dead'",
+                        " available_at = 0," UNLOCK " WHERE status = 'dead'"
+                        " AND (?1 IS NULL OR topic = ?1"
+                        " OR (?2 AND substr(topic, 1, length(?1)) = ?1))",
     [ST_REQUEUE_ID] =
         "UPDATE outbox SET status = 'pending', attempts = 0,"
         " available_at = 0," UNLOCK " WHERE id = ?1 AND status IN ('dead', 'pending', 'done')",
@@ -181,6 +184,10 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_OLDEST] = "SELECT min(created_at) FROM outbox WHERE status = 'pending'",
     [ST_LIST_DEAD] = "SELECT id, topic, attempts, last_error FROM outbox"
                      " WHERE status = 'dead' ORDER BY id DESC LIMIT ?1",
+    [ST_TOPIC_COUNTS] = "SELECT topic, sum(status = 'pending'), sum(status = 'processing'),"
+                        " sum(status = 'dead') FROM outbox"
+                        " WHERE status IN ('pending', 'processing', 'dead')"
+                        " GROUP BY topic ORDER BY topic",
 };
 
 /* ------------------------------------------------------------ the store */
@@ -1002,13 +1009,17 @@ fail:;
 
 /* Requeued events keep last_error (the history of why they died) until their
  * next failure overwrites it; attempts restart at 0 and they are due at once. */
-static int sq_requeue(store_t *b, const int64_t *ids, int n, int64_t *moved) {
+static int sq_requeue(store_t *b, const int64_t *ids, int n, const char *topic, int64_t *moved) {
   sq_t *s = (sq_t *)b;
   *moved = 0;
   int rc = begin(s);
   if (rc != SQLITE_DONE) goto fail;
   if (n == 0) {
+    int prefix, len = store_topic_pattern(topic, &prefix);
+    if (len >= 0) sqlite3_bind_text(s->st[ST_REQUEUE_DEAD], 1, topic, len, SQLITE_STATIC);
+    sqlite3_bind_int(s->st[ST_REQUEUE_DEAD], 2, prefix);
     rc = run(s, ST_REQUEUE_DEAD);
+    sqlite3_clear_bindings(s->st[ST_REQUEUE_DEAD]);
     if (rc != SQLITE_DONE) goto fail;
     *moved = sqlite3_changes(s->db);
   }
@@ -1060,6 +1071,20 @@ static int sq_counts(store_t *b, store_counts_t *c) {
   done_stmt(st);
   if (rc != SQLITE_ROW) return db_error(s, rc, "counting");
   return 0;
+}
+
+static int sq_topic_counts(store_t *b,
+                           void (*cb)(void *arg, const char *topic, int64_t pending,
+                                      int64_t processing, int64_t dead),
+                           void *arg) {
+  sq_t *s = (sq_t *)b;
+  sqlite3_stmt *st = s->st[ST_TOPIC_COUNTS];
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    cb(arg, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1),
+       sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
+  done_stmt(st);
+  return rc == SQLITE_DONE ? 0 : db_error(s, rc, "counting by topic");
 }
 
 static int sq_list_dead(store_t *b, int max,
@@ -1198,6 +1223,7 @@ static const store_ops_t sqlite_ops = {
     .enqueue = sq_enqueue,
     .requeue = sq_requeue,
     .list_dead = sq_list_dead,
+    .topic_counts = sq_topic_counts,
     .salvage = sq_salvage,
     .close = sq_close,
 };

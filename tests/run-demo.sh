@@ -5,7 +5,7 @@
 set -e
 DB=${DB:-outbox.db}
 ./outboxd init --db "$DB" >/dev/null 2>&1 || ./outboxd init --db "$DB"
-pending=$(./outboxd status --db "$DB" --json | sed -E 's/.*"pending": ([0-9]+).*/\1/')
+pending=$(./outboxd status --db "$DB" --json | sed -E 's/^\{"pending": ([0-9]+).*/\1/')
 if [ "$pending" = 0 ]; then
   ./outboxd enqueue --db "$DB" <<'NDJSON'
 {"topic": "order.created", "key": "order-1", "payload": {"order": 1, "total": 42.5}}

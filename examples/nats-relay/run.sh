@@ -61,7 +61,7 @@ echo '{"topic":"count","payload":"{}"}' | "$OUTBOXD" run count.lua --db ndjson:-
 read -r msgs subjects < count
 left=$("$OUTBOXD" status --db relay.db --json 2> /dev/null)
 echo "stream OUTBOX ($subjects): $msgs messages after relaying $N events twice (second relay: $again); outbox: $left"
-if [ "$msgs" -ne "$N" ] || [ "$again" != "done=$N" ] || ! grep -q '"pending": *0' <<< "$left"; then
+if [ "$msgs" -ne "$N" ] || [ "$again" != "done=$N" ] || ! grep -q '^{"pending": 0,' <<< "$left"; then
   echo "nats-relay: FAILED" >&2
   tail -20 relay.log again.log >&2
   exit 1

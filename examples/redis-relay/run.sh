@@ -45,7 +45,7 @@ ids=$(redis-cli -p "$port" --raw XRANGE outbox:order.paid - + | awk 'p == "id" {
 left=$("$OUTBOXD" status --db relay.db --json 2> /dev/null)
 echo "stream outbox:order.paid: $len entries, $ids distinct event ids; outbox: $left"
 redis-cli -p "$port" XRANGE outbox:order.paid - + COUNT 1
-if [ "$len" -ne "$N" ] || [ "$ids" -ne "$N" ] || ! grep -q '"pending": *0' <<< "$left"; then
+if [ "$len" -ne "$N" ] || [ "$ids" -ne "$N" ] || ! grep -q '^{"pending": 0,' <<< "$left"; then
   echo "redis-relay: FAILED" >&2
   tail -20 relay.log >&2
   exit 1

@@ -38,7 +38,7 @@ keys=$(grep 'status=200' received.log | grep -oE 'key=[0-9]+' | sort -u | wc -l)
 left=$("$OUTBOXD" status --db relay.db --json 2> /dev/null)
 echo "received: $got requests, $keys distinct Idempotency-Keys; outbox: $left"
 head -3 received.log
-if [ "$got" -ne "$N" ] || [ "$keys" -ne "$N" ] || ! grep -q '"pending": *0' <<< "$left"; then
+if [ "$got" -ne "$N" ] || [ "$keys" -ne "$N" ] || ! grep -q '^{"pending": 0,' <<< "$left"; then
   echo "webhook-relay: FAILED" >&2
   tail -20 relay.log >&2
   exit 1

@@ -13,10 +13,10 @@ wait_settled() {
     { echo "      ($(sql "$1" "SELECT status, count(*) FROM outbox GROUP BY status" | tr '\n' ' '))" >&2; return 1; }
 }
 
-# status_is DB JSON: `outboxd status --json` without the age
+# status_is DB JSON: `outboxd status --json` without the age and the topics
 status_is() {
   local got
-  got=$("$OUTBOXD" status --db "$1" --json | sed -E 's/, "oldest_pending_age_ms": [0-9]+//')
+  got=$("$OUTBOXD" status --db "$1" --json | sed -E 's/, "oldest_pending_age_ms": [0-9]+, "topics": .*$/}/')
   assert_eq "$got" "$2" "status of $1"
 }
 
@@ -311,6 +311,30 @@ t_sqlite_enqueue_delay_and_at() {
   due=$(sql x.db "SELECT available_at FROM outbox WHERE payload = 'soon'")
   [ "$ran" -ge "$due" ] || fail "ran at $ran, before its available_at $due"
   assert_no_grep 'p=later' log2 "the event due in 10 minutes did not run"
+}
+
+# status counts per topic (text and --json "topics"); requeue --dead --topic moves
+# only the matching topics' dead events, and the next run runs exactly those.
+t_sqlite_status_and_requeue_per_topic() {
+  printf 'return function(ev) return outbox.reject("no") end\n' > no.lua
+  log_handler ok.lua
+  "$OUTBOXD" init --db x.db 2> /dev/null || fail "init"
+  { ndjson 3 order.paid; ndjson 2 order.sent; ndjson 4 user.created; } | "$OUTBOXD" enqueue --db x.db 2> /dev/null || fail "enqueue"
+  "$OUTBOXD" run no.lua --db x.db --once --log text 2> log1 || fail "reject run exit $?"
+  "$OUTBOXD" enqueue --db x.db --topic user.created --payload 1 2> /dev/null || fail "enqueue"
+  "$OUTBOXD" status --db x.db > st
+  assert_grep '^  order\.paid +0 +0 +3$' st "order.paid row"
+  assert_grep '^  user\.created +1 +0 +4$' st "user.created row"
+  assert_eq "$("$OUTBOXD" status --db x.db --json | sed -E 's/.*"topics": //')" \
+    '{"order.paid": {"pending": 0, "processing": 0, "dead": 3}, "order.sent": {"pending": 0, "processing": 0, "dead": 2}, "user.created": {"pending": 1, "processing": 0, "dead": 4}}}' "--json topics"
+  "$OUTBOXD" status --db x.db --json | jq -e '.pending == 1 and .dead == 9 and .topics["order.sent"].dead == 2' > /dev/null || fail "status --json is JSON with the five keys and topics"
+  assert_eq "$("$OUTBOXD" requeue --db x.db --dead --topic 'order.*')" "requeued 5 events" "requeue --topic order.*"
+  assert_eq "$("$OUTBOXD" requeue --db x.db --dead --topic order.paid)" "requeued 0 events: no dead events of topic order.paid" "nothing left of order.paid"
+  assert_eq "$("$OUTBOXD" requeue --db x.db --id 999)" "requeued 0 events: no event 999 (or it is being processed)" "unknown id"
+  "$OUTBOXD" run ok.lua --db x.db --once --log text 2> log2 || fail "run exit $?"
+  assert_eq "$(grep -c 'HANDLED .*topic=order' log2)" 5 "the order events ran"
+  assert_eq "$(grep -c 'HANDLED .*topic=user' log2)" 1 "only the pending user event ran"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 4}'
 }
 
 # hold_lock DB [SQL]: another writer holds the write lock (and inserts SQL) until

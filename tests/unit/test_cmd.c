@@ -149,7 +149,7 @@ START_TEST(only_init_creates_a_database) {
   r = run(cmd_status, NULL, "status", "--db", db, "--json", NULL);
   ck_assert_int_eq(r.rc, 0);
   ck_assert_str_eq(r.out, "{\"pending\": 0, \"processing\": 0, \"done\": 0, \"dead\": 0,"
-                          " \"oldest_pending_age_ms\": 0}\n");
+                          " \"oldest_pending_age_ms\": 0, \"topics\": {}}\n");
 }
 END_TEST
 
@@ -307,10 +307,18 @@ START_TEST(status_table_and_json) {
                    1);
   ck_assert_int_gt(age, 1000000000);
   ck_assert_ptr_null(strstr(r.out, "last_dead")); /* exactly the contract's keys */
+  ck_assert_ptr_nonnull(strstr(r.out, ", \"topics\": {\"orders\": {\"pending\": 0,"
+                                      " \"processing\": 0, \"dead\": 1}, \"t\": {\"pending\": 1,"
+                                      " \"processing\": 1, \"dead\": 0}}}\n")); /* not done */
   r = run(cmd_status, NULL, "status", "--db", db, NULL);
   ck_assert_int_eq(r.rc, 0);
   ck_assert_ptr_nonnull(strstr(r.out, "pending "));
   ck_assert_ptr_nonnull(strstr(r.out, "oldest pending"));
+  ck_assert_ptr_nonnull(strstr(r.out, "by topic"));
+  ck_assert_ptr_nonnull(strstr(r.out, "\n  orders                            0   "
+                                      "       0          1\n"));
+  ck_assert_ptr_nonnull(strstr(r.out, "\n  t                                 1   "
+                                      "       1          0\n"));
   ck_assert_ptr_nonnull(strstr(r.out, "last dead events"));
   ck_assert_ptr_nonnull(strstr(r.out, "orders"));
   ck_assert_ptr_nonnull(strstr(r.out, "timeout\\nmore")); /* escaped: one line per event */
@@ -342,6 +350,43 @@ START_TEST(requeue_dead_and_ids) {
     r = run(cmd_requeue, NULL, "requeue", "--db", db, bad[i][0], bad[i][1], NULL);
     ck_assert_msg(r.rc == 2, "case %d", i);
     ck_assert_msg(strstr(r.err, bad[i][2]), "case %d: %s", i, r.err);
+    one_line(r.err);
+  }
+}
+END_TEST
+
+/* requeue --dead --topic: exact topics and prefixes ending in '*'; an unknown id
+ * or a topic without dead events says so. */
+START_TEST(requeue_by_topic) {
+  init_db();
+  sql_exec("INSERT INTO outbox (topic, payload, status, attempts) VALUES"
+           " ('order.paid', 'p', 'dead', 3), ('order.sent', 'p', 'dead', 3),"
+           " ('order', 'p', 'dead', 3), ('user.created', 'p', 'dead', 3),"
+           " ('order.x', 'p', 'pending', 0)");
+  result_t r = run(cmd_requeue, NULL, "requeue", "--db", db, "--dead", "--topic", "order.paid",
+                   NULL);
+  ck_assert_int_eq(r.rc, 0);
+  ck_assert_str_eq(r.out, "requeued 1 event\n");
+  ck_assert_int_eq(sql_int("SELECT status = 'pending' FROM outbox WHERE id = 1"), 1);
+  r = run(cmd_requeue, NULL, "requeue", "--db", db, "--dead", "--topic", "order.*", NULL);
+  ck_assert_str_eq(r.out, "requeued 1 event\n"); /* order.sent, not 'order' */
+  ck_assert_int_eq(sql_int("SELECT count(*) FROM outbox WHERE status = 'dead'"), 2);
+  r = run(cmd_requeue, NULL, "requeue", "--db", db, "--dead", "--topic", "order.*", NULL);
+  ck_assert_int_eq(r.rc, 0);
+  ck_assert_str_eq(r.out, "requeued 0 events: no dead events of topic order.*\n");
+  r = run(cmd_requeue, NULL, "requeue", "--db", db, "--dead", "--topic", "*", NULL);
+  ck_assert_str_eq(r.out, "requeued 2 events\n");
+  r = run(cmd_requeue, NULL, "requeue", "--db", db, "--id", "99", NULL);
+  ck_assert_int_eq(r.rc, 0);
+  ck_assert_str_eq(r.out, "requeued 0 events: no event 99 (or it is being processed)\n");
+  const char *bad[][4] = {{"--topic", "order.*", NULL, "--topic goes with --dead"},
+                          {"--dead", "--topic", "a*b", "--topic 'a*b': a topic, or a prefix"},
+                          {"--dead", "--topic", "", "--topic '': a topic, or a prefix"},
+                          {"--dead", "--topic", "**", "--topic '**'"}};
+  for (int i = 0; i < 4; i++) {
+    r = run(cmd_requeue, NULL, "requeue", "--db", db, bad[i][0], bad[i][1], bad[i][2], NULL);
+    ck_assert_msg(r.rc == 2, "case %d", i);
+    ck_assert_msg(strstr(r.err, bad[i][3]), "case %d: %s", i, r.err);
     one_line(r.err);
   }
 }
@@ -384,6 +429,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, enqueue_many_lines);
   tcase_add_test(tc, status_table_and_json);
   tcase_add_test(tc, requeue_dead_and_ids);
+  tcase_add_test(tc, requeue_by_topic);
   tcase_add_test(tc, env_and_bad_files);
   suite_add_tcase(s, tc);
   return s;

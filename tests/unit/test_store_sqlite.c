@@ -461,19 +461,19 @@ START_TEST(dead_and_requeue) {
   ck_assert_str_eq(d.err[2], "t/1/poison");
 
   int64_t ids[] = {1, 999}, moved = -1;
-  ck_assert_int_eq(s->ops->requeue(s, ids, 2, &moved), 0);
+  ck_assert_int_eq(s->ops->requeue(s, ids, 2, NULL, &moved), 0);
   ck_assert_int_eq(moved, 1);
   char buf[64];
   raw_text("SELECT status || ' ' || attempts || ' ' || available_at || ' ' || last_error"
            " FROM outbox WHERE id = 1",
            buf, sizeof buf);
   ck_assert_str_eq(buf, "pending 0 0 poison");
-  ck_assert_int_eq(s->ops->requeue(s, NULL, 0, &moved), 0);
+  ck_assert_int_eq(s->ops->requeue(s, NULL, 0, NULL, &moved), 0);
   ck_assert_int_eq(moved, 2);
   ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE status = 'pending'"), 3);
   ck_assert_int_eq(claim(s, 2, out), 2); /* A1 (head of A) and N1 */
   int64_t live = out[0]->id;
-  ck_assert_int_eq(s->ops->requeue(s, &live, 1, &moved), 0);
+  ck_assert_int_eq(s->ops->requeue(s, &live, 1, NULL, &moved), 0);
   ck_assert_int_eq(moved, 0); /* a claimed event is not taken from its host */
   store_release(s, out[0]);
   store_release(s, out[1]);
