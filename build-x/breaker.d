@@ -1,2 +1,0 @@
-build-x/breaker.o: src/breaker.c src/breaker.h
-src/breaker.h:

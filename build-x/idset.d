@@ -1,2 +1,0 @@
-build-x/idset.o: src/idset.c src/idset.h
-src/idset.h:

@@ -1,2 +1,0 @@
-build-x/limiter.o: src/limiter.c src/limiter.h
-src/limiter.h:

@@ -1,1 +1,0 @@
-build-x/lua_embed.o: build-x/lua_embed.c

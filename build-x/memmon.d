@@ -1,2 +1,0 @@
-build-x/memmon.o: src/memmon.c src/memmon.h
-src/memmon.h:

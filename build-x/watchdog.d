@@ -1,2 +1,0 @@
-build-x/watchdog.o: src/watchdog.c src/watchdog.h
-src/watchdog.h:
