@@ -15,7 +15,7 @@ local traceback = debug.traceback
 
 local DONE = core.DONE              -- sentinel: "this yield ends a run"
 local K_DONE, K_FAIL, K_RETRY, K_REJECT, K_SNOOZE = 0, 1, 2, 3, 4
-local T_EVENT, T_HOOK = 1, 2
+local T_EVENT, T_TIMER = 1, 3   -- task kinds (src/host.c); anything else is a hook
 
 local outbox = { json = { encode = json_encode, decode = json_decode, null = cjson.null } }
 
@@ -229,20 +229,22 @@ function outbox.emit(name, data)
   return #list
 end
 
--- The body of every worker coroutine: runs one event or hook, yields DONE with the
--- outcome, and waits to be handed the next one. Coroutines are recycled this way.
-local function run_hook(fn, arg, name)
+-- The body of every worker coroutine: runs one event, hook or timer run, yields
+-- DONE with the outcome, and waits to be handed the next one. Coroutines are
+-- recycled this way.
+local function run_hook(fn, arg, name, kind)
   local ok, err = xpcall(fn, traceback, arg)
-  if not ok then core.log_hook_error(name, tostring(err)) end
+  if not ok then core.log_hook_error(name, tostring(err), kind == T_TIMER) end
 end
 
--- An event run gets new_event's arguments (a..h); a hook run gets fn, arg, name.
+-- An event run gets new_event's arguments (a..h); a hook or timer run gets fn, arg,
+-- name.
 local function worker(kind, a, b, c, d, e, f, g, h)
   while true do
     if kind == T_EVENT then
       kind, a, b, c, d, e, f, g, h = yield(DONE, run_event(new_event(a, b, c, d, e, f, g, h)))
     else
-      run_hook(a, b, c)
+      run_hook(a, b, c, kind)
       kind, a, b, c, d, e, f, g, h = yield(DONE, K_DONE)
     end
   end
@@ -251,6 +253,11 @@ end
 ---------------------------------------------------------------- time, stats, log
 outbox.sleep = core.sleep
 outbox.now = core.now
+-- every(seconds, fn) / after(seconds, fn) -> handle (handle:cancel(), .runs,
+-- .skipped, .scheduled, .running, .name); fn(handle) runs in its own coroutine
+-- (src/api_time.c, scheduled by src/host.c and src/timers.c)
+outbox.every = core.every
+outbox.after = core.after
 outbox.stats = core.stats
 outbox.configure = core.configure
 outbox.log = {

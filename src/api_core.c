@@ -23,8 +23,11 @@ static int l_spawn(lua_State *L) {
   return 0;
 }
 
+/* core.log_hook_error(name, err, is_timer) */
 static int l_log_hook_error(lua_State *L) {
-  log_at(LOG_ERROR, "hook failed", KS("hook", luaL_optstring(L, 1, "?")),
+  int timer = lua_toboolean(L, 3);
+  log_at(LOG_ERROR, timer ? "timer failed" : "hook failed",
+         KS(timer ? "timer" : "hook", luaL_optstring(L, 1, "?")),
          KS("error", luaL_optstring(L, 2, "?")));
   return 0;
 }

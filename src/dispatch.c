@@ -54,6 +54,8 @@ extern char **environ;
 #define CLAIM_REST_MAX_MS 1000  /* and the longest */
 #define HALF_OPEN_HOLD_MS 100 /* surplus of a route on trial waits this (or 2 runs) */
 #define SNOOZE_MAX_MS 3600000 /* a route snoozes an hour at most (the event may wait longer) */
+#define DRAIN_NOTE_MIN_MS 1000 /* while draining, what it waits for is logged every */
+#define DRAIN_NOTE_MAX_MS 5000 /* drain timeout / 4, within these bounds */
 
 typedef struct retired retired_t;
 
@@ -92,6 +94,8 @@ struct dispatch {
   int64_t held_until;    /* the latest time an event was deferred to (epoch ms) */
   int64_t claim_rest_until, claim_rest_ms; /* see want_claim */
   uv_timer_t drain_timer;
+  uv_timer_t drain_note; /* "draining ..." every few seconds while stopping */
+  int draining;          /* timers stopped and drain_note started */
   uv_timer_t ops_tick; /* status line, store counts for metrics, systemd STATUS= */
   uv_timer_t notify_ping; /* systemd WATCHDOG=1 at half of WATCHDOG_USEC */
   uv_idle_t wake_idle; /* deferred pump after a store wake-up */
@@ -745,18 +749,48 @@ static void on_tick(uv_timer_t *t) {
   memory_changed(d, memmon_sample(&d->mem, memmon_read_rss(), host_lua_heap(d->host)));
 }
 
+/* Hooks and timer runs still going, all generations. */
+static int background_running(const dispatch_t *d) {
+  return host_hooks_running(d->host) + host_timers_running(d->host);
+}
+
+static void on_drain_note(uv_timer_t *t) {
+  dispatch_t *d = t->data;
+  char names[256];
+  host_hook_names(d->host, names, sizeof names);
+  log_at(LOG_INFO, "draining", KI("events", host_events_running(d->host)),
+         KI("hooks", host_hooks_running(d->host)), KI("timers", host_timers_running(d->host)),
+         KS("waiting_for", names));
+}
+
+/* The host stops: no timer ticks any more (runs going on may finish), and what the
+ * drain waits for is logged every few seconds. */
+static void drain_begin(dispatch_t *d) {
+  char names[256];
+  if (d->draining) return;
+  d->draining = 1;
+  int n = host_stop_timers(d->host, names, sizeof names);
+  if (n) log_at(LOG_INFO, "timers stopped", KI("timers", n), KS("stopped", names));
+  int64_t every = d->cfg->drain_timeout_ms / 4;
+  every = every < DRAIN_NOTE_MIN_MS ? DRAIN_NOTE_MIN_MS : every > DRAIN_NOTE_MAX_MS ? DRAIN_NOTE_MAX_MS : every;
+  uv_timer_start(&d->drain_note, on_drain_note, (uint64_t)every, (uint64_t)every);
+}
+
 static void on_drain_timeout(uv_timer_t *t) {
   dispatch_t *d = t->data;
+  char names[256];
+  host_hook_names(d->host, names, sizeof names);
   if (d->stopping == 1) {
     log_at(LOG_WARN, "drain timeout: returning unfinished events",
-           KI("running", host_events_running(d->host)));
+           KI("running", host_events_running(d->host)), KI("hooks", host_hooks_running(d->host)),
+           KI("timers", host_timers_running(d->host)), KS("abandoned", names));
     host_cancel_all(d->host); /* outcomes arrive as cancelled: released */
     finish(d);
   } else {
-    char names[256];
-    host_hook_names(d->host, names, sizeof names);
-    log_at(LOG_WARN, "drain timeout: shutdown hooks still running",
-           KI("running", host_hooks_running(d->host)), KS("waiting_for", names));
+    uv_timer_stop(&d->drain_note);
+    log_at(LOG_WARN, "drain timeout: hooks and timer runs abandoned",
+           KI("hooks", host_hooks_running(d->host)), KI("timers", host_timers_running(d->host)),
+           KS("abandoned", names));
     host_cancel_all(d->host);
   }
 }
@@ -775,10 +809,11 @@ static void finish(dispatch_t *d) {
   if (d->finished) return;
   if (d->stopping == 1) {
     d->stopping = 2;
+    drain_begin(d);
     host_fire(d->host, "shutdown", NULL, NULL);
     uv_timer_start(&d->drain_timer, on_drain_timeout, (uint64_t)d->cfg->drain_timeout_ms, 0);
   }
-  if (host_hooks_running(d->host) > 0) { /* look again shortly */
+  if (background_running(d) > 0) { /* look again shortly */
     uv_timer_start(&d->brk_timer, on_brk_timer, 5, 0);
     return;
   }
@@ -793,6 +828,7 @@ static void finish(dispatch_t *d) {
          KI("failed", d->failed), KI("dead", d->dead),
          KI("peak_rss", (int64_t)ru.ru_maxrss * 1024));
   uv_timer_stop(&d->drain_timer);
+  uv_timer_stop(&d->drain_note);
   uv_timer_stop(&d->tick);
   uv_timer_stop(&d->ops_tick);
   uv_timer_stop(&d->brk_timer);
@@ -810,6 +846,7 @@ static void begin_shutdown(dispatch_t *d, const char *why) {
          KI("in_flight", host_events_running(d->host)));
   d->stopping = 1;
   notify_stopping(d);
+  drain_begin(d);
   release_unstarted(d);
   uv_timer_start(&d->drain_timer, on_drain_timeout, (uint64_t)d->cfg->drain_timeout_ms, 0);
   if (d->lim.active == 0) finish(d);
@@ -868,6 +905,7 @@ static void reload(dispatch_t *d, const char *why) {
   d->bo.cap_ms = d->cfg->backoff_cap_ms;
   log_at(LOG_INFO, "reloaded", KS("reason", why), KI("generation", host_generation(d->host)),
          KI("live_generations", host_live_generations(d->host)));
+  host_fire(d->host, "load", NULL, NULL);
   host_fire(d->host, "reload", NULL, NULL);
   retired_t *r = calloc(1, sizeof *r);
   if (r && host_live_generations(d->host) > 1) {
@@ -1040,6 +1078,11 @@ static void fill_figures(void *arg, metrics_figures_t *f) {
   f->reloads_ok = d->reloads_ok;
   f->reloads_failed = d->reloads_failed;
   f->generation = host_generation(d->host);
+  f->live_generations = host_live_generations(d->host);
+  f->timers = (int64_t)host_timers(d->host);
+  f->timers_running = host_timers_running(d->host);
+  f->timer_skips = (int64_t)host_timer_skips(d->host);
+  f->hooks_running = host_hooks_running(d->host);
   f->uptime_s = (double)(uv_now(d->loop) - d->started_ms) / 1000.0;
   f->handler_duration = &d->handler_duration;
 }
@@ -1158,7 +1201,8 @@ static void close_all(dispatch_t *d) {
                        (uv_handle_t *)&d->drain_timer, (uv_handle_t *)&d->wake_idle,
                        (uv_handle_t *)&d->sig_int,     (uv_handle_t *)&d->sig_term,
                        (uv_handle_t *)&d->sig_hup,     (uv_handle_t *)&d->ops_tick,
-                       (uv_handle_t *)&d->fresh_clock, (uv_handle_t *)&d->notify_ping};
+                       (uv_handle_t *)&d->fresh_clock, (uv_handle_t *)&d->notify_ping,
+                       (uv_handle_t *)&d->drain_note};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) uv_close(hs[i], close_cb_count);
   while (d->retired) retired_close(d, d->retired);
   if (d->metrics) metrics_close(d->metrics, NULL, NULL);
@@ -1342,6 +1386,8 @@ int dispatch_run(config_t *cfg, const char *script) {
   uv_timer_init(d->loop, &d->gate_timer);
   init_handle(d, (uv_handle_t *)&d->drain_timer);
   uv_timer_init(d->loop, &d->drain_timer);
+  init_handle(d, (uv_handle_t *)&d->drain_note);
+  uv_timer_init(d->loop, &d->drain_note);
   init_handle(d, (uv_handle_t *)&d->wake_idle);
   uv_idle_init(d->loop, &d->wake_idle);
   init_handle(d, (uv_handle_t *)&d->fresh_clock);
@@ -1376,8 +1422,9 @@ int dispatch_run(config_t *cfg, const char *script) {
                  (uint64_t)cfg->memory_interval_ms);
   log_at(LOG_INFO, "started", KS("script", script), KS("db", store_url_redact(cfg->db, err, sizeof err)),
          KI("concurrency", cfg->concurrency), KI("generation", host_generation(d->host)));
+  host_fire(d->host, "load", NULL, NULL);
   host_fire(d->host, "start", NULL, NULL);
-  host_run_ready(d->host); /* start hooks begin before the first event */
+  host_run_ready(d->host); /* load and start hooks begin before the first event */
   pump(d);
   notify_state(d, "READY=1"); /* serving: the script loaded, the store open */
   uv_run(d->loop, UV_RUN_DEFAULT);

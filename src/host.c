@@ -2,7 +2,8 @@
  * Invariants: Lua is entered only through resume(); every task's coroutine is
  * anchored in its state's registry exactly once (task->ref) and released exactly
  * once (recycle or abandon); a generation is closed only when it is no longer
- * current and none of its tasks runs. */
+ * current and none of its tasks runs. A retired generation starts no timer run; once
+ * its events have settled its hooks and timer runs are cancelled, so it closes. */
 #include "host.h"
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "timers.h"
 #include "watchdog.h"
 
 struct lua_embed {
@@ -28,7 +30,7 @@ extern const struct lua_embed lua_embedded[];
 int luaopen_cjson(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 
-enum { T_EVENT = 1, T_HOOK = 2 };
+enum { T_EVENT = 1, T_HOOK = 2, T_TIMER = 3 }; /* T_TIMER: a run of a timer */
 enum { K_DONE = 0, K_FAIL = 1, K_RETRY = 2, K_REJECT = 3, K_SNOOZE = 4 };
 
 #define LOAD_BUDGET_MS 5000
@@ -39,10 +41,11 @@ struct task {
   lua_State *co;
   int ref; /* registry anchor of co in gen->L */
   host_gen_t *gen;
-  int kind;    /* T_EVENT or T_HOOK */
+  int kind;    /* T_EVENT, T_HOOK or T_TIMER */
+  host_timer_t *timer;   /* the timer this task runs (T_TIMER) */
   void *owner; /* dispatcher's job (events) */
   int64_t event_id;      /* the event run, or the event a child task works for; -1 */
-  char what[64];         /* the event's topic, or the hook's name (for the watchdog) */
+  char what[HOST_TIMER_NAME]; /* the event's topic, the hook's or the timer's name */
   host_wait_t wait; /* pending asynchronous call */
   int waiting;
   unsigned token; /* for waits woken by other tasks (all_settled) */
@@ -55,6 +58,7 @@ struct task {
   int rargs;     /* values pushed for a queued resume */
   unsigned serial;  /* this run of the task struct (host_cancel_task) */
   int live;         /* between task_get and its end */
+  int fresh;        /* queued and never resumed yet */
   int cancel_queued; /* cancelled while queued: abandoned when its turn comes */
 };
 
@@ -71,6 +75,12 @@ struct host_gen {
   uint64_t load_started;
   config_t pending_cfg; /* outbox.configure writes here while loading */
   task_t *free;         /* recycled tasks (coroutines parked at DONE) */
+  int events;           /* running tasks by kind */
+  int hooks;
+  int timer_runs;
+  host_timer_t *timers; /* the timers this generation created, still anchored */
+  int sweep;            /* retired and its events settled: cancel the rest */
+  int swept;
   host_gen_t *next;
   lua_Alloc alloc_f; /* LuaJIT's own allocator, which lua_alloc wraps */
   void *alloc_ud;
@@ -86,6 +96,10 @@ struct host {
   unsigned serials; /* last task serial handed out */
   int events_running;
   int hooks_running;
+  int timer_runs; /* T_TIMER tasks running */
+  timers_t timers; /* every scheduled timer, all generations */
+  uv_timer_t tmtimer;
+  int timers_stopped; /* shutting down: no timer ticks or starts any more */
   task_t *thead, *ttail; /* tasks waiting, by deadline */
   uv_timer_t ttimer;
   task_t *rhead, *rtail; /* tasks to start or resume on the next loop pass */
@@ -105,6 +119,9 @@ static char DONE_SENTINEL;
 static void on_timeout(uv_timer_t *timer);
 static void on_idle(uv_idle_t *idle);
 static void close_state(host_gen_t *g);
+static int timers_stop(host_gen_t *g, char *names, size_t len);
+static void timer_run_ended(host_timer_t *x);
+static void gen_settled(host_gen_t *g);
 
 /* ------------------------------------------------------------------ timeouts */
 
@@ -154,6 +171,15 @@ static void tlist_add(host_t *h, task_t *t) {
 
 /* ------------------------------------------------------------------ generations */
 
+/* Appends `name` to the comma-separated list in buf unless it is there already. */
+static void name_add(char *buf, size_t len, const char *name) {
+  size_t n = strlen(name), used = strlen(buf);
+  for (const char *p = buf; (p = strstr(p, name)); p += n)
+    if ((p == buf || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return;
+  snprintf(buf + used, len - used, "%s%s", used ? "," : "", name);
+}
+
+
 static void gen_close(host_gen_t *g) {
   host_t *h = g->host;
   host_gen_t **pp = &h->gens;
@@ -164,6 +190,7 @@ static void gen_close(host_gen_t *g) {
     g->free = t->rnext;
     free(t);
   }
+  timers_stop(g, NULL, 0);
   close_state(g);
   if (!h->closing) log_at(LOG_INFO, "generation closed", KI("generation", g->number));
   if (h->cb.gen_closed) h->cb.gen_closed(h->cb.arg, g);
@@ -200,21 +227,31 @@ static task_t *task_get(host_gen_t *g, int kind) {
   t->serial = ++g->host->serials;
   t->live = 1;
   t->cancel_queued = 0;
+  t->timer = NULL;
   g->refs++;
   if (kind == T_EVENT)
-    g->host->events_running++;
+    g->host->events_running++, g->events++;
+  else if (kind == T_HOOK)
+    g->host->hooks_running++, g->hooks++;
   else
-    g->host->hooks_running++;
+    g->host->timer_runs++, g->timer_runs++;
   return t;
 }
 
 static void task_end(task_t *t) {
-  host_t *h = t->gen->host;
+  host_gen_t *g = t->gen;
+  host_t *h = g->host;
   t->live = 0;
-  if (t->kind == T_EVENT)
+  if (t->kind == T_EVENT) {
     h->events_running--;
-  else
-    h->hooks_running--;
+    if (--g->events == 0) gen_settled(g);
+  } else if (t->kind == T_HOOK) {
+    h->hooks_running--, g->hooks--;
+  } else {
+    h->timer_runs--, g->timer_runs--;
+    if (t->timer) timer_run_ended(t->timer);
+    t->timer = NULL;
+  }
 }
 
 /* Parks a finished task's coroutine for reuse. */
@@ -282,6 +319,7 @@ static void after_refusal(host_t *h, int64_t event_id) {
  * what that means. nargs values are on t->co's stack. */
 static void resume(task_t *t, int nargs) {
   host_t *h = t->gen->host;
+  t->fresh = 0;
   run_begin(h, t->event_id >= 0 ? WATCHDOG_EVENT : WATCHDOG_HOOK, t->event_id, t->what,
             (uint64_t)h->cfg->cpu_limit_ms);
   int rc = lua_resume(t->co, nargs);
@@ -334,7 +372,10 @@ static void ready_push(host_t *h, task_t *t, int nargs) {
 
 static void on_idle(uv_idle_t *idle) { host_run_ready(idle->data); }
 
+static void sweep_retired(host_t *h);
+
 void host_run_ready(host_t *h) {
+  sweep_retired(h);
   task_t *list = h->rhead;
   uint64_t now = uv_now(h->loop);
   h->rhead = h->rtail = NULL;
@@ -345,6 +386,10 @@ void host_run_ready(host_t *h) {
     t->rnext = NULL;
     if (t->cancel_queued) { /* outbox.all gave up on it before it ran */
       task_abandon(t);
+      continue;
+    }
+    if (t->kind == T_TIMER && t->fresh && (t->gen != h->cur || h->timers_stopped)) {
+      task_abandon(t); /* its generation retired, or the host stops: it never starts */
       continue;
     }
     if (t->deadline && t->deadline <= now) { /* e.g. all_settled children of a run that timed out */
@@ -451,11 +496,11 @@ double host_task_time_left(task_t *t) {
 
 /* Queues fn(arg) to start in a new hook-kind coroutine of L's generation on the
  * next loop pass; a child of a running event inherits its deadline. */
-int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name) {
+static task_t *spawn(lua_State *L, int fn_idx, int arg_idx, const char *name, int kind) {
   host_gen_t *g = host_gen_of(L);
   task_t *parent = host_task(L);
-  task_t *t = task_get(g, T_HOOK);
-  if (!t) return -ENOMEM;
+  task_t *t = task_get(g, kind);
+  if (!t) return NULL;
   if (parent && parent->event_id >= 0) { /* a child works for its parent's event */
     t->event_id = parent->event_id;
     memcpy(t->what, parent->what, sizeof t->what);
@@ -466,14 +511,19 @@ int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name) {
     t->deadline = parent->deadline;
   else if (parent && parent->kind == T_EVENT && g->host->cfg->timeout_ms > 0)
     t->deadline = uv_now(g->host->loop) + (uint64_t)g->host->cfg->timeout_ms;
-  lua_pushinteger(t->co, T_HOOK);
+  lua_pushinteger(t->co, kind);
   lua_pushvalue(L, fn_idx);
   lua_xmove(L, t->co, 1);
   lua_pushvalue(L, arg_idx);
   lua_xmove(L, t->co, 1);
   lua_pushstring(t->co, name ? name : "?");
+  t->fresh = 1;
   ready_push(g->host, t, 4);
-  return 0;
+  return t;
+}
+
+int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name) {
+  return spawn(L, fn_idx, arg_idx, name, T_HOOK) ? 0 : -ENOMEM;
 }
 
 unsigned host_token(task_t *t) { return ++t->token; }
@@ -597,6 +647,173 @@ void host_fire(host_t *h, const char *name, const store_event_t *ev, const char 
 void host_fire_breaker(host_t *h, const char *name, const char *breaker) {
   fire(h, name, NULL, NULL, breaker);
 }
+
+/* ------------------------------------------------------------------ timers */
+
+/* A timer of outbox.every / outbox.after: a userdata of its generation's state. While
+ * it is scheduled or a run of it goes on, it is anchored in the registry (with its
+ * function) and listed in gen->timers; after that Lua may collect it. */
+struct host_timer {
+  timers_entry_t e;          /* first: entries popped from h->timers cast back */
+  host_gen_t *gen;           /* NULL once released */
+  host_timer_t *next, *prev; /* gen->timers */
+  int self_ref, fn_ref;
+  char name[HOST_TIMER_NAME];
+};
+
+static void on_tmtimer(uv_timer_t *tm);
+
+static void timers_arm(host_t *h) {
+  uint64_t due = timers_next(&h->timers);
+  if (due == UINT64_MAX) {
+    uv_timer_stop(&h->tmtimer);
+    return;
+  }
+  uint64_t now = uv_now(h->loop);
+  uv_timer_start(&h->tmtimer, on_tmtimer, due > now ? due - now : 0, 0);
+}
+
+/* Releases x once it neither ticks again nor runs: unlisted and unanchored (Lua may
+ * then collect it, so x is not touched after the last unref). */
+static void timer_settle(host_timer_t *x) {
+  host_gen_t *g = x->gen;
+  if (!g || timers_scheduled(&x->e) || x->e.running) return;
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    g->timers = x->next;
+  if (x->next) x->next->prev = x->prev;
+  x->next = x->prev = NULL;
+  x->gen = NULL;
+  int fn_ref = x->fn_ref, self_ref = x->self_ref;
+  luaL_unref(g->L, LUA_REGISTRYINDEX, fn_ref);
+  luaL_unref(g->L, LUA_REGISTRYINDEX, self_ref);
+}
+
+static void timer_run_ended(host_timer_t *x) {
+  timers_done(&x->e);
+  timer_settle(x);
+}
+
+/* Takes g's timers out of the schedule; their names go to `names` (may be NULL).
+ * Runs going on are left alone. Returns how many were scheduled. */
+static int timers_stop(host_gen_t *g, char *names, size_t len) {
+  host_t *h = g->host;
+  int n = 0;
+  for (host_timer_t *x = g->timers, *next; x; x = next) {
+    next = x->next;
+    if (timers_scheduled(&x->e)) {
+      timers_remove(&h->timers, &x->e);
+      if (names) name_add(names, len, x->name);
+      n++;
+    }
+    timer_settle(x);
+  }
+  timers_arm(h);
+  return n;
+}
+
+/* Each tick due starts a run of its timer in a coroutine of the timer's generation,
+ * unless the last run still goes (skipped, counted by the schedule). */
+static void on_tmtimer(uv_timer_t *tm) {
+  host_t *h = tm->data;
+  uint64_t now = uv_now(h->loop);
+  timers_entry_t *e;
+  int run;
+  while ((e = timers_pop(&h->timers, now, &run))) {
+    host_timer_t *x = (host_timer_t *)e;
+    if (!run) {
+      log_at(LOG_DEBUG, "timer tick skipped: its last run still goes", KS("timer", x->name),
+             KI("skipped", (int64_t)e->skipped));
+      continue;
+    }
+    lua_State *L = x->gen->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->fn_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->self_ref); /* fn(handle) */
+    task_t *t = spawn(L, lua_gettop(L) - 1, lua_gettop(L), x->name, T_TIMER);
+    lua_pop(L, 2); /* handle, fn */
+    if (t) {
+      t->timer = x;
+    } else {
+      log_at(LOG_ERROR, "timer run not started: out of memory", KS("timer", x->name));
+      timer_run_ended(x);
+    }
+  }
+  timers_arm(h);
+}
+
+int host_timer_start(lua_State *L, int fn_idx, uint64_t delay_ms, uint64_t period_ms,
+                     const char *name, const char **why) {
+  host_gen_t *g = host_gen_of(L);
+  host_t *h = g->host;
+  if (h->closing || h->timers_stopped) {
+    *why = "the host is shutting down";
+    return -ECANCELED;
+  }
+  if (!g->loading && g != h->cur) {
+    *why = "its generation was replaced by a reload";
+    return -ECANCELED;
+  }
+  if (fn_idx < 0) fn_idx = lua_gettop(L) + fn_idx + 1;
+  /* Lua allocations first: one refused raises, and nothing points at x yet */
+  host_timer_t *x = lua_newuserdata(L, sizeof *x);
+  memset(x, 0, sizeof *x);
+  timers_entry_init(&x->e);
+  snprintf(x->name, sizeof x->name, "%s", name);
+  luaL_getmetatable(L, HOST_TIMER_MT);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, fn_idx);
+  int fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  int self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_update_time(h->loop); /* the cached loop time may be old (a load, a long pass) */
+  if (timers_add(&h->timers, &x->e, uv_now(h->loop), delay_ms, period_ms)) {
+    luaL_unref(L, LUA_REGISTRYINDEX, fn_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, self_ref);
+    lua_pop(L, 1); /* the userdata */
+    *why = "out of memory";
+    return -ENOMEM;
+  }
+  x->fn_ref = fn_ref;
+  x->self_ref = self_ref;
+  x->gen = g;
+  x->next = g->timers;
+  if (g->timers) g->timers->prev = x;
+  g->timers = x;
+  timers_arm(h);
+  return 0;
+}
+
+int host_timer_cancel(host_timer_t *x) {
+  host_gen_t *g = x->gen;
+  if (!g || !timers_scheduled(&x->e)) return 0;
+  timers_remove(&g->host->timers, &x->e);
+  timers_arm(g->host);
+  timer_settle(x);
+  return 1;
+}
+
+void host_timer_info(const host_timer_t *x, host_timer_info_t *out) {
+  out->name = x->name;
+  out->runs = x->e.runs;
+  out->skipped = x->e.skipped;
+  out->scheduled = x->gen && timers_scheduled(&x->e);
+  out->running = x->e.running;
+}
+
+int host_stop_timers(host_t *h, char *names, size_t len) {
+  int n = 0;
+  if (len) names[0] = 0;
+  h->timers_stopped = 1;
+  for (host_gen_t *g = h->gens; g; g = g->next) n += timers_stop(g, names, len);
+  return n;
+}
+
+size_t host_timers(const host_t *h) { return timers_count(&h->timers); }
+
+int host_timers_running(const host_t *h) { return h->timer_runs; }
+
+uint64_t host_timer_skips(const host_t *h) { return h->timers.skipped; }
 
 /* ------------------------------------------------------------------ routes */
 
@@ -835,8 +1052,23 @@ static void gen_discard(host_gen_t *g) {
     g->free = t->rnext;
     free(t);
   }
+  timers_stop(g, NULL, 0);
   close_state(g);
   free(g);
+}
+
+/* The generation before the current one: its timers stop at once; it closes when
+ * nothing runs there, and what runs besides events is cancelled once they settle. */
+static void gen_retire(host_gen_t *old) {
+  char names[256] = "";
+  int n = timers_stop(old, names, sizeof names);
+  if (n)
+    log_at(LOG_INFO, "old generation: timers stopped", KI("generation", old->number),
+           KI("timers", n), KS("stopped", names));
+  if (old->refs == 0)
+    gen_close(old);
+  else if (old->events == 0)
+    gen_settled(old);
 }
 
 int host_load(host_t *h, const char *path, char *err, size_t errlen) {
@@ -869,7 +1101,7 @@ int host_load(host_t *h, const char *path, char *err, size_t errlen) {
   g->next = h->gens;
   h->gens = g;
   h->cur = g;
-  if (old && old->refs == 0) gen_close(old);
+  if (old) gen_retire(old);
   return 0;
 }
 
@@ -886,6 +1118,10 @@ int host_init(host_t **out, uv_loop_t *loop, config_t *cfg, const host_callbacks
   uv_unref((uv_handle_t *)&h->ttimer);
   uv_idle_init(loop, &h->idle);
   h->idle.data = h;
+  timers_init(&h->timers);
+  uv_timer_init(loop, &h->tmtimer);
+  h->tmtimer.data = h;
+  uv_unref((uv_handle_t *)&h->tmtimer);
   *out = h;
   return 0;
 }
@@ -902,11 +1138,24 @@ void host_cancel_all(host_t *h) {
   }
 }
 
-int host_cancel_generation(host_t *h, int number) {
-  host_gen_t *g = h->gens;
-  int n = 0;
-  while (g && g->number != number) g = g->next;
-  if (!g || g == h->cur) return 0;
+/* The names of the hooks and timer runs of g (of every generation when g is NULL)
+ * that wait or are queued. */
+static void background_names(const host_t *h, const host_gen_t *g, char *buf, size_t len) {
+  if (!len) return;
+  buf[0] = 0;
+  for (const task_t *t = h->thead; t; t = t->tnext)
+    if (t->kind != T_EVENT && (!g || t->gen == g)) name_add(buf, len, t->what);
+  for (const task_t *t = h->rhead; t; t = t->rnext)
+    if (t->kind != T_EVENT && (!g || t->gen == g)) name_add(buf, len, t->what);
+}
+
+/* Abandons every task of retired generation g (events come back as HOST_CANCELLED)
+ * and logs the hooks and timer runs it cancelled; g closes if nothing else holds
+ * it. Returns how many events were cancelled. */
+static int gen_cancel(host_t *h, host_gen_t *g, const char *why) {
+  char names[256];
+  int hooks = g->hooks, runs = g->timer_runs, n;
+  background_names(h, g, names, sizeof names);
   g->refs++; /* keep it open while its tasks go */
   n = ready_cancel(h, g);
   for (task_t *t = h->thead, *next; t; t = next) {
@@ -916,28 +1165,42 @@ int host_cancel_generation(host_t *h, int number) {
     if (t->kind == T_EVENT) report(t, HOST_CANCELLED, "cancelled", -1), n++;
     task_abandon(t);
   }
+  if (hooks + runs > 0)
+    log_at(LOG_INFO, "old generation: hooks and timer runs cancelled", KI("generation", g->number),
+           KS("reason", why), KI("hooks", hooks), KI("timers", runs), KS("cancelled", names));
   gen_unref(g);
   return n;
 }
 
+/* A generation's last event settled: once retired, what else runs there goes (on
+ * the next pass: this may be called from inside a resume). */
+static void gen_settled(host_gen_t *g) {
+  host_t *h = g->host;
+  if (g == h->cur || g->swept || h->closing) return;
+  g->sweep = 1;
+  uv_idle_start(&h->idle, on_idle);
+}
+
+static void sweep_retired(host_t *h) {
+  for (host_gen_t *g = h->gens, *next; g; g = next) {
+    next = g->next;
+    if (!g->sweep) continue;
+    g->sweep = 0;
+    g->swept = 1;
+    gen_cancel(h, g, "its events have settled");
+  }
+}
+
+int host_cancel_generation(host_t *h, int number) {
+  host_gen_t *g = h->gens;
+  while (g && g->number != number) g = g->next;
+  if (!g || g == h->cur) return 0;
+  return gen_cancel(h, g, "drain timeout");
+}
+
 int host_hooks_running(const host_t *h) { return h->hooks_running; }
 
-/* Appends `name` to the comma-separated list in buf unless it is there already. */
-static void name_add(char *buf, size_t len, const char *name) {
-  size_t n = strlen(name), used = strlen(buf);
-  for (const char *p = buf; (p = strstr(p, name)); p += n)
-    if ((p == buf || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return;
-  snprintf(buf + used, len - used, "%s%s", used ? "," : "", name);
-}
-
-void host_hook_names(const host_t *h, char *buf, size_t len) {
-  if (!len) return;
-  buf[0] = 0;
-  for (const task_t *t = h->thead; t; t = t->tnext)
-    if (t->kind == T_HOOK) name_add(buf, len, t->what);
-  for (const task_t *t = h->rhead; t; t = t->rnext)
-    if (t->kind == T_HOOK) name_add(buf, len, t->what);
-}
+void host_hook_names(const host_t *h, char *buf, size_t len) { background_names(h, NULL, buf, len); }
 int host_events_running(const host_t *h) { return h->events_running; }
 int host_generation(const host_t *h) { return h->cur ? h->cur->number : 0; }
 
@@ -960,7 +1223,7 @@ void host_push_stats(lua_State *L) {
   host_stats_t s;
   memset(&s, 0, sizeof s);
   if (h->cb.stats) h->cb.stats(h->cb.arg, &s);
-  lua_createtable(L, 0, 20);
+  lua_createtable(L, 0, 26);
 #define SETN(name, v)                                                                              \
   do {                                                                                             \
     lua_pushnumber(L, (lua_Number)(v));                                                            \
@@ -985,6 +1248,11 @@ void host_push_stats(lua_State *L) {
   SETN("uptime_ms", s.uptime_ms);
   SETN("generation", host_generation(h));
   SETN("concurrency", s.concurrency);
+  SETN("live_generations", host_live_generations(h));
+  SETN("timers", host_timers(h));
+  SETN("timers_running", h->timer_runs);
+  SETN("timers_skipped", host_timer_skips(h));
+  SETN("hooks_running", h->hooks_running);
   lua_createtable(L, 0, s.nbreakers);
   for (int i = 0; i < s.nbreakers; i++) {
     lua_createtable(L, 0, 2);
@@ -1029,9 +1297,11 @@ void host_close(host_t *h, void (*cb)(void *arg), void *arg) {
     g->refs = 0;
     gen_close(g);
   }
+  timers_free(&h->timers);
   h->close_cb = cb;
   h->close_arg = arg;
-  h->pending_closes = 2;
+  h->pending_closes = 3;
+  uv_close((uv_handle_t *)&h->tmtimer, on_handle_closed);
   uv_close((uv_handle_t *)&h->ttimer, on_handle_closed);
   uv_close((uv_handle_t *)&h->idle, on_handle_closed);
 }

@@ -111,15 +111,16 @@ void host_run_ready(host_t *h);
 void host_cancel_all(host_t *h);
 
 /* Drain timeout of a retired generation: abandons what still runs there (events
- * come back as HOST_CANCELLED), so the generation closes. Returns how many events
- * were cancelled; 0 when the generation is already gone or is the current one. */
+ * come back as HOST_CANCELLED; the hooks and timer runs cancelled are logged), so
+ * the generation closes. Returns how many events were cancelled; 0 when the
+ * generation is already gone or is the current one. */
 int host_cancel_generation(host_t *h, int number);
 
-/* Running hook coroutines (for waiting on `shutdown` hooks). */
+/* Running hook coroutines (for waiting on `shutdown` hooks); timer runs not included. */
 int host_hooks_running(const host_t *h);
 
-/* The names of the running hooks (children of an event: its topic), comma-separated,
- * each once, cut to fit `len`. */
+/* The names of the running hooks and timer runs (children of an event: its topic),
+ * comma-separated, each once, cut to fit `len`. */
 void host_hook_names(const host_t *h, char *buf, size_t len);
 
 /* Running event coroutines, all generations. */
@@ -195,6 +196,48 @@ unsigned host_task_serial(task_t *t);
  * resumes; a queued one is dropped when its turn comes. Returns 1, or 0 when there
  * was nothing to cancel. */
 int host_cancel_task(lua_State *L, task_t *t, unsigned serial);
+
+/* ---- timers (outbox.every, outbox.after) ---- */
+
+typedef struct host_timer host_timer_t;
+
+#define HOST_TIMER_MT "outbox.timer" /* the handles' metatable, in the registry */
+#define HOST_TIMER_NAME 128
+
+typedef struct host_timer_info {
+  const char *name; /* "every 1 s h.lua:3": kind, period, where fn was defined */
+  uint64_t runs, skipped;
+  int scheduled; /* will tick again */
+  int running;   /* a run goes on */
+} host_timer_info_t;
+
+/* Schedules fn (at fn_idx) to run in a new coroutine of L's generation `delay_ms`
+ * from now, then every `period_ms` (0: once), as the timer `name`; each run gets the
+ * handle. Pushes the handle (a userdata with the metatable HOST_TIMER_MT, which the
+ * caller registered) and returns 0; or returns -ECANCELED (the host is stopping, or
+ * L's generation was replaced) or -ENOMEM, pushes nothing, and `why` says it. */
+int host_timer_start(lua_State *L, int fn_idx, uint64_t delay_ms, uint64_t period_ms,
+                     const char *name, const char **why);
+
+/* Stops x ticking (a run going on finishes). Returns 1, or 0 when it would not have
+ * ticked again anyway. */
+int host_timer_cancel(host_timer_t *x);
+
+/* x's figures (the name stays valid as long as the handle). */
+void host_timer_info(const host_timer_t *x, host_timer_info_t *out);
+
+/* Shutting down: every timer stops ticking and none can start. Their names go to
+ * `names` (comma-separated). Returns how many were scheduled. */
+int host_stop_timers(host_t *h, char *names, size_t len);
+
+/* Scheduled timers, all generations. */
+size_t host_timers(const host_t *h);
+
+/* Timer runs going on, all generations. */
+int host_timers_running(const host_t *h);
+
+/* Ticks skipped (a run still going, or the loop late by more than a period). */
+uint64_t host_timer_skips(const host_t *h);
 
 /* Copies the stats into a new table on L's stack. */
 void host_push_stats(lua_State *L);

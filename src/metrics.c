@@ -243,6 +243,15 @@ size_t metrics_render(const metrics_figures_t *f, char *buf, size_t cap) {
   put(&o, "outboxd_reloads_total{result=\"ok\"} %" PRId64 "\n", f->reloads_ok);
   put(&o, "outboxd_reloads_total{result=\"failed\"} %" PRId64 "\n", f->reloads_failed);
   gauge(&o, "outboxd_generation", "Generation of the script serving new events.", f->generation);
+  gauge(&o, "outboxd_live_generations",
+        "Generations open: the serving one and retired ones still draining.",
+        f->live_generations);
+  gauge(&o, "outboxd_timers", "Timers scheduled (outbox.every, outbox.after).", (double)f->timers);
+  gauge(&o, "outboxd_timers_running", "Timer runs going on.", (double)f->timers_running);
+  head(&o, "outboxd_timer_skips_total", "counter",
+       "Timer ticks that started no run (the last run still going, or the loop late).");
+  put(&o, "outboxd_timer_skips_total %" PRId64 "\n", f->timer_skips);
+  gauge(&o, "outboxd_hooks_running", "Hook coroutines going on.", (double)f->hooks_running);
   gauge(&o, "outboxd_store_up", "0 when the last store call failed.", f->store_ok);
   gauge(&o, "outboxd_uptime_seconds", "Time since the run started.", f->uptime_s);
   if (f->store_dead >= 0)

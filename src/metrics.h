@@ -65,6 +65,11 @@ typedef struct metrics_figures {
   double oldest_pending_age_s;
   int64_t reloads_ok, reloads_failed;
   int generation;
+  int live_generations;   /* the serving one and those still draining */
+  int64_t timers;         /* scheduled timers (outbox.every, outbox.after) */
+  int64_t timers_running; /* timer runs going on */
+  int64_t timer_skips;    /* ticks skipped */
+  int64_t hooks_running;  /* hook coroutines going on */
   double uptime_s;
   const metrics_hist_t *handler_duration; /* may be NULL */
   metrics_process_t process;              /* filled by the server, not the owner */

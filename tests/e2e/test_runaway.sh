@@ -192,7 +192,7 @@ LUA
   "$OUTBOXD" run h.lua --db ndjson:in.ndjson --drain-timeout 300 --log text 2> log; rc=$?
   assert_eq "$rc" 0 "exit code"
   assert_grep 'HOOK shutdown' log "the hook began"
-  assert_grep 'drain timeout: shutdown hooks still running running=1 waiting_for=shutdown' log \
+  assert_grep 'drain timeout: hooks and timer runs abandoned hooks=1 timers=0 abandoned=shutdown' log \
     "says what it was waiting for"
   assert_grep 'stopped processed=3' log "the run ended"
   # a shutdown hook that never yields: no restart while stopping, the run ends
