@@ -213,8 +213,10 @@ LUA
   assert_eq "$(num live "$after")" 1 "live generations"
 }
 
-# 20 reloads under load, each script starting its timer in its load hook: no timer
-# run starts in a generation after it retired, and every old generation closes.
+# 20 reloads under load, each script starting its timers in its load hook: no timer
+# run starts in a generation after it retired, an `after` runs at most once, and
+# every old generation closes. (A save the watcher sees twice is one more reload:
+# the checks go by generation, not by version.)
 t_no_timer_runs_after_its_generation_retired() {
   for v in $(seq 1 21); do
     cat > "v$v.lua" <<LUA
@@ -222,9 +224,8 @@ local G
 outbox.on("load", function(s)
   G = s.generation
   outbox.every(0.02, function() outbox.log.info("TICK", { v = $v, g = G }) end)
-  outbox.log.info("LOADED", { v = $v, g = G })
+  outbox.after(0.01, function() outbox.log.info("AFTER", { g = G }) end)
 end)
-outbox.after(0.01, function() outbox.log.info("AFTER", { v = $v }) end)
 return function(ev) outbox.sleep(0.002) end
 LUA
   done
@@ -236,13 +237,16 @@ LUA
     cp "v$v.lua" h.lua.tmp && mv h.lua.tmp h.lua
     wait_for "TICK g=[0-9]+ v=$v\$" log 60 || { touch stop; return 1; }
   done
-  wait_count 'generation closed' log 20 60 || { touch stop; return 1; }
+  reloads=$(grep -c ' reloaded ' log)
+  wait_count 'generation closed' log "$reloads" 60 || { touch stop; return 1; }
   touch stop
   wait $pid || fail "exit $?"
+  [ "$reloads" -ge 20 ] || fail "only $reloads reloads"
   awk '/ reloaded .* generation=/ { match($0, /generation=[0-9]+/); retired[substr($0, RSTART + 11, RLENGTH - 11) - 1] = 1 }
        /TICK g=[0-9]+ v=/ { match($0, /g=[0-9]+/); g = substr($0, RSTART + 2, RLENGTH - 2); if (g in retired) { print; bad++ } }
        END { exit bad > 0 }' log > late || fail "timer runs after their generation retired: $(head -3 late)"
-  assert_eq "$(grep -c 'old generation: timers stopped' log)" 20 "every reload stopped the old timer"
-  assert_eq "$(grep -oE 'AFTER v=[0-9]+' log | sort | uniq -d | wc -l)" 0 "each after ran at most once"
+  stops=$(grep -cE 'old generation: timers stopped generation=[0-9]+ timers=1 ' log)
+  [ "$stops" -ge 20 ] || fail "$stops of $reloads reloads stopped the old timer"
+  assert_eq "$(grep -oE 'AFTER g=[0-9]+' log | sort | uniq -d | wc -l)" 0 "each after ran at most once"
   assert_grep 'stopped processed=[1-9]' log "a clean stop"
 }
