@@ -437,6 +437,7 @@ local internals = {
   hooks = hooks,
   set_handler = function(fn) default_handler = fn end,
   has_routes = function() return next(routes) ~= nil or #prefixes > 0 end,
+  has_default = function() return default_handler ~= nil end,
   route_specs = function()
     local list = {}
     for _, spec in pairs(route_specs) do list[#list + 1] = spec end

@@ -133,6 +133,10 @@ static int l_config(lua_State *L) {
   lua_setfield(L, -2, "once");
   lua_pushboolean(L, c->watch);
   lua_setfield(L, -2, "watch");
+  if (c->topics[0]) {
+    lua_pushstring(L, c->topics);
+    lua_setfield(L, -2, "topics");
+  }
   char safe[1024];
   lua_pushstring(L, store_url_redact(c->db, safe, sizeof safe)); /* scripts log it */
   lua_setfield(L, -2, "db");

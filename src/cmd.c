@@ -389,15 +389,15 @@ static void print_dead(void *arg, int64_t id, const char *topic, int attempts,
 }
 
 /* The per-topic counts, gathered into a memory stream (printed only once whole). */
-typedef struct topics {
+typedef struct topic_table {
   FILE *f;
   int n;
   int json;
-} topics_t;
+} topic_table_t;
 
 static void add_topic(void *arg, const char *topic, int64_t pending, int64_t processing,
                       int64_t dead) {
-  topics_t *t = arg;
+  topic_table_t *t = arg;
   char safe[512];
   log_escape(topic ? topic : "", safe, sizeof safe);
   if (t->json)
@@ -415,7 +415,7 @@ static void add_topic(void *arg, const char *topic, int64_t pending, int64_t pro
  * cannot count by topic). Returns 0 or the exit code after printing why. */
 static int gather_topics(session_t *ss, int json, char **out, int *n) {
   size_t len;
-  topics_t t = {NULL, 0, json};
+  topic_table_t t = {NULL, 0, json};
   *out = NULL;
   *n = 0;
   if (!ss->store->ops->topic_counts) return 0;
@@ -446,6 +446,14 @@ static int status_text(session_t *ss, const char *db, const store_counts_t *c) {
     printf("  %-24s %10s %10s %10s\n%s", "topic", "pending", "processing", "dead", topics);
   }
   free(topics);
+  if (ss->store->npaused) {
+    printf("\npaused (no host starts these topics):\n");
+    for (int i = 0; i < ss->store->npaused; i++) {
+      char pat[512];
+      log_escape(ss->store->paused[i], pat, sizeof pat);
+      printf("  %s\n", pat);
+    }
+  }
   if (!c->dead || !ss->store->ops->list_dead) return 0;
   printf("\nlast dead events (newest first):\n");
   printf("  %-10s %-20s %8s  %s\n", "id", "topic", "attempts", "last error");
@@ -455,15 +463,22 @@ static int status_text(session_t *ss, const char *db, const store_counts_t *c) {
 }
 
 /* The one object of `status --json`, exactly the keys the contract names: the five
- * counts and "topics": {topic: {pending, processing, dead}}. */
+ * counts, "topics": {topic: {pending, processing, dead}} and "paused": [pattern]. */
 static int status_json(session_t *ss, const store_counts_t *c) {
   char *topics;
   int n, rc = gather_topics(ss, 1, &topics, &n);
   if (rc) return rc;
   printf("{\"pending\": %" PRId64 ", \"processing\": %" PRId64 ", \"done\": %" PRId64
-         ", \"dead\": %" PRId64 ", \"oldest_pending_age_ms\": %" PRId64 ", \"topics\": {%s}}\n",
+         ", \"dead\": %" PRId64 ", \"oldest_pending_age_ms\": %" PRId64 ", \"topics\": {%s}"
+         ", \"paused\": [",
          c->pending, c->processing, c->done, c->dead, c->oldest_pending_age_ms,
          topics ? topics : "");
+  for (int i = 0; i < ss->store->npaused; i++) {
+    char safe[512];
+    log_escape(ss->store->paused[i], safe, sizeof safe);
+    printf("%s\"%s\"", i ? ", " : "", safe);
+  }
+  printf("]}\n");
   free(topics);
   return 0;
 }
@@ -597,3 +612,52 @@ int cmd_requeue(int argc, char **argv) {
   free(a.ids);
   return rc;
 }
+
+/* ------------------------------------------------------- pause, resume */
+
+static int pause_or_resume(int argc, char **argv, int on) {
+  static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  const char *cmd = on ? "pause" : "resume", *db = default_db(), *pattern = NULL;
+  char safe[1024], why[256];
+  int c, changed = 0;
+  session_t ss;
+  reset_getopt();
+  while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    if (c == 'd')
+      db = optarg;
+    else if (c == 'h')
+      return printf("usage: outboxd %s [--db URL] PATTERN\n"
+                    "  PATTERN: a topic, or a prefix ending in * (order.*)\n",
+                    cmd) < 0;
+    else
+      return bad_option(cmd, c, argv);
+  }
+  if (optind == argc) return complain(2, cmd, "give a topic or a prefix ending in * (order.*)");
+  if (optind + 1 < argc) return complain(2, cmd, "unexpected argument '%s'", argv[optind + 1]);
+  pattern = argv[optind];
+  topics_t t = {0};
+  int rc = topics_parse(&t, pattern, why, sizeof why);
+  topics_free(&t);
+  if (rc || strchr(pattern, ','))
+    return complain(2, cmd, "'%s': one topic, or a prefix ending in * (order.*)", pattern);
+  if ((rc = session_open(&ss, cmd, db))) return rc;
+  if (!ss.store->ops->pause)
+    rc = complain(1, cmd, "--db %s: this source cannot be paused",
+                  store_url_redact(db, safe, sizeof safe));
+  else if ((rc = ss.store->ops->pause(ss.store, pattern, on, &changed)))
+    rc = store_failed(&ss, cmd, rc);
+  else if (on)
+    printf(changed ? "paused %s: no host starts its events until outboxd resume %s\n"
+                   : "%s was already paused (outboxd resume %s)\n",
+           pattern, pattern);
+  else
+    printf(changed ? "resumed %s\n" : "%s was not paused\n", pattern);
+  session_close(&ss);
+  return rc;
+}
+
+int cmd_pause(int argc, char **argv) { return pause_or_resume(argc, argv, 1); }
+
+int cmd_resume(int argc, char **argv) { return pause_or_resume(argc, argv, 0); }

@@ -1,4 +1,4 @@
-/* cmd — the operations commands: init, enqueue, status, requeue.
+/* cmd — the operations commands: init, enqueue, status, requeue, pause, resume.
  * Each takes the arguments after `outboxd` (argv[0] is the command name) and
  * returns the exit code: 0 ok, 1 runtime failure, 2 usage error. Every failure
  * prints one line on stderr naming the flag, file or line at fault. */
@@ -22,5 +22,11 @@ int cmd_status(int argc, char **argv);
 /* `outboxd requeue [--db URL] (--dead | --id N...)`: moves events back to pending
  * with attempts reset and prints how many moved. */
 int cmd_requeue(int argc, char **argv);
+
+/* `outboxd pause [--db URL] PATTERN` / `outboxd resume [--db URL] PATTERN`: adds or
+ * removes a paused topic pattern (exact, or a prefix ending in '*') in the database;
+ * no host starts an event of a paused topic (within about 1 s). */
+int cmd_pause(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
 
 #endif

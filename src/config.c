@@ -12,6 +12,7 @@
 #include "backoff.h"
 #include "log.h"
 #include "memmon.h"
+#include "topics.h"
 
 #define OFF(f) offsetof(config_t, f)
 #define ADAPTIVE_MAX_DEFAULT 1000 /* --concurrency auto: a route's limit at most */
@@ -69,6 +70,8 @@ const config_opt_t config_opts[] = {
      "log format on stderr"},
     {"log-level", "OUTBOX_LOG_LEVEL", NULL, CT_LEVEL, OFF(log_level), "LEVEL", "info",
      "lowest level logged: debug, info, warn or error"},
+    {"topics", "OUTBOX_TOPICS", "topics", CT_TOPICS, OFF(topics), "PATTERNS", "all it handles",
+     "claim only these topics (comma-separated, '*' at the end for a prefix)"},
     {"db", "OUTBOX_DB", NULL, CT_STRING, OFF(db), "URL", "outbox.db",
      "sqlite:PATH, PATH, postgres://..., ndjson:PATH, ndjson:-"},
 };
@@ -188,6 +191,16 @@ int config_set(config_t *c, int i, const char *value, int source, char *err, siz
   case CT_NEGBOOL: {
     int on = !(strcmp(value, "0") == 0 || strcmp(value, "false") == 0 || strcmp(value, "no") == 0);
     *(int *)field = o->type == CT_BOOL ? on : !on;
+    break;
+  }
+  case CT_TOPICS: {
+    topics_t t = {0};
+    char why[200];
+    int rc = topics_parse(&t, value, why, sizeof why);
+    topics_free(&t);
+    if (rc == -EINVAL) return bad(o, source, value, why, err, errlen);
+    if (rc || strlen(value) >= sizeof c->topics) return bad(o, source, value, "too long", err, errlen);
+    strcpy(field, value);
     break;
   }
   case CT_STRING:

@@ -21,7 +21,8 @@ enum config_type {
   CT_BOOL,     /* a flag without value */
   CT_NEGBOOL,  /* a flag that turns a default-on setting off */
   CT_STRING,
-  CT_CONCURRENCY /* N, auto or auto:MAX */
+  CT_CONCURRENCY, /* N, auto or auto:MAX */
+  CT_TOPICS       /* comma-separated topic patterns */
 };
 
 typedef struct config {
@@ -53,6 +54,7 @@ typedef struct config {
   int log_level; /* enum log_level */
   char metrics[128];
   char db[1024];
+  char topics[1024]; /* --topics: patterns claims are narrowed to; "": no narrowing */
   const char *http_stub; /* outboxd test: outbox.http answered by this Lua file */
   unsigned char source[64]; /* per option, enum config_source */
 } config_t;

@@ -85,6 +85,7 @@ struct dispatch {
   metrics_route_t *mroutes; /* /metrics per route and breaker */
   metrics_breaker_t *mbreakers;
   char open_names[256]; /* the status line's open breakers */
+  char paused_names[256]; /* ...and paused topic patterns */
   memmon_t mem;
   backoff_t bo;
   uv_timer_t tick; /* memory sampling, rate, breaker cooldown */
@@ -132,6 +133,11 @@ struct dispatch {
   store_counts_t counts; /* cached; refreshed by the ops tick, never by a scrape */
   uint64_t counts_next_ms;
   char hid[200]; /* host identity, kept across a restart in place */
+  unsigned char *held; /* per route: held back (breaker open, snoozed) when the store's
+                          topics were last set */
+  int nheld;
+  int topics_dirty;      /* the script's routes changed since the topics were set */
+  unsigned paused_gen;   /* the store's paused list the unstarted events were checked against */
 };
 
 static int64_t wall_ms(void) {
@@ -219,16 +225,20 @@ static int64_t wall_at(const dispatch_t *d, int64_t at) {
   return wall_ms() + (wait > 0 ? wait : 0);
 }
 
+/* wall_until 0: back at once (released) */
 static void defer_one(dispatch_t *d, job_t *j, int64_t wall_until) {
   if (wall_until > d->held_until) d->held_until = wall_until;
   unstarted_del(d, j);
   limiter_cancel(&d->lim, &j->item);
-  store_defer(d->store, j->ev, wall_until);
+  if (wall_until)
+    store_defer(d->store, j->ev, wall_until);
+  else
+    store_release(d->store, j->ev);
   job_free(d, j);
 }
 
-/* Gives an unstarted event back until `wall_until`, with every later unstarted
- * event of its key (they must not overtake it). */
+/* Gives an unstarted event back until `wall_until` (0: released, claimable at once),
+ * with every later unstarted event of its key (they must not overtake it). */
 static void defer_job(dispatch_t *d, job_t *j, int64_t wall_until) {
   const char *key = d->cfg->ordering_key ? j->ev->key : NULL;
   for (job_t *o = d->unstarted, *next; o && key; o = next) {
@@ -251,6 +261,118 @@ static void defer_held(dispatch_t *d) {
     while (j && !(until = routes_hold_until(&d->rt, j->route, now))) j = j->next;
     if (!j) return;
     defer_job(d, j, wall_at(d, until));
+  }
+}
+
+/* ------------------------------------------------------------------ topics */
+
+/* Does the store claim `topic` now? (Always, for a store that does not filter.) */
+static int claims_topic(const dispatch_t *d, const char *topic) {
+  const store_t *s = d->store;
+  return !s->ops->filters || s->claim_all || topics_match(&s->claim, topic);
+}
+
+/* The topics route r runs: its pattern (every topic for `default`), less the more
+ * specific live routes inside it, which win the match. */
+static int route_topics(const routes_t *rt, int r, topics_t *out) {
+  const route_t *x = &rt->v[r];
+  topics_t own = {0}, inner = {0};
+  int rc = r == 0 ? topics_all(&own) : topics_add(&own, x->pattern);
+  for (int i = 1; i < rt->n && rc == 0 && (r == 0 || x->prefix); i++) {
+    const route_t *y = &rt->v[i];
+    if (i == r || !y->live) continue;
+    int inside = r == 0 || (y->plen >= x->plen && memcmp(y->pattern, x->pattern, x->plen) == 0 &&
+                            (!y->prefix || y->plen > x->plen));
+    if (inside) rc = topics_add(&inner, y->pattern);
+  }
+  if (rc == 0) rc = topics_subtract(out, &own, &inner);
+  topics_free(&own);
+  topics_free(&inner);
+  return rc;
+}
+
+/* What this host claims: every topic the script handles (all with a catch-all, else
+ * its outbox.handle patterns), narrowed by --topics, less the topics of routes held
+ * back (breaker open, snoozed). The store takes out paused patterns. */
+static int wanted_topics(dispatch_t *d, topics_t *out) {
+  topics_t handled = {0}, narrow = {0}, held = {0}, both = {0};
+  char err[256];
+  int rc = 0;
+  if (host_catch_all(d->host)) {
+    rc = topics_all(&handled);
+  } else {
+    for (int r = 1; r < d->rt.n && rc == 0; r++)
+      if (d->rt.v[r].live) rc = topics_add(&handled, d->rt.v[r].pattern);
+  }
+  if (rc == 0 && d->cfg->topics[0]) rc = topics_parse(&narrow, d->cfg->topics, err, sizeof err);
+  else if (rc == 0) rc = topics_all(&narrow);
+  for (int r = 0; r < d->rt.n && rc == 0; r++) {
+    if (r >= d->nheld || !d->held[r]) continue;
+    topics_t t = {0}, acc = {0};
+    rc = route_topics(&d->rt, r, &t);
+    if (rc == 0) rc = topics_union(&acc, &held, &t);
+    topics_free(&held);
+    held = acc;
+    topics_free(&t);
+  }
+  if (rc == 0) rc = topics_intersect(&both, &handled, &narrow);
+  if (rc == 0) rc = topics_subtract(out, &both, &held);
+  topics_free(&handled);
+  topics_free(&narrow);
+  topics_free(&held);
+  topics_free(&both);
+  return rc;
+}
+
+/* The paused topic patterns, comma-separated ("" when none). */
+static const char *paused_line(dispatch_t *d) {
+  size_t n = 0;
+  d->paused_names[0] = 0;
+  for (int i = 0; d->store && i < d->store->npaused && n < sizeof d->paused_names; i++)
+    n += (size_t)snprintf(d->paused_names + n, sizeof d->paused_names - n, "%s%s", i ? "," : "",
+                          d->store->paused[i]);
+  return d->paused_names;
+}
+
+/* Keeps the store's topics in step with the script and the routes held back, and
+ * gives back unstarted events of topics no longer claimed (paused, their route held,
+ * dropped by a reload): running ones finish. */
+static void sync_topics(dispatch_t *d) {
+  if (!d->store || !d->store->ops->filters) return;
+  int changed = d->topics_dirty;
+  int64_t now = loop_ms(d);
+  if (d->nheld < d->rt.n) {
+    unsigned char *h = realloc(d->held, (size_t)d->rt.n);
+    if (!h) return;
+    memset(h + d->nheld, 0, (size_t)(d->rt.n - d->nheld));
+    d->held = h;
+    d->nheld = d->rt.n;
+    changed = 1;
+  }
+  for (int r = 0; r < d->rt.n; r++) {
+    unsigned char h = d->rt.v[r].live && routes_hold_until(&d->rt, r, now) > 0;
+    if (h != d->held[r]) changed = 1;
+    d->held[r] = h;
+  }
+  if (changed) {
+    topics_t want = {0};
+    if (wanted_topics(d, &want) || store_set_topics(d->store, &want)) {
+      log_at(LOG_ERROR, "out of memory setting the topics to claim");
+      topics_free(&want);
+      return;
+    }
+    topics_free(&want);
+    d->topics_dirty = 0;
+  }
+  if (!changed && d->paused_gen == d->store->paused_gen) return;
+  if (d->paused_gen != d->store->paused_gen)
+    log_at(LOG_INFO, "paused topics changed", KS("paused", *paused_line(d) ? d->paused_names : "-"));
+  d->paused_gen = d->store->paused_gen;
+  for (;;) {
+    job_t *j = d->unstarted;
+    while (j && claims_topic(d, j->ev->topic)) j = j->next;
+    if (!j) return;
+    defer_job(d, j, 0);
   }
 }
 
@@ -337,6 +459,7 @@ static int apply_specs(void *arg, const route_spec_t *specs, int n) {
 
 static int apply_routes(dispatch_t *d) {
   int rc = host_routes(d->host, apply_specs, d);
+  d->topics_dirty = 1;
   if (rc) log_at(LOG_ERROR, "out of memory applying the script's routes");
   return rc;
 }
@@ -616,8 +739,13 @@ static int claim(dispatch_t *d) {
       store_dead(d->store, ev, 0, msg);
       continue;
     }
-    job_t *j = job_new(d, ev);
     const char *key = d->cfg->ordering_key ? ev->key : NULL;
+    if (!claims_topic(d, ev->topic)) { /* paused or dropped since the claim began */
+      store_release(d->store, ev);
+      release_rest_of_key(d, evs, i, n, key);
+      continue;
+    }
+    job_t *j = job_new(d, ev);
     if (j) j->item.cls = j->route = routes_match(&d->rt, ev->topic);
     if (!j || limiter_admit(&d->lim, &j->item, key, key ? strlen(key) : 0)) {
       if (j) job_free(d, j);
@@ -646,6 +774,7 @@ static void pump(dispatch_t *d) {
     return;
   }
   d->pumping = 1;
+  sync_topics(d);
   int rounds = 0;
   do {
     d->again = 0;
@@ -1077,6 +1206,8 @@ static void fill_figures(void *arg, metrics_figures_t *f) {
   f->oldest_pending_age_s = (double)d->counts.oldest_pending_age_ms / 1000.0;
   f->reloads_ok = d->reloads_ok;
   f->reloads_failed = d->reloads_failed;
+  f->paused = d->store ? d->store->paused : NULL;
+  f->npaused = d->store ? d->store->npaused : 0;
   f->generation = host_generation(d->host);
   f->live_generations = host_live_generations(d->host);
   f->timers = (int64_t)host_timers(d->host);
@@ -1131,7 +1262,8 @@ static void status_text(dispatch_t *d, uint64_t now, char *buf, size_t cap, int 
                             breakers_line(d),
                             d->mem.rss ? d->mem.rss : memmon_read_rss(),
                             d->mem.limit,
-                            host_generation(d->host)};
+                            host_generation(d->host),
+                            paused_line(d)};
   if (draw) statusline_update(&f);
   statusline_format(&f, statusline_rate(&f), buf, cap, 0);
 }
@@ -1447,6 +1579,7 @@ close:
   }
   limiter_free(&d->lim);
   routes_free(&d->rt);
+  free(d->held);
   free(d->rstats);
   free(d->bstats);
   free(d->mroutes);

@@ -861,6 +861,17 @@ int host_routes(host_t *h, int (*fn)(void *arg, const route_spec_t *specs, int n
   return rc;
 }
 
+int host_catch_all(host_t *h) {
+  if (!h->cur) return 1;
+  lua_State *L = h->cur->L;
+  lua_getfield(L, LUA_REGISTRYINDEX, "outbox.internals");
+  lua_getfield(L, -1, "has_default");
+  lua_call(L, 0, 1);
+  int yes = lua_toboolean(L, -1);
+  lua_pop(L, 2); /* result, internals */
+  return yes;
+}
+
 /* ------------------------------------------------------------------ loading */
 
 /* The load budget. The script's top level runs with the JIT off, so this count hook

@@ -96,6 +96,10 @@ int host_run(host_t *h, store_event_t *ev, void *owner, int64_t timeout_ms);
  * -ENOMEM. */
 int host_routes(host_t *h, int (*fn)(void *arg, const route_spec_t *specs, int n), void *arg);
 
+/* 1 when the serving generation's script returned a handler for every topic (or no
+ * script is loaded), 0 when it routes only the topics of its outbox.handle patterns. */
+int host_catch_all(host_t *h);
+
 /* Fires hook `name` in the current generation with the stats table (or, when
  * `ev` is given, {event=, error=}; when only `err` is given, {error=}). */
 void host_fire(host_t *h, const char *name, const store_event_t *ev, const char *err);

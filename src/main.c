@@ -1,4 +1,5 @@
-/* main — the command line: run, test, check, init, enqueue, status, requeue.
+/* main — the command line: run, test, check, init, enqueue, status, requeue, pause,
+ * resume.
  * Exit codes: 0 clean end, 1 runtime failure, 2 usage, configuration or script
  * error, always with one line naming the flag, file or line at fault. */
 #include <getopt.h>
@@ -27,6 +28,7 @@ static void usage(FILE *f) {
          "                       [--delay MS | --at TIME]  (no --payload: NDJSON lines on stdin)\n"
          "       outboxd status  [--db URL] [--json]  counts by status, oldest pending, dead\n"
          "       outboxd requeue [--db URL] (--dead | --id N...)\n"
+         "       outboxd pause|resume [--db URL] PATTERN   stop / restart a topic on every host\n"
          "       outboxd COMMAND --help | outboxd --help | --version\n"
          "\nrun options (flag > environment > outbox.configure{} > default):\n");
   config_usage(f);
@@ -237,6 +239,8 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "enqueue")) return cmd_enqueue(argc - 1, argv + 1);
   if (!strcmp(cmd, "status")) return cmd_status(argc - 1, argv + 1);
   if (!strcmp(cmd, "requeue")) return cmd_requeue(argc - 1, argv + 1);
+  if (!strcmp(cmd, "pause")) return cmd_pause(argc - 1, argv + 1);
+  if (!strcmp(cmd, "resume")) return cmd_resume(argc - 1, argv + 1);
   fprintf(stderr, "outboxd: unknown command '%s' (see outboxd --help)\n", cmd);
   return 2;
 }

@@ -226,6 +226,12 @@ size_t metrics_render(const metrics_figures_t *f, char *buf, size_t cap) {
     put(&o, "\"} %d\n", f->breakers[i].state);
   }
   render_routes(&o, f);
+  head(&o, "outboxd_paused", "gauge", "Topic patterns paused in the store (outboxd pause).");
+  for (int i = 0; i < f->npaused; i++) {
+    put(&o, "outboxd_paused{pattern=\"");
+    label(&o, f->paused[i]);
+    put(&o, "\"} 1\n");
+  }
   head(&o, "outboxd_memory_bytes", "gauge", "Process RSS and the Lua heaps inside it.");
   put(&o, "outboxd_memory_bytes{kind=\"rss\"} %" PRIu64 "\n", f->rss);
   put(&o, "outboxd_memory_bytes{kind=\"lua\"} %" PRIu64 "\n", f->lua_heap);

@@ -64,6 +64,8 @@ typedef struct metrics_figures {
   int64_t store_dead; /* dead events in the store; -1 when not known yet */
   double oldest_pending_age_s;
   int64_t reloads_ok, reloads_failed;
+  char *const *paused; /* topic patterns paused in the store (outboxd pause) */
+  int npaused;
   int generation;
   int live_generations;   /* the serving one and those still draining */
   int64_t timers;         /* scheduled timers (outbox.every, outbox.after) */

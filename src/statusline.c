@@ -58,6 +58,10 @@ size_t statusline_format(const statusline_figures_t *f, double rate, char *buf, 
                    rate, f->inflight, f->limit, f->queued, pending,
                    f->breaker ? f->breaker : "closed", rss, lim, f->generation);
   size_t len = n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+  if (f->paused && *f->paused && len < cap - 1) {
+    n = snprintf(buf + len, cap - len, " | paused %s", f->paused);
+    len = n < 0 ? len : len + (size_t)n < cap ? len + (size_t)n : cap - 1;
+  }
   if (width > 1 && len > (size_t)width - 1) len = (size_t)width - 1; /* never wrap */
   buf[len] = 0;
   return len;

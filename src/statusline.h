@@ -15,6 +15,7 @@ typedef struct statusline_figures {
   const char *breaker; /* "closed" | "open" | "half-open" */
   uint64_t rss, memory_limit;
   int generation;
+  const char *paused; /* paused topic patterns, comma-separated; NULL or "": none */
 } statusline_figures_t;
 
 /* 1 when a status line belongs on stderr: it is a terminal and logs are text. */

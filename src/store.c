@@ -179,3 +179,90 @@ int store_topic_pattern(const char *topic, int *prefix) {
   *prefix = len && topic[len - 1] == '*';
   return topic ? (int)len - *prefix : -1;
 }
+
+/* ------------------------------------------------------------ topic filter */
+
+/* claim = want − paused */
+static int recompute_claim(store_t *s) {
+  topics_t all = {0}, out = {0};
+  const topics_t *want = &s->want;
+  if (s->want_all) {
+    if (topics_all(&all)) return -ENOMEM;
+    want = &all;
+  }
+  int rc = topics_subtract(&out, want, &s->paused_set);
+  topics_free(&all);
+  if (rc) return rc;
+  topics_free(&s->claim);
+  s->claim = out;
+  s->claim_all = topics_is_all(&s->claim);
+  return 0;
+}
+
+static int copy_topics(topics_t *out, const topics_t *in) {
+  topics_t all = {0};
+  int rc = topics_all(&all);
+  if (rc == 0) rc = topics_intersect(out, &all, in);
+  topics_free(&all);
+  return rc;
+}
+
+int store_set_topics(store_t *s, const topics_t *want) {
+  topics_t old = s->want, copy = {0};
+  int old_all = s->want_all;
+  if (want && copy_topics(&copy, want)) return -ENOMEM;
+  s->want = copy;
+  s->want_all = !want;
+  if (recompute_claim(s)) {
+    topics_free(&s->want);
+    s->want = old;
+    s->want_all = old_all;
+    return -ENOMEM;
+  }
+  topics_free(&old);
+  return 0;
+}
+
+static void free_list(char **list, int n) {
+  for (int i = 0; i < n; i++) free(list[i]);
+  free(list);
+}
+
+int store_set_paused(store_t *s, char **list, int n) {
+  int same = n == s->npaused;
+  for (int i = 0; same && i < n; i++) same = strcmp(list[i], s->paused[i]) == 0;
+  if (same) {
+    free_list(list, n);
+    return 0;
+  }
+  topics_t set = {0};
+  for (int i = 0; i < n; i++)
+    if (topics_add(&set, list[i])) {
+      topics_free(&set);
+      free_list(list, n);
+      return -ENOMEM;
+    }
+  topics_t old = s->paused_set;
+  s->paused_set = set;
+  if (recompute_claim(s)) {
+    s->paused_set = old;
+    topics_free(&set);
+    free_list(list, n);
+    return -ENOMEM;
+  }
+  topics_free(&old);
+  free_list(s->paused, s->npaused);
+  s->paused = list;
+  s->npaused = n;
+  s->paused_gen++;
+  return 1;
+}
+
+void store_topics_free(store_t *s) {
+  topics_free(&s->want);
+  topics_free(&s->paused_set);
+  topics_free(&s->claim);
+  free_list(s->paused, s->npaused);
+  s->paused = NULL;
+  s->npaused = 0;
+}

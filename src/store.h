@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "topics.h"
+
 typedef struct store store_t;
 
 typedef struct store_event {
@@ -157,6 +159,13 @@ typedef struct store_ops {
   /* Stops timers and watchers; `cb` runs once every handle is closed. Buffered
    * settlements are flushed first. */
   void (*close)(store_t *s, void (*cb)(void *arg), void *arg);
+  /* Adds (on) or removes a paused topic pattern (`outboxd pause` / `resume`), for
+   * every host sharing the store. *changed gets 1 when the list changed. NULL for
+   * sources nothing else reads (NDJSON). */
+  int (*pause)(store_t *s, const char *pattern, int on, int *changed);
+  /* 1 when claims filter by topic in the database (see store_set_topics): topics
+   * outside the set stay pending for other hosts. 0: every event is claimed. */
+  int filters;
 } store_ops_t;
 
 struct store {
@@ -164,11 +173,31 @@ struct store {
   uv_loop_t *loop;
   store_opts_t opts;
   char err[256]; /* last error, for messages */
+  /* Topic filter (filtering stores only): what the host handles (`want`, all when
+   * `want_all`), the patterns paused in the database as last read, and what claims
+   * take: want minus paused (`claim_all`: every topic, no filter in SQL). */
+  topics_t want, paused_set, claim;
+  int want_all, claim_all;
+  char **paused; /* paused patterns, sorted */
+  int npaused;
+  unsigned paused_gen; /* changes whenever `paused` does */
 };
 
 /* Why `s` cannot store `ev` whole (a static one-line reason), or NULL when it can.
  * Writers check it before enqueueing, so nothing is cut silently. */
 const char *store_refuses(store_t *s, const store_event_t *ev);
+
+/* Sets the topics claims take: `want` (copied), or every topic when NULL; paused
+ * patterns are taken out. Returns 0 or -ENOMEM (the filter is then unchanged). */
+int store_set_topics(store_t *s, const topics_t *want);
+
+/* Replaces the paused patterns with `list` (n strings; ownership of the strings and
+ * the array passes to the store) when they differ, and updates what claims take.
+ * Returns 1 when the list changed, 0 when not, -ENOMEM. */
+int store_set_paused(store_t *s, char **list, int n);
+
+/* Frees the filter state (backends call it when they close). */
+void store_topics_free(store_t *s);
 
 /* A requeue topic pattern as the stores match it: the length of the text before a
  * final '*' (the whole topic when there is none), with *prefix set when there is

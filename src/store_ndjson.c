@@ -542,6 +542,7 @@ int store_ndjson_open(uv_loop_t *loop, const char *path, const store_opts_t *opt
   d->base.ops = &ops;
   d->base.loop = loop;
   d->base.opts = *opts;
+  d->base.want_all = d->base.claim_all = 1;
   d->fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
   if (d->fd < 0) {
     snprintf(errbuf, errlen, "--db ndjson:%s: %s", path, strerror(errno));

@@ -1694,6 +1694,7 @@ int store_pg_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, st
   s->base.ops = &pg_ops;
   s->base.loop = loop;
   s->base.opts = *opts;
+  s->base.want_all = s->base.claim_all = 1;
   s->dispatching = opts->host_id != NULL;
   s->url = strdup(url);
   s->host = opts->host_id ? strdup(opts->host_id) : NULL;

@@ -31,6 +31,7 @@
 
 #define LIVE " status IN ('pending','processing')"
 #define KEY_HEAD_WHERE " WHERE key IS NOT NULL AND" LIVE
+#define TOPIC_FREE_WHERE " WHERE key IS NULL AND status = 'pending'"
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS outbox (\n"
@@ -60,7 +61,24 @@ static const char schema_sql[] =
     /* Live rows of each key in id order: a key's head is its first entry, and a skip
      * scan over it visits one entry per key. Done/dead history and keyless rows cost
      * nothing. */
-    "CREATE INDEX IF NOT EXISTS outbox_key_head ON outbox(key, id)" KEY_HEAD_WHERE ";\n";
+    "CREATE INDEX IF NOT EXISTS outbox_key_head ON outbox(key, id)" KEY_HEAD_WHERE ";\n"
+    /* Claims by topic (a host that handles some topics): keyless rows waiting, per
+     * topic in id order; live keyed rows per topic and key, the first entry of each
+     * (topic, key) being that key's oldest row in the topic. */
+    "CREATE INDEX IF NOT EXISTS outbox_topic_free ON outbox(topic, id, available_at)" TOPIC_FREE_WHERE ";\n"
+    "CREATE INDEX IF NOT EXISTS outbox_topic_key ON outbox(topic, key, id)" KEY_HEAD_WHERE ";\n"
+    /* Topic patterns no host claims for now (outboxd pause / resume). */
+    "CREATE TABLE IF NOT EXISTS outbox_paused (\n"
+    "  pattern   TEXT    PRIMARY KEY,\n"
+    "  paused_at INTEGER NOT NULL DEFAULT "
+    "(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))\n"
+    ");\n";
+
+/* Without per-key order, claims by topic take every waiting row of a topic in id
+ * order; dispatching hosts with --ordering none create this index. */
+static const char topic_pending_sql[] =
+    "CREATE INDEX IF NOT EXISTS outbox_topic_pending ON outbox(topic, id, available_at)"
+    " WHERE status = 'pending'";
 
 /* ------------------------------------------------------------ statements */
 
@@ -94,6 +112,19 @@ enum {
   ST_OLDEST,
   ST_LIST_DEAD,
   ST_TOPIC_COUNTS,
+  ST_PAUSED,
+  /* claims by topic */
+  ST_F_SUSPECT,
+  ST_F_SUSPECT_ANY,
+  ST_F_LAPSED_FREE,
+  ST_F_LAPSED_ANY,
+  ST_F_TOPIC_FREE,
+  ST_F_ROWS_FREE,
+  ST_F_PAIR_FROM,
+  ST_F_PAIR_AFTER,
+  ST_F_KEY_HEAD,
+  ST_F_TOPIC_ANY, /* these two: --ordering none only (outbox_topic_pending) */
+  ST_F_ROWS_ANY,
   ST_COUNT
 };
 
@@ -122,6 +153,21 @@ enum {
 #define FENCE " WHERE id = ?1 AND locked_by = ?2 AND status = 'processing'"
 #define UNLOCK " locked_by = NULL, locked_until = NULL"
 
+/* Claims by topic. A topic range is ?1 <= topic < ?2 (?2 a blob when unbounded: a
+ * blob sorts after every text); the next topic after t is t "\x01" on. */
+#define NEXT_TOPIC(index, where)                                                                   \
+  "SELECT topic FROM outbox INDEXED BY " index where " AND topic >= ?1 AND topic < ?2"             \
+  " ORDER BY topic LIMIT 1"
+/* ?1 topic, ?2 now, ?3 max: the due rows of one topic in id order. */
+#define TOPIC_ROWS(index, where)                                                                   \
+  "SELECT id FROM outbox INDEXED BY " index where " AND topic = ?1 AND available_at <= ?2"         \
+  " ORDER BY id LIMIT ?3"
+/* ?1 topic, ?2 key, ?3 end of the range: the next (topic, key) with live rows, and the
+ * oldest of them (a skip scan over outbox_topic_key). */
+#define NEXT_PAIR(cmp)                                                                             \
+  "SELECT topic, key, id FROM outbox INDEXED BY outbox_topic_key" KEY_HEAD_WHERE                   \
+  " AND (topic, key) " cmp " (?1, ?2) AND topic < ?3 ORDER BY topic, key, id LIMIT 1"
+
 /* Statements that may write several rows say OR FAIL: a failure keeps the rows already
  * written instead of undoing them, so SQLite opens no statement journal for them (the
  * surrounding transaction is rolled back as a whole on error anyway). */
@@ -138,7 +184,7 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_FIRST_HEAD] = HEAD_SQL(""),
     [ST_NEXT_HEAD] = HEAD_SQL(" AND key > ?1"),
     /* ?1 key, ?2 head id, ?3 now, ?4 max: the events behind a head, 1 when due. */
-    [ST_FOLLOWERS] = "SELECT id, status = 'pending' AND available_at <= ?3"
+    [ST_FOLLOWERS] = "SELECT id, status = 'pending' AND available_at <= ?3, topic"
                      " FROM outbox INDEXED BY outbox_key_head" KEY_HEAD_WHERE " AND key = ?1 AND id > ?2 ORDER BY key, id LIMIT ?4",
     /* ?1 JSON array of ids, ?2 host, ?3 locked_until. A row taken over from a lapsed
      * lease (still 'processing') counts the stopped run. One statement per claim:
@@ -188,6 +234,21 @@ static const char *const sql_text[ST_COUNT] = {
                         " sum(status = 'dead') FROM outbox"
                         " WHERE status IN ('pending', 'processing', 'dead')"
                         " GROUP BY topic ORDER BY topic",
+    [ST_PAUSED] = "SELECT pattern FROM outbox_paused ORDER BY pattern",
+    [ST_F_SUSPECT] = "SELECT o.id, o.topic FROM outbox o WHERE" SUSPECT HEAD_OF_KEY " ORDER BY o.id",
+    [ST_F_SUSPECT_ANY] = "SELECT o.id, o.topic FROM outbox o WHERE" SUSPECT " ORDER BY o.id",
+    [ST_F_LAPSED_FREE] = "SELECT o.id, o.topic FROM outbox o WHERE o.key IS NULL AND" LAPSED
+                         " ORDER BY o.id",
+    [ST_F_LAPSED_ANY] = "SELECT o.id, o.topic FROM outbox o WHERE" LAPSED " ORDER BY o.id",
+    [ST_F_TOPIC_FREE] = NEXT_TOPIC("outbox_topic_free", TOPIC_FREE_WHERE),
+    [ST_F_ROWS_FREE] = TOPIC_ROWS("outbox_topic_free", TOPIC_FREE_WHERE),
+    [ST_F_PAIR_FROM] = NEXT_PAIR(">="),
+    [ST_F_PAIR_AFTER] = NEXT_PAIR(">"),
+    [ST_F_KEY_HEAD] = "SELECT key, id, status, available_at, locked_by, locked_until"
+                      " FROM outbox INDEXED BY outbox_key_head" KEY_HEAD_WHERE
+                      " AND key = ?1 ORDER BY key, id LIMIT 1",
+    [ST_F_TOPIC_ANY] = NEXT_TOPIC("outbox_topic_pending", " WHERE status = 'pending'"),
+    [ST_F_ROWS_ANY] = TOPIC_ROWS("outbox_topic_pending", " WHERE status = 'pending'"),
 };
 
 /* ------------------------------------------------------------ the store */
@@ -213,6 +274,7 @@ typedef struct sq {
   idset_t out;
   int64_t data_version;
   char *cursor; /* the key after which the next key scan starts, or NULL */
+  char *tcursor_topic, *tcursor_key; /* the same for claims by topic: a (topic, key) */
   int64_t due_at;  /* when due_timer fires, 0 when idle */
   int failing;     /* failed transactions in a row */
   int checks;      /* looks at data_version since the last file event */
@@ -238,6 +300,14 @@ static int64_t now_ms(void) {
 }
 
 /* -------------------------------------------------------------- helpers */
+
+/* Does this host claim `topic` now (what it handles, less paused patterns)? */
+static int read_paused(sq_t *s);
+
+static int claims_topic(const sq_t *s, const char *topic) {
+  return s->base.claim_all || (topic && topics_match(&s->base.claim, topic));
+}
+
 
 static int map_rc(int rc) {
   switch (rc & 0xff) {
@@ -568,6 +638,7 @@ typedef struct cand {
   int lapsed;
   int visit; /* order in the key scan; -1 for keyless rows */
   char *key;
+  char *topic; /* claims by topic: a head's topic (owned), else NULL */
 } cand_t;
 
 typedef struct claim {
@@ -578,10 +649,14 @@ typedef struct claim {
   cand_t *heads; /* claimable key heads, in key scan order */
   int nheads;
   char *last_key; /* the last key the scan visited */
+  char *last_topic; /* ...and its topic, in claims by topic */
 } claim_t;
 
 static void cand_free(cand_t *c, int n) {
-  for (int i = 0; i < n; i++) free(c[i].key);
+  for (int i = 0; i < n; i++) {
+    free(c[i].key);
+    free(c[i].topic);
+  }
 }
 
 static void claim_done(claim_t *cl) {
@@ -590,6 +665,7 @@ static void claim_done(claim_t *cl) {
   free(cl->c);
   free(cl->heads);
   free(cl->last_key);
+  free(cl->last_topic);
 }
 
 static int by_cand_id(const void *a, const void *b) {
@@ -605,7 +681,7 @@ static int read_ids(sq_t *s, int which, int lapsed, claim_t *cl) {
   sqlite3_bind_int(st, 3, cl->max);
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-    cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), lapsed, -1, NULL};
+    cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), lapsed, -1, NULL, NULL};
   done_stmt(st);
   return rc;
 }
@@ -679,7 +755,7 @@ static int scan_heads(sq_t *s, claim_t *cl) {
       rc = SQLITE_NOMEM;
       break;
     }
-    cl->heads[cl->nheads] = (cand_t){id, lapsed, cl->nheads, k};
+    cl->heads[cl->nheads] = (cand_t){id, lapsed, cl->nheads, k, NULL};
     cl->nheads++;
   }
   free(at);
@@ -693,14 +769,30 @@ static void merge_heads(sq_t *s, claim_t *cl) {
   for (int h = 0; h < nh; h++) cl->c[i++] = cl->heads[h];
   cl->nheads = 0; /* the keys now belong to cl->c */
   qsort(cl->c, (size_t)i, sizeof *cl->c, by_cand_id);
-  for (int k = cl->max; k < i; k++) {
+  for (int k = cl->max; k < i; k++)
     if (cl->c[k].visit >= 0 && cl->c[k].visit < first_dropped) first_dropped = cl->c[k].visit;
-    free(cl->c[k].key);
-  }
+  if (i > cl->max) cand_free(cl->c + cl->max, i - cl->max);
   cl->nc = i < cl->max ? i : cl->max;
   const char *next = first_dropped == nh ? cl->last_key : NULL;
+  const char *topic = first_dropped == nh ? cl->last_topic : NULL;
   for (int k = 0; k < cl->nc && first_dropped > 0 && first_dropped < nh; k++)
-    if (cl->c[k].visit == first_dropped - 1) next = cl->c[k].key;
+    if (cl->c[k].visit == first_dropped - 1) {
+      next = cl->c[k].key;
+      topic = cl->c[k].topic;
+    }
+  if (topic) { /* a claim by topic */
+    char *t = strdup(topic), *k = next ? strdup(next) : NULL;
+    if (!t || !k) {
+      free(t);
+      free(k);
+      return;
+    }
+    free(s->tcursor_topic);
+    free(s->tcursor_key);
+    s->tcursor_topic = t;
+    s->tcursor_key = k;
+    return;
+  }
   char *copy = next ? strdup(next) : NULL;
   if (!copy) return; /* the cursor stays */
   free(s->cursor);
@@ -724,12 +816,226 @@ static int add_runs(sq_t *s, claim_t *cl) {
     sqlite3_bind_int64(st, 3, cl->now);
     sqlite3_bind_int(st, 4, cap);
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && sqlite3_column_int(st, 1))
-      cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 0, -1, NULL};
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && sqlite3_column_int(st, 1) &&
+           claims_topic(s, (const char *)sqlite3_column_text(st, 2)))
+      cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 0, -1, NULL, NULL};
     done_stmt(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
   }
   return SQLITE_OK;
+}
+
+/* ------------------------------------------------------- claims by topic */
+
+static void bind_range(sqlite3_stmt *st, int i, const char *lo, const topics_range_t *r) {
+  sqlite3_bind_text(st, i, lo, -1, SQLITE_STATIC);
+  if (r->hi)
+    sqlite3_bind_text(st, i + 1, r->hi, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_blob(st, i + 1, "\xff", 1, SQLITE_STATIC); /* after every text */
+}
+
+/* Keeps the oldest max candidates (keyless: nothing to free). */
+static void keep_oldest(claim_t *cl) {
+  if (cl->nc <= cl->max) return;
+  qsort(cl->c, (size_t)cl->nc, sizeof *cl->c, by_cand_id);
+  cl->nc = cl->max;
+}
+
+/* Appends the rows of `which` (id, topic; ?1 now, ?2 host) in claimable topics, up to
+ * max: lapsed leases or suspects, which are few, so their topics are tested here. */
+static int read_filtered(sq_t *s, int which, claim_t *cl, int max) {
+  sqlite3_stmt *st = s->st[which];
+  sqlite3_bind_int64(st, 1, cl->now);
+  bind_host(s, st);
+  int rc, got = 0;
+  while (got < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
+    if (claims_topic(s, (const char *)sqlite3_column_text(st, 1))) {
+      cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 1, -1, NULL, NULL};
+      got++;
+    }
+  if (got == max) rc = SQLITE_DONE;
+  done_stmt(st);
+  return rc;
+}
+
+/* The due waiting rows (keyless ones under per-key order) of every claimable topic:
+ * one seek per topic in each range and the oldest max of each, so rows of topics
+ * this host does not claim are never read. */
+static int read_topic_rows(sq_t *s, claim_t *cl) {
+  int keyed = s->base.opts.ordering_key, rc = SQLITE_DONE;
+  sqlite3_stmt *next = s->st[keyed ? ST_F_TOPIC_FREE : ST_F_TOPIC_ANY];
+  sqlite3_stmt *rows = s->st[keyed ? ST_F_ROWS_FREE : ST_F_ROWS_ANY];
+  char *at = NULL;
+  for (int r = 0; r < s->base.claim.n && rc == SQLITE_DONE; r++) {
+    const topics_range_t *range = &s->base.claim.v[r];
+    free(at);
+    if (!(at = strdup(range->lo))) return SQLITE_NOMEM;
+    for (;;) {
+      bind_range(next, 1, at, range);
+      rc = sqlite3_step(next);
+      if (rc != SQLITE_ROW) break;
+      const char *t = (const char *)sqlite3_column_text(next, 0);
+      size_t len = t ? strlen(t) : 0;
+      char *topic = malloc(len + 2);
+      if (!topic) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+      memcpy(topic, t ? t : "", len + 1);
+      done_stmt(next);
+      sqlite3_bind_text(rows, 1, topic, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(rows, 2, cl->now);
+      sqlite3_bind_int(rows, 3, cl->max);
+      while ((rc = sqlite3_step(rows)) == SQLITE_ROW)
+        cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(rows, 0), 0, -1, NULL, NULL};
+      done_stmt(rows);
+      keep_oldest(cl);
+      topic[len] = '\x01'; /* the next topic after it */
+      topic[len + 1] = 0;
+      free(at);
+      at = topic;
+      if (rc != SQLITE_DONE) break;
+    }
+    done_stmt(next);
+  }
+  free(at);
+  return rc;
+}
+
+/* Whether the head of `key` is the row `id` and claimable; *lapsed is set. */
+static int is_claimable_head(sq_t *s, const char *key, int64_t id, int64_t now, int *lapsed,
+                             int *rc) {
+  sqlite3_stmt *st = s->st[ST_F_KEY_HEAD];
+  sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+  *rc = sqlite3_step(st);
+  int ok = *rc == SQLITE_ROW && sqlite3_column_int64(st, 1) == id &&
+           head_claimable(s, st, now, lapsed);
+  if (*rc == SQLITE_ROW || *rc == SQLITE_DONE) *rc = SQLITE_DONE;
+  done_stmt(st);
+  return ok;
+}
+
+static int pair_cmp(const char *t1, const char *k1, const char *t2, const char *k2) {
+  int c = strcmp(t1, t2);
+  return c ? c : strcmp(k1, k2);
+}
+
+/* The skip scan by topic: one seek per (topic, key) with live rows in the claimable
+ * ranges, from the pair after the last claim's, wrapping around once. A pair's
+ * oldest row is taken only when it is its key's head in the whole outbox: a key
+ * whose head is in a topic this host does not claim (or is running elsewhere) is
+ * passed over, so per-key order holds across hosts. Its cost follows the claimable
+ * topics' keys, never other topics' backlog. */
+static int scan_topic_heads(sq_t *s, claim_t *cl) {
+  const topics_t *set = &s->base.claim;
+  const char *ct = s->tcursor_topic, *ck = s->tcursor_key ? s->tcursor_key : "";
+  int rc = SQLITE_DONE, stop = 0;
+  char *t = NULL, *k = NULL;
+  for (int pass = ct ? 0 : 1; pass < 2 && !stop; pass++) {
+    for (int r = 0; r < set->n && !stop; r++) {
+      const topics_range_t *range = &set->v[r];
+      int strict = 0;
+      if (pass == 0 && range->hi && strcmp(range->hi, ct) <= 0) continue;
+      free(t);
+      free(k);
+      int from_cursor = pass == 0 && strcmp(ct, range->lo) >= 0;
+      t = strdup(from_cursor ? ct : range->lo);
+      k = strdup(from_cursor ? ck : "");
+      strict = from_cursor;
+      if (!t || !k) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+      for (;;) {
+        sqlite3_stmt *st = s->st[strict ? ST_F_PAIR_AFTER : ST_F_PAIR_FROM];
+        sqlite3_bind_text(st, 1, t, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, k, -1, SQLITE_STATIC);
+        if (range->hi)
+          sqlite3_bind_text(st, 3, range->hi, -1, SQLITE_STATIC);
+        else
+          sqlite3_bind_blob(st, 3, "\xff", 1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+          done_stmt(st);
+          break;
+        }
+        const char *topic = (const char *)sqlite3_column_text(st, 0);
+        const char *key = (const char *)sqlite3_column_text(st, 1);
+        int64_t id = sqlite3_column_int64(st, 2);
+        if (pass == 1 && ct && pair_cmp(topic, key, ct, ck) > 0) { /* lapped */
+          done_stmt(st);
+          stop = 1;
+          rc = SQLITE_DONE;
+          break;
+        }
+        free(t);
+        free(k);
+        t = strdup(topic);
+        k = strdup(key);
+        done_stmt(st);
+        strict = 1;
+        char *lt = t ? strdup(t) : NULL, *lk = k ? strdup(k) : NULL;
+        if (!lt || !lk) {
+          free(lt);
+          free(lk);
+          rc = SQLITE_NOMEM;
+          stop = 1;
+          break;
+        }
+        free(cl->last_topic);
+        free(cl->last_key);
+        cl->last_topic = lt;
+        cl->last_key = lk;
+        int lapsed, ok = is_claimable_head(s, k, id, cl->now, &lapsed, &rc);
+        if (rc != SQLITE_DONE) {
+          stop = 1;
+          break;
+        }
+        if (!ok) continue;
+        char *hk = strdup(k), *ht = strdup(t);
+        if (!hk || !ht) {
+          free(hk);
+          free(ht);
+          rc = SQLITE_NOMEM;
+          stop = 1;
+          break;
+        }
+        cl->heads[cl->nheads] = (cand_t){id, lapsed, cl->nheads, hk, ht};
+        if (++cl->nheads >= cl->max) {
+          stop = 1;
+          break;
+        }
+      }
+      if (rc != SQLITE_DONE && rc != SQLITE_ROW) stop = 1;
+    }
+  }
+  free(t);
+  free(k);
+  return rc == SQLITE_ROW ? SQLITE_DONE : rc;
+}
+
+/* pick_rows for a host that claims only some topics (none at all when everything it
+ * handles is paused). */
+static int pick_by_topic(sq_t *s, claim_t *cl, int *lapse_kind) {
+  int keyed = s->base.opts.ordering_key;
+  if (s->base.claim.n == 0) return SQLITE_OK;
+  int rc = read_filtered(s, keyed ? ST_F_SUSPECT : ST_F_SUSPECT_ANY, cl, 1);
+  if (rc != SQLITE_DONE) return rc;
+  if (cl->nc) {
+    *lapse_kind = STORE_SUSPECT;
+    return SQLITE_OK;
+  }
+  *lapse_kind = STORE_LAPSED;
+  rc = read_topic_rows(s, cl);
+  if (rc == SQLITE_DONE) rc = read_filtered(s, keyed ? ST_F_LAPSED_FREE : ST_F_LAPSED_ANY, cl, cl->max);
+  if (rc != SQLITE_DONE) return rc;
+  keep_oldest(cl);
+  if (!keyed) return SQLITE_OK;
+  rc = scan_topic_heads(s, cl);
+  if (rc != SQLITE_DONE) return rc;
+  merge_heads(s, cl);
+  return add_runs(s, cl);
 }
 
 static store_event_t *row_event(sqlite3_stmt *st) {
@@ -790,12 +1096,13 @@ static int take_rows(sq_t *s, claim_t *cl, int lapse_kind, store_event_t **out, 
  * heads). Returns an SQLite code; *lapse_kind says how lapsed rows are marked. */
 static int pick_rows(sq_t *s, claim_t *cl, int *lapse_kind) {
   int keyed = s->base.opts.ordering_key;
+  if (!s->base.claim_all) return pick_by_topic(s, cl, lapse_kind);
   sqlite3_stmt *st = s->st[keyed ? ST_SUSPECT : ST_SUSPECT_ANY];
   sqlite3_bind_int64(st, 1, cl->now);
   bind_host(s, st);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) {
-    cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 1, -1, NULL};
+    cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 1, -1, NULL, NULL};
     *lapse_kind = STORE_SUSPECT;
   }
   done_stmt(st);
@@ -843,6 +1150,10 @@ static int sq_claim(store_t *b, int max, store_event_t **out, int *n) {
   if (rc != SQLITE_DONE) goto fail;
   rc = write_settlements(s);
   if (rc != SQLITE_OK) goto fail;
+  if (read_paused(s) < 0) {
+    rc = SQLITE_NOMEM;
+    goto fail;
+  }
   rc = pick_rows(s, &cl, &lapse_kind);
   if (rc != SQLITE_OK) goto fail;
   rc = take_rows(s, &cl, lapse_kind, out, &got);
@@ -930,6 +1241,39 @@ static int read_data_version(sq_t *s, int64_t *v) {
   return rc == SQLITE_ROW ? 0 : map_rc(rc);
 }
 
+/* Reads the paused patterns into the store (a missing outbox_paused table, in a
+ * database an earlier version created, pauses nothing). Returns 1 when they changed,
+ * 0, or a negative code. */
+static int read_paused(sq_t *s) {
+  sqlite3_stmt *st = s->st[ST_PAUSED], *own = NULL;
+  if (!st && sqlite3_prepare_v2(s->db, sql_text[ST_PAUSED], -1, &own, NULL) != SQLITE_OK)
+    return store_set_paused(&s->base, NULL, 0);
+  if (own) st = own;
+  char **list = NULL;
+  int n = 0, rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    char **l = realloc(list, (size_t)(n + 1) * sizeof *l);
+    const char *p = (const char *)sqlite3_column_text(st, 0);
+    char *copy = l ? strdup(p ? p : "") : NULL;
+    if (l) list = l;
+    if (!copy) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    list[n++] = copy;
+  }
+  if (own)
+    sqlite3_finalize(own);
+  else
+    done_stmt(st);
+  if (rc != SQLITE_DONE) {
+    for (int i = 0; i < n; i++) free(list[i]);
+    free(list);
+    return map_rc(rc);
+  }
+  return store_set_paused(&s->base, list, n);
+}
+
 /* Our own commits leave data_version alone, so only foreign commits wake. A
  * writer's last write to the WAL file comes before its commit is visible (it
  * still syncs, then publishes the wal-index header in shared memory, which no file
@@ -944,6 +1288,7 @@ static void on_check(uv_timer_t *t) {
   if (read_data_version(s, &v) == 0 && v != s->data_version) {
     s->data_version = v;
     s->checks = 0;
+    read_paused(s); /* a pause reaches the dispatcher without waiting for a claim */
     wake(s);
     return;
   }
@@ -1114,6 +1459,9 @@ static void destroy(sq_t *s) {
   free(s->wal_path);
   free(s->host);
   free(s->cursor);
+  free(s->tcursor_topic);
+  free(s->tcursor_key);
+  store_topics_free(&s->base);
   free(s);
 }
 
@@ -1209,7 +1557,32 @@ static int sq_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf
   return released;
 }
 
+static int sq_pause(store_t *b, const char *pattern, int on, int *changed) {
+  sq_t *s = (sq_t *)b;
+  sqlite3_stmt *st = NULL;
+  *changed = 0;
+  int rc = sqlite3_exec(s->db, "CREATE TABLE IF NOT EXISTS outbox_paused (pattern TEXT PRIMARY KEY,"
+                               " paused_at INTEGER NOT NULL DEFAULT "
+                               "(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)))",
+                        NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(s->db,
+                            on ? "INSERT OR IGNORE INTO outbox_paused (pattern) VALUES (?1)"
+                               : "DELETE FROM outbox_paused WHERE pattern = ?1",
+                            -1, &st, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(st, 1, pattern, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    *changed = rc == SQLITE_DONE && sqlite3_changes(s->db) > 0;
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE && rc != SQLITE_OK) return db_error(s, rc, on ? "pausing" : "resuming");
+  return read_paused(s) < 0 ? -ENOMEM : 0;
+}
+
 static const store_ops_t sqlite_ops = {
+    .pause = sq_pause,
+    .filters = 1,
     .name = "sqlite",
     .claim = sq_claim,
     .ack = sq_ack,
@@ -1364,11 +1737,14 @@ fail:
 
 /* Statements only a dispatching store runs: they name indexes that an unmigrated
  * database (one an operations command opens) may not have yet. */
-static int dispatch_only(int i) { return (i >= ST_SUSPECT && i <= ST_TAKE) || i == ST_NEXT_DUE; }
+static int dispatch_only(int i) {
+  return (i >= ST_SUSPECT && i <= ST_TAKE) || i == ST_NEXT_DUE || i >= ST_PAUSED;
+}
 
 static int prepare_all(sq_t *s, char *errbuf, size_t errlen) {
   for (int i = 0; i < ST_COUNT; i++) {
     if (!s->dispatching && dispatch_only(i)) continue;
+    if (s->base.opts.ordering_key && (i == ST_F_TOPIC_ANY || i == ST_F_ROWS_ANY)) continue;
     int rc = sqlite3_prepare_v3(s->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
     if (rc == SQLITE_OK) continue;
     snprintf(errbuf, errlen, "--db %s: the outbox table does not match this version: %s", s->path,
@@ -1400,6 +1776,7 @@ int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opt
   s->base.ops = &sqlite_ops;
   s->base.loop = loop;
   s->base.opts = *opts;
+  s->base.want_all = s->base.claim_all = 1;
   s->dispatching = opts->host_id != NULL;
   s->path = strdup(path);
   s->wal_path = malloc(strlen(path) + 5);
@@ -1410,8 +1787,15 @@ int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opt
   int rc = open_db(path, s->dispatching ? OPEN_SCHEMA : OPEN_EXISTING, &s->db, errbuf, errlen);
   if (rc) goto fail;
   sqlite3_busy_timeout(s->db, s->dispatching ? LOOP_BUSY_MS : CMD_BUSY_MS);
+  if (s->dispatching && !opts->ordering_key &&
+      sqlite3_exec(s->db, topic_pending_sql, NULL, NULL, NULL) != SQLITE_OK) {
+    snprintf(errbuf, errlen, "--db %s: %s", path, sqlite3_errmsg(s->db));
+    rc = -EIO;
+    goto fail;
+  }
   rc = prepare_all(s, errbuf, errlen);
   if (rc) goto fail;
+  if (read_paused(s) < 0) goto fail_nomem;
   struct stat st;
   if (stat(path, &st) == 0) s->dev = st.st_dev, s->ino = st.st_ino;
   rc = read_data_version(s, &s->data_version);

@@ -149,7 +149,7 @@ START_TEST(only_init_creates_a_database) {
   r = run(cmd_status, NULL, "status", "--db", db, "--json", NULL);
   ck_assert_int_eq(r.rc, 0);
   ck_assert_str_eq(r.out, "{\"pending\": 0, \"processing\": 0, \"done\": 0, \"dead\": 0,"
-                          " \"oldest_pending_age_ms\": 0, \"topics\": {}}\n");
+                          " \"oldest_pending_age_ms\": 0, \"topics\": {}, \"paused\": []}\n");
 }
 END_TEST
 
@@ -309,7 +309,7 @@ START_TEST(status_table_and_json) {
   ck_assert_ptr_null(strstr(r.out, "last_dead")); /* exactly the contract's keys */
   ck_assert_ptr_nonnull(strstr(r.out, ", \"topics\": {\"orders\": {\"pending\": 0,"
                                       " \"processing\": 0, \"dead\": 1}, \"t\": {\"pending\": 1,"
-                                      " \"processing\": 1, \"dead\": 0}}}\n")); /* not done */
+                                      " \"processing\": 1, \"dead\": 0}}, \"paused\": []}\n"));
   r = run(cmd_status, NULL, "status", "--db", db, NULL);
   ck_assert_int_eq(r.rc, 0);
   ck_assert_ptr_nonnull(strstr(r.out, "pending "));
@@ -322,6 +322,42 @@ START_TEST(status_table_and_json) {
   ck_assert_ptr_nonnull(strstr(r.out, "last dead events"));
   ck_assert_ptr_nonnull(strstr(r.out, "orders"));
   ck_assert_ptr_nonnull(strstr(r.out, "timeout\\nmore")); /* escaped: one line per event */
+}
+END_TEST
+
+START_TEST(pause_and_resume) {
+  result_t r = run(cmd_init, NULL, "init", "--db", db, NULL);
+  ck_assert_int_eq(r.rc, 0);
+  r = run(cmd_pause, NULL, "pause", "--db", db, "order.*", NULL);
+  ck_assert_int_eq(r.rc, 0);
+  ck_assert_ptr_nonnull(strstr(r.out, "paused order.*"));
+  r = run(cmd_pause, NULL, "pause", "--db", db, "order.*", NULL);
+  ck_assert_ptr_nonnull(strstr(r.out, "already paused"));
+  r = run(cmd_pause, NULL, "pause", "--db", db, "user.created", NULL);
+  ck_assert_int_eq(r.rc, 0);
+  r = run(cmd_status, NULL, "status", "--db", db, "--json", NULL);
+  ck_assert_ptr_nonnull(strstr(r.out, ", \"paused\": [\"order.*\", \"user.created\"]}\n"));
+  r = run(cmd_status, NULL, "status", "--db", db, NULL);
+  ck_assert_ptr_nonnull(strstr(r.out, "paused (no host starts these topics):\n  order.*\n"
+                                      "  user.created\n"));
+  r = run(cmd_resume, NULL, "resume", "--db", db, "order.*", NULL);
+  ck_assert_int_eq(r.rc, 0);
+  ck_assert_ptr_nonnull(strstr(r.out, "resumed order.*"));
+  r = run(cmd_resume, NULL, "resume", "--db", db, "order.*", NULL);
+  ck_assert_ptr_nonnull(strstr(r.out, "was not paused"));
+  r = run(cmd_status, NULL, "status", "--db", db, "--json", NULL);
+  ck_assert_ptr_nonnull(strstr(r.out, ", \"paused\": [\"user.created\"]}\n"));
+  /* bad patterns: exit 2, one line, nothing written */
+  const char *bad[] = {"or*der", "", "a,b"};
+  for (int i = 0; i < 3; i++) {
+    r = run(cmd_pause, NULL, "pause", "--db", db, bad[i], NULL);
+    ck_assert_int_eq(r.rc, 2);
+    one_line(r.err);
+  }
+  r = run(cmd_pause, NULL, "pause", "--db", db, NULL);
+  ck_assert_int_eq(r.rc, 2);
+  r = run(cmd_status, NULL, "status", "--db", db, "--json", NULL);
+  ck_assert_ptr_nonnull(strstr(r.out, ", \"paused\": [\"user.created\"]}\n"));
 }
 END_TEST
 
@@ -428,6 +464,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, enqueue_ndjson_stdin);
   tcase_add_test(tc, enqueue_many_lines);
   tcase_add_test(tc, status_table_and_json);
+  tcase_add_test(tc, pause_and_resume);
   tcase_add_test(tc, requeue_dead_and_ids);
   tcase_add_test(tc, requeue_by_topic);
   tcase_add_test(tc, env_and_bad_files);
