@@ -25,6 +25,8 @@
 #define CHANNEL "outbox_new"
 #define CLAIM_NAME "outboxd_claim"
 #define APP_NAME "outboxd"
+#define CLAIM_TOPICS_NAME "outboxd_claim_topics"
+#define PAUSED_NOTE "paused" /* the payload of a NOTIFY that the paused list changed */
 
 /* ---------------------------------------------------------------- schema */
 
@@ -38,7 +40,9 @@
   "DO $$ BEGIN\n"                                                                                   \
   "  IF to_regclass('outbox') IS NULL THEN RETURN; END IF;\n"                                       \
   "  IF to_regclass('outbox_lapsed') IS NOT NULL AND to_regclass('outbox_due') IS NOT NULL"         \
-  " AND to_regclass('outbox_keyless') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_indexes"            \
+  " AND to_regclass('outbox_keyless') IS NOT NULL AND to_regclass('outbox_topic_free') IS NOT NULL" \
+  " AND to_regclass('outbox_topic_key') IS NOT NULL AND to_regclass('outbox_paused') IS NOT NULL"   \
+  " AND EXISTS (SELECT 1 FROM pg_indexes"            \
   " WHERE schemaname = current_schema() AND indexname = 'outbox_key_head'"                         \
   " AND indexdef LIKE '%key IS NOT NULL%') THEN RETURN; END IF;\n"                                \
   "  PERFORM pg_advisory_xact_lock(hashtext('outboxd init'));\n"                                   \
@@ -61,6 +65,25 @@
   /* pending rows by due time: the next retry to wait for */                                       \
   "  IF to_regclass('outbox_due') IS NULL THEN\n"                                                  \
   "    CREATE INDEX outbox_due ON outbox (available_at) WHERE status = 'pending';\n"               \
+  "  END IF;\n"                                                                                    \
+  /* claims by topic: keyless live rows per topic in id order; live keyed rows per */           \
+  /* (topic, key), in byte order (the ranges a host claims are byte ranges) */                    \
+  "  IF to_regclass('outbox_topic_free') IS NULL THEN\n"                                          \
+  "    CREATE INDEX outbox_topic_free ON outbox (topic COLLATE \"C\", id)"                          \
+  " WHERE key IS NULL AND" LIVE ";\n"                                                              \
+  "  END IF;\n"                                                                                    \
+  "  IF to_regclass('outbox_topic_key') IS NULL THEN\n"                                           \
+  "    CREATE INDEX outbox_topic_key ON outbox (topic COLLATE \"C\", key COLLATE \"C\", id)"        \
+  " WHERE key IS NOT NULL AND" LIVE ";\n"                                                          \
+  "  END IF;\n"                                                                                    \
+  /* topic patterns no host claims for now (outboxd pause); a change wakes every host */         \
+  "  IF to_regclass('outbox_paused') IS NULL THEN\n"                                              \
+  "    CREATE TABLE outbox_paused (pattern text PRIMARY KEY,"                                       \
+  " paused_at timestamptz NOT NULL DEFAULT now());\n"                                              \
+  "    CREATE FUNCTION outbox_paused_notify() RETURNS trigger LANGUAGE plpgsql AS"                  \
+  " 'BEGIN PERFORM pg_notify(''" CHANNEL "'', ''" PAUSED_NOTE "''); RETURN NULL; END';\n"          \
+  "    CREATE TRIGGER outbox_paused_notify AFTER INSERT OR UPDATE OR DELETE ON outbox_paused"       \
+  " FOR EACH STATEMENT EXECUTE FUNCTION outbox_paused_notify();\n"                                 \
   "  END IF;\n"                                                                                    \
   "END $$"
 
@@ -127,12 +150,13 @@ static const char schema_sql[] =
 
 /* Leases `took`; a lapsed lease counts the stopped run as an attempt. The last column
  * says how the row was taken: 0, STORE_LAPSED or STORE_SUSPECT. */
-#define TAKE_SQL                                                                                   \
+#define TAKE_SQL TAKE_SQL_FROM("took")
+#define TAKE_SQL_FROM(took)                                                                        \
   " UPDATE outbox o SET status = 'processing', locked_by = $1,"                                    \
   " locked_until = now() + $2::bigint * interval '1 millisecond',"                                 \
   " attempts = o.attempts + t.lapsed::int, last_error = CASE WHEN t.lapsed"                        \
   " THEN '" STORE_LAPSE_ERROR " (attempt ' || (o.attempts + 1) || ')' ELSE o.last_error END"       \
-  " FROM took t WHERE o.id = ANY (ARRAY(SELECT id FROM took)) AND o.id = t.id"                    \
+  " FROM " took " t WHERE o.id = ANY (ARRAY(SELECT id FROM " took ")) AND o.id = t.id"            \
   " RETURNING o.id, o.topic, o.key, o.payload, o.headers, o.attempts,"                             \
   " (extract(epoch FROM o.created_at) * 1000)::bigint,"                                            \
   " CASE WHEN NOT t.lapsed THEN 0 WHEN EXISTS (SELECT 1 FROM sus) THEN 2 ELSE 1 END"
@@ -171,6 +195,10 @@ static const char schema_sql[] =
     " free AS (SELECT c.id FROM outbox c WHERE NOT EXISTS (SELECT 1 FROM sus)"                     \
     " AND c.key IS NULL AND c." LIVE " AND" CLAIMABLE("c")                                         \
     " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED),"                                             \
+    KEY_PICK_RUNS("")
+/* Heads and keyless rows merged by id, locked, and the runs behind the heads; an
+ * event not due (or `due_extra` false) ends its run. */
+#define KEY_PICK_RUNS(due_extra)                                                                   \
     " pick AS (SELECT id FROM (SELECT id FROM heads UNION ALL SELECT id FROM free"                 \
     " UNION ALL SELECT id FROM sus) x ORDER BY id LIMIT $3),"                                      \
     LOCK_PICK ","                                                                                  \
@@ -179,7 +207,7 @@ static const char schema_sql[] =
     " fol AS (SELECT f.id FROM (SELECT lp.id, lp.key, row_number() OVER (ORDER BY lp.id) - 1 AS i" \
     " FROM lp WHERE lp.key IS NOT NULL AND NOT lp.lapsed) hd CROSS JOIN nk CROSS JOIN LATERAL"     \
     " (SELECT w.id FROM (SELECT v.id, bool_and(v.due) OVER (ORDER BY v.id) AS due FROM"            \
-    " (SELECT x.id, x.status = 'pending' AND x.available_at <= now() AS due FROM outbox x"         \
+    " (SELECT x.id, x.status = 'pending' AND x.available_at <= now()" due_extra " AS due FROM outbox x"\
     " WHERE x.key = hd.key AND x.key IS NOT NULL AND x." LIVE " AND x.id > hd.id ORDER BY x.id"    \
     " LIMIT nk.room / nk.n + CASE WHEN hd.i < nk.room % nk.n THEN 1 ELSE 0 END) v) w"              \
     " WHERE w.due) f),"                                                                            \
@@ -188,10 +216,96 @@ static const char schema_sql[] =
     " took AS (SELECT id, lapsed FROM lp UNION ALL SELECT id, lapsed FROM lf)"                     \
     TAKE_SQL
 
-#define PREPARE_AS(params) \
-  "SET plan_cache_mode = force_custom_plan; PREPARE " CLAIM_NAME " (" params ") AS "
-static const char prepare_claim_sql[] = PREPARE_AS("text, bigint, int, bigint[], text") CLAIM_KEY;
-static const char prepare_claim_any_sql[] = PREPARE_AS("text, bigint, int, bigint[]") CLAIM_ANY;
+/* Claims by topic (a host that handles only some topics). $5, $6: the claimable topic
+ * ranges (lo, hi; hi NULL: unbounded), in byte order as the topic indexes are built;
+ * with per-key order $7, $8: the (topic, key) after which the scan starts. */
+#define TC(x) " " x " COLLATE \"C\""
+#define RNG_CTE " rng AS (SELECT r.lo, r.hi FROM unnest($5::text[], $6::text[]) AS r(lo, hi))"
+#define IN_SET(x)                                                                                  \
+  " EXISTS (SELECT 1 FROM rng WHERE" TC(x) " >= rng.lo AND (rng.hi IS NULL OR" TC(x) " < rng.hi))"
+#define FREE_ROWS " o.key IS NULL AND o." LIVE
+#define KEYED_ROWS " o.key IS NOT NULL AND o." LIVE
+/* The first topic of rows `where` in a claimable range and `cmp` (say "> t"): one
+ * index seek per range; an unbounded range gets its own branch so every bound is an
+ * index bound. */
+#define TOPIC_SEEK_IN(where, cmp, bound)                                                           \
+  "SELECT x.t FROM rng CROSS JOIN LATERAL (SELECT" TC("o.topic") " AS t FROM outbox o WHERE" where \
+  " AND" TC("o.topic") " >= rng.lo" bound " AND" TC("o.topic") " " cmp " ORDER BY" TC("o.topic")    \
+  " LIMIT 1) x"
+#define TOPIC_SEEK(where, cmp)                                                                     \
+  "(SELECT min(y.t) FROM (" TOPIC_SEEK_IN(where, cmp, " AND" TC("o.topic") " < rng.hi")            \
+  " WHERE rng.hi IS NOT NULL UNION ALL " TOPIC_SEEK_IN(where, cmp, "") " WHERE rng.hi IS NULL) y)"
+/* The first key of topic t (collation "C") with live rows and `cmp` (say "> k"). */
+#define KEY_SEEK(t, cmp)                                                                           \
+  "(SELECT" TC("o.key") " FROM outbox o WHERE" KEYED_ROWS " AND" TC("o.topic") " = " t             \
+  " AND" TC("o.key") " " cmp " ORDER BY" TC("o.key") " LIMIT 1)"
+/* The (topic, key) after p's: the next key of p's topic (when that topic is
+ * claimable), else the first key of the next claimable topic. */
+#define NEXT_PAIR(p)                                                                               \
+  " SELECT CASE WHEN nk.k IS NOT NULL THEN " p ".t ELSE nt.t END,"                                 \
+  " COALESCE(nk.k, " KEY_SEEK("nt.t", ">= ''") ") FROM (SELECT CASE WHEN" IN_SET(p ".t")             \
+  " THEN " KEY_SEEK(p ".t", "> " p ".k") " END AS k) nk CROSS JOIN LATERAL (SELECT CASE WHEN"       \
+  " nk.k IS NULL THEN " TOPIC_SEEK(KEYED_ROWS, "> " p ".t") " END AS t) nt"
+#define CURSOR_COLS " $7::text COLLATE \"C\", $8::text COLLATE \"C\""
+#define CURSOR " (" CURSOR_COLS ")"
+/* Keyless rows of each claimable topic (a skip scan over the topics), oldest first. */
+#define TOPIC_FREE(lock)                                                                           \
+  " tf(t) AS (SELECT " TOPIC_SEEK(FREE_ROWS, ">= ''") " UNION ALL SELECT "                         \
+  TOPIC_SEEK(FREE_ROWS, "> tf.t") " FROM tf WHERE tf.t IS NOT NULL),"                               \
+  " free AS (SELECT f.id, f.lapsed FROM tf CROSS JOIN LATERAL (SELECT c.id,"                       \
+  " c.status = 'processing' AS lapsed FROM outbox c WHERE" TC("c.topic") " = tf.t AND c.key IS NULL" \
+  " AND c." LIVE " AND" CLAIMABLE("c") " ORDER BY c.id LIMIT $3" lock ") f"                        \
+  " WHERE tf.t IS NOT NULL AND NOT EXISTS (SELECT 1 FROM sus) ORDER BY f.id LIMIT $3)"
+
+/* Without per-key order: the claimable rows of each claimable topic (keyed ones
+ * sorted per topic: --ordering none keeps no index of them by topic and id). */
+#define CLAIM_TOPIC_ANY                                                                            \
+    "WITH RECURSIVE" RNG_CTE "," SUSPECT_CTE(" AND" IN_SET("c.topic")) ","                         \
+    TOPIC_FREE(" FOR UPDATE SKIP LOCKED") ","                                                       \
+    " kt(t) AS (SELECT " TOPIC_SEEK(KEYED_ROWS, ">= ''") " UNION ALL SELECT "                      \
+    TOPIC_SEEK(KEYED_ROWS, "> kt.t") " FROM kt WHERE kt.t IS NOT NULL),"                            \
+    " keyed AS (SELECT f.id, f.lapsed FROM kt CROSS JOIN LATERAL (SELECT c.id,"                    \
+    " c.status = 'processing' AS lapsed FROM outbox c WHERE" TC("c.topic") " = kt.t"                \
+    " AND c.key IS NOT NULL AND c." LIVE " AND" CLAIMABLE("c") " ORDER BY c.id LIMIT $3"           \
+    " FOR UPDATE SKIP LOCKED) f WHERE kt.t IS NOT NULL AND NOT EXISTS (SELECT 1 FROM sus)),"        \
+    " took AS (SELECT id, lapsed FROM (SELECT id, lapsed FROM free UNION ALL SELECT id, lapsed"    \
+    " FROM keyed) x ORDER BY id LIMIT $3),"                                                         \
+    " took2 AS (SELECT id, lapsed FROM took UNION ALL SELECT id, true FROM sus)"                    \
+    TAKE_SQL_FROM("took2")
+
+/* With per-key order: keyless rows as above; key heads from a skip scan over the
+ * (topic, key) pairs of the claimable topics, from the pair after $7, $8 to the last
+ * and then from the first. A pair is taken when its key's head (in the whole outbox)
+ * is its oldest row: a key whose head is in a topic this host does not claim is
+ * passed over, so per-key order holds across hosts. Its cost follows the claimable
+ * topics' keys, never the other topics' backlog. Runs as in CLAIM_KEY, stopping at an
+ * event of a topic this host does not claim. */
+#define CLAIM_TOPIC_KEY                                                                            \
+    "WITH RECURSIVE" RNG_CTE "," SUSPECT_CTE(HEAD_OF_KEY " AND" IN_SET("c.topic")) ","             \
+    " pa(t, k, seen) AS (SELECT" CURSOR_COLS ", false UNION ALL SELECT n.t, n.k, true FROM pa"          \
+    " CROSS JOIN LATERAL (" NEXT_PAIR("pa") ") n(t, k) WHERE pa.t IS NOT NULL),"                   \
+    " pb(t, k) AS (SELECT f.t, " KEY_SEEK("f.t", ">= ''") " FROM (SELECT "                          \
+    TOPIC_SEEK(KEYED_ROWS, ">= ''") " AS t) f UNION ALL SELECT n.t, n.k FROM pb CROSS JOIN LATERAL" \
+    " (" NEXT_PAIR("pb") ") n(t, k) WHERE pb.t IS NOT NULL AND (pb.t, pb.k) <" CURSOR "),"          \
+    " heads AS (SELECT h.id, h.key FROM (SELECT t, k FROM pa WHERE seen AND t IS NOT NULL"          \
+    " UNION ALL SELECT t, k FROM pb WHERE t IS NOT NULL AND (t, k) <=" CURSOR ") ks"                \
+    " CROSS JOIN LATERAL (SELECT x.id, x.key, x.topic, x.status, x.available_at, x.locked_until"    \
+    " FROM outbox x WHERE x.key = ks.k COLLATE \"default\" AND x.key IS NOT NULL AND x." LIVE      \
+    " ORDER BY x.id LIMIT 1) h WHERE NOT EXISTS (SELECT 1 FROM sus) AND" TC("h.topic") " = ks.t"    \
+    " AND" CLAIMABLE("h") " LIMIT $3),"                                                             \
+    TOPIC_FREE("") ","                                                                              \
+    KEY_PICK_RUNS(" AND" IN_SET("x.topic"))
+
+#define PREPARE_AS(name, params) "PREPARE " name " (" params ") AS "
+static const char prepare_claim_sql[] =
+    "SET plan_cache_mode = force_custom_plan; "
+    PREPARE_AS(CLAIM_NAME, "text, bigint, int, bigint[], text") CLAIM_KEY "; "
+    PREPARE_AS(CLAIM_TOPICS_NAME, "text, bigint, int, bigint[], text[], text[], text, text")
+    CLAIM_TOPIC_KEY;
+static const char prepare_claim_any_sql[] =
+    "SET plan_cache_mode = force_custom_plan; "
+    PREPARE_AS(CLAIM_NAME, "text, bigint, int, bigint[]") CLAIM_ANY "; "
+    PREPARE_AS(CLAIM_TOPICS_NAME, "text, bigint, int, bigint[], text[], text[]") CLAIM_TOPIC_ANY;
 
 /* $1 host, $2 ids, $3 kinds (0 ack, 1 fail, 2 dead, 3 release, 4 defer), $4 args
  * (fail, defer: available_at ms; dead: attempts to add), $5 errors, $6 keep done rows. Returns the
@@ -258,7 +372,20 @@ static const char requeue_ids_sql[] =
 /* ------------------------------------------------------------ the store */
 
 enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE, SET_DEFER };
-enum { OP_NONE, OP_LISTEN, OP_MIGRATE, OP_PREPARE, OP_FLUSH, OP_CLAIM, OP_RENEW, OP_NEXT_DUE, OP_COUNTS };
+enum {
+  OP_NONE,
+  OP_LISTEN,
+  OP_MIGRATE,
+  OP_PAUSED,
+  OP_PREPARE,
+  OP_FLUSH,
+  OP_CLAIM,
+  OP_RENEW,
+  OP_NEXT_DUE,
+  OP_COUNTS
+};
+
+static const char paused_sql[] = "SELECT pattern FROM outbox_paused ORDER BY pattern";
 enum { ST_DOWN, ST_CONNECTING, ST_READY };
 
 typedef struct settle {
@@ -294,6 +421,9 @@ typedef struct pg {
   int migrated;     /* the schema upgrade ran (or failed, logged) once */
   int prepared;     /* the claim statement is prepared on this connection */
   char *cursor;     /* the key after which the next key scan starts, or NULL */
+  char *tcursor_topic, *tcursor_key; /* the same for claims by topic: a (topic, key) */
+  int claim_topics; /* the claim in flight is a claim by topic */
+  int want_paused;  /* the paused list is to be read (connected, or NOTIFY said so) */
   int connected_once;
   uv_poll_t *poll; /* on PQsocket; heap-allocated, the socket changes per connection */
   int poll_fd, poll_events;
@@ -702,6 +832,43 @@ static int send_flush(pg_t *s) {
   return rc;
 }
 
+/* A claim by topic: the claimable ranges as two text[] literals (lo, hi). The key
+ * scan's cursor is dropped when its topic is no longer claimed. */
+static int send_claim_topics(pg_t *s, const char *lease, const char *limit, sbuf_t *own) {
+  sbuf_t lo = {0}, hi = {0};
+  const topics_t *set = &s->base.claim;
+  sb_put(&lo, "{", 1);
+  sb_put(&hi, "{", 1);
+  for (int i = 0; i < set->n; i++) {
+    if (i) {
+      sb_put(&lo, ",", 1);
+      sb_put(&hi, ",", 1);
+    }
+    sb_text_elem(&lo, set->v[i].lo);
+    sb_text_elem(&hi, set->v[i].hi);
+  }
+  sb_put(&lo, "}", 1);
+  sb_put(&hi, "}", 1);
+  int rc = -ENOMEM;
+  if (s->tcursor_topic && !topics_match(set, s->tcursor_topic)) {
+    free(s->tcursor_topic);
+    free(s->tcursor_key);
+    s->tcursor_topic = s->tcursor_key = NULL;
+  }
+  const char *v[] = {s->host, lease, limit, own->p, lo.p, hi.p,
+                     s->tcursor_topic ? s->tcursor_topic : "",
+                     s->tcursor_key ? s->tcursor_key : ""};
+  if (!lo.oom && !hi.oom)
+    rc = PQsendQueryPrepared(s->conn, CLAIM_TOPICS_NAME, s->base.opts.ordering_key ? 8 : 6, v, NULL,
+                             NULL, 0)
+             ? 0
+             : -EIO;
+  free(lo.p);
+  free(hi.p);
+  free(own->p);
+  return rc;
+}
+
 static int send_claim(pg_t *s) {
   sbuf_t own = {0};
   char lease[24], limit[24];
@@ -717,6 +884,8 @@ static int send_claim(pg_t *s) {
     free(own.p);
     return -ENOMEM;
   }
+  s->claim_topics = !s->base.claim_all;
+  if (s->claim_topics) return send_claim_topics(s, lease, limit, &own);
   const char *v[] = {s->host, lease, limit, own.p, s->cursor ? s->cursor : ""};
   int n = s->base.opts.ordering_key ? 5 : 4;
   int rc = PQsendQueryPrepared(s->conn, CLAIM_NAME, n, v, NULL, NULL, 0) ? 0 : -EIO;
@@ -731,6 +900,27 @@ static int send_prepare(pg_t *s) {
   return PQsendQuery(s->conn, s->base.opts.ordering_key ? prepare_claim_sql : prepare_claim_any_sql)
              ? 0
              : -EIO;
+}
+
+static int send_paused(pg_t *s) {
+  s->want_paused = 0;
+  s->op = OP_PAUSED;
+  return PQsendQuery(s->conn, paused_sql) ? 0 : -EIO;
+}
+
+/* The paused patterns of a result into the store. Returns 1 when they changed, 0, or
+ * -ENOMEM. */
+static int paused_from(pg_t *s, const PGresult *r) {
+  int n = PQntuples(r);
+  char **list = calloc(n > 0 ? (size_t)n : 1, sizeof *list);
+  if (!list) return -ENOMEM;
+  for (int i = 0; i < n; i++)
+    if (!(list[i] = strdup(PQgetvalue(r, i, 0)))) {
+      while (i--) free(list[i]);
+      free(list);
+      return -ENOMEM;
+    }
+  return store_set_paused(&s->base, list, n);
 }
 
 static int send_migrate(pg_t *s) {
@@ -789,6 +979,8 @@ static void send_next(pg_t *s) {
     rc = send_listen(s);
   else if (!s->migrated && !s->closing)
     rc = send_migrate(s);
+  else if (s->want_paused && !s->closing)
+    rc = send_paused(s);
   else if (s->set.n && (s->want_flush || s->want_claim || s->closing))
     rc = send_flush(s);
   else if (s->want_claim && !s->closing)
@@ -861,11 +1053,45 @@ static void move_cursor(pg_t *s, const PGresult *r) {
   s->cursor = copy;
 }
 
+/* The same for claims by topic, over (topic, key) pairs in byte order. */
+static int pair_cmp(const char *t1, const char *k1, const char *t2, const char *k2) {
+  int c = strcmp(t1, t2);
+  return c ? c : strcmp(k1, k2);
+}
+
+static void move_topic_cursor(pg_t *s, const PGresult *r) {
+  const char *ot = s->tcursor_topic ? s->tcursor_topic : "";
+  const char *ok = s->tcursor_key ? s->tcursor_key : "";
+  int after = -1, wrapped = -1;
+  for (int i = 0; i < PQntuples(r); i++) {
+    if (PQgetisnull(r, i, 2)) continue;
+    const char *t = PQgetvalue(r, i, 1), *k = PQgetvalue(r, i, 2);
+    int *best = pair_cmp(t, k, ot, ok) > 0 ? &after : &wrapped;
+    if (*best < 0 || pair_cmp(t, k, PQgetvalue(r, *best, 1), PQgetvalue(r, *best, 2)) > 0)
+      *best = i;
+  }
+  int next = wrapped >= 0 ? wrapped : after;
+  if (next < 0) return;
+  char *t = strdup(PQgetvalue(r, next, 1)), *k = strdup(PQgetvalue(r, next, 2));
+  if (!t || !k) {
+    free(t);
+    free(k);
+    return;
+  }
+  free(s->tcursor_topic);
+  free(s->tcursor_key);
+  s->tcursor_topic = t;
+  s->tcursor_key = k;
+}
+
 /* Claimed rows go to the prefetch buffer (in id order) and on lease. A row we cannot
  * hold (out of memory) stays leased to us and comes back when the lease expires. */
 static void claim_done(pg_t *s, const PGresult *r) {
   int rows = PQntuples(r), start = s->nbuf;
-  if (s->base.opts.ordering_key) move_cursor(s, r);
+  if (s->base.opts.ordering_key && s->claim_topics)
+    move_topic_cursor(s, r);
+  else if (s->base.opts.ordering_key)
+    move_cursor(s, r);
   for (int i = 0; i < rows; i++) {
     store_event_t *ev = row_event(r, i);
     if (ev && idset_add(&s->out, ev->id) == 0) {
@@ -949,6 +1175,7 @@ static void counts_done(pg_t *s, const PGresult *r) {
 /* The first connection says so once; later ones are reported by db_ok. */
 static void listen_done(pg_t *s) {
   s->listening = 1;
+  s->want_paused = 1; /* what changed while no connection listened */
   if (s->connected_once++) return;
   log_at(LOG_INFO, "database connected", KS("channel", CHANNEL), KS("host_id", s->host));
 }
@@ -970,6 +1197,12 @@ static int on_result(pg_t *s, PGresult *r) {
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return -EIO;
   switch (s->op) {
   case OP_LISTEN: listen_done(s); break;
+  case OP_PAUSED:
+    if (paused_from(s, r) > 0) {
+      s->dirty = 1;
+      wake(s);
+    }
+    break;
   case OP_PREPARE: break; /* prepared once every statement of it succeeded */
   case OP_FLUSH: flush_done(s, r); break;
   case OP_CLAIM: claim_done(s, r); break;
@@ -984,6 +1217,7 @@ static int on_result(pg_t *s, PGresult *r) {
 static const char *op_name(int op) {
   switch (op) {
   case OP_LISTEN: return "listening";
+  case OP_PAUSED: return "reading paused topics";
   case OP_MIGRATE: return "upgrading the schema";
   case OP_PREPARE: return "preparing the claim";
   case OP_FLUSH: return "writing settlements";
@@ -1156,8 +1390,10 @@ static void read_notifies(pg_t *s) {
   int any = 0;
   while ((n = PQnotifies(s->conn))) {
     any = 1;
+    if (n->extra && strcmp(n->extra, PAUSED_NOTE) == 0) s->want_paused = 1;
     PQfreemem(n);
   }
+  if (s->want_paused) send_next(s);
   if (!any) return;
   s->dirty = 1;
   if (s->op != OP_CLAIM) wake(s);
@@ -1323,6 +1559,9 @@ static void destroy(pg_t *s) {
   free(s->url);
   free(s->host);
   free(s->cursor);
+  free(s->tcursor_topic);
+  free(s->tcursor_key);
+  store_topics_free(&s->base);
   free(s);
 }
 
@@ -1472,6 +1711,29 @@ static int pg_requeue(store_t *b, const int64_t *ids, int n, const char *topic,
     *moved = 0;
   }
   free(list.p);
+  return rc;
+}
+
+/* Brings the schema up to date first (the paused table and its NOTIFY trigger may be
+ * missing in a database an earlier version created). */
+static int pg_pause(store_t *b, const char *pattern, int on, int *changed) {
+  pg_t *s = (pg_t *)b;
+  const char *v[] = {pattern};
+  *changed = 0;
+  int rc = need_ops(s);
+  if (!rc) rc = exec_cmd(s, MIGRATE_SQL, on ? "pausing" : "resuming");
+  PGresult *r = rc ? NULL
+                   : ops_exec(s,
+                              on ? "INSERT INTO outbox_paused (pattern) VALUES ($1)"
+                                   " ON CONFLICT DO NOTHING"
+                                 : "DELETE FROM outbox_paused WHERE pattern = $1",
+                              1, v, on ? "pausing" : "resuming");
+  if (r) *changed = strtoll(PQcmdTuples(r), NULL, 10) > 0;
+  PQclear(r);
+  if (!r) return rc ? rc : -EIO;
+  r = ops_exec(s, paused_sql, 0, NULL, "reading paused topics");
+  rc = r ? (paused_from(s, r) < 0 ? -ENOMEM : 0) : -EIO;
+  PQclear(r);
   return rc;
 }
 
@@ -1635,6 +1897,8 @@ static const store_ops_t pg_ops = {
     .salvage = pg_salvage,
     .refuses = pg_refuses,
     .close = pg_close,
+    .pause = pg_pause,
+    .filters = 1,
 };
 
 /* A blocking connection for the operations commands (not the loop). Returns the
@@ -1707,6 +1971,12 @@ int store_pg_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, st
     s->conn = connect_blocking(url, errbuf, errlen);
     rc = s->conn ? check_table(s->conn, url, errbuf, errlen) : -ECONNREFUSED;
     if (rc) goto fail;
+    PGresult *r = PQexec(s->conn, paused_sql); /* none when the table is missing */
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && paused_from(s, r) < 0) {
+      PQclear(r);
+      goto fail_nomem;
+    }
+    PQclear(r);
   }
   init_timers(s);
   if (s->dispatching) start_dispatching(s);

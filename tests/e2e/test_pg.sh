@@ -83,7 +83,7 @@ t_pg_status_and_requeue_per_topic() {
   pg_fresh || return 1
   sql "INSERT INTO outbox (topic, payload, status, attempts) VALUES ('a.x', '1', 'dead', 1), ('a.y', '2', 'dead', 1), ('a', '3', 'dead', 1), ('b', '4', 'pending', 0)" || fail "insert"
   assert_eq "$("$OUTBOXD" status --db "$PGURL" --json | sed -E 's/.*"topics": //')" \
-    '{"a": {"pending": 0, "processing": 0, "dead": 1}, "a.x": {"pending": 0, "processing": 0, "dead": 1}, "a.y": {"pending": 0, "processing": 0, "dead": 1}, "b": {"pending": 1, "processing": 0, "dead": 0}}}' "--json topics"
+    '{"a": {"pending": 0, "processing": 0, "dead": 1}, "a.x": {"pending": 0, "processing": 0, "dead": 1}, "a.y": {"pending": 0, "processing": 0, "dead": 1}, "b": {"pending": 1, "processing": 0, "dead": 0}}, "paused": []}' "--json topics"
   assert_eq "$("$OUTBOXD" requeue --db "$PGURL" --dead --topic 'a.*')" "requeued 2 events" "prefix"
   assert_eq "$("$OUTBOXD" requeue --db "$PGURL" --dead --topic a)" "requeued 1 event" "exact"
   assert_eq "$("$OUTBOXD" requeue --db "$PGURL" --dead --topic a)" "requeued 0 events: no dead events of topic a" "none left"

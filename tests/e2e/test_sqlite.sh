@@ -326,7 +326,7 @@ t_sqlite_status_and_requeue_per_topic() {
   assert_grep '^  order\.paid +0 +0 +3$' st "order.paid row"
   assert_grep '^  user\.created +1 +0 +4$' st "user.created row"
   assert_eq "$("$OUTBOXD" status --db x.db --json | sed -E 's/.*"topics": //')" \
-    '{"order.paid": {"pending": 0, "processing": 0, "dead": 3}, "order.sent": {"pending": 0, "processing": 0, "dead": 2}, "user.created": {"pending": 1, "processing": 0, "dead": 4}}}' "--json topics"
+    '{"order.paid": {"pending": 0, "processing": 0, "dead": 3}, "order.sent": {"pending": 0, "processing": 0, "dead": 2}, "user.created": {"pending": 1, "processing": 0, "dead": 4}}, "paused": []}' "--json topics"
   "$OUTBOXD" status --db x.db --json | jq -e '.pending == 1 and .dead == 9 and .topics["order.sent"].dead == 2' > /dev/null || fail "status --json is JSON with the five keys and topics"
   assert_eq "$("$OUTBOXD" requeue --db x.db --dead --topic 'order.*')" "requeued 5 events" "requeue --topic order.*"
   assert_eq "$("$OUTBOXD" requeue --db x.db --dead --topic order.paid)" "requeued 0 events: no dead events of topic order.paid" "nothing left of order.paid"

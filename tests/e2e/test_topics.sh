@@ -165,3 +165,13 @@ LUA
   assert_eq "$(sqlite3 x.db "SELECT sum(attempts) FROM outbox WHERE topic = 'a.x'")" "$before" \
     "a.x attempts while open"
 }
+
+t_pg_topics_two_hosts_share_one_outbox() {
+  pg_fresh || return 1
+  topics_two_hosts "$PGURL"
+}
+
+t_pg_topics_pause_and_resume() {
+  pg_fresh || return 1
+  topics_pause "$PGURL"
+}
