@@ -1167,6 +1167,8 @@ static int gen_cancel(host_t *h, host_gen_t *g, const char *why) {
   char names[256];
   int hooks = g->hooks, runs = g->timer_runs, n;
   background_names(h, g, names, sizeof names);
+  g->swept = 1;
+  g->sweep = 0;
   g->refs++; /* keep it open while its tasks go */
   n = ready_cancel(h, g);
   for (task_t *t = h->thead, *next; t; t = next) {
@@ -1195,10 +1197,7 @@ static void gen_settled(host_gen_t *g) {
 static void sweep_retired(host_t *h) {
   for (host_gen_t *g = h->gens, *next; g; g = next) {
     next = g->next;
-    if (!g->sweep) continue;
-    g->sweep = 0;
-    g->swept = 1;
-    gen_cancel(h, g, "its events have settled");
+    if (g->sweep) gen_cancel(h, g, "its events have settled");
   }
 }
 

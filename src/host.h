@@ -81,7 +81,9 @@ typedef struct host_callbacks {
 int host_init(host_t **out, uv_loop_t *loop, config_t *cfg, const host_callbacks_t *cb);
 
 /* Loads `path` into a fresh Lua state. On success it becomes the current
- * generation (the previous one drains) and 0 is returned. On failure the current
+ * generation and 0 is returned; the previous one retires: its timers stop, its
+ * events finish there, and then its hooks and timer runs are cancelled and it
+ * closes (host_cancel_generation ends it sooner). On failure the current
  * generation is untouched, `err` holds "file:line: message" and -EINVAL is
  * returned. */
 int host_load(host_t *h, const char *path, char *err, size_t errlen);

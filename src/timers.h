@@ -13,11 +13,11 @@
 #define TIMERS_UNSCHEDULED ((size_t)-1)
 
 typedef struct timers_entry {
-  uint64_t due;    /* the next tick (ms) */
-  uint64_t period; /* 0: fires once */
-  uint64_t seq;    /* insertion order, for ties */
-  size_t slot;     /* index in the heap, or TIMERS_UNSCHEDULED */
-  int running;     /* a run is going on (between timers_pop and timers_done) */
+  uint64_t due;     /* the next tick (ms) */
+  uint64_t period;  /* 0: fires once */
+  uint64_t seq;     /* insertion order, for ties */
+  size_t slot;      /* index in the heap, or TIMERS_UNSCHEDULED */
+  int running;      /* a run is going on (between timers_pop and timers_done) */
   uint64_t runs;    /* runs started */
   uint64_t skipped; /* ticks that started no run */
 } timers_entry_t;

@@ -250,3 +250,32 @@ LUA
   assert_eq "$(grep -oE 'AFTER g=[0-9]+' log | sort | uniq -d | wc -l)" 0 "each after ran at most once"
   assert_grep 'stopped processed=[1-9]' log "a clean stop"
 }
+
+# A retired generation whose event never settles: at --drain-timeout its event goes
+# back to pending and its load hook (mid-sleep) is cancelled, named, and the
+# generation closes; the new one runs the event.
+t_retired_generation_background_cancelled_at_drain_timeout() {
+  { gate_lua; cat <<'LUA'
+outbox.on("load", function() while true do outbox.log.info("LOOP v=1"); wait_file("never") end end)
+return function(ev) outbox.log.info("HELD v=1"); wait_file("never") end
+LUA
+  } > h.lua
+  mkfifo in.pipe
+  ( ndjson 1; exec sleep 300 ) > in.pipe &
+  feeder=$!
+  "$OUTBOXD" run h.lua --db ndjson:- --drain-timeout 500 --backoff 10 --log text < in.pipe 2> log &
+  pid=$!
+  wait_for 'HELD v=1' log || { kill $pid $feeder; return 1; }
+  wait_for 'LOOP v=1' log || { kill $pid $feeder; return 1; }
+  printf 'return function(ev) outbox.log.info("V2 RAN", { attempt = ev.attempt }) end\n' > h.lua.tmp
+  mv h.lua.tmp h.lua
+  wait_for 'V2 RAN id=1 attempt=1' log || { kill $pid $feeder; return 1; }
+  wait_for 'generation closed generation=1' log || { kill $pid $feeder; return 1; }
+  kill -TERM $pid; wait $pid; rc=$?
+  kill $feeder 2> /dev/null
+  assert_eq "$rc" 0 "exit code"
+  assert_grep 'old generation: hooks and timer runs cancelled generation=1 reason="drain timeout" hooks=1 timers=0 cancelled=load' log \
+    "the hook is cancelled at the drain timeout, named"
+  assert_grep 'drain timeout: events of an old generation returned to pending generation=1 events=1' log "its event returned"
+  assert_eq "$(grep -c 'old generation: hooks and timer runs cancelled' log)" 1 "cancelled once"
+}

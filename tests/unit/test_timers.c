@@ -153,7 +153,8 @@ START_TEST(order_of_many) {
   int n = 0;
   for (timers_entry_t *x; (x = timers_pop(&ts, 1000, &run)); n++) {
     ck_assert_uint_ge(x->due, last_due);
-    if (last && x->due == last_due) ck_assert_int_lt((int)(last - e), (int)(x - e)); /* added later */
+    if (last && x->due == last_due)
+      ck_assert_int_lt((int)(last - e), (int)(x - e)); /* added later */
     last_due = x->due;
     last = x;
   }
