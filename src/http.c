@@ -48,6 +48,8 @@ typedef struct xfer {
   buf_t hdr;                 /* request header lines, each ending in NUL */
   struct curl_slist *hnodes; /* the list curl reads, pointing into hdr */
   size_t hnodes_cap;
+  CURLU *uh;  /* the URL, parsed once for every request to it (CURLOPT_CURLU) */
+  char *url;  /* its text */
   buf_t req;  /* request body */
   buf_t body; /* response body */
   buf_t head; /* header lines of the last response */
@@ -71,8 +73,10 @@ static struct {
   int pooled;
   buf_t scratch; /* header lines being read; swapped into the transfer */
   int scratch_lines;
-  char *good_url; /* the last URL that passed check_url */
   int curl_ready; /* curl_global_init done */
+  /* The proxy settings of the environment, read once (curl would read five
+   * variables for every request): "" when there is none. */
+  const char *proxy_http, *proxy_https, *no_proxy;
 } H;
 
 /* ------------------------------------------------------------------ buffers */
@@ -117,12 +121,12 @@ static void set_fixed_options(xfer_t *x) {
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-  curl_easy_setopt(e, CURLOPT_USERAGENT, "outboxd");
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(e, CURLOPT_NOPROXY, H.no_proxy);
   curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
 }
@@ -148,6 +152,8 @@ static xfer_t *xfer_get(void) {
 
 static void xfer_free(xfer_t *x) {
   curl_easy_cleanup(x->easy);
+  curl_url_cleanup(x->uh);
+  free(x->url);
   free(x->hdr.data);
   free(x->hnodes);
   free(x->req.data);
@@ -240,21 +246,17 @@ static void push_headers(lua_State *co, const buf_t *head) {
   }
 }
 
-/* The host and port of the transfer's URL, for messages (errors only: parsing the
- * URL costs more than the rest of a request's setup). */
+/* The host and port of the transfer's URL, for messages. */
 static void url_host_port(xfer_t *x, char *host, size_t hn, char *port, size_t pn) {
-  char *url = NULL, *h = NULL, *p = NULL;
-  CURLU *u = curl_url();
-  curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &url);
-  if (u && url && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
-    curl_url_get(u, CURLUPART_HOST, &h, 0);
-    curl_url_get(u, CURLUPART_PORT, &p, CURLU_DEFAULT_PORT);
+  char *h = NULL, *p = NULL;
+  if (x->uh) {
+    curl_url_get(x->uh, CURLUPART_HOST, &h, 0);
+    curl_url_get(x->uh, CURLUPART_PORT, &p, CURLU_DEFAULT_PORT);
   }
   snprintf(host, hn, "%s", h ? h : "?");
   snprintf(port, pn, "%s", p ? p : "?");
   curl_free(h);
   curl_free(p);
-  curl_url_cleanup(u);
 }
 
 /* A short, clear message for a failed transfer. */
@@ -482,6 +484,28 @@ static int on_timer_set(CURLM *m, long timeout_ms, void *userp) {
   return 0;
 }
 
+/* The first of the environment variables that is set and not empty (as curl
+ * reads them), or "". */
+static const char *env_first(const char *const *names) {
+  for (; *names; names++) {
+    const char *v = getenv(*names);
+    if (v && *v) return v;
+  }
+  return "";
+}
+
+/* The proxies curl would find in the environment, as it looks for them: for http
+ * only the lower-case http_proxy, for https either case, then all_proxy. Given to
+ * curl as CURLOPT_PROXY and CURLOPT_NOPROXY ("" is none), so it does not look. */
+static void read_proxy_env(void) {
+  static const char *const http[] = {"http_proxy", "all_proxy", "ALL_PROXY", NULL};
+  static const char *const https[] = {"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", NULL};
+  static const char *const none[] = {"no_proxy", "NO_PROXY", NULL};
+  H.proxy_http = env_first(http);
+  H.proxy_https = env_first(https);
+  H.no_proxy = env_first(none);
+}
+
 /* Creates the multi handle on first use. Returns 0 or a negative code. */
 static int multi_open(uv_loop_t *loop) {
   if (H.multi) return H.loop == loop ? 0 : -EINVAL;
@@ -491,6 +515,7 @@ static int multi_open(uv_loop_t *loop) {
   }
   H.multi = curl_multi_init();
   if (!H.multi) return -ENOMEM;
+  read_proxy_env();
   H.loop = loop;
   uv_timer_init(loop, &H.timer);
   uv_idle_init(loop, &H.kick);
@@ -566,9 +591,10 @@ static int scratch_line(const char *k, size_t kn, const char *v, size_t vn) {
 /* Reads the headers table (slot F_HEADERS) into H.scratch, one NUL-terminated line each;
  * raises on bad entries (nothing is held but the scratch buffer, which is reused).
  * Returns 0 or -ENOMEM. Without a Content-Type of the caller's, none is sent (curl
- * would send a form type with a POST body). */
+ * would send a form type with a POST body); without a User-Agent, "outboxd" is
+ * (a line of the list: curl's own User-Agent would cost a formatted copy per request). */
 static int read_headers(lua_State *L, int arg) {
-  int has_type = 0, rc = 0;
+  int has_type = 0, has_agent = 0, rc = 0;
   H.scratch.len = 0;
   H.scratch_lines = 0;
   rc = scratch_line("Expect:", 7, NULL, 0);      /* no 100-continue */
@@ -581,10 +607,12 @@ static int read_headers(lua_State *L, int arg) {
     if (!valid_token(k) || !header_ok(v))
       luaL_argerror(L, arg, "header names must be tokens, values without CR or LF");
     has_type |= kn == 12 && strcasecmp(k, "Content-Type") == 0;
+    has_agent |= kn == 10 && strcasecmp(k, "User-Agent") == 0;
     if (!rc) rc = scratch_line(k, kn, v, vn);
     lua_pop(L, 1); /* value; keep key */
   }
   if (!has_type && !rc) rc = scratch_line("Content-Type:", 13, NULL, 0);
+  if (!has_agent && !rc) rc = scratch_line("User-Agent", 10, "outboxd", 7);
   return rc;
 }
 
@@ -612,16 +640,19 @@ static int take_headers(xfer_t *x) {
   return 0;
 }
 
-/* Checks the URL (the last good one is remembered: handlers post to one URL).
+/* Points x at the URL: parsed and checked when it is not the one x had (handlers
+ * post to one URL, so a pooled transfer parses it once, and curl, reading the
+ * parsed form through CURLOPT_CURLU, does not parse it again for each request).
  * Returns 0, or -EINVAL / -ENOMEM with a message. */
-static int check_url(const char *url, char *err, size_t n) {
-  if (H.good_url && strcmp(H.good_url, url) == 0) return 0;
+static int xfer_url(xfer_t *x, const char *url, char *err, size_t n) {
+  if (x->url && strcmp(x->url, url) == 0) return 0;
   CURLU *u = curl_url();
-  char *host = NULL, *scheme = NULL;
+  char *copy = strdup(url), *host = NULL, *scheme = NULL;
   int rc = -EINVAL;
-  if (!u) {
+  if (!u || !copy) {
     snprintf(err, n, "out of memory");
-    return -ENOMEM;
+    rc = -ENOMEM;
+    goto out;
   }
   if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
       curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
@@ -633,13 +664,20 @@ static int check_url(const char *url, char *err, size_t n) {
     snprintf(err, n, "unsupported URL scheme '%.20s' (http or https): %.200s", scheme, url);
     goto out;
   }
-  free(H.good_url);
-  H.good_url = strdup(url); /* NULL when out of memory: checked again next time */
+  curl_easy_setopt(x->easy, CURLOPT_CURLU, u);
+  curl_easy_setopt(x->easy, CURLOPT_PROXY, scheme[4] ? H.proxy_https : H.proxy_http);
+  curl_url_cleanup(x->uh);
+  free(x->url);
+  x->uh = u;
+  x->url = copy;
+  u = NULL;
+  copy = NULL;
   rc = 0;
 out:
   curl_free(scheme);
   curl_free(host);
   curl_url_cleanup(u);
+  free(copy);
   return rc;
 }
 
@@ -664,7 +702,6 @@ static void set_method(xfer_t *x, const req_t *r) {
 /* What changes from one request to the next (set_fixed_options has the rest). */
 static void set_options(xfer_t *x, const req_t *r) {
   CURL *e = x->easy;
-  curl_easy_setopt(e, CURLOPT_URL, r->url);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hnodes);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, x->timeout_ms);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, x->timeout_ms);
@@ -681,8 +718,11 @@ static void on_cancel(task_t *t, void *data) {
 /* Fills a pooled transfer from the request; returns it, or NULL with a message. */
 static xfer_t *prepare(lua_State *L, const req_t *r, int arg, task_t *t, char *err, size_t n) {
   int rc = read_headers(L, arg); /* may raise; nothing held yet */
-  if (!rc && (rc = check_url(r->url, err, n))) return NULL;
   xfer_t *x = rc ? NULL : xfer_get();
+  if (x && xfer_url(x, r->url, err, n)) {
+    xfer_put(x);
+    return NULL;
+  }
   if (!x || take_headers(x) || (r->body && buf_add(&x->req, r->body, r->body_len))) {
     if (x) xfer_put(x);
     snprintf(err, n, "out of memory");
@@ -817,8 +857,6 @@ void http_shutdown(void) {
   H.nbyfd = 0;
   free(H.scratch.data);
   memset(&H.scratch, 0, sizeof H.scratch);
-  free(H.good_url);
-  H.good_url = NULL;
   if (H.curl_ready) curl_global_cleanup();
   H.curl_ready = 0;
   H.loop = NULL;

@@ -216,6 +216,26 @@ LUA
   [ "$r10" -le $((r2 + r2 / 4 + 8 * 1024 * 1024)) ] || fail "RSS grew from $r2 to $r10"
 }
 
+# The proxy settings of the environment are curl's: http_proxy for http URLs, with
+# hosts in no_proxy reached directly (outboxd reads them once, not per request).
+t_http_proxy_from_the_environment() {
+  recv_start || return 1
+  cat > h.lua <<'LUA'
+local direct = os.getenv("URL") .. "/direct"
+return function(ev)
+  local a, ea = outbox.http.post("http://hook.invalid/via-proxy", "{}")
+  local b, eb = outbox.http.get(direct)
+  outbox.log.info("PROXY", { a = a and a.status or ea, b = b and b.status or eb })
+end
+LUA
+  ndjson 1 > in.ndjson
+  URL=$URL http_proxy=$URL no_proxy=127.0.0.1 HTTPS_PROXY= ALL_PROXY= all_proxy= \
+    "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log || fail "exit $?" || return 1
+  assert_grep 'PROXY id=1 a=200 b=200' log "both answered" || return 1
+  assert_grep 'method=POST path=http://hook.invalid/via-proxy ' req.log "through the proxy" || return 1
+  assert_grep 'method=GET path=/direct ' req.log "no_proxy host reached directly" || return 1
+}
+
 t_http_abandoned_requests_are_cancelled() {
   recv_start --delay 60000 || return 1
   cat > h.lua <<'LUA'
