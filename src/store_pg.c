@@ -148,10 +148,12 @@ static const char schema_sql[] =
   " lp AS (SELECT o.id, o.key, o.status = 'processing' AS lapsed FROM outbox o"                    \
   " WHERE o.id IN (SELECT id FROM pick) AND" CLAIMABLE("o") " FOR UPDATE OF o SKIP LOCKED)"
 
-/* Leases `took`; a lapsed lease counts the stopped run as an attempt. The last column
- * says how the row was taken: 0, STORE_LAPSED or STORE_SUSPECT. */
-#define TAKE_SQL TAKE_SQL_FROM("took")
-#define TAKE_SQL_FROM(took)                                                                        \
+/* Leases `took`; a lapsed lease counts the stopped run as an attempt. Column 7 says
+ * how the row was taken: 0, STORE_LAPSED or STORE_SUSPECT; column 8 (`more`) whether
+ * the statement stopped at its limit before it ran out of claimable rows, so that
+ * another claim right away could find more. */
+#define TAKE_SQL(more) TAKE_SQL_FROM("took", more)
+#define TAKE_SQL_FROM(took, more)                                                                  \
   " UPDATE outbox o SET status = 'processing', locked_by = $1,"                                    \
   " locked_until = now() + $2::bigint * interval '1 millisecond',"                                 \
   " attempts = o.attempts + t.lapsed::int, last_error = CASE WHEN t.lapsed"                        \
@@ -159,7 +161,22 @@ static const char schema_sql[] =
   " FROM " took " t WHERE o.id = ANY (ARRAY(SELECT id FROM " took ")) AND o.id = t.id"            \
   " RETURNING o.id, o.topic, o.key, o.payload, o.headers, o.attempts,"                             \
   " (extract(epoch FROM o.created_at) * 1000)::bigint,"                                            \
-  " CASE WHEN NOT t.lapsed THEN 0 WHEN EXISTS (SELECT 1 FROM sus) THEN 2 ELSE 1 END"
+  " CASE WHEN NOT t.lapsed THEN 0 WHEN EXISTS (SELECT 1 FROM sus) THEN 2 ELSE 1 END, " more
+
+/* The common case, every settlement an ack without --keep-done. $1 host, $2 ids. */
+#define ACK_NAME "outboxd_ack"
+#define ACK_SQL                                                                                    \
+  "DELETE FROM outbox WHERE id = ANY ($2::bigint[])"                                               \
+  " AND locked_by = $1 AND status = 'processing' RETURNING id"
+
+/* $1 host. Milliseconds until something not claimable now becomes claimable: a retry
+ * coming due, or another host's lease running out. NULL when nothing waits. */
+#define DUE_NAME "outboxd_due"
+#define NEXT_DUE_SQL                                                                               \
+  "SELECT ceil(extract(epoch FROM min(t) - now()) * 1000)::bigint FROM ("                          \
+  "SELECT min(available_at) AS t FROM outbox WHERE status = 'pending' AND available_at > now()"    \
+  " UNION ALL SELECT min(locked_until) FROM outbox WHERE status = 'processing'"                    \
+  " AND locked_by IS DISTINCT FROM $1 AND locked_until >= now()) x"
 
 /* Without per-key order: the claimable rows in id order, skipping rows other hosts
  * are claiming right now. */
@@ -169,28 +186,27 @@ static const char schema_sql[] =
     " WHERE NOT EXISTS (SELECT 1 FROM sus) AND c." LIVE " AND" CLAIMABLE("c")                      \
     " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED),"                                             \
     " took AS (SELECT id, lapsed FROM free UNION ALL SELECT id, true FROM sus)"                    \
-    TAKE_SQL
+    TAKE_SQL("(SELECT count(*) FROM free) >= $3")
 
 /* With per-key order. The key scan visits one index entry per key with live rows (a
- * recursive CTE as a skip scan), from the key after $5 to the last and then from the
- * first, until $3 claimable heads are found: its cost follows the number of keys, not
- * the backlog behind them. Heads and keyless rows are merged by id; the rest of the
- * batch goes to the due events behind each head (its run), shared out evenly. A run
- * is only taken behind a head this statement locked, so it can never overtake a head
- * another host holds. */
-#define NEXT_KEY(cond)                                                                             \
-  "(SELECT key FROM outbox WHERE key IS NOT NULL AND" LIVE " AND " cond                            \
-  " ORDER BY key LIMIT 1)"
+ * recursive CTE as a skip scan over the key index, whose first entry for a key is its
+ * head), from the key after $5 to the last and then from the first, until $3
+ * claimable heads are found: its cost follows the number of keys, not the backlog
+ * behind them. Heads and keyless rows are merged by id; the rest of the batch goes to
+ * the due events behind each head (its run), shared out evenly. A run is only taken
+ * behind a head this statement locked, so it can never overtake a head another host
+ * holds. */
+#define NEXT_HEAD(cond)                                                                            \
+  "(SELECT key, id FROM outbox WHERE key IS NOT NULL AND" LIVE " AND " cond                        \
+  " ORDER BY key, id LIMIT 1)"
 #define CLAIM_KEY                                                                                  \
     "WITH RECURSIVE " SUSPECT_CTE(HEAD_OF_KEY) ","                                                 \
-    " ka(k) AS (" NEXT_KEY("key > $5") " UNION ALL SELECT " NEXT_KEY("key > ka.k")                 \
-    " FROM ka WHERE ka.k IS NOT NULL),"                                                            \
-    " kb(k) AS (" NEXT_KEY("key <= $5") " UNION ALL SELECT " NEXT_KEY("key > kb.k AND key <= $5")  \
-    " FROM kb WHERE kb.k IS NOT NULL),"                                                            \
-    " heads AS (SELECT h.id, h.key FROM (SELECT k FROM ka WHERE k IS NOT NULL"                     \
-    " UNION ALL SELECT k FROM kb WHERE k IS NOT NULL) ks CROSS JOIN LATERAL"                       \
-    " (SELECT x.id, x.key, x.status, x.available_at, x.locked_until FROM outbox x"                 \
-    " WHERE x.key = ks.k AND x.key IS NOT NULL AND x." LIVE " ORDER BY x.id LIMIT 1) h"            \
+    " ka(k, id) AS (" NEXT_HEAD("key > $5") " UNION ALL SELECT n.key, n.id FROM ka"                \
+    " CROSS JOIN LATERAL " NEXT_HEAD("key > ka.k") " n),"                                          \
+    " kb(k, id) AS (" NEXT_HEAD("key <= $5") " UNION ALL SELECT n.key, n.id FROM kb"               \
+    " CROSS JOIN LATERAL " NEXT_HEAD("key > kb.k AND key <= $5") " n),"                            \
+    " heads AS (SELECT h.id, h.key FROM (SELECT id FROM ka UNION ALL SELECT id FROM kb) ks"        \
+    " JOIN outbox h ON h.id = ks.id"                                                               \
     " WHERE NOT EXISTS (SELECT 1 FROM sus) AND" CLAIMABLE("h") " LIMIT $3),"                       \
     " free AS (SELECT c.id FROM outbox c WHERE NOT EXISTS (SELECT 1 FROM sus)"                     \
     " AND c.key IS NULL AND c." LIVE " AND" CLAIMABLE("c")                                         \
@@ -207,14 +223,15 @@ static const char schema_sql[] =
     " fol AS (SELECT f.id FROM (SELECT lp.id, lp.key, row_number() OVER (ORDER BY lp.id) - 1 AS i" \
     " FROM lp WHERE lp.key IS NOT NULL AND NOT lp.lapsed) hd CROSS JOIN nk CROSS JOIN LATERAL"     \
     " (SELECT w.id FROM (SELECT v.id, bool_and(v.due) OVER (ORDER BY v.id) AS due FROM"            \
-    " (SELECT x.id, x.status = 'pending' AND x.available_at <= now()" due_extra " AS due FROM outbox x"\
-    " WHERE x.key = hd.key AND x.key IS NOT NULL AND x." LIVE " AND x.id > hd.id ORDER BY x.id"    \
+    " (SELECT x.id, x.status = 'pending' AND x.available_at <= now()" due_extra " AS due"           \
+    " FROM outbox x WHERE x.key = hd.key AND x.key IS NOT NULL AND x." LIVE " AND x.id > hd.id"    \
+    " ORDER BY x.key, x.id"                                                                        \
     " LIMIT nk.room / nk.n + CASE WHEN hd.i < nk.room % nk.n THEN 1 ELSE 0 END) v) w"              \
     " WHERE w.due) f),"                                                                            \
     " lf AS (SELECT o.id, false AS lapsed FROM outbox o WHERE o.id IN (SELECT id FROM fol)"        \
     " AND o.status = 'pending' AND o.available_at <= now() FOR UPDATE OF o),"                      \
     " took AS (SELECT id, lapsed FROM lp UNION ALL SELECT id, lapsed FROM lf)"                     \
-    TAKE_SQL
+    TAKE_SQL("((SELECT count(*) FROM heads) >= $3 OR (SELECT count(*) FROM free) >= $3)")
 
 /* Claims by topic (a host that handles only some topics). $5, $6: the claimable topic
  * ranges (lo, hi; hi NULL: unbounded), in byte order as the topic indexes are built;
@@ -271,7 +288,7 @@ static const char schema_sql[] =
     " took AS (SELECT id, lapsed FROM (SELECT id, lapsed FROM free UNION ALL SELECT id, lapsed"    \
     " FROM keyed) x ORDER BY id LIMIT $3),"                                                         \
     " took2 AS (SELECT id, lapsed FROM took UNION ALL SELECT id, true FROM sus)"                    \
-    TAKE_SQL_FROM("took2")
+    TAKE_SQL_FROM("took2", "(SELECT count(*) FROM took) >= $3")
 
 /* With per-key order: keyless rows as above; key heads from a skip scan over the
  * (topic, key) pairs of the claimable topics, from the pair after $7, $8 to the last
@@ -289,21 +306,28 @@ static const char schema_sql[] =
     " (" NEXT_PAIR("pb") ") n(t, k) WHERE pb.t IS NOT NULL AND (pb.t, pb.k) <" CURSOR "),"          \
     " heads AS (SELECT h.id, h.key FROM (SELECT t, k FROM pa WHERE seen AND t IS NOT NULL"          \
     " UNION ALL SELECT t, k FROM pb WHERE t IS NOT NULL AND (t, k) <=" CURSOR ") ks"                \
-    " CROSS JOIN LATERAL (SELECT x.id, x.key, x.topic, x.status, x.available_at, x.locked_until"    \
-    " FROM outbox x WHERE x.key = ks.k COLLATE \"default\" AND x.key IS NOT NULL AND x." LIVE      \
-    " ORDER BY x.id LIMIT 1) h WHERE NOT EXISTS (SELECT 1 FROM sus) AND" TC("h.topic") " = ks.t"    \
+    /* the first key-index entry from ks.k on is the head of ks.k */                            \
+    " CROSS JOIN LATERAL " NEXT_HEAD("key >= ks.k COLLATE \"default\"") " hk"                       \
+    " JOIN outbox h ON h.id = hk.id AND h.key = ks.k COLLATE \"default\""                            \
+    " WHERE NOT EXISTS (SELECT 1 FROM sus) AND" TC("h.topic") " = ks.t"                              \
     " AND" CLAIMABLE("h") " LIMIT $3),"                                                             \
     TOPIC_FREE("") ","                                                                              \
     KEY_PICK_RUNS(" AND" IN_SET("x.topic"))
 
+/* The hot statements are parsed once per connection. JIT compilation is off for the
+ * session: the planner's estimates for the key scans cross jit_above_cost, and compiling
+ * would cost a hundred times the statement. */
 #define PREPARE_AS(name, params) "PREPARE " name " (" params ") AS "
+#define PREPARE_COMMON                                                                             \
+  "SET jit = off; " PREPARE_AS(DUE_NAME, "text") NEXT_DUE_SQL "; "                                 \
+  PREPARE_AS(ACK_NAME, "text, bigint[]") ACK_SQL "; "
 static const char prepare_claim_sql[] =
-    "SET plan_cache_mode = force_custom_plan; "
+    PREPARE_COMMON
     PREPARE_AS(CLAIM_NAME, "text, bigint, int, bigint[], text") CLAIM_KEY "; "
     PREPARE_AS(CLAIM_TOPICS_NAME, "text, bigint, int, bigint[], text[], text[], text, text")
     CLAIM_TOPIC_KEY;
 static const char prepare_claim_any_sql[] =
-    "SET plan_cache_mode = force_custom_plan; "
+    PREPARE_COMMON
     PREPARE_AS(CLAIM_NAME, "text, bigint, int, bigint[]") CLAIM_ANY "; "
     PREPARE_AS(CLAIM_TOPICS_NAME, "text, bigint, int, bigint[], text[], text[]") CLAIM_TOPIC_ANY;
 
@@ -327,9 +351,7 @@ static const char flush_sql[] =
     " AND o.locked_by = $1 AND o.status = 'processing' RETURNING o.id)"
     " SELECT id FROM del UNION ALL SELECT id FROM upd";
 
-/* The common case, every settlement an ack without --keep-done. $1 host, $2 ids. */
-static const char ack_sql[] = "DELETE FROM outbox WHERE id = ANY ($2::bigint[])"
-                              " AND locked_by = $1 AND status = 'processing' RETURNING id";
+static const char ack_sql[] = ACK_SQL;
 
 /* $1 host, $2 ids, $3 lease ms. Returns the ids still ours. */
 static const char renew_sql[] =
@@ -337,13 +359,7 @@ static const char renew_sql[] =
     " WHERE id = ANY ($2::bigint[]) AND locked_by = $1 AND status = 'processing'"
     " RETURNING id";
 
-/* $1 host. Milliseconds until something not claimable now becomes claimable: a retry
- * coming due, or another host's lease running out. NULL when nothing waits. */
-static const char next_due_sql[] =
-    "SELECT ceil(extract(epoch FROM min(t) - now()) * 1000)::bigint FROM ("
-    "SELECT min(available_at) AS t FROM outbox WHERE status = 'pending' AND available_at > now()"
-    " UNION ALL SELECT min(locked_until) FROM outbox WHERE status = 'processing'"
-    " AND locked_by IS DISTINCT FROM $1 AND locked_until >= now()) x";
+static const char next_due_sql[] = NEXT_DUE_SQL;
 
 /* $5: available_at in ms since the epoch, 0 for now. */
 static const char insert_sql[] =
@@ -802,6 +818,13 @@ static int settle_arrays(const settles_t *const *lists, int nlists, sbuf_t arr[4
 }
 
 /* Moves the buffer into the flush in flight and sends it as one statement. */
+/* A statement prepared with the claim (PREPARE_AS), sent as text until it is. */
+static int send_stmt(pg_t *s, const char *name, const char *sql, int n, const char *const *v) {
+  int ok = s->prepared ? PQsendQueryPrepared(s->conn, name, n, v, NULL, NULL, 0)
+                       : PQsendQueryParams(s->conn, sql, n, NULL, v, NULL, NULL, 0);
+  return ok ? 0 : -EIO;
+}
+
 static int send_flush(pg_t *s) {
   sbuf_t arr[4] = {{0}};
   if (s->split > 0 && s->set.n > 1 && settles_push(&s->sending, &s->set.v[0]) == 0) {
@@ -822,7 +845,7 @@ static int send_flush(pg_t *s) {
   for (int i = 0; i < s->sending.n && acks_only; i++) acks_only = s->sending.v[i].kind == SET_ACK;
   if (rc == 0 && acks_only) {
     const char *v[] = {s->host, arr[0].p};
-    rc = PQsendQueryParams(s->conn, ack_sql, 2, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
+    rc = send_stmt(s, ACK_NAME, ack_sql, 2, v);
   } else if (rc == 0) {
     const char *v[] = {s->host,   arr[0].p, arr[1].p,
                        arr[2].p,  arr[3].p, s->base.opts.keep_done ? "true" : "false"};
@@ -966,7 +989,7 @@ static int send_next_due(pg_t *s) {
   const char *v[] = {s->host};
   s->want_due = 0;
   s->op = OP_NEXT_DUE;
-  return PQsendQueryParams(s->conn, next_due_sql, 1, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
+  return send_stmt(s, DUE_NAME, next_due_sql, 1, v);
 }
 
 /* Sends the most urgent wanted query when the connection is free. */
@@ -1102,7 +1125,10 @@ static void claim_done(pg_t *s, const PGresult *r) {
     log_at(LOG_ERROR, "out of memory holding a claimed event; it returns after its lease");
   }
   if (s->nbuf > start) qsort(s->buf + start, (size_t)(s->nbuf - start), sizeof *s->buf, by_id);
-  if (rows >= s->claim_limit)
+  /* A full claim that still left claimable rows behind goes on at once. One that ran
+   * out (with per-key order often a full batch of runs behind the heads it took) waits
+   * for a settlement, a notification or the next due time instead of asking again. */
+  if (rows >= s->claim_limit && PQgetvalue(r, 0, 8)[0] == 't')
     s->dirty = 1;
   else
     s->want_due = 1;
