@@ -916,8 +916,10 @@ static int send_claim(pg_t *s) {
   return rc;
 }
 
-/* The claim is parsed once per connection and planned at every run (a custom plan):
- * a plan cached while the table was small would walk every row once it is large. */
+/* The claim, due and ack statements are parsed once per connection. Their plans may be
+ * cached (generic): every statement starts from an index, and an ANALYZE of the table
+ * (autovacuum's, as it grows) invalidates a cached plan, so it never outlives the
+ * statistics it was made from. */
 static int send_prepare(pg_t *s) {
   s->op = OP_PREPARE;
   return PQsendQuery(s->conn, s->base.opts.ordering_key ? prepare_claim_sql : prepare_claim_any_sql)
