@@ -335,23 +335,46 @@ end
 
 setmetatable(outbox, { __index = function(_, k) if k == "config" then return core.config() end end })
 
----------------------------------------------------------------- all_settled
+---------------------------------------------------------------- fan-out
 -- Runs fn(item, i) for every item, at most `concurrency` at a time, each in its own
--- coroutine; waits for all; returns { {ok=true, value=v} | {ok=false, err=e} }.
-function outbox.all_settled(items, fn, concurrency)
-  if type(items) ~= "table" then error("outbox.all_settled: items must be a table", 2) end
-  if type(fn) ~= "function" then error("outbox.all_settled: fn must be a function", 2) end
+-- coroutine, and waits for them. Settled (outbox.all_settled): every outcome is kept,
+-- { {ok=true, value=v} | {ok=false, err=e} }. Fail fast (outbox.all, the seed's
+-- runAll): the list of values, or the first error, raised after cancelling the items
+-- still running (what they wait on is dropped) and starting no more.
+local function fan_out(name, items, fn, concurrency, fail_fast)
+  if type(items) ~= "table" then error("outbox." .. name .. ": items must be a table", 3) end
+  if type(fn) ~= "function" then error("outbox." .. name .. ": fn must be a function", 3) end
   local n = #items
   local limit = tonumber(concurrency) or n
   if limit < 1 then limit = 1 end
   local results, pending, nexti = {}, 0, 1
   if n == 0 then return results end
   local parent, seq = core.current()
+  if fail_fast and not parent then
+    error("outbox." .. name .. " must be called from a handler or hook", 3)
+  end
+  local running, failed, first_err = {}, false, nil
   local launch
   local function child(i)
+    if failed then pending = pending - 1; return end
+    if fail_fast then running[i] = { core.me() } end
     local ok, v = pcall(fn, items[i], i)
-    results[i] = ok and { ok = true, value = v } or { ok = false, err = v }
+    running[i] = nil
     pending = pending - 1
+    if failed then return end
+    if not fail_fast then
+      results[i] = ok and { ok = true, value = v } or { ok = false, err = v }
+    elseif ok then
+      results[i] = v
+    else
+      failed, first_err = true, v
+      for j, r in pairs(running) do
+        running[j] = nil
+        if core.cancel(r[1], r[2]) then pending = pending - 1 end
+      end
+      core.resume_waiter(parent, seq)
+      return
+    end
     if nexti <= n then
       local j = nexti
       nexti = j + 1
@@ -362,73 +385,26 @@ function outbox.all_settled(items, fn, concurrency)
   end
   launch = function(i)
     pending = pending + 1
-    core.spawn(child, i, "all_settled")
+    core.spawn(child, i, name)
   end
   while nexti <= n and pending < limit do
     local j = nexti
     nexti = j + 1
     launch(j)
   end
-  if parent then
-    core.wait_children(parent, seq)
-  end
+  if parent then core.wait_children(parent, seq) end
+  if failed then error(first_err, 0) end
   return results
 end
 
----------------------------------------------------------------- all
--- Like all_settled, but fails fast (the seed's runAll): returns the list of values,
--- or raises the first error after cancelling the items still running (what they
--- wait on is dropped) and starting no more.
-function outbox.all(items, fn, concurrency)
-  if type(items) ~= "table" then error("outbox.all: items must be a table", 2) end
-  if type(fn) ~= "function" then error("outbox.all: fn must be a function", 2) end
-  local n = #items
-  local limit = tonumber(concurrency) or n
-  if limit < 1 then limit = 1 end
-  local results, pending, nexti = {}, 0, 1
-  if n == 0 then return results end
-  local parent, seq = core.current()
-  if not parent then error("outbox.all must be called from a handler or hook", 2) end
-  local running, failed, first_err = {}, false, nil
-  local launch
-  local function child(i)
-    if failed then pending = pending - 1; return end
-    local me, serial = core.me()
-    running[i] = { me, serial }
-    local ok, v = pcall(fn, items[i], i)
-    running[i] = nil
-    pending = pending - 1
-    if failed then return end
-    if not ok then
-      failed, first_err = true, v
-      for j, r in pairs(running) do
-        running[j] = nil
-        if core.cancel(r[1], r[2]) then pending = pending - 1 end
-      end
-      core.resume_waiter(parent, seq)
-      return
-    end
-    results[i] = v
-    if nexti <= n then
-      local j = nexti
-      nexti = j + 1
-      launch(j)
-    elseif pending == 0 then
-      core.resume_waiter(parent, seq)
-    end
-  end
-  launch = function(i)
-    pending = pending + 1
-    core.spawn(child, i, "all")
-  end
-  while nexti <= n and pending < limit do
-    local j = nexti
-    nexti = j + 1
-    launch(j)
-  end
-  core.wait_children(parent, seq)
-  if failed then error(first_err, 0) end
+function outbox.all_settled(items, fn, concurrency)
+  local results = fan_out("all_settled", items, fn, concurrency, false)
   return results
+end
+
+function outbox.all(items, fn, concurrency)
+  local values = fan_out("all", items, fn, concurrency, true)
+  return values
 end
 
 local internals = {

@@ -733,10 +733,7 @@ static int claim(dispatch_t *d) {
       char msg[96];
       snprintf(msg, sizeof msg, "payload too large (%zu bytes, limit %u)", ev->payload_len,
                STORE_PAYLOAD_MAX);
-      d->dead++;
-      log_at(LOG_ERROR, "event dead", KI("id", ev->id), KS("error", msg));
-      report_attempt(ev, ev->attempts + 1, "dead", msg);
-      store_dead(d->store, ev, 0, msg);
+      settle_dead(d, ev, -1, 0, msg); /* never run: no attempt used */
       continue;
     }
     const char *key = d->cfg->ordering_key ? ev->key : NULL;

@@ -396,7 +396,8 @@ t_sqlite_oversized_payload_dead_others_done() {
   sql x.db "INSERT INTO outbox (topic, payload) VALUES ('big', hex(zeroblob(8500000)))"
   sql x.db "INSERT INTO outbox (topic, payload) VALUES ('small', 'b'), ('small', 'c')"
   "$OUTBOXD" run h.lua --db x.db --once --log text 2> log || fail "exit $?"
-  assert_grep 'event dead id=2 error="payload too large \(17000000 bytes' log "dead with the reason"
+  assert_grep 'event dead id=2 topic=big attempt=0 error="payload too large \(17000000 bytes' log \
+    "dead with its topic and the reason"
   assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log | tr '\n' ' ')" "HANDLED id=1 HANDLED id=3 HANDLED id=4 " "others done"
   status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 1}'
   assert_eq "$(sql x.db "SELECT attempts, substr(last_error, 1, 17) FROM outbox WHERE id = 2")" \
