@@ -63,10 +63,10 @@ static const char schema_sql[] =
      * nothing. */
     "CREATE INDEX IF NOT EXISTS outbox_key_head ON outbox(key, id)" KEY_HEAD_WHERE ";\n"
     /* Claims by topic (a host that handles some topics): keyless rows waiting, per
-     * topic in id order; live keyed rows per topic and key, the first entry of each
-     * (topic, key) being that key's oldest row in the topic. */
+     * topic in id order. Key heads of the claimable topics come from the key index
+     * (a second index of keyed rows by topic would double the pages every keyed
+     * claim and ack writes). */
     "CREATE INDEX IF NOT EXISTS outbox_topic_free ON outbox(topic, id, available_at)" TOPIC_FREE_WHERE ";\n"
-    "CREATE INDEX IF NOT EXISTS outbox_topic_key ON outbox(topic, key, id)" KEY_HEAD_WHERE ";\n"
     /* Topic patterns no host claims for now (outboxd pause / resume). */
     "CREATE TABLE IF NOT EXISTS outbox_paused (\n"
     "  pattern   TEXT    PRIMARY KEY,\n"
@@ -120,9 +120,6 @@ enum {
   ST_F_LAPSED_ANY,
   ST_F_TOPIC_FREE,
   ST_F_ROWS_FREE,
-  ST_F_PAIR_FROM,
-  ST_F_PAIR_AFTER,
-  ST_F_KEY_HEAD,
   ST_F_TOPIC_ANY, /* these two: --ordering none only (outbox_topic_pending) */
   ST_F_ROWS_ANY,
   ST_COUNT
@@ -147,7 +144,7 @@ enum {
 
 /* The head of the first key (after ?1): the first entry of the key index. */
 #define HEAD_SQL(after)                                                                            \
-  "SELECT key, id, status, available_at, locked_by, locked_until"                                   \
+  "SELECT key, id, status, available_at, locked_by, locked_until, topic"                            \
   " FROM outbox INDEXED BY outbox_key_head" KEY_HEAD_WHERE after " ORDER BY key, id LIMIT 1"
 
 #define FENCE " WHERE id = ?1 AND locked_by = ?2 AND status = 'processing'"
@@ -162,11 +159,6 @@ enum {
 #define TOPIC_ROWS(index, where)                                                                   \
   "SELECT id FROM outbox INDEXED BY " index where " AND topic = ?1 AND available_at <= ?2"         \
   " ORDER BY id LIMIT ?3"
-/* ?1 topic, ?2 key, ?3 end of the range: the next (topic, key) with live rows, and the
- * oldest of them (a skip scan over outbox_topic_key). */
-#define NEXT_PAIR(cmp)                                                                             \
-  "SELECT topic, key, id FROM outbox INDEXED BY outbox_topic_key" KEY_HEAD_WHERE                   \
-  " AND (topic, key) " cmp " (?1, ?2) AND topic < ?3 ORDER BY topic, key, id LIMIT 1"
 
 /* Statements that may write several rows say OR FAIL: a failure keeps the rows already
  * written instead of undoing them, so SQLite opens no statement journal for them (the
@@ -242,11 +234,6 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_F_LAPSED_ANY] = "SELECT o.id, o.topic FROM outbox o WHERE" LAPSED " ORDER BY o.id",
     [ST_F_TOPIC_FREE] = NEXT_TOPIC("outbox_topic_free", TOPIC_FREE_WHERE),
     [ST_F_ROWS_FREE] = TOPIC_ROWS("outbox_topic_free", TOPIC_FREE_WHERE),
-    [ST_F_PAIR_FROM] = NEXT_PAIR(">="),
-    [ST_F_PAIR_AFTER] = NEXT_PAIR(">"),
-    [ST_F_KEY_HEAD] = "SELECT key, id, status, available_at, locked_by, locked_until"
-                      " FROM outbox INDEXED BY outbox_key_head" KEY_HEAD_WHERE
-                      " AND key = ?1 ORDER BY key, id LIMIT 1",
     [ST_F_TOPIC_ANY] = NEXT_TOPIC("outbox_topic_pending", " WHERE status = 'pending'"),
     [ST_F_ROWS_ANY] = TOPIC_ROWS("outbox_topic_pending", " WHERE status = 'pending'"),
 };
@@ -274,7 +261,6 @@ typedef struct sq {
   idset_t out;
   int64_t data_version;
   char *cursor; /* the key after which the next key scan starts, or NULL */
-  char *tcursor_topic, *tcursor_key; /* the same for claims by topic: a (topic, key) */
   int64_t due_at;  /* when due_timer fires, 0 when idle */
   int failing;     /* failed transactions in a row */
   int checks;      /* looks at data_version since the last file event */
@@ -638,7 +624,6 @@ typedef struct cand {
   int lapsed;
   int visit; /* order in the key scan; -1 for keyless rows */
   char *key;
-  char *topic; /* claims by topic: a head's topic (owned), else NULL */
 } cand_t;
 
 typedef struct claim {
@@ -649,14 +634,10 @@ typedef struct claim {
   cand_t *heads; /* claimable key heads, in key scan order */
   int nheads;
   char *last_key; /* the last key the scan visited */
-  char *last_topic; /* ...and its topic, in claims by topic */
 } claim_t;
 
 static void cand_free(cand_t *c, int n) {
-  for (int i = 0; i < n; i++) {
-    free(c[i].key);
-    free(c[i].topic);
-  }
+  for (int i = 0; i < n; i++) free(c[i].key);
 }
 
 static void claim_done(claim_t *cl) {
@@ -665,7 +646,6 @@ static void claim_done(claim_t *cl) {
   free(cl->c);
   free(cl->heads);
   free(cl->last_key);
-  free(cl->last_topic);
 }
 
 static int by_cand_id(const void *a, const void *b) {
@@ -681,7 +661,7 @@ static int read_ids(sq_t *s, int which, int lapsed, claim_t *cl) {
   sqlite3_bind_int(st, 3, cl->max);
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-    cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), lapsed, -1, NULL, NULL};
+    cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), lapsed, -1, NULL};
   done_stmt(st);
   return rc;
 }
@@ -714,7 +694,10 @@ static int head_claimable(sq_t *s, sqlite3_stmt *st, int64_t now, int *lapsed) {
 
 /* The skip scan: one index seek per key with live rows, in key order from the key
  * after the last claim's, wrapping around once; collects up to max claimable heads.
- * Its cost follows the number of keys, never the backlog behind them. */
+ * Its cost follows the number of keys, never the backlog behind them. A host that
+ * claims only some topics passes over a key whose head is of a topic it does not
+ * claim (or runs elsewhere): it takes none of that key's later events until the head
+ * has settled, wherever it ran, so per-key order holds across hosts. */
 static int scan_heads(sq_t *s, claim_t *cl) {
   char *at = s->cursor ? strdup(s->cursor) : NULL;
   int wrapped = !s->cursor, rc = SQLITE_DONE;
@@ -737,7 +720,8 @@ static int scan_heads(sq_t *s, claim_t *cl) {
       rc = SQLITE_DONE;
       break;
     }
-    int lapsed, ok = head_claimable(s, st, cl->now, &lapsed);
+    int lapsed, ok = head_claimable(s, st, cl->now, &lapsed) &&
+                     claims_topic(s, (const char *)sqlite3_column_text(st, 6));
     int64_t id = sqlite3_column_int64(st, 1);
     char *copy = strdup(key);
     done_stmt(st);
@@ -755,7 +739,7 @@ static int scan_heads(sq_t *s, claim_t *cl) {
       rc = SQLITE_NOMEM;
       break;
     }
-    cl->heads[cl->nheads] = (cand_t){id, lapsed, cl->nheads, k, NULL};
+    cl->heads[cl->nheads] = (cand_t){id, lapsed, cl->nheads, k};
     cl->nheads++;
   }
   free(at);
@@ -774,25 +758,8 @@ static void merge_heads(sq_t *s, claim_t *cl) {
   if (i > cl->max) cand_free(cl->c + cl->max, i - cl->max);
   cl->nc = i < cl->max ? i : cl->max;
   const char *next = first_dropped == nh ? cl->last_key : NULL;
-  const char *topic = first_dropped == nh ? cl->last_topic : NULL;
   for (int k = 0; k < cl->nc && first_dropped > 0 && first_dropped < nh; k++)
-    if (cl->c[k].visit == first_dropped - 1) {
-      next = cl->c[k].key;
-      topic = cl->c[k].topic;
-    }
-  if (topic) { /* a claim by topic */
-    char *t = strdup(topic), *k = next ? strdup(next) : NULL;
-    if (!t || !k) {
-      free(t);
-      free(k);
-      return;
-    }
-    free(s->tcursor_topic);
-    free(s->tcursor_key);
-    s->tcursor_topic = t;
-    s->tcursor_key = k;
-    return;
-  }
+    if (cl->c[k].visit == first_dropped - 1) next = cl->c[k].key;
   char *copy = next ? strdup(next) : NULL;
   if (!copy) return; /* the cursor stays */
   free(s->cursor);
@@ -818,7 +785,7 @@ static int add_runs(sq_t *s, claim_t *cl) {
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW && sqlite3_column_int(st, 1) &&
            claims_topic(s, (const char *)sqlite3_column_text(st, 2)))
-      cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 0, -1, NULL, NULL};
+      cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 0, -1, NULL};
     done_stmt(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
   }
@@ -851,7 +818,7 @@ static int read_filtered(sq_t *s, int which, claim_t *cl, int max) {
   int rc, got = 0;
   while (got < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
     if (claims_topic(s, (const char *)sqlite3_column_text(st, 1))) {
-      cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 1, -1, NULL, NULL};
+      cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 1, -1, NULL};
       got++;
     }
   if (got == max) rc = SQLITE_DONE;
@@ -888,7 +855,7 @@ static int read_topic_rows(sq_t *s, claim_t *cl) {
       sqlite3_bind_int64(rows, 2, cl->now);
       sqlite3_bind_int(rows, 3, cl->max);
       while ((rc = sqlite3_step(rows)) == SQLITE_ROW)
-        cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(rows, 0), 0, -1, NULL, NULL};
+        cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(rows, 0), 0, -1, NULL};
       done_stmt(rows);
       keep_oldest(cl);
       topic[len] = '\x01'; /* the next topic after it */
@@ -901,118 +868,6 @@ static int read_topic_rows(sq_t *s, claim_t *cl) {
   }
   free(at);
   return rc;
-}
-
-/* Whether the head of `key` is the row `id` and claimable; *lapsed is set. */
-static int is_claimable_head(sq_t *s, const char *key, int64_t id, int64_t now, int *lapsed,
-                             int *rc) {
-  sqlite3_stmt *st = s->st[ST_F_KEY_HEAD];
-  sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-  *rc = sqlite3_step(st);
-  int ok = *rc == SQLITE_ROW && sqlite3_column_int64(st, 1) == id &&
-           head_claimable(s, st, now, lapsed);
-  if (*rc == SQLITE_ROW || *rc == SQLITE_DONE) *rc = SQLITE_DONE;
-  done_stmt(st);
-  return ok;
-}
-
-static int pair_cmp(const char *t1, const char *k1, const char *t2, const char *k2) {
-  int c = strcmp(t1, t2);
-  return c ? c : strcmp(k1, k2);
-}
-
-/* The skip scan by topic: one seek per (topic, key) with live rows in the claimable
- * ranges, from the pair after the last claim's, wrapping around once. A pair's
- * oldest row is taken only when it is its key's head in the whole outbox: a key
- * whose head is in a topic this host does not claim (or is running elsewhere) is
- * passed over, so per-key order holds across hosts. Its cost follows the claimable
- * topics' keys, never other topics' backlog. */
-static int scan_topic_heads(sq_t *s, claim_t *cl) {
-  const topics_t *set = &s->base.claim;
-  const char *ct = s->tcursor_topic, *ck = s->tcursor_key ? s->tcursor_key : "";
-  int rc = SQLITE_DONE, stop = 0;
-  char *t = NULL, *k = NULL;
-  for (int pass = ct ? 0 : 1; pass < 2 && !stop; pass++) {
-    for (int r = 0; r < set->n && !stop; r++) {
-      const topics_range_t *range = &set->v[r];
-      int strict = 0;
-      if (pass == 0 && range->hi && strcmp(range->hi, ct) <= 0) continue;
-      free(t);
-      free(k);
-      int from_cursor = pass == 0 && strcmp(ct, range->lo) >= 0;
-      t = strdup(from_cursor ? ct : range->lo);
-      k = strdup(from_cursor ? ck : "");
-      strict = from_cursor;
-      if (!t || !k) {
-        rc = SQLITE_NOMEM;
-        break;
-      }
-      for (;;) {
-        sqlite3_stmt *st = s->st[strict ? ST_F_PAIR_AFTER : ST_F_PAIR_FROM];
-        sqlite3_bind_text(st, 1, t, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, k, -1, SQLITE_STATIC);
-        if (range->hi)
-          sqlite3_bind_text(st, 3, range->hi, -1, SQLITE_STATIC);
-        else
-          sqlite3_bind_blob(st, 3, "\xff", 1, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        if (rc != SQLITE_ROW) {
-          done_stmt(st);
-          break;
-        }
-        const char *topic = (const char *)sqlite3_column_text(st, 0);
-        const char *key = (const char *)sqlite3_column_text(st, 1);
-        int64_t id = sqlite3_column_int64(st, 2);
-        if (pass == 1 && ct && pair_cmp(topic, key, ct, ck) > 0) { /* lapped */
-          done_stmt(st);
-          stop = 1;
-          rc = SQLITE_DONE;
-          break;
-        }
-        free(t);
-        free(k);
-        t = strdup(topic);
-        k = strdup(key);
-        done_stmt(st);
-        strict = 1;
-        char *lt = t ? strdup(t) : NULL, *lk = k ? strdup(k) : NULL;
-        if (!lt || !lk) {
-          free(lt);
-          free(lk);
-          rc = SQLITE_NOMEM;
-          stop = 1;
-          break;
-        }
-        free(cl->last_topic);
-        free(cl->last_key);
-        cl->last_topic = lt;
-        cl->last_key = lk;
-        int lapsed, ok = is_claimable_head(s, k, id, cl->now, &lapsed, &rc);
-        if (rc != SQLITE_DONE) {
-          stop = 1;
-          break;
-        }
-        if (!ok) continue;
-        char *hk = strdup(k), *ht = strdup(t);
-        if (!hk || !ht) {
-          free(hk);
-          free(ht);
-          rc = SQLITE_NOMEM;
-          stop = 1;
-          break;
-        }
-        cl->heads[cl->nheads] = (cand_t){id, lapsed, cl->nheads, hk, ht};
-        if (++cl->nheads >= cl->max) {
-          stop = 1;
-          break;
-        }
-      }
-      if (rc != SQLITE_DONE && rc != SQLITE_ROW) stop = 1;
-    }
-  }
-  free(t);
-  free(k);
-  return rc == SQLITE_ROW ? SQLITE_DONE : rc;
 }
 
 /* pick_rows for a host that claims only some topics (none at all when everything it
@@ -1032,7 +887,7 @@ static int pick_by_topic(sq_t *s, claim_t *cl, int *lapse_kind) {
   if (rc != SQLITE_DONE) return rc;
   keep_oldest(cl);
   if (!keyed) return SQLITE_OK;
-  rc = scan_topic_heads(s, cl);
+  rc = scan_heads(s, cl);
   if (rc != SQLITE_DONE) return rc;
   merge_heads(s, cl);
   return add_runs(s, cl);
@@ -1102,7 +957,7 @@ static int pick_rows(sq_t *s, claim_t *cl, int *lapse_kind) {
   bind_host(s, st);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) {
-    cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 1, -1, NULL, NULL};
+    cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 1, -1, NULL};
     *lapse_kind = STORE_SUSPECT;
   }
   done_stmt(st);
@@ -1459,8 +1314,6 @@ static void destroy(sq_t *s) {
   free(s->wal_path);
   free(s->host);
   free(s->cursor);
-  free(s->tcursor_topic);
-  free(s->tcursor_key);
   store_topics_free(&s->base);
   free(s);
 }
@@ -1656,7 +1509,8 @@ static void create_private(const char *path) {
 }
 
 /* Brings a database written by an earlier version up to this schema: the key index
- * used to cover keyless rows too (it is rebuilt over keyed rows only). Runs inside
+ * used to cover keyless rows too (it is rebuilt over keyed rows only), and a (topic,
+ * key) index is gone. Runs inside
  * the caller's transaction, before the schema's CREATE ... IF NOT EXISTS. */
 static int migrate(sqlite3 *db, const char *path) {
   sqlite3_stmt *st;
@@ -1667,9 +1521,19 @@ static int migrate(sqlite3 *db, const char *path) {
   int old = sqlite3_step(st) == SQLITE_ROW &&
             !strstr((const char *)sqlite3_column_text(st, 0), "key IS NOT NULL");
   sqlite3_finalize(st);
-  if (!old) return SQLITE_OK;
-  log_at(LOG_INFO, "upgrading the schema: key index limited to rows with a key", KS("db", path));
-  return sqlite3_exec(db, "DROP INDEX outbox_key_head", NULL, NULL, NULL);
+  if (old) {
+    log_at(LOG_INFO, "upgrading the schema: key index limited to rows with a key", KS("db", path));
+    rc = sqlite3_exec(db, "DROP INDEX outbox_key_head", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) return rc;
+  }
+  /* a (topic, key) index of an earlier version: claims by topic use the key index */
+  rc = sqlite3_prepare_v2(
+      db, "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'outbox_topic_key'", -1, &st,
+      NULL);
+  if (rc != SQLITE_OK) return rc;
+  int extra = sqlite3_step(st) == SQLITE_ROW;
+  sqlite3_finalize(st);
+  return extra ? sqlite3_exec(db, "DROP INDEX outbox_topic_key", NULL, NULL, NULL) : SQLITE_OK;
 }
 
 /* Creates the table and indexes if missing, migrating an older schema first. The
