@@ -41,7 +41,7 @@
   "  IF to_regclass('outbox') IS NULL THEN RETURN; END IF;\n"                                       \
   "  IF to_regclass('outbox_lapsed') IS NOT NULL AND to_regclass('outbox_due') IS NOT NULL"         \
   " AND to_regclass('outbox_keyless') IS NOT NULL AND to_regclass('outbox_topic_free') IS NOT NULL" \
-  " AND to_regclass('outbox_topic_key') IS NOT NULL AND to_regclass('outbox_paused') IS NOT NULL"   \
+  " AND to_regclass('outbox_topic_key') IS NULL AND to_regclass('outbox_paused') IS NOT NULL"       \
   " AND EXISTS (SELECT 1 FROM pg_indexes"            \
   " WHERE schemaname = current_schema() AND indexname = 'outbox_key_head'"                         \
   " AND indexdef LIKE '%key IS NOT NULL%') THEN RETURN; END IF;\n"                                \
@@ -66,16 +66,14 @@
   "  IF to_regclass('outbox_due') IS NULL THEN\n"                                                  \
   "    CREATE INDEX outbox_due ON outbox (available_at) WHERE status = 'pending';\n"               \
   "  END IF;\n"                                                                                    \
-  /* claims by topic: keyless live rows per topic in id order; live keyed rows per */           \
-  /* (topic, key), in byte order (the ranges a host claims are byte ranges) */                    \
+  /* claims by topic: keyless live rows per topic in id order, in byte order (the */            \
+  /* ranges a host claims are byte ranges) */                                                     \
   "  IF to_regclass('outbox_topic_free') IS NULL THEN\n"                                          \
   "    CREATE INDEX outbox_topic_free ON outbox (topic COLLATE \"C\", id)"                          \
   " WHERE key IS NULL AND" LIVE ";\n"                                                              \
   "  END IF;\n"                                                                                    \
-  "  IF to_regclass('outbox_topic_key') IS NULL THEN\n"                                           \
-  "    CREATE INDEX outbox_topic_key ON outbox (topic COLLATE \"C\", key COLLATE \"C\", id)"        \
-  " WHERE key IS NOT NULL AND" LIVE ";\n"                                                          \
-  "  END IF;\n"                                                                                    \
+  /* an earlier version's (topic, key) index: claims by topic use the key index */           \
+  "  DROP INDEX IF EXISTS outbox_topic_key;\n"                                                     \
   /* topic patterns no host claims for now (outboxd pause); a change wakes every host */         \
   "  IF to_regclass('outbox_paused') IS NULL THEN\n"                                              \
   "    CREATE TABLE outbox_paused (pattern text PRIMARY KEY,"                                       \
@@ -199,15 +197,19 @@ static const char schema_sql[] =
 #define NEXT_HEAD(cond)                                                                            \
   "(SELECT key, id FROM outbox WHERE key IS NOT NULL AND" LIVE " AND " cond                        \
   " ORDER BY key, id LIMIT 1)"
-#define CLAIM_KEY                                                                                  \
-    "WITH RECURSIVE " SUSPECT_CTE(HEAD_OF_KEY) ","                                                 \
-    " ka(k, id) AS (" NEXT_HEAD("key > $5") " UNION ALL SELECT n.key, n.id FROM ka"                \
+/* The claimable heads (`where` true of them) in key order after `cur`, then from the
+ * first key. */
+#define KEY_HEADS(cur, where)                                                                      \
+    " ka(k, id) AS (" NEXT_HEAD("key > " cur) " UNION ALL SELECT n.key, n.id FROM ka"              \
     " CROSS JOIN LATERAL " NEXT_HEAD("key > ka.k") " n),"                                          \
-    " kb(k, id) AS (" NEXT_HEAD("key <= $5") " UNION ALL SELECT n.key, n.id FROM kb"               \
-    " CROSS JOIN LATERAL " NEXT_HEAD("key > kb.k AND key <= $5") " n),"                            \
+    " kb(k, id) AS (" NEXT_HEAD("key <= " cur) " UNION ALL SELECT n.key, n.id FROM kb"             \
+    " CROSS JOIN LATERAL " NEXT_HEAD("key > kb.k AND key <= " cur) " n),"                          \
     " heads AS (SELECT h.id, h.key FROM (SELECT id FROM ka UNION ALL SELECT id FROM kb) ks"        \
     " JOIN outbox h ON h.id = ks.id"                                                               \
-    " WHERE NOT EXISTS (SELECT 1 FROM sus) AND" CLAIMABLE("h") " LIMIT $3),"                       \
+    " WHERE NOT EXISTS (SELECT 1 FROM sus) AND" CLAIMABLE("h") where " LIMIT $3),"
+#define CLAIM_KEY                                                                                  \
+    "WITH RECURSIVE " SUSPECT_CTE(HEAD_OF_KEY) ","                                                 \
+    KEY_HEADS("$5", "")                                                                            \
     " free AS (SELECT c.id FROM outbox c WHERE NOT EXISTS (SELECT 1 FROM sus)"                     \
     " AND c.key IS NULL AND c." LIVE " AND" CLAIMABLE("c")                                         \
     " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED),"                                             \
@@ -252,19 +254,6 @@ static const char schema_sql[] =
 #define TOPIC_SEEK(where, cmp)                                                                     \
   "(SELECT min(y.t) FROM (" TOPIC_SEEK_IN(where, cmp, " AND" TC("o.topic") " < rng.hi")            \
   " WHERE rng.hi IS NOT NULL UNION ALL " TOPIC_SEEK_IN(where, cmp, "") " WHERE rng.hi IS NULL) y)"
-/* The first key of topic t (collation "C") with live rows and `cmp` (say "> k"). */
-#define KEY_SEEK(t, cmp)                                                                           \
-  "(SELECT" TC("o.key") " FROM outbox o WHERE" KEYED_ROWS " AND" TC("o.topic") " = " t             \
-  " AND" TC("o.key") " " cmp " ORDER BY" TC("o.key") " LIMIT 1)"
-/* The (topic, key) after p's: the next key of p's topic (when that topic is
- * claimable), else the first key of the next claimable topic. */
-#define NEXT_PAIR(p)                                                                               \
-  " SELECT CASE WHEN nk.k IS NOT NULL THEN " p ".t ELSE nt.t END,"                                 \
-  " COALESCE(nk.k, " KEY_SEEK("nt.t", ">= ''") ") FROM (SELECT CASE WHEN" IN_SET(p ".t")             \
-  " THEN " KEY_SEEK(p ".t", "> " p ".k") " END AS k) nk CROSS JOIN LATERAL (SELECT CASE WHEN"       \
-  " nk.k IS NULL THEN " TOPIC_SEEK(KEYED_ROWS, "> " p ".t") " END AS t) nt"
-#define CURSOR_COLS " $7::text COLLATE \"C\", $8::text COLLATE \"C\""
-#define CURSOR " (" CURSOR_COLS ")"
 /* Keyless rows of each claimable topic (a skip scan over the topics), oldest first. */
 #define TOPIC_FREE(lock)                                                                           \
   " tf(t) AS (SELECT " TOPIC_SEEK(FREE_ROWS, ">= ''") " UNION ALL SELECT "                         \
@@ -290,27 +279,14 @@ static const char schema_sql[] =
     " took2 AS (SELECT id, lapsed FROM took UNION ALL SELECT id, true FROM sus)"                    \
     TAKE_SQL_FROM("took2", "(SELECT count(*) FROM took) >= $3")
 
-/* With per-key order: keyless rows as above; key heads from a skip scan over the
- * (topic, key) pairs of the claimable topics, from the pair after $7, $8 to the last
- * and then from the first. A pair is taken when its key's head (in the whole outbox)
- * is its oldest row: a key whose head is in a topic this host does not claim is
- * passed over, so per-key order holds across hosts. Its cost follows the claimable
- * topics' keys, never the other topics' backlog. Runs as in CLAIM_KEY, stopping at an
- * event of a topic this host does not claim. */
+/* With per-key order: keyless rows as above; key heads from the key scan of
+ * CLAIM_KEY (cursor $7), passing over a key whose head is of a topic this host does
+ * not claim, so per-key order holds across hosts (a second index of keyed rows by
+ * topic would double the pages every keyed claim and ack writes). Runs as in
+ * CLAIM_KEY, stopping at an event of a topic this host does not claim. */
 #define CLAIM_TOPIC_KEY                                                                            \
     "WITH RECURSIVE" RNG_CTE "," SUSPECT_CTE(HEAD_OF_KEY " AND" IN_SET("c.topic")) ","             \
-    " pa(t, k, seen) AS (SELECT" CURSOR_COLS ", false UNION ALL SELECT n.t, n.k, true FROM pa"          \
-    " CROSS JOIN LATERAL (" NEXT_PAIR("pa") ") n(t, k) WHERE pa.t IS NOT NULL),"                   \
-    " pb(t, k) AS (SELECT f.t, " KEY_SEEK("f.t", ">= ''") " FROM (SELECT "                          \
-    TOPIC_SEEK(KEYED_ROWS, ">= ''") " AS t) f UNION ALL SELECT n.t, n.k FROM pb CROSS JOIN LATERAL" \
-    " (" NEXT_PAIR("pb") ") n(t, k) WHERE pb.t IS NOT NULL AND (pb.t, pb.k) <" CURSOR "),"          \
-    " heads AS (SELECT h.id, h.key FROM (SELECT t, k FROM pa WHERE seen AND t IS NOT NULL"          \
-    " UNION ALL SELECT t, k FROM pb WHERE t IS NOT NULL AND (t, k) <=" CURSOR ") ks"                \
-    /* the first key-index entry from ks.k on is the head of ks.k */                            \
-    " CROSS JOIN LATERAL " NEXT_HEAD("key >= ks.k COLLATE \"default\"") " hk"                       \
-    " JOIN outbox h ON h.id = hk.id AND h.key = ks.k COLLATE \"default\""                            \
-    " WHERE NOT EXISTS (SELECT 1 FROM sus) AND" TC("h.topic") " = ks.t"                              \
-    " AND" CLAIMABLE("h") " LIMIT $3),"                                                             \
+    KEY_HEADS("$7", " AND" IN_SET("h.topic"))                                                      \
     TOPIC_FREE("") ","                                                                              \
     KEY_PICK_RUNS(" AND" IN_SET("x.topic"))
 
@@ -324,7 +300,7 @@ static const char schema_sql[] =
 static const char prepare_claim_sql[] =
     PREPARE_COMMON
     PREPARE_AS(CLAIM_NAME, "text, bigint, int, bigint[], text") CLAIM_KEY "; "
-    PREPARE_AS(CLAIM_TOPICS_NAME, "text, bigint, int, bigint[], text[], text[], text, text")
+    PREPARE_AS(CLAIM_TOPICS_NAME, "text, bigint, int, bigint[], text[], text[], text")
     CLAIM_TOPIC_KEY;
 static const char prepare_claim_any_sql[] =
     PREPARE_COMMON
@@ -437,8 +413,6 @@ typedef struct pg {
   int migrated;     /* the schema upgrade ran (or failed, logged) once */
   int prepared;     /* the claim statement is prepared on this connection */
   char *cursor;     /* the key after which the next key scan starts, or NULL */
-  char *tcursor_topic, *tcursor_key; /* the same for claims by topic: a (topic, key) */
-  int claim_topics; /* the claim in flight is a claim by topic */
   int want_paused;  /* the paused list is to be read (connected, or NOTIFY said so) */
   int connected_once;
   uv_poll_t *poll; /* on PQsocket; heap-allocated, the socket changes per connection */
@@ -855,8 +829,7 @@ static int send_flush(pg_t *s) {
   return rc;
 }
 
-/* A claim by topic: the claimable ranges as two text[] literals (lo, hi). The key
- * scan's cursor is dropped when its topic is no longer claimed. */
+/* A claim by topic: the claimable ranges as two text[] literals (lo, hi). */
 static int send_claim_topics(pg_t *s, const char *lease, const char *limit, sbuf_t *own) {
   sbuf_t lo = {0}, hi = {0};
   const topics_t *set = &s->base.claim;
@@ -873,16 +846,9 @@ static int send_claim_topics(pg_t *s, const char *lease, const char *limit, sbuf
   sb_put(&lo, "}", 1);
   sb_put(&hi, "}", 1);
   int rc = -ENOMEM;
-  if (s->tcursor_topic && !topics_match(set, s->tcursor_topic)) {
-    free(s->tcursor_topic);
-    free(s->tcursor_key);
-    s->tcursor_topic = s->tcursor_key = NULL;
-  }
-  const char *v[] = {s->host, lease, limit, own->p, lo.p, hi.p,
-                     s->tcursor_topic ? s->tcursor_topic : "",
-                     s->tcursor_key ? s->tcursor_key : ""};
+  const char *v[] = {s->host, lease, limit, own->p, lo.p, hi.p, s->cursor ? s->cursor : ""};
   if (!lo.oom && !hi.oom)
-    rc = PQsendQueryPrepared(s->conn, CLAIM_TOPICS_NAME, s->base.opts.ordering_key ? 8 : 6, v, NULL,
+    rc = PQsendQueryPrepared(s->conn, CLAIM_TOPICS_NAME, s->base.opts.ordering_key ? 7 : 6, v, NULL,
                              NULL, 0)
              ? 0
              : -EIO;
@@ -907,8 +873,7 @@ static int send_claim(pg_t *s) {
     free(own.p);
     return -ENOMEM;
   }
-  s->claim_topics = !s->base.claim_all;
-  if (s->claim_topics) return send_claim_topics(s, lease, limit, &own);
+  if (!s->base.claim_all) return send_claim_topics(s, lease, limit, &own);
   const char *v[] = {s->host, lease, limit, own.p, s->cursor ? s->cursor : ""};
   int n = s->base.opts.ordering_key ? 5 : 4;
   int rc = PQsendQueryPrepared(s->conn, CLAIM_NAME, n, v, NULL, NULL, 0) ? 0 : -EIO;
@@ -1078,45 +1043,11 @@ static void move_cursor(pg_t *s, const PGresult *r) {
   s->cursor = copy;
 }
 
-/* The same for claims by topic, over (topic, key) pairs in byte order. */
-static int pair_cmp(const char *t1, const char *k1, const char *t2, const char *k2) {
-  int c = strcmp(t1, t2);
-  return c ? c : strcmp(k1, k2);
-}
-
-static void move_topic_cursor(pg_t *s, const PGresult *r) {
-  const char *ot = s->tcursor_topic ? s->tcursor_topic : "";
-  const char *ok = s->tcursor_key ? s->tcursor_key : "";
-  int after = -1, wrapped = -1;
-  for (int i = 0; i < PQntuples(r); i++) {
-    if (PQgetisnull(r, i, 2)) continue;
-    const char *t = PQgetvalue(r, i, 1), *k = PQgetvalue(r, i, 2);
-    int *best = pair_cmp(t, k, ot, ok) > 0 ? &after : &wrapped;
-    if (*best < 0 || pair_cmp(t, k, PQgetvalue(r, *best, 1), PQgetvalue(r, *best, 2)) > 0)
-      *best = i;
-  }
-  int next = wrapped >= 0 ? wrapped : after;
-  if (next < 0) return;
-  char *t = strdup(PQgetvalue(r, next, 1)), *k = strdup(PQgetvalue(r, next, 2));
-  if (!t || !k) {
-    free(t);
-    free(k);
-    return;
-  }
-  free(s->tcursor_topic);
-  free(s->tcursor_key);
-  s->tcursor_topic = t;
-  s->tcursor_key = k;
-}
-
 /* Claimed rows go to the prefetch buffer (in id order) and on lease. A row we cannot
  * hold (out of memory) stays leased to us and comes back when the lease expires. */
 static void claim_done(pg_t *s, const PGresult *r) {
   int rows = PQntuples(r), start = s->nbuf;
-  if (s->base.opts.ordering_key && s->claim_topics)
-    move_topic_cursor(s, r);
-  else if (s->base.opts.ordering_key)
-    move_cursor(s, r);
+  if (s->base.opts.ordering_key) move_cursor(s, r);
   for (int i = 0; i < rows; i++) {
     store_event_t *ev = row_event(r, i);
     if (ev && idset_add(&s->out, ev->id) == 0) {
@@ -1587,8 +1518,6 @@ static void destroy(pg_t *s) {
   free(s->url);
   free(s->host);
   free(s->cursor);
-  free(s->tcursor_topic);
-  free(s->tcursor_key);
   store_topics_free(&s->base);
   free(s);
 }
