@@ -1,5 +1,6 @@
 /* api_core — outbox.stats, configure, config, log, and the plumbing behind
- * outbox.emit and outbox.all_settled. Uses only host.h and the Lua C API.
+ * outbox.emit, outbox.all and outbox.all_settled (the `core` table lua/outbox.lua
+ * builds on). Uses host.h, the modules whose counters it reports, and the Lua C API.
  * Lua functions that fail at run time return nil, msg; misuse raises. */
 #include <lauxlib.h>
 #include <math.h>

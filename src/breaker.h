@@ -42,6 +42,7 @@ typedef struct breaker {
  * -ENOMEM. */
 int breaker_init(breaker_t *b, int threshold_pct, int window, int min_calls, int64_t cooldown_ms);
 
+/* Releases what breaker_init allocated; b may be initialised again. */
 void breaker_free(breaker_t *b);
 
 /* Applies time-based transitions: OPEN becomes HALF_OPEN once the cooldown has

@@ -121,7 +121,6 @@ struct dispatch {
   int64_t last_processed;
   uint64_t started_ms, last_tick_ms;
   double rate;
-  int handles;
   metrics_t *metrics;
   metrics_hist_t handler_duration;
   int statusline;
@@ -921,11 +920,6 @@ static void on_drain_timeout(uv_timer_t *t) {
   }
 }
 
-static void close_cb_count(uv_handle_t *h) {
-  dispatch_t *d = h->data;
-  d->handles--;
-}
-
 static void store_closed(void *arg) { (void)arg; }
 static void host_closed(void *arg) { (void)arg; }
 
@@ -1319,10 +1313,7 @@ static int ops_start(dispatch_t *d) {
 
 /* ------------------------------------------------------------------ run */
 
-static void init_handle(dispatch_t *d, uv_handle_t *h) {
-  h->data = d;
-  d->handles++;
-}
+static void init_handle(dispatch_t *d, uv_handle_t *h) { h->data = d; }
 
 static void close_all(dispatch_t *d) {
   uv_handle_t *hs[] = {(uv_handle_t *)&d->tick,        (uv_handle_t *)&d->brk_timer,
@@ -1332,7 +1323,7 @@ static void close_all(dispatch_t *d) {
                        (uv_handle_t *)&d->sig_hup,     (uv_handle_t *)&d->ops_tick,
                        (uv_handle_t *)&d->fresh_clock, (uv_handle_t *)&d->notify_ping,
                        (uv_handle_t *)&d->drain_note};
-  for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) uv_close(hs[i], close_cb_count);
+  for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) uv_close(hs[i], NULL);
   while (d->retired) retired_close(d, d->retired);
   if (d->metrics) metrics_close(d->metrics, NULL, NULL);
   d->metrics = NULL;

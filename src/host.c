@@ -492,7 +492,8 @@ double host_task_time_left(task_t *t) {
   return t->deadline > now ? (double)(t->deadline - now) / 1000.0 : 0.0;
 }
 
-/* ---- Lua-facing helpers for spawn / all_settled (registered by api.c via host) */
+/* ---- spawned coroutines (outbox.all, outbox.all_settled, timers): api_core.c's
+ * core.spawn / core.wait_children call these */
 
 /* Queues fn(arg) to start in a new hook-kind coroutine of L's generation on the
  * next loop pass; a child of a running event inherits its deadline. */

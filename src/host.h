@@ -171,7 +171,8 @@ void host_wake(task_t *t, int (*push)(lua_State *co, void *arg), void *arg);
  * before it resumes. */
 void host_wake_later(task_t *t, int (*push)(lua_State *co, void *arg), void *arg);
 
-/* The loop and host of a Lua state. */
+/* The loop, host and generation a Lua state (or any of its coroutines) belongs to;
+ * set when the generation's state is created, valid for its lifetime. */
 uv_loop_t *host_loop(lua_State *L);
 host_t *host_of(lua_State *L);
 host_gen_t *host_gen_of(lua_State *L);

@@ -25,6 +25,7 @@ static inline const char *log_str_(const char *s) { return s ? s : ""; }
 
 /* Sets the format and the lowest level written. */
 void log_setup(int format, int min_level);
+/* The format set by log_setup (LOG_TEXT or LOG_JSON). */
 int log_format(void);
 int log_enabled(int level);
 

@@ -54,6 +54,7 @@ typedef struct store_event {
 store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len, const char *key,
                                size_t key_len, const char *payload, size_t payload_len,
                                const char *headers, size_t headers_len, size_t extra);
+/* Frees an event from store_event_new (one block); NULL is ignored. */
 void store_event_free(store_event_t *ev);
 
 /* The longest last_error a store writes, in bytes. */
@@ -224,7 +225,11 @@ const char *store_url_redact(const char *url, char *out, size_t len);
 /* Creates the outbox table(s) if missing (`outboxd init`). */
 int store_init_schema(const char *url, char *errbuf, size_t errlen);
 
-/* Backends. */
+/* Backends, chosen by store_open from the --db value. Each opens its store on
+ * `loop` (ndjson: a file or -, read once; sqlite: an existing database; pg: a
+ * libpq URL, connected in the background) into *out, or returns a negative errno
+ * (STORE_NO_DB for a missing SQLite file) with a one-line message in errbuf. The
+ * *_init_schema functions are `outboxd init`'s: they create what is missing. */
 int store_ndjson_open(uv_loop_t *loop, const char *path, const store_opts_t *opts, store_t **out,
                       char *errbuf, size_t errlen);
 int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opts, store_t **out,
