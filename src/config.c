@@ -77,31 +77,22 @@ const config_opt_t config_opts[] = {
 };
 const int config_nopts = (int)(sizeof config_opts / sizeof config_opts[0]);
 
+/* A default is one of the option's values unless it is "off" or words (with a
+ * space) saying what the zero value means. */
+int config_default_is_value(int i) {
+  const char *def = config_opts[i].def;
+  return def && strcmp(def, "off") != 0 && !strchr(def, ' ');
+}
+
+/* The defaults come from the table: an option whose `def` is one of its values is
+ * set from it; the others say in words what the zero value means ("off", "cgroup,
+ * else RAM") and stay zero, but for the two set here. */
 void config_defaults(config_t *c) {
   memset(c, 0, sizeof *c);
-  c->concurrency = 10;
-  c->batch = 50;
-  c->poll_ms = 5000;
-  c->max_attempts = 10;
-  c->backoff_base_ms = 1000;
-  c->backoff_cap_ms = 300000;
-  c->timeout_ms = 30000;
-  c->breaker_pct = 50;
-  c->breaker_window = 20;
-  c->breaker_min_calls = 10;
-  c->breaker_cooldown_ms = 30000;
-  c->memory_limit = 0;
-  c->memory_high_pct = 90;
-  c->memory_interval_ms = 1000;
-  c->lease_ms = 30000;
-  c->store_timeout_ms = 30000;
-  c->drain_timeout_ms = 30000;
-  c->cpu_limit_ms = 10000;
-  c->ordering_key = 1;
+  c->log_json = -1; /* text on a terminal, else json: decided when logging starts */
   c->watch = 1;
-  c->log_json = -1;
-  c->log_level = LOG_INFO;
-  snprintf(c->db, sizeof c->db, "outbox.db");
+  for (int i = 0; i < config_nopts; i++)
+    if (config_default_is_value(i)) config_set(c, i, config_opts[i].def, CONFIG_DEFAULT, NULL, 0);
 }
 
 int config_find(const char *name, int by_lua) {

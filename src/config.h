@@ -73,8 +73,11 @@ typedef struct config_opt {
 extern const config_opt_t config_opts[];
 extern const int config_nopts;
 
-/* Fills the defaults. */
+/* Fills the defaults: the table's `def` of each option whose default is one of its
+ * values (config_default_is_value: not "off", no words); the rest are zero, but
+ * log_json -1 (decided by the terminal) and watch 1. */
 void config_defaults(config_t *c);
+int config_default_is_value(int i);
 
 /* Sets option `i` from text if `source` is at least the option's current source.
  * Returns 0, or -EINVAL with a one-line message naming the option in err. */
