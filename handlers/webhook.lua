@@ -50,14 +50,14 @@ if h and h ~= "" then
   end
 end
 
-local json_decode, json_encode = outbox.json.decode, outbox.json.encode
+local json_valid, json_encode = outbox.json.valid, outbox.json.encode
 local SNOOZE_MAX = 300 -- seconds: the longest Retry-After that holds back the whole route
 
 -- The payload as JSON: as it is when it is JSON already, else as a JSON string.
 local function body_of(event)
-  local ok = pcall(json_decode, event.payload)
-  if ok then return event.payload end
-  return json_encode(event.payload)
+  local p = event.payload
+  if json_valid(p) then return p end
+  return json_encode(p)
 end
 
 -- One headers table and one options table for every request: outbox.http copies

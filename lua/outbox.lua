@@ -17,7 +17,8 @@ local DONE = core.DONE              -- sentinel: "this yield ends a run"
 local K_DONE, K_FAIL, K_RETRY, K_REJECT, K_SNOOZE = 0, 1, 2, 3, 4
 local T_EVENT, T_TIMER = 1, 3   -- task kinds (src/host.c); anything else is a hook
 
-local outbox = { json = { encode = json_encode, decode = json_decode, null = cjson.null } }
+local outbox = { json = { encode = json_encode, decode = json_decode, null = cjson.null,
+                          valid = core.json_checker(cjson.decode) } }
 
 ---------------------------------------------------------------- routing
 local routes = {}        -- exact topic -> fn
@@ -128,16 +129,18 @@ end
 
 ---------------------------------------------------------------- events
 -- `payload`, `data` and `headers` are made on first access and cached in the event.
--- A string payload from NDJSON comes as `_raw`, the body of the JSON string with
--- its escapes: most handlers never read it, so it is unescaped only when they do.
-local event_mt = {}
-event_mt.__index = function(ev, k)
+-- A string payload from NDJSON comes as its raw form, the body of the JSON string
+-- with its escapes: most handlers never read it, so it is unescaped only when they
+-- do. The raw form (and the headers' JSON text) waits in the event's own metatable,
+-- not in the event, so `pairs(event)` shows only the event's fields.
+local function event_index(ev, k)
+  local mt = getmetatable(ev)
   if k == "data" then
     local p, ok, v = rawget(ev, "payload")
     if p ~= nil then
       ok, v = pcall(json_decode, p)
     else
-      ok, v = pcall(decode_payload, rawget(ev, "_raw"))
+      ok, v = pcall(decode_payload, mt.raw)
     end
     if not ok then
       error(setmetatable({ msg = "payload is not valid JSON: " .. tostring(v) }, poison_mt), 2)
@@ -145,33 +148,37 @@ event_mt.__index = function(ev, k)
     rawset(ev, "data", v)
     return v
   elseif k == "payload" then
-    local raw = rawget(ev, "_raw")
+    local raw = mt.raw
     if raw == nil then return nil end
     local p = unescape(raw)
     rawset(ev, "payload", p)
+    mt.raw = nil
     return p
   elseif k == "headers" then
-    local raw = rawget(ev, "_headers")
+    local raw = mt.headers
     if raw == nil then return nil end
     local ok, v = pcall(json_decode, raw)
     if not ok then v = nil end
     rawset(ev, "headers", v)
+    mt.headers = nil
     return v
   end
 end
+local event_mt = { __index = event_index }  -- events with nothing held back
 
--- The event table of one claimed event, built by one table constructor (a copy
--- of a presized template); the host passes the fields as arguments.
+-- The event table of one claimed event, built by one table constructor; the host
+-- passes the fields as arguments.
 local function new_event(id, topic, key, payload, escaped, headers, attempt, created_at)
-  local ev
   if escaped then
-    ev = { id = id, topic = topic, key = key, _raw = payload, _headers = headers,
-           attempt = attempt, created_at = created_at }
-  else
-    ev = { id = id, topic = topic, key = key, payload = payload, _headers = headers,
-           attempt = attempt, created_at = created_at }
+    local mt = headers == nil and { __index = event_index, raw = payload }
+      or { __index = event_index, raw = payload, headers = headers }
+    return setmetatable({ id = id, topic = topic, key = key, attempt = attempt,
+                          created_at = created_at }, mt)
   end
-  return setmetatable(ev, event_mt)
+  local ev = { id = id, topic = topic, key = key, payload = payload, attempt = attempt,
+               created_at = created_at }
+  if headers == nil then return setmetatable(ev, event_mt) end
+  return setmetatable(ev, { __index = event_index, headers = headers })
 end
 
 local function on_error(e)

@@ -203,6 +203,14 @@ static void gen_unref(host_gen_t *g) {
 
 /* ------------------------------------------------------------------ tasks */
 
+/* Names the task (an event's topic, a hook's name), cut to fit: a plain copy, as
+ * it is made for every event. */
+static void task_name(task_t *t, const char *name) {
+  size_t n = strnlen(name, sizeof t->what - 1);
+  memcpy(t->what, name, n);
+  t->what[n] = '\0';
+}
+
 static task_t *task_get(host_gen_t *g, int kind) {
   task_t *t = g->free;
   if (t) {
@@ -506,7 +514,7 @@ static task_t *spawn(lua_State *L, int fn_idx, int arg_idx, const char *name, in
     t->event_id = parent->event_id;
     memcpy(t->what, parent->what, sizeof t->what);
   } else {
-    snprintf(t->what, sizeof t->what, "%s", name ? name : "?");
+    task_name(t, name ? name : "?");
   }
   if (parent && parent->deadline)
     t->deadline = parent->deadline;
@@ -592,7 +600,7 @@ int host_run(host_t *h, store_event_t *ev, void *owner, int64_t timeout_ms) {
   if (!t) return -ENOMEM;
   t->owner = owner;
   t->event_id = ev->id;
-  snprintf(t->what, sizeof t->what, "%s", ev->topic);
+  task_name(t, ev->topic);
   if (timeout_ms > 0) t->deadline = uv_now(h->loop) + (uint64_t)timeout_ms;
   lua_pushinteger(t->co, T_EVENT);
   push_event_args(t->co, ev); /* the worker builds the table */

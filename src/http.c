@@ -219,8 +219,10 @@ static void push_lower(lua_State *co, const char *p, size_t n) {
 /* Pushes the response headers as a table of lower-case names; repeated headers are
  * joined with ", ". */
 static void push_headers(lua_State *co, const buf_t *head) {
-  lua_newtable(co);
   const char *p = head->data, *end = head->data + head->len;
+  int lines = 0;
+  for (const char *q = p; q && q < end && (q = memchr(q, '\n', (size_t)(end - q))); q++) lines++;
+  lua_createtable(co, 0, lines > 0 ? lines - 1 : 0); /* the table at its size: no rehash */
   while (p && p < end) {
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     const char *next = eol ? eol + 1 : end;

@@ -20,7 +20,7 @@
 #define STACK_TEXT 1024 /* documents this short unescape strings without the heap */
 
 typedef struct dec {
-  lua_State *L;
+  lua_State *L; /* NULL: check the text, push nothing */
   const char *p, *end;
   char *buf; /* unescaped strings: room for the document plus 16 bytes */
   int depth;
@@ -83,6 +83,7 @@ static int string(dec_t *d) {
   const char *s = d->p + 1, *q = ndjson_skip_string(d->p, d->end, &escaped);
   if (!q) return -1;
   d->p = q;
+  if (!d->L) return 0;
   size_t n = (size_t)(q - 1 - s);
   if (escaped)
     lua_pushlstring(d->L, d->buf, ndjson_unescape_to(d->buf, s, n));
@@ -117,8 +118,8 @@ static int container(dec_t *d, int is_array) {
   unsigned slot = d->opened++;
   uint32_t guess = slot < SIZE_HINTS ? size_hint[slot] : 0;
   int n = 0, more;
-  if (++d->depth > MAX_DEPTH || !lua_checkstack(L, 3)) return -1;
-  lua_createtable(L, is_array ? (int)guess : 0, is_array ? 0 : (int)guess);
+  if (++d->depth > MAX_DEPTH || (L && !lua_checkstack(L, 3))) return -1;
+  if (L) lua_createtable(L, is_array ? (int)guess : 0, is_array ? 0 : (int)guess);
   d->p++;
   skip_ws(d);
   if (d->p < d->end && *d->p == close) {
@@ -134,21 +135,27 @@ static int container(dec_t *d, int is_array) {
       }
       if (value(d)) return -1;
       n++;
-      if (is_array)
+      if (L && is_array)
         lua_rawseti(L, -2, n);
-      else
+      else if (L)
         lua_rawset(L, -3);
     } while ((more = next_member(d, close)) == 1);
     if (more) return -1;
   }
-  if (slot < SIZE_HINTS) size_hint[slot] = n < MAX_HINT ? (uint32_t)n : MAX_HINT;
+  if (L && slot < SIZE_HINTS) size_hint[slot] = n < MAX_HINT ? (uint32_t)n : MAX_HINT;
   d->depth--;
   return 0;
 }
 
+/* true, false or null (pushed as cjson.null, the NULL light userdata). */
 static int literal(dec_t *d, const char *lit, size_t n) {
   if ((size_t)(d->end - d->p) < n || memcmp(d->p, lit, n) != 0) return -1;
   d->p += n;
+  if (!d->L) return 0;
+  if (lit[0] == 'n')
+    lua_pushlightuserdata(d->L, NULL);
+  else
+    lua_pushboolean(d->L, lit[0] == 't');
   return 0;
 }
 
@@ -159,14 +166,13 @@ static int value(dec_t *d) {
   case '{': return container(d, 0);
   case '[': return container(d, 1);
   case '"': return string(d);
-  case 't': return literal(d, "true", 4) ? -1 : (lua_pushboolean(L, 1), 0);
-  case 'f': return literal(d, "false", 5) ? -1 : (lua_pushboolean(L, 0), 0);
-  case 'n':
-    return literal(d, "null", 4) ? -1 : (lua_pushlightuserdata(L, NULL), 0); /* cjson.null */
+  case 't': return literal(d, "true", 4);
+  case 'f': return literal(d, "false", 5);
+  case 'n': return literal(d, "null", 4);
   default: {
     const char *q = ndjson_skip_number(d->p, d->end);
     if (!q) return -1;
-    lua_pushnumber(L, number(d->p, q));
+    if (L) lua_pushnumber(L, number(d->p, q));
     d->p = q;
     return 0;
   }
@@ -196,6 +202,14 @@ int json_push(lua_State *L, const char *s, size_t len) {
   return -EINVAL;
 }
 
+int json_check(const char *s, size_t len) {
+  dec_t d = {.L = NULL, .p = s, .end = s + len};
+  skip_ws(&d);
+  if (value(&d)) return -EINVAL;
+  skip_ws(&d);
+  return d.p == d.end ? 0 : -EINVAL;
+}
+
 /* Asks cjson (upvalue 1) to decode text[0..len) and returns its one result. */
 static int ask_cjson(lua_State *L, const char *text, size_t len) {
   lua_pushvalue(L, lua_upvalueindex(1));
@@ -214,6 +228,23 @@ static int l_decode(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(1)); /* anything else is cjson's to judge */
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+/* valid(text): true when decode(text) would return a value, else false; strict
+ * JSON is checked without building anything, the rest is cjson's to judge. */
+static int l_valid(lua_State *L) {
+  size_t len;
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    const char *s = lua_tolstring(L, 1, &len);
+    if (json_check(s, len) == 0) {
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, lua_pcall(L, 1, 1, 0) == 0);
   return 1;
 }
 
@@ -252,6 +283,12 @@ static int l_json_decoder(lua_State *L) {
   return 1;
 }
 
+static int l_json_checker(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_pushcclosure(L, l_valid, 1);
+  return 1;
+}
+
 static int l_payload_decoder(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_pushcclosure(L, l_decode_payload, 1);
@@ -261,6 +298,8 @@ static int l_payload_decoder(lua_State *L) {
 void json_register(lua_State *L) {
   lua_pushcfunction(L, l_json_decoder);
   lua_setfield(L, -2, "json_decoder");
+  lua_pushcfunction(L, l_json_checker);
+  lua_setfield(L, -2, "json_checker");
   lua_pushcfunction(L, l_payload_decoder);
   lua_setfield(L, -2, "payload_decoder");
   lua_pushcfunction(L, l_unescape);

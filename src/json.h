@@ -15,8 +15,13 @@
  * errors. */
 int json_push(lua_State *L, const char *s, size_t len);
 
-/* Adds json_decoder, payload_decoder and unescape to the table on top of the stack:
+/* Returns 0 when s[0..len) is a strict JSON document (one json_push decodes),
+ * else -EINVAL; nothing is pushed or allocated. */
+int json_check(const char *s, size_t len);
+
+/* Adds json_decoder, json_checker, payload_decoder and unescape to the table on top of the stack:
  *   json_decoder(cjson_decode) -> decode(text), cjson's decode with this fast path;
+ *   json_checker(cjson_decode) -> valid(text), true when decode(text) succeeds;
  *   payload_decoder(cjson_decode) -> decode(raw), the same for the body of a JSON
  *     string still holding its escapes (an NDJSON string payload);
  *   unescape(raw) -> the text of such a body. */

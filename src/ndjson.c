@@ -67,24 +67,49 @@ static const char simple_escape[256] = {
 };
 
 #if defined(__SSE2__)
-/* Bit i set when p[i] is not plain (a quote, a backslash, below 0x20 or above 0x7f). */
-static unsigned special16(const unsigned char *p) {
-  __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+/* Bit i set when byte i of v is not plain (a quote, a backslash, below 0x20 or above
+ * 0x7f). */
+static unsigned special16(__m128i v) {
   /* a signed compare: bytes above 0x7f are negative, so they are flagged with 0..0x1f */
   __m128i m = _mm_or_si128(
       _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
       _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
   return (unsigned)_mm_movemask_epi8(m);
 }
+
+/* The escaped bytes of a block whose backslashes are at `bs`, when every one starts
+ * a one-letter escape (\n, \") that lies in the block; else 0 (the block is then
+ * stepped one escape at a time). */
+static unsigned simple_escapes16(__m128i v, unsigned bs) {
+  unsigned escaped = bs << 1;
+  if ((bs & escaped) || (bs & 0x8000)) return 0; /* a backslash run, or an escape across blocks */
+  __m128i ok = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('/')));
+  ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('b')));
+  ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('f')));
+  ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('n')));
+  ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('r')));
+  ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('t')));
+  return (escaped & ~(unsigned)_mm_movemask_epi8(ok)) ? 0 : escaped;
+}
 #endif
 
 /* First byte at or after p that is not plain, or end. One-letter escapes (\n, \")
  * are stepped over when they lie in the block at hand (they need no other check);
- * *esc is set to 1 when one was. */
+ * *esc is set to 1 when one was. A block whose escapes are all such is classified
+ * at once (simple_escapes16), any other one escape at a time. */
 static const unsigned char *plain_run(const unsigned char *p, const unsigned char *end, int *esc) {
 #if defined(__SSE2__)
   while (end - p >= 16) {
-    unsigned bits = special16(p);
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    unsigned bs = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+    unsigned bits = special16(v), escaped;
+    if (bs && (escaped = simple_escapes16(v, bs))) {
+      bits &= ~(bs | escaped); /* what is left: an unescaped quote, a control or high byte */
+      *esc = 1;
+      if (bits) return p + __builtin_ctz(bits);
+      p += 16;
+      continue;
+    }
     while (bits) {
       int k = __builtin_ctz(bits);
       char e;

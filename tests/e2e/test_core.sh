@@ -184,6 +184,38 @@ LUA
   assert_grep 'ROUTE default id=99 .*payload="raw text"' log "returned function, id from the line"
 }
 
+# pairs(event) shows the event's fields and nothing of how they are kept: before and
+# after the lazy fields are read, for an escaped string payload with headers, a plain
+# one, and an event from SQLite with headers.
+t_pairs_shows_only_event_fields() {
+  cat > h.lua <<'LUA'
+local function keys(ev)
+  local t = {}
+  for k in pairs(ev) do t[#t + 1] = tostring(k) end
+  table.sort(t)
+  return table.concat(t, ",")
+end
+return function(ev)
+  local before = keys(ev)
+  local p, d, h = ev.payload, ev.data, ev.headers
+  outbox.log.info("KEYS", { before = before, after = keys(ev), h = h and h.trace or "none",
+                            p = tostring(p == '{"a":"x\\"y"}' or p == '{"a":2}' or p == '{"a":3}'),
+                            d = tostring(d.a == 'x"y' or d.a == 2 or d.a == 3) })
+end
+LUA
+  printf '%s\n' '{"topic":"t","payload":"{\"a\":\"x\\\"y\"}","key":"k","headers":{"trace":"abc"}}' \
+    '{"topic":"t","payload":{"a":2}}' > in.ndjson
+  "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log || fail "exit $?" || return 1
+  local all=attempt,created_at,id,key,topic
+  assert_grep "KEYS id=1 after=attempt,created_at,data,headers,id,key,payload,topic before=$all d=true h=abc p=true" log "escaped payload with headers" || return 1
+  assert_grep "KEYS id=2 after=attempt,created_at,data,id,payload,topic before=attempt,created_at,id,payload,topic d=true h=none p=true" log "plain payload" || return 1
+  "$OUTBOXD" init --db x.db 2> /dev/null || fail "init" || return 1
+  "$OUTBOXD" enqueue --db x.db --topic t --key k --payload '{"a":3}' --headers '{"trace":"sql"}' 2> /dev/null ||
+    fail "enqueue" || return 1
+  "$OUTBOXD" run h.lua --db x.db --once --log text 2> log2 || fail "exit $?" || return 1
+  assert_grep "KEYS id=1 after=attempt,created_at,data,headers,id,key,payload,topic before=attempt,created_at,id,key,payload,topic d=true h=sql p=true" log2 "SQLite event" || return 1
+}
+
 t_all_settled_fans_out_with_limit() {
   cat > h.lua <<'LUA'
 return function(ev)

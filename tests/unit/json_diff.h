@@ -12,13 +12,15 @@
 
 int luaopen_cjson(lua_State *L);
 
-/* same(text) -> true, or false and what differs. same_payload(text) decodes the
+/* same(text) -> true, or false and what differs (values, errors, or valid()
+ * against whether cjson decodes). same_payload(text) decodes the
  * body of the JSON string that holds `text` (as an NDJSON string payload would
  * come) with payload_decoder and compares it with cjson.decode(text). */
 static const char json_diff_lua[] =
     "local cjson, core = ...\n"
     "local decode = core.json_decoder(cjson.decode)\n"
     "local decode_payload = core.payload_decoder(cjson.decode)\n"
+    "local valid = core.json_checker(cjson.decode)\n"
     "local function eq(a, b, path)\n"
     "  if type(a) ~= type(b) then return false, path .. ': ' .. type(a) .. ' vs ' .. type(b) end\n"
     "  if type(a) == 'number' then\n"
@@ -55,6 +57,9 @@ static const char json_diff_lua[] =
     "function same(text)\n"
     "  local ok1, v1 = pcall(decode, text)\n"
     "  local ok2, v2 = pcall(cjson.decode, text)\n"
+    "  if valid(text) ~= ok2 then\n"
+    "    return false, 'valid() is ' .. tostring(valid(text)) .. ', cjson decodes: ' .. tostring(ok2)\n"
+    "  end\n"
     "  return compare(ok1, v1, ok2, v2)\n"
     "end\n"
     "function same_payload(text)\n"

@@ -150,6 +150,16 @@ START_TEST(special_byte_at_every_offset) {
       {"\x01", "control character in string", NULL},
       {"\xff", "invalid UTF-8", NULL},
       {"\\q", "bad escape in string", NULL},
+      /* several escapes in one block: classified together, or one at a time when a
+       * backslash is escaped, an escape crosses the block or one is not one letter */
+      {"\\\"x\\/y\\t", NULL, "\"x/y\t"},
+      {"\\\\", NULL, "\\"},
+      {"\\\\\\\"", NULL, "\\\""},
+      {"\\n\\u0041\\r", NULL, "\nA\r"},
+      {"\\n\\q", "bad escape in string", NULL},
+      {"\\\"\x01", "control character in string", NULL},
+      {"\\t\xc3\xa9\\b", NULL, "\t\xc3\xa9\b"},
+      {"\\f\xff", "invalid UTF-8", NULL},
   };
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     for (int at = 0; at < 40; at++) {
