@@ -81,7 +81,8 @@ static struct {
 
 /* ------------------------------------------------------------------ buffers */
 
-static int buf_add(buf_t *b, const char *p, size_t n) {
+/* Makes room for n more bytes and a NUL. Returns 0 or -ENOMEM. */
+static int buf_room(buf_t *b, size_t n) {
   if (b->len + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 1024;
     while (cap < b->len + n + 1) cap *= 2;
@@ -90,6 +91,11 @@ static int buf_add(buf_t *b, const char *p, size_t n) {
     b->data = d;
     b->cap = cap;
   }
+  return 0;
+}
+
+static int buf_add(buf_t *b, const char *p, size_t n) {
+  if (buf_room(b, n)) return -ENOMEM;
   memcpy(b->data + b->len, p, n);
   b->len += n;
   b->data[b->len] = '\0';
@@ -535,11 +541,16 @@ typedef struct req {
   size_t max_body;
 } req_t;
 
+/* The bytes of a method or header name: letters, '-' and '_'. */
+static const unsigned char token_byte[256] = {
+    ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1, ['-'] = 1, ['_'] = 1,
+};
+
 static int valid_token(const char *s) {
-  if (!*s) return 0;
-  for (; *s; s++)
-    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '-' || *s == '_')) return 0;
-  return 1;
+  const unsigned char *p = (const unsigned char *)s;
+  if (!*p) return 0;
+  while (token_byte[*p]) p++;
+  return *p == '\0';
 }
 
 /* Stack slots of a request's fields while it is read: request() fetches them from
@@ -572,22 +583,28 @@ static void read_req(lua_State *L, req_t *r, int arg) {
   r->max_body = (size_t)max;
 }
 
-static int header_ok(const char *s) {
-  for (; *s; s++)
-    if (*s == '\r' || *s == '\n') return 0;
-  return 1;
-}
+static int header_ok(const char *s) { return s[strcspn(s, "\r\n")] == '\0'; }
 
 /* Appends a header line for curl and its NUL to H.scratch: "name: value", or
  * "name;" (curl sends that as an empty value) when vn is 0, or just `k` when v is
  * NULL ("Name:" tells curl not to send its own). Returns 0 or -ENOMEM. */
 static int scratch_line(const char *k, size_t kn, const char *v, size_t vn) {
   buf_t *b = &H.scratch;
-  int rc = buf_add(b, k, kn);
-  if (!rc && v) rc = vn ? buf_add(b, ": ", 2) || buf_add(b, v, vn) : buf_add(b, ";", 1);
-  if (!rc) rc = buf_add(b, "", 1); /* the NUL ends the line */
+  if (buf_room(b, kn + 2 + vn + 1)) return -ENOMEM;
+  char *p = b->data + b->len;
+  memcpy(p, k, kn);
+  p += kn;
+  if (v && vn) {
+    memcpy(p, ": ", 2);
+    memcpy(p + 2, v, vn);
+    p += 2 + vn;
+  } else if (v) {
+    *p++ = ';';
+  }
+  *p = '\0'; /* the NUL ends the line */
+  b->len = (size_t)(p + 1 - b->data);
   H.scratch_lines++;
-  return rc ? -ENOMEM : 0;
+  return 0;
 }
 
 /* Reads the headers table (slot F_HEADERS) into H.scratch, one NUL-terminated line each;
