@@ -257,6 +257,83 @@ local function worker(kind, a, b, c, d, e, f, g, h)
   end
 end
 
+---------------------------------------------------------------- enqueue
+-- outbox.enqueue{topic=, payload=, key=, headers=, delay=}: a new event. Inside a
+-- handler it is written with that event's ack, and only when the run is done;
+-- elsewhere (hooks, the top level) at once. payload: a string, or a table encoded as
+-- JSON; headers: a table of names to strings, numbers or booleans; delay: seconds.
+local enqueue_fields = { topic = true, payload = true, key = true, headers = true, delay = true }
+
+-- JSON text of v, or nil and why not.
+local function encode(what, v)
+  local ok, text = pcall(json_encode, v)
+  if not ok then return nil, what .. " cannot be encoded as JSON: " .. tostring(text) end
+  return text
+end
+
+-- The headers column (a JSON object) of a table, or nil and why not.
+local function enqueue_headers(h)
+  if type(h) ~= "table" then return nil, "headers must be a table, got " .. type(h) end
+  for k, v in pairs(h) do
+    local tv = type(v)
+    if type(k) ~= "string" then return nil, "headers must have string names" end
+    if tv ~= "string" and tv ~= "number" and tv ~= "boolean" then
+      return nil, "header '" .. k .. "' must be a string, number or boolean, got " .. tv
+    end
+  end
+  if next(h) == nil then return "{}" end
+  return encode("headers", h)
+end
+
+-- What is wrong with an outbox.enqueue table, or nil; with the payload and headers
+-- as text.
+local function enqueue_check(spec)
+  if type(spec) ~= "table" then
+    return "expects a table {topic=, payload=, key=, headers=, delay=}, got " .. type(spec)
+  end
+  for k in pairs(spec) do
+    if not enqueue_fields[k] then
+      return "unknown field '" .. tostring(k) .. "' (topic, payload, key, headers, delay)"
+    end
+  end
+  local topic, payload, key, delay = spec.topic, spec.payload, spec.key, spec.delay
+  if topic == nil then return "topic is missing" end
+  if type(topic) ~= "string" or topic == "" then
+    return "topic must be a non-empty string, got " .. (topic == "" and '""' or type(topic))
+  end
+  if payload == nil then return "payload is missing (a string, or a table encoded as JSON)" end
+  local err, headers
+  if type(payload) == "table" then
+    payload, err = encode("payload", payload)
+    if not payload then return err end
+  elseif type(payload) ~= "string" then
+    return "payload must be a string or a table, got " .. type(payload)
+  end
+  if type(key) == "number" then
+    key = tostring(key)
+  elseif key ~= nil and type(key) ~= "string" then
+    return "key must be a string or a number, got " .. type(key)
+  end
+  if delay ~= nil and (type(delay) ~= "number" or not (delay >= 0) or delay == math.huge) then
+    return "delay must be a finite number of seconds >= 0, got " .. tostring(delay)
+  end
+  if spec.headers ~= nil then
+    headers, err = enqueue_headers(spec.headers)
+    if not headers then return err end
+  end
+  return nil, topic, payload, key, headers, delay
+end
+
+function outbox.enqueue(spec)
+  local err, topic, payload, key, headers, delay = enqueue_check(spec)
+  if not err then
+    local ok, why = core.enqueue(topic, payload, key, headers, delay)
+    if ok then return true end
+    err = why
+  end
+  error("outbox.enqueue: " .. err, 2)
+end
+
 ---------------------------------------------------------------- time, stats, log
 outbox.sleep = core.sleep
 outbox.now = core.now
@@ -392,7 +469,7 @@ local function fan_out(name, items, fn, concurrency, fail_fast)
   end
   launch = function(i)
     pending = pending + 1
-    core.spawn(child, i, name)
+    core.spawn(child, i, name, true)
   end
   while nexti <= n and pending < limit do
     local j = nexti

@@ -20,7 +20,7 @@
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   const char *name = luaL_optstring(L, 3, "emit");
-  if (host_spawn(L, 1, 2, name)) return luaL_error(L, "out of memory");
+  if (host_spawn(L, 1, 2, name, lua_toboolean(L, 4))) return luaL_error(L, "out of memory");
   return 0;
 }
 
@@ -337,6 +337,7 @@ void api_push_core(lua_State *L, void *done) {
     lua_setfield(L, -2, "http_stub");
   }
   api_time_register(L);
+  api_enqueue_register(L);
   http_register(L);
   redis_register(L);
   nats_register(L);

@@ -137,6 +137,7 @@ struct dispatch {
   int nheld;
   int topics_dirty;      /* the script's routes changed since the topics were set */
   unsigned paused_gen;   /* the store's paused list the unstarted events were checked against */
+  store_event_t *early; /* outbox.enqueue at the top level before the store opened */
 };
 
 static int64_t wall_ms(void) {
@@ -476,6 +477,28 @@ static void report_attempt(const store_event_t *ev, int attempt, const char *out
   if (report) report->attempt(report->arg, ev, attempt, outcome, err);
 }
 
+/* outboxd test: the new events of `list` are reported (after `parent`, the event
+ * whose done run enqueued them, or NULL) and freed; nothing runs them. */
+static void report_enqueued(const store_event_t *parent, store_event_t *list) {
+  for (const store_event_t *f = list; f; f = f->next)
+    if (report->enqueue) report->enqueue(report->arg, parent, f);
+  store_event_list_free(list);
+}
+
+/* outbox.enqueue outside an event's run: to the store at once. */
+static void on_enqueue(void *arg, store_event_t *ev) {
+  dispatch_t *d = arg;
+  if (report) {
+    report_enqueued(NULL, ev);
+  } else if (d->store) {
+    store_push(d->store, ev);
+  } else { /* the script's top level, before the store opened */
+    store_event_t **tail = &d->early;
+    while (*tail) tail = &(*tail)->next;
+    *tail = ev;
+  }
+}
+
 /* Dead-letters `ev` (counted for `route` unless -1); `ran`: this claim ran it (one more
  * attempt counted). */
 static void settle_dead(dispatch_t *d, store_event_t *ev, int route, int ran, const char *msg) {
@@ -553,6 +576,10 @@ static void on_outcome(void *owner, int outcome, const char *msg, double delay_s
     x->done++;
     log_at(LOG_DEBUG, "event done", KI("id", ev->id), KS("topic", ev->topic));
     report_attempt(ev, ev->attempts + 1, "done", NULL);
+    if (report && ev->follow) {
+      report_enqueued(ev, ev->follow);
+      ev->follow = NULL;
+    }
     store_ack(d->store, ev);
     break;
   case HOST_SNOOZE:
@@ -1454,7 +1481,7 @@ int dispatch_run(config_t *cfg, const char *script) {
   d->cfg = cfg;
   d->script = script;
   d->loop = uv_default_loop();
-  host_callbacks_t cb = {on_outcome, fill_stats, NULL, d, on_lua_limit_met};
+  host_callbacks_t cb = {on_outcome, fill_stats, NULL, d, on_lua_limit_met, on_enqueue};
   if (host_init(&d->host, d->loop, cfg, &cb)) return 1;
   uint64_t limit = cfg->memory_limit > 0 ? (uint64_t)cfg->memory_limit : memmon_default_limit();
   host_set_lua_limit(d->host,
@@ -1543,6 +1570,8 @@ int dispatch_run(config_t *cfg, const char *script) {
   log_at(LOG_INFO, "started", KS("script", script), KS("db", store_url_redact(cfg->db, err, sizeof err)),
          KI("concurrency", cfg->concurrency), KI("generation", host_generation(d->host)));
   host_fire(d->host, "load", NULL, NULL);
+  store_push(store, d->early); /* outbox.enqueue at the script's top level */
+  d->early = NULL;
   host_fire(d->host, "start", NULL, NULL);
   host_run_ready(d->host); /* load and start hooks begin before the first event */
   pump(d);
@@ -1551,6 +1580,8 @@ int dispatch_run(config_t *cfg, const char *script) {
   rc = d->finished ? d->exit_code : 1;
   if (!d->finished) log_at(LOG_ERROR, "loop ended with work left");
 close:
+  store_event_list_free(d->early);
+  d->early = NULL;
   statusline_stop();
   close_all(d);
   store_close(d->store, store_closed, NULL);
@@ -1575,6 +1606,7 @@ close:
   uv_loop_close(d->loop);
   return rc;
 fail_limiter:
+  store_event_list_free(d->early);
   limiter_free(&d->lim);
 fail_breaker:
   routes_free(&d->rt);
@@ -1607,7 +1639,7 @@ int dispatch_check(const char *script) {
   char err[1024];
   host_t *h;
   config_defaults(&cfg);
-  host_callbacks_t cb = {NULL, NULL, NULL, NULL, NULL};
+  host_callbacks_t cb = {NULL, NULL, NULL, NULL, NULL, NULL};
   uv_loop_t *loop = uv_default_loop();
   if (host_init(&h, loop, &cfg, &cb)) return 1;
   if (watchdog_start(on_check_stall, NULL))

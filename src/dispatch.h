@@ -25,6 +25,9 @@ typedef struct dispatch_report {
   void (*attempt)(void *arg, const store_event_t *ev, int attempt, const char *outcome,
                   const char *error);
   void *arg;
+  /* A new event from outbox.enqueue: `parent` is the event whose done run enqueued
+   * it (reported after that run's "done"), NULL outside a handler. Nothing runs it. */
+  void (*enqueue)(void *arg, const store_event_t *parent, const store_event_t *ev);
 } dispatch_report_t;
 
 /* Runs like dispatch_run on a fake clock: sleeps and retry delays take no real time

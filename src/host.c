@@ -60,6 +60,10 @@ struct task {
   int live;         /* between task_get and its end */
   int fresh;        /* queued and never resumed yet */
   int cancel_queued; /* cancelled while queued: abandoned when its turn comes */
+  store_event_t *ev;           /* an event run's event until its outcome, else NULL */
+  store_event_t **follow_tail; /* where its next follow-up (outbox.enqueue) goes */
+  task_t *parent;              /* all_settled/all child: the task it works for */
+  unsigned parent_serial;      /* ...during that task's run */
 };
 
 struct host_gen {
@@ -74,6 +78,8 @@ struct host_gen {
   int load_timed_out;
   uint64_t load_started;
   config_t pending_cfg; /* outbox.configure writes here while loading */
+  store_event_t *loaded_events; /* outbox.enqueue at the top level: written once it loaded */
+  store_event_t **loaded_tail;
   task_t *free;         /* recycled tasks (coroutines parked at DONE) */
   int events;           /* running tasks by kind */
   int hooks;
@@ -236,6 +242,9 @@ static task_t *task_get(host_gen_t *g, int kind) {
   t->live = 1;
   t->cancel_queued = 0;
   t->timer = NULL;
+  t->ev = NULL;
+  t->follow_tail = NULL;
+  t->parent = NULL;
   g->refs++;
   if (kind == T_EVENT)
     g->host->events_running++, g->events++;
@@ -292,9 +301,17 @@ static void task_abandon(task_t *t) {
   gen_unref(g);
 }
 
+/* Tells the dispatcher how an event's run ended. Only a run that is done keeps the
+ * follow-ups it enqueued; the event is the dispatcher's again. */
 static void report(task_t *t, int outcome, const char *msg, double delay) {
   host_t *h = t->gen->host;
-  if (t->kind == T_EVENT && h->cb.outcome) h->cb.outcome(t->owner, outcome, msg, delay);
+  if (t->kind != T_EVENT) return;
+  if (t->ev && outcome != HOST_DONE) {
+    store_event_list_free(t->ev->follow);
+    t->ev->follow = NULL;
+  }
+  t->ev = NULL;
+  if (h->cb.outcome) h->cb.outcome(t->owner, outcome, msg, delay);
 }
 
 /* ------------------------------------------------------------------ runs */
@@ -531,8 +548,40 @@ static task_t *spawn(lua_State *L, int fn_idx, int arg_idx, const char *name, in
   return t;
 }
 
-int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name) {
-  return spawn(L, fn_idx, arg_idx, name, T_HOOK) ? 0 : -ENOMEM;
+int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name, int child) {
+  task_t *parent = host_task(L);
+  task_t *t = spawn(L, fn_idx, arg_idx, name, T_HOOK);
+  if (!t) return -ENOMEM;
+  if (child && parent) {
+    t->parent = parent;
+    t->parent_serial = parent->serial;
+  }
+  return 0;
+}
+
+int host_enqueue(lua_State *L, store_event_t *ev) {
+  task_t *t = host_task(L);
+  host_t *h = host_of(L);
+  while (t && t->parent) { /* a child joins the run it works for, while that runs */
+    if (!t->parent->live || t->parent->serial != t->parent_serial) break;
+    t = t->parent;
+  }
+  if (t && t->kind == T_EVENT && t->ev) {
+    *t->follow_tail = ev;
+    t->follow_tail = &ev->next;
+    return 1;
+  }
+  host_gen_t *g = host_gen_of(L);
+  if (g && g->loading) { /* the top level: written when (if) the script loads */
+    *g->loaded_tail = ev;
+    g->loaded_tail = &ev->next;
+    return 0;
+  }
+  if (h && h->cb.enqueue)
+    h->cb.enqueue(h->cb.arg, ev);
+  else
+    store_event_free(ev);
+  return 0;
 }
 
 unsigned host_token(task_t *t) { return ++t->token; }
@@ -599,6 +648,9 @@ int host_run(host_t *h, store_event_t *ev, void *owner, int64_t timeout_ms) {
   task_t *t = task_get(g, T_EVENT);
   if (!t) return -ENOMEM;
   t->owner = owner;
+  t->ev = ev;
+  t->follow_tail = &ev->follow;
+  while (*t->follow_tail) t->follow_tail = &(*t->follow_tail)->next;
   t->event_id = ev->id;
   task_name(t, ev->topic);
   if (timeout_ms > 0) t->deadline = uv_now(h->loop) + (uint64_t)timeout_ms;
@@ -643,7 +695,7 @@ static void fire(host_t *h, const char *name, const store_event_t *ev, const cha
   }
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, -2, i); /* fn */
-    host_spawn(L, lua_gettop(L), lua_gettop(L) - 1, name);
+    host_spawn(L, lua_gettop(L), lua_gettop(L) - 1, name, 0);
     lua_pop(L, 1); /* fn */
   }
   lua_pop(L, 3); /* arg, list, hooks */
@@ -1067,6 +1119,7 @@ static void gen_discard(host_gen_t *g) {
     free(t);
   }
   if (!h->rhead) uv_idle_stop(&h->idle);
+  store_event_list_free(g->loaded_events); /* a script that failed to load writes nothing */
   while (g->free) {
     task_t *t = g->free;
     g->free = t->rnext;
@@ -1100,6 +1153,7 @@ int host_load(host_t *h, const char *path, char *err, size_t errlen) {
   g->host = h;
   g->number = h->counter + 1;
   g->pending_cfg = *h->cfg;
+  g->loaded_tail = &g->loaded_events;
   g->L = new_state(g);
   if (!g->L) {
     free(g);
@@ -1122,6 +1176,12 @@ int host_load(host_t *h, const char *path, char *err, size_t errlen) {
   h->gens = g;
   h->cur = g;
   if (old) gen_retire(old);
+  store_event_t *evs = g->loaded_events;
+  g->loaded_events = NULL;
+  if (evs && h->cb.enqueue)
+    h->cb.enqueue(h->cb.arg, evs);
+  else
+    store_event_list_free(evs);
   return 0;
 }
 

@@ -74,6 +74,10 @@ typedef struct host_callbacks {
   void (*gen_closed)(void *arg, host_gen_t *g); /* a drained generation was closed */
   void *arg;
   void (*lua_limit_met)(void *arg); /* a run met the Lua memory limit (states collected) */
+  /* outbox.enqueue outside an event's run: new events (a list linked by `next`) to
+   * write at once, taken over; those of a script's top level come once it loaded.
+   * NULL: such events are dropped (outboxd check). */
+  void (*enqueue)(void *arg, store_event_t *list);
 } host_callbacks_t;
 
 /* Creates the host on `loop`. `cfg` is the live configuration (outbox.configure
@@ -185,8 +189,17 @@ double host_task_time_left(task_t *t);
 
 /* Queues fn (at fn_idx) to run with the value at arg_idx in a new coroutine of L's
  * generation on the next loop pass, as a hook named `name` (errors are logged). A
- * child of a running event inherits its deadline. Returns 0 or -ENOMEM. */
-int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name);
+ * child of a running event inherits its deadline; with `child` (all_settled, all)
+ * it also works for the caller's run: its outbox.enqueue joins that run. Returns 0
+ * or -ENOMEM. */
+int host_spawn(lua_State *L, int fn_idx, int arg_idx, const char *name, int child);
+
+/* outbox.enqueue: takes over new event `ev`. Inside an event's run (or a child
+ * working for it) it becomes one of the event's follow-ups, written with its ack
+ * when the run is done and dropped otherwise; returns 1. Elsewhere it goes to the
+ * enqueue callback at once (at the top level: once the script loaded, never when it
+ * fails to load); returns 0. */
+int host_enqueue(lua_State *L, store_event_t *ev);
 
 /* A fresh token for a wait woken by another task (all_settled). */
 unsigned host_token(task_t *t);

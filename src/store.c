@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "utf8.h"
 
 store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len, const char *key,
@@ -43,7 +44,31 @@ store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len, 
   return ev;
 }
 
-void store_event_free(store_event_t *ev) { free(ev); }
+void store_event_list_free(store_event_t *list) {
+  while (list) {
+    store_event_t *next = list->next;
+    store_event_list_free(list->follow); /* follow-ups have none of their own */
+    free(list);
+    list = next;
+  }
+}
+
+void store_event_free(store_event_t *ev) {
+  if (!ev) return;
+  store_event_list_free(ev->follow);
+  free(ev);
+}
+
+void store_push(store_t *s, store_event_t *list) {
+  if (!list) return;
+  if (s->ops->push) {
+    s->ops->push(s, list);
+    return;
+  }
+  log_at(LOG_WARN, "outbox.enqueue: this source takes no new events; dropped",
+         KS("topic", list->topic), KS("store", s->ops->name));
+  store_event_list_free(list);
+}
 
 char *store_error_text(const char *err) {
   return err ? utf8_clean(err, strlen(err), STORE_ERROR_MAX, NULL) : NULL;

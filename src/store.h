@@ -32,6 +32,11 @@ typedef struct store_event {
   int64_t available_at; /* enqueue: not claimable before (ms since the epoch); 0: at once */
   void *owner;         /* free for the dispatcher */
   void *priv;          /* free for the store */
+  /* Follow-ups (outbox.enqueue in the event's handler): a list linked by `next`, to
+   * be inserted in the same transaction as this event's ack and only if that ack is
+   * written. Owned by the event: any other settlement frees them with it. */
+  struct store_event *follow;
+  struct store_event *next; /* the next event of a follow-up list */
 } store_event_t;
 
 /* The largest payload dispatched; a larger one is dead-lettered unread. An NDJSON
@@ -54,8 +59,10 @@ typedef struct store_event {
 store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len, const char *key,
                                size_t key_len, const char *payload, size_t payload_len,
                                const char *headers, size_t headers_len, size_t extra);
-/* Frees an event from store_event_new (one block); NULL is ignored. */
+/* Frees an event from store_event_new (one block) and its follow-ups; NULL is ignored. */
 void store_event_free(store_event_t *ev);
+/* Frees every event of a list linked by `next` (and their follow-ups). */
+void store_event_list_free(store_event_t *list);
 
 /* The longest last_error a store writes, in bytes. */
 #define STORE_ERROR_MAX 2048
@@ -115,6 +122,11 @@ typedef struct store_ops {
   void (*dead)(store_t *s, store_event_t *ev, int ran, const char *err);
   /* Claimed but never started: back to pending, no attempt used. */
   void (*release)(store_t *s, store_event_t *ev);
+  /* Takes over a list of new events (linked by `next`) tied to no settlement:
+   * outbox.enqueue from a hook or the top level of a script. They are written with
+   * the next batch of settlements, within milliseconds (databases), or join the run
+   * (NDJSON). NULL: the source cannot take new events (they are freed and logged). */
+  void (*push)(store_t *s, store_event_t *list);
   /* Claimed but not to be started yet (its route's breaker is open, the route is
    * snoozed): back to pending, no attempt used, last error kept, and not claimable
    * before `available_at` (ms since the epoch), so no host claims it again in vain. */
@@ -246,6 +258,8 @@ int store_pg_init_schema(const char *url, char *errbuf, size_t errlen);
 #define store_release(s, ev) ((s)->ops->release((s), (ev)))
 #define store_defer(s, ev, at) ((s)->ops->defer((s), (ev), (at)))
 #define store_flush(s) ((s)->ops->flush((s)))
+/* Hands `list` to the store's push, or frees it when the store has none. */
+void store_push(store_t *s, store_event_t *list);
 #define store_exhausted(s) ((s)->ops->exhausted((s)))
 #define store_counts(s, c) ((s)->ops->counts((s), (c)))
 #define store_close(s, cb, arg) ((s)->ops->close((s), (cb), (arg)))

@@ -46,6 +46,7 @@ typedef struct nd {
   int64_t skip_line;  /* its line number */
   int64_t skip_bytes; /* its length so far */
   int64_t line;
+  int64_t last_id; /* the largest event id handed out: new events (outbox.enqueue) follow it */
   int64_t now_ms;  /* wall clock at the current claim: created_at of new events */
   int64_t bad_lines;
   store_event_t *rhead, *rtail; /* released or unblocked: claimable first */
@@ -140,6 +141,9 @@ static void ready_push(nd_t *d, store_event_t *ev, int front) {
   d->rtail = ev;
 }
 
+static int heap_push(nd_t *d, store_event_t *ev);
+static void arm_retry(nd_t *d);
+
 /* The key's event settled for good: the next one of the key becomes claimable. */
 static void key_done(nd_t *d, const char *key) {
   keystate_t **pp = key_slot(d, key);
@@ -150,6 +154,10 @@ static void key_done(nd_t *d, const char *key) {
     k->head = node(ev)->next;
     if (!k->head) k->tail = NULL;
     d->held--;
+    if (node(ev)->available_at > wall_ms() && heap_push(d, ev) == 0) { /* a scheduled new event */
+      arm_retry(d);
+      return;
+    }
     ready_push(d, ev, 0);
     return;
   }
@@ -356,6 +364,23 @@ static int fill(nd_t *d) {
   }
 }
 
+/* An event with its node_t at the end of the block, aligned. */
+static store_event_t *new_event(nd_t *d, int64_t id, const char *topic, size_t topic_len,
+                                const char *key, size_t key_len, const char *payload,
+                                size_t payload_len, const char *headers, size_t headers_len) {
+  store_event_t *ev = store_event_new(id, topic, topic_len, key, key_len, payload, payload_len,
+                                      headers, headers_len, sizeof(node_t) + 8);
+  if (!ev) return NULL;
+  ev->created_at = d->now_ms; /* read once per claim */
+  uintptr_t p = (uintptr_t)ev + sizeof *ev + topic_len + 1 + payload_len + 1 +
+                (key ? key_len + 1 : 0) + (headers ? headers_len + 1 : 0);
+  ev->priv = (void *)((p + 7) & ~(uintptr_t)7);
+  node(ev)->available_at = 0;
+  node(ev)->next = NULL;
+  if (id > d->last_id) d->last_id = id;
+  return ev;
+}
+
 /* Next parsed event from the input, or NULL when none is at hand. */
 static store_event_t *next_line(nd_t *d) {
   while (fill(d)) {
@@ -375,16 +400,10 @@ static store_event_t *next_line(nd_t *d) {
       log_at(LOG_WARN, "bad NDJSON line skipped", KI("line", d->line), KS("error", err));
       continue;
     }
-    store_event_t *ev =
-        store_event_new(r.has_id ? r.id : d->line, r.topic, r.topic_len, r.key, r.key_len,
-                        r.payload, r.payload_len, r.headers, r.headers_len, sizeof(node_t) + 8);
+    store_event_t *ev = new_event(d, r.has_id ? r.id : d->line, r.topic, r.topic_len, r.key,
+                                  r.key_len, r.payload, r.payload_len, r.headers, r.headers_len);
     if (!ev) return NULL;
-    ev->created_at = d->now_ms; /* read once per claim */
     ev->payload_escaped = r.payload_escaped;
-    /* node_t lives at the end of the block, aligned */
-    uintptr_t p = (uintptr_t)ev + sizeof *ev + r.topic_len + 1 + r.payload_len + 1 +
-                  (r.key ? r.key_len + 1 : 0) + (r.headers ? r.headers_len + 1 : 0);
-    ev->priv = (void *)((p + 7) & ~(uintptr_t)7);
     return ev;
   }
   return NULL;
@@ -421,7 +440,44 @@ static void settle(nd_t *d, store_event_t *ev) {
   store_event_free(ev);
 }
 
-static void nd_ack(store_t *s, store_event_t *ev) { settle((nd_t *)s, ev); }
+static int hold(nd_t *d, store_event_t *ev, int64_t available_at);
+
+/* New events join the run: each gets the next id after every id seen so far,
+ * waits for its available_at, and for its key like any other event. */
+static void adopt(nd_t *d, store_event_t *list) {
+  for (store_event_t *f = list; f; f = f->next) {
+    d->now_ms = wall_ms();
+    store_event_t *ev = new_event(d, d->last_id + 1, f->topic, strlen(f->topic), f->key,
+                                  f->key ? strlen(f->key) : 0, f->payload, f->payload_len,
+                                  f->headers, f->headers ? strlen(f->headers) : 0);
+    if (!ev) {
+      log_at(LOG_ERROR, "out of memory: new event dropped", KS("topic", f->topic));
+      continue;
+    }
+    node(ev)->available_at = f->available_at;
+    if (ev->key && d->base.opts.ordering_key && key_take(d, ev)) continue;
+    if (f->available_at > d->now_ms) {
+      if (hold(d, ev, f->available_at) == 0) continue;
+      log_at(LOG_ERROR, "out of memory: new event dropped", KS("topic", f->topic));
+      if (ev->key && d->base.opts.ordering_key) key_done(d, ev->key);
+      store_event_free(ev);
+      continue;
+    }
+    ready_push(d, ev, 0);
+  }
+  store_event_list_free(list);
+  /* a wake-up from the loop (never from inside a store call); claims re-arm the retry timer */
+  if (!d->closing) uv_timer_start(&d->timer, on_retry_timer, 0, 0);
+}
+
+static void nd_ack(store_t *s, store_event_t *ev) {
+  store_event_t *follow = ev->follow;
+  ev->follow = NULL;
+  settle((nd_t *)s, ev);
+  if (follow) adopt((nd_t *)s, follow);
+}
+
+static void nd_push(store_t *s, store_event_t *list) { adopt((nd_t *)s, list); }
 
 static void nd_dead(store_t *s, store_event_t *ev, int ran, const char *err) {
   (void)ran;
@@ -429,32 +485,46 @@ static void nd_dead(store_t *s, store_event_t *ev, int ran, const char *err) {
   settle((nd_t *)s, ev);
 }
 
+/* Puts `ev` in the retry heap until `available_at`. Returns 0 or -ENOMEM. */
+static int hold(nd_t *d, store_event_t *ev, int64_t available_at) {
+  node(ev)->available_at = available_at;
+  if (heap_push(d, ev)) return -ENOMEM;
+  arm_retry(d);
+  return 0;
+}
+
 /* Holds `ev` in the retry heap until `available_at`. */
 static void hold_until(nd_t *d, store_event_t *ev, int64_t available_at) {
   d->out--;
-  node(ev)->available_at = available_at;
-  if (heap_push(d, ev)) {
+  if (hold(d, ev, available_at)) {
     log_at(LOG_ERROR, "out of memory: retry dropped", KI("id", ev->id));
     settle(d, ev);
     d->out++;
-    return;
   }
-  arm_retry(d);
+}
+
+/* Only an ack writes follow-ups: an event kept for later loses them. */
+static void drop_follow(store_event_t *ev) {
+  store_event_list_free(ev->follow);
+  ev->follow = NULL;
 }
 
 static void nd_fail(store_t *s, store_event_t *ev, int64_t available_at, const char *err) {
   (void)err;
+  drop_follow(ev);
   ev->attempts++;
   hold_until((nd_t *)s, ev, available_at);
 }
 
 static void nd_defer(store_t *s, store_event_t *ev, int64_t available_at) {
+  drop_follow(ev);
   hold_until((nd_t *)s, ev, available_at);
 }
 
 static void nd_release(store_t *s, store_event_t *ev) {
   nd_t *d = (nd_t *)s;
   d->out--;
+  drop_follow(ev);
   ready_push(d, ev, 1);
 }
 
@@ -529,6 +599,7 @@ static const store_ops_t ops = {
     .dead = nd_dead,
     .release = nd_release,
     .defer = nd_defer,
+    .push = nd_push,
     .flush = nd_flush,
     .exhausted = nd_exhausted,
     .counts = nd_counts,

@@ -307,9 +307,19 @@ static const char prepare_claim_any_sql[] =
     PREPARE_AS(CLAIM_NAME, "text, bigint, int, bigint[]") CLAIM_ANY "; "
     PREPARE_AS(CLAIM_TOPICS_NAME, "text, bigint, int, bigint[], text[], text[]") CLAIM_TOPIC_ANY;
 
-/* $1 host, $2 ids, $3 kinds (0 ack, 1 fail, 2 dead, 3 release, 4 defer), $4 args
- * (fail, defer: available_at ms; dead: attempts to add), $5 errors, $6 keep done rows. Returns the
- * ids written; a missing id was fenced out. */
+/* $1 host, $2 ids, $3 kinds (0 ack, 1 fail, 2 dead, 3 release, 4 defer, 5 emit), $4
+ * args (fail, defer: available_at ms; dead: attempts to add), $5 errors, $6 keep done
+ * rows; new events: $7 the id of the ack they follow (0: none, always written), $8
+ * topics, $9 keys, $10 payloads, $11 headers, $12 available_at ms (0: now). Returns
+ * the ids written; a missing id was fenced out, and the events following it were not
+ * written either: one statement, one transaction. */
+#define FOLLOW_SQL                                                                                 \
+  " f AS (SELECT * FROM unnest($7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[],"    \
+  " $12::bigint[]) WITH ORDINALITY AS f(parent, topic, key, payload, headers, at, n)),"            \
+  " ins AS (INSERT INTO outbox (topic, key, payload, headers, available_at)"                       \
+  " SELECT f.topic, f.key, f.payload, f.headers, CASE WHEN f.at > 0"                               \
+  " THEN to_timestamp(f.at / 1000.0) ELSE now() END FROM f WHERE f.parent = 0"                     \
+  " OR f.parent IN (SELECT id FROM del UNION ALL SELECT id FROM upd) ORDER BY f.n RETURNING id)"
 static const char flush_sql[] =
     "WITH s AS (SELECT * FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[])"
     " AS s(id, kind, arg, err)),"
@@ -324,8 +334,8 @@ static const char flush_sql[] =
     " last_error = CASE WHEN s.kind IN (1, 2) THEN s.err ELSE o.last_error END,"
     " locked_by = NULL, locked_until = NULL"
     " FROM s WHERE o.id = s.id AND (s.kind <> 0 OR $6)"
-    " AND o.locked_by = $1 AND o.status = 'processing' RETURNING o.id)"
-    " SELECT id FROM del UNION ALL SELECT id FROM upd";
+    " AND o.locked_by = $1 AND o.status = 'processing' RETURNING o.id),"
+    FOLLOW_SQL " SELECT id FROM del UNION ALL SELECT id FROM upd";
 
 static const char ack_sql[] = ACK_SQL;
 
@@ -363,7 +373,8 @@ static const char requeue_ids_sql[] =
 
 /* ------------------------------------------------------------ the store */
 
-enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE, SET_DEFER };
+/* SET_EMIT: new events tied to no event (store_push), id 0. */
+enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE, SET_DEFER, SET_EMIT };
 enum {
   OP_NONE,
   OP_LISTEN,
@@ -386,6 +397,7 @@ typedef struct settle {
   int kind;
   char *err;    /* owned, valid UTF-8 (store_error_text), or NULL */
   int repaired; /* refused once by the database and rewritten */
+  store_event_t *follow; /* ack: its follow-ups; emit: the new events (owned) */
 } settle_t;
 
 typedef struct settles {
@@ -566,7 +578,10 @@ static int settles_push(settles_t *v, const settle_t *x) {
 }
 
 static void settles_clear(settles_t *v) {
-  for (int i = 0; i < v->n; i++) free(v->v[i].err);
+  for (int i = 0; i < v->n; i++) {
+    free(v->v[i].err);
+    store_event_list_free(v->v[i].follow);
+  }
   v->n = 0;
 }
 
@@ -578,6 +593,7 @@ static void settles_restore(pg_t *s) {
       log_at(LOG_ERROR, "out of memory; the event returns when its lease expires",
              KI("id", b->v[i].id));
       free(b->v[i].err);
+      store_event_list_free(b->v[i].follow);
     }
   b->n = 0;
   settles_t t = *a;
@@ -771,11 +787,25 @@ static int send_listen(pg_t *s) {
   return PQsendQuery(s->conn, "LISTEN " CHANNEL) ? 0 : -EIO;
 }
 
-/* The id, kind, arg and error array literals of flush_sql, for the settlements of
- * every list in turn. Returns 0 or -ENOMEM (then free the buffers all the same). */
-static int settle_arrays(const settles_t *const *lists, int nlists, sbuf_t arr[4]) {
-  int first = 1, oom = 0;
-  for (int k = 0; k < 4; k++) sb_put(&arr[k], "{", 1);
+#define FLUSH_ARRAYS 10 /* $2..$5 the settlements, $7..$12 the new events */
+
+/* One new event into the follow-up arrays (arr[4..9]) of flush_sql. */
+static void follow_elems(sbuf_t *arr, int64_t parent, const store_event_t *f, int first) {
+  for (int k = 4; k < FLUSH_ARRAYS && !first; k++) sb_put(&arr[k], ",", 1);
+  sb_int(&arr[4], parent);
+  sb_text_elem(&arr[5], f->topic);
+  sb_text_elem(&arr[6], f->key);
+  sb_text_elem(&arr[7], f->payload);
+  sb_text_elem(&arr[8], f->headers);
+  sb_int(&arr[9], f->available_at > 0 ? store_clamp_time(f->available_at) : 0);
+}
+
+/* The array literals of flush_sql ($2..$5, $7..$12 in arr[0..9]) for the
+ * settlements of every list in turn and their new events. Returns 0 or -ENOMEM
+ * (then free the buffers all the same). */
+static int settle_arrays(const settles_t *const *lists, int nlists, sbuf_t arr[FLUSH_ARRAYS]) {
+  int first = 1, ffirst = 1, oom = 0;
+  for (int k = 0; k < FLUSH_ARRAYS; k++) sb_put(&arr[k], "{", 1);
   for (int l = 0; l < nlists; l++) {
     for (int i = 0; i < lists[l]->n; i++) {
       const settle_t *x = &lists[l]->v[i];
@@ -785,10 +815,20 @@ static int settle_arrays(const settles_t *const *lists, int nlists, sbuf_t arr[4
       sb_int(&arr[1], x->kind);
       sb_int(&arr[2], x->arg);
       sb_text_elem(&arr[3], x->err);
+      for (const store_event_t *f = x->follow; f; f = f->next, ffirst = 0)
+        follow_elems(arr, x->kind == SET_ACK ? x->id : 0, f, ffirst);
     }
   }
-  for (int k = 0; k < 4; k++) sb_put(&arr[k], "}", 1), oom |= arr[k].oom;
+  for (int k = 0; k < FLUSH_ARRAYS; k++) sb_put(&arr[k], "}", 1), oom |= arr[k].oom;
   return oom ? -ENOMEM : 0;
+}
+
+/* flush_sql's parameters: host, arrays, keep_done. */
+static void flush_params(const pg_t *s, sbuf_t arr[FLUSH_ARRAYS], const char *v[12]) {
+  v[0] = s->host;
+  for (int k = 0; k < 4; k++) v[1 + k] = arr[k].p;
+  v[5] = s->base.opts.keep_done ? "true" : "false";
+  for (int k = 4; k < FLUSH_ARRAYS; k++) v[2 + k] = arr[k].p;
 }
 
 /* Moves the buffer into the flush in flight and sends it as one statement. */
@@ -800,7 +840,7 @@ static int send_stmt(pg_t *s, const char *name, const char *sql, int n, const ch
 }
 
 static int send_flush(pg_t *s) {
-  sbuf_t arr[4] = {{0}};
+  sbuf_t arr[FLUSH_ARRAYS] = {{0}};
   if (s->split > 0 && s->set.n > 1 && settles_push(&s->sending, &s->set.v[0]) == 0) {
     /* after a refused batch: one settlement per statement, so one bad row stays alone */
     memmove(s->set.v, s->set.v + 1, (size_t)(s->set.n - 1) * sizeof *s->set.v);
@@ -816,16 +856,17 @@ static int send_flush(pg_t *s) {
   s->op = OP_FLUSH;
   const settles_t *lists[] = {&s->sending};
   int rc = settle_arrays(lists, 1, arr), acks_only = !s->base.opts.keep_done;
-  for (int i = 0; i < s->sending.n && acks_only; i++) acks_only = s->sending.v[i].kind == SET_ACK;
+  for (int i = 0; i < s->sending.n && acks_only; i++)
+    acks_only = s->sending.v[i].kind == SET_ACK && !s->sending.v[i].follow;
   if (rc == 0 && acks_only) {
     const char *v[] = {s->host, arr[0].p};
     rc = send_stmt(s, ACK_NAME, ack_sql, 2, v);
   } else if (rc == 0) {
-    const char *v[] = {s->host,   arr[0].p, arr[1].p,
-                       arr[2].p,  arr[3].p, s->base.opts.keep_done ? "true" : "false"};
-    rc = PQsendQueryParams(s->conn, flush_sql, 6, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
+    const char *v[12];
+    flush_params(s, arr, v);
+    rc = PQsendQueryParams(s->conn, flush_sql, 12, NULL, v, NULL, NULL, 0) ? 0 : -EIO;
   }
-  for (int k = 0; k < 4; k++) free(arr[k].p);
+  for (int k = 0; k < FLUSH_ARRAYS; k++) free(arr[k].p);
   return rc;
 }
 
@@ -1074,17 +1115,19 @@ static int returned_ids(const PGresult *r, idset_t *got) {
   return 0;
 }
 
-static const char *const kind_name[] = {"ack", "fail", "dead", "release", "defer"};
+static const char *const kind_name[] = {"ack", "fail", "dead", "release", "defer", "emit"};
 
 static void flush_done(pg_t *s, const PGresult *r) {
   idset_t got = {0};
   int ok = returned_ids(r, &got) == 0;
   for (int i = 0; i < s->sending.n; i++) {
     const settle_t *x = &s->sending.v[i];
-    if (ok && !idset_has(&got, x->id))
+    if (ok && x->kind != SET_EMIT && !idset_has(&got, x->id))
       log_at(LOG_WARN, "settlement fenced out: the lease was lost", KI("id", x->id),
              KS("outcome", kind_name[x->kind]));
     if (x->kind == SET_FAIL || x->kind == SET_DEFER) arm_due(s, x->arg);
+    for (const store_event_t *f = x->follow; f; f = f->next)
+      if (f->available_at > 0) arm_due(s, f->available_at);
   }
   idset_free(&got);
   settles_clear(&s->sending);
@@ -1390,15 +1433,12 @@ static void on_flush_timer(uv_timer_t *t) {
   send_next(s);
 }
 
-/* Takes over `ev`: remembers what the write needs, frees the event. */
-static void settle(pg_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
-  settle_t x = {ev->id, kind == SET_FAIL || kind == SET_DEFER ? store_clamp_time(arg) : arg, kind,
-                store_error_text(err), 0};
-  idset_del(&s->out, ev->id);
-  store_event_free(ev);
-  if (settles_push(&s->set, &x)) {
-    log_at(LOG_ERROR, "out of memory; the event returns when its lease expires", KI("id", x.id));
-    free(x.err);
+/* Appends settlement x to the buffer (its follow-ups taken over) and arms the flush. */
+static void buffer(pg_t *s, settle_t *x) {
+  if (settles_push(&s->set, x)) {
+    log_at(LOG_ERROR, "out of memory; the event returns when its lease expires", KI("id", x->id));
+    free(x->err);
+    store_event_list_free(x->follow);
     return;
   }
   int batch = s->base.opts.batch > 0 ? s->base.opts.batch : 1;
@@ -1413,7 +1453,31 @@ static void settle(pg_t *s, store_event_t *ev, int kind, int64_t arg, const char
     timer_after(&s->flush_timer, on_flush_timer, FLUSH_DELAY_MS);
 }
 
+/* Takes over `ev`: remembers what the write needs (an ack keeps its follow-ups),
+ * frees the event. */
+static void settle(pg_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
+  settle_t x = {ev->id, kind == SET_FAIL || kind == SET_DEFER ? store_clamp_time(arg) : arg, kind,
+                store_error_text(err), 0, NULL};
+  if (kind == SET_ACK) {
+    x.follow = ev->follow;
+    ev->follow = NULL;
+  }
+  idset_del(&s->out, ev->id);
+  store_event_free(ev);
+  buffer(s, &x);
+}
+
 static void pg_ack(store_t *b, store_event_t *ev) { settle((pg_t *)b, ev, SET_ACK, 0, NULL); }
+
+static void pg_push(store_t *b, store_event_t *list) {
+  pg_t *s = (pg_t *)b;
+  settle_t x = {0, 0, SET_EMIT, NULL, 0, list};
+  if (!s->dispatching) {
+    store_event_list_free(list);
+    return;
+  }
+  buffer(s, &x);
+}
 
 static void pg_fail(store_t *b, store_event_t *ev, int64_t available_at, const char *err) {
   settle((pg_t *)b, ev, SET_FAIL, available_at, err);
@@ -1796,10 +1860,10 @@ static int pg_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf
                         " -c statement_timeout=" SALVAGE_TIMEOUT_S "s",
                         NULL};
   char *why = store_error_text(err);
-  settle_t dead = {dead_id, 1, SET_DEAD, why, 0};
+  settle_t dead = {dead_id, 1, SET_DEAD, why, 0, NULL};
   settles_t verdict = {&dead, dead_id > 0, 1};
   const settles_t *lists[] = {&s->sending, &s->set, &verdict};
-  sbuf_t arr[4] = {{0}};
+  sbuf_t arr[FLUSH_ARRAYS] = {{0}};
   int rc = -ENOMEM, released = 0;
   PGconn *c = PQconnectdbParams(keys, vals, 1);
   PGresult *r = NULL;
@@ -1812,9 +1876,9 @@ static int pg_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf
   r = PQexec(c, "BEGIN");
   if (PQresultStatus(r) != PGRES_COMMAND_OK) goto done;
   PQclear(r);
-  const char *fv[] = {s->host, arr[0].p, arr[1].p,
-                      arr[2].p, arr[3].p, s->base.opts.keep_done ? "true" : "false"};
-  r = PQexecParams(c, flush_sql, 6, NULL, fv, NULL, NULL, 0);
+  const char *fv[12];
+  flush_params(s, arr, fv);
+  r = PQexecParams(c, flush_sql, 12, NULL, fv, NULL, NULL, 0);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) goto done;
   PQclear(r);
   const char *rv[] = {s->host};
@@ -1831,7 +1895,7 @@ done:
   }
   PQclear(r);
   PQfinish(c);
-  for (int k = 0; k < 4; k++) free(arr[k].p);
+  for (int k = 0; k < FLUSH_ARRAYS; k++) free(arr[k].p);
   free(why);
   return rc;
 }
@@ -1848,6 +1912,7 @@ static const store_ops_t pg_ops = {
     .exhausted = pg_exhausted,
     .counts = pg_counts,
     .enqueue = pg_enqueue,
+    .push = pg_push,
     .requeue = pg_requeue,
     .topic_counts = pg_topic_counts,
     .list_dead = pg_list_dead,

@@ -240,13 +240,15 @@ static const char *const sql_text[ST_COUNT] = {
 
 /* ------------------------------------------------------------ the store */
 
-enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE, SET_DEFER };
+/* SET_EMIT: new events tied to no event (store_push), id 0. */
+enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE, SET_DEFER, SET_EMIT };
 
 typedef struct settle {
   int64_t id;
   int64_t arg; /* fail, defer: available_at; dead: attempts to add */
   int kind;
-  char *err; /* owned copy, or NULL */
+  char *err;              /* owned copy, or NULL */
+  store_event_t *follow;  /* ack: its follow-ups; emit: the new events (owned) */
 } settle_t;
 
 typedef struct sq {
@@ -429,7 +431,7 @@ static void arm_next_due(sq_t *s, int64_t now) {
 
 /* ---------------------------------------------------------- settlements */
 
-static const char *const kind_name[] = {"ack", "fail", "dead", "release", "defer"};
+static const char *const kind_name[] = {"ack", "fail", "dead", "release", "defer", "emit"};
 
 /* The statement that writes settlement x (acks take a JSON array of ids in ?1). */
 static int settle_stmt(const sq_t *s, const settle_t *x) {
@@ -459,6 +461,26 @@ static void bind_settle(sq_t *s, sqlite3_stmt *st, const settle_t *x) {
 static void fenced_out(sq_t *s, int64_t id, int kind) {
   log_at(LOG_WARN, "settlement fenced out: the lease was lost", KI("id", id),
          KS("outcome", kind_name[kind]), KS("db", s->path));
+}
+
+/* Inserts one new event with statement st (ST_INSERT's text). Returns an SQLite code. */
+static int insert_event(sqlite3_stmt *st, const store_event_t *ev) {
+  sqlite3_bind_text(st, 1, ev->topic, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, ev->key, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 3, ev->payload, (int)ev->payload_len, SQLITE_STATIC);
+  sqlite3_bind_text(st, 4, ev->headers, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 5, store_clamp_time(ev->available_at));
+  int rc = sqlite3_step(st);
+  done_stmt(st);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Inserts every event of a list linked by `next`. */
+static int insert_list(sqlite3_stmt *st, const store_event_t *list) {
+  int rc = SQLITE_OK;
+  for (const store_event_t *ev = list; ev && rc == SQLITE_OK; ev = ev->next)
+    rc = insert_event(st, ev);
+  return rc;
 }
 
 /* A failure, dead-letter or release: one row. */
@@ -491,10 +513,16 @@ static int write_acks(sq_t *s, int nacks) {
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) oom |= idset_add(&got, sqlite3_column_int64(st, 0));
   done_stmt(st);
   free(ids);
-  if (rc == SQLITE_DONE && !oom && (int)got.n < nacks)
-    for (int i = 0; i < s->nset; i++)
-      if (s->set[i].kind == SET_ACK && !idset_has(&got, s->set[i].id))
-        fenced_out(s, s->set[i].id, SET_ACK);
+  if (rc == SQLITE_DONE && oom) rc = SQLITE_NOMEM; /* which acks were written is unknown */
+  /* the follow-ups of the acks written, in the same transaction; none for the fenced */
+  for (int i = 0; i < s->nset && rc == SQLITE_DONE; i++) {
+    const settle_t *x = &s->set[i];
+    if (x->kind != SET_ACK) continue;
+    if (!idset_has(&got, x->id))
+      fenced_out(s, x->id, SET_ACK);
+    else if (x->follow)
+      rc = insert_list(s->st[ST_INSERT], x->follow) == SQLITE_OK ? SQLITE_DONE : SQLITE_ERROR;
+  }
   idset_free(&got);
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
@@ -507,21 +535,30 @@ static int write_settlements(sq_t *s) {
       nacks++;
       continue;
     }
-    int rc = write_one(s, &s->set[i]);
+    int rc = s->set[i].kind == SET_EMIT ? insert_list(s->st[ST_INSERT], s->set[i].follow)
+                                        : write_one(s, &s->set[i]);
     if (rc != SQLITE_OK) return rc;
   }
   return nacks ? write_acks(s, nacks) : SQLITE_OK;
 }
 
 static void drop_settlements(sq_t *s) {
-  for (int i = 0; i < s->nset; i++) free(s->set[i].err);
+  for (int i = 0; i < s->nset; i++) {
+    free(s->set[i].err);
+    store_event_list_free(s->set[i].follow);
+  }
   s->nset = 0;
 }
 
-/* After the commit that wrote them: retries get a timer, the buffer empties. */
+/* After the commit that wrote them: retries and scheduled new events get a timer,
+ * the buffer empties. */
 static void settlements_committed(sq_t *s) {
-  for (int i = 0; i < s->nset; i++)
-    if (s->set[i].kind == SET_FAIL || s->set[i].kind == SET_DEFER) arm_due(s, s->set[i].arg);
+  for (int i = 0; i < s->nset; i++) {
+    const settle_t *x = &s->set[i];
+    if (x->kind == SET_FAIL || x->kind == SET_DEFER) arm_due(s, x->arg);
+    for (const store_event_t *f = x->follow; f; f = f->next)
+      if (f->available_at > 0) arm_due(s, f->available_at);
+  }
   drop_settlements(s);
   db_ok(s);
 }
@@ -564,16 +601,15 @@ static int flush_in_call(sq_t *s) {
   return 0;
 }
 
-/* Takes over `ev`: remembers what the write needs, frees the event. */
-static void settle(sq_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
-  int64_t id = ev->id;
-  idset_del(&s->out, id);
-  store_event_free(ev);
+/* Appends a settlement to the buffer (its follow-ups taken over) and arms the flush. */
+static void buffer(sq_t *s, int64_t id, int kind, int64_t arg, const char *err,
+                   store_event_t *follow) {
   if (s->nset == s->capset) {
     int cap = s->capset ? s->capset * 2 : 64;
     settle_t *set = realloc(s->set, (size_t)cap * sizeof *set);
     if (!set) {
       log_at(LOG_ERROR, "out of memory; the event returns when its lease expires", KI("id", id));
+      store_event_list_free(follow);
       return;
     }
     s->set = set;
@@ -584,6 +620,7 @@ static void settle(sq_t *s, store_event_t *ev, int kind, int64_t arg, const char
   x->kind = kind;
   x->arg = kind == SET_FAIL || kind == SET_DEFER ? store_clamp_time(arg) : arg;
   x->err = store_error_text(err);
+  x->follow = follow;
   /* A full batch is written on the next loop pass, unless a claim comes first and
    * writes it in its own transaction (one commit instead of two). */
   int batch = s->base.opts.batch > 0 ? s->base.opts.batch : 1;
@@ -593,7 +630,30 @@ static void settle(sq_t *s, store_event_t *ev, int kind, int64_t arg, const char
     timer_after(&s->flush_timer, on_flush, FLUSH_DELAY_MS);
 }
 
+/* Takes over `ev`: remembers what the write needs (an ack keeps its follow-ups),
+ * frees the event. */
+static void settle(sq_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
+  int64_t id = ev->id;
+  store_event_t *follow = NULL;
+  if (kind == SET_ACK) {
+    follow = ev->follow;
+    ev->follow = NULL;
+  }
+  idset_del(&s->out, id);
+  store_event_free(ev);
+  buffer(s, id, kind, arg, err, follow);
+}
+
 static void sq_ack(store_t *b, store_event_t *ev) { settle((sq_t *)b, ev, SET_ACK, 0, NULL); }
+
+static void sq_push(store_t *b, store_event_t *list) {
+  sq_t *s = (sq_t *)b;
+  if (!s->dispatching) {
+    store_event_list_free(list);
+    return;
+  }
+  buffer(s, 0, SET_EMIT, 0, NULL, list);
+}
 
 static void sq_fail(store_t *b, store_event_t *ev, int64_t available_at, const char *err) {
   settle((sq_t *)b, ev, SET_FAIL, available_at, err);
@@ -1188,15 +1248,8 @@ static int sq_enqueue(store_t *b, store_event_t *const *evs, int n) {
   int rc = begin(s);
   if (rc != SQLITE_DONE) goto fail;
   for (int i = 0; i < n; i++) {
-    const store_event_t *ev = evs[i];
-    sqlite3_bind_text(st, 1, ev->topic, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, ev->key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, ev->payload, (int)ev->payload_len, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, ev->headers, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, store_clamp_time(ev->available_at));
-    rc = sqlite3_step(st);
-    done_stmt(st);
-    if (rc != SQLITE_DONE) goto fail;
+    rc = insert_event(st, evs[i]);
+    if (rc != SQLITE_OK) goto fail;
   }
   rc = run(s, ST_COMMIT);
   if (rc != SQLITE_DONE) goto fail;
@@ -1377,6 +1430,20 @@ static int salvage_step(sq_t *s, sqlite3 *db, const char *sql, const settle_t *x
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* Writes buffered settlement x on db: an ack's follow-ups only when the ack was
+ * written, new events of an emit always. */
+static int salvage_settle(sq_t *s, sqlite3 *db, const settle_t *x) {
+  int changed = 0, rc = SQLITE_OK;
+  if (x->kind != SET_EMIT) rc = salvage_step(s, db, sql_text[settle_stmt(s, x)], x, &changed);
+  if (rc != SQLITE_OK || !x->follow || (x->kind == SET_ACK && !changed)) return rc;
+  sqlite3_stmt *st;
+  rc = sqlite3_prepare_v2(db, sql_text[ST_INSERT], -1, &st, NULL);
+  if (rc != SQLITE_OK) return rc;
+  rc = insert_list(st, x->follow);
+  sqlite3_finalize(st);
+  return rc;
+}
+
 /* Another thread, its own connection: the loop thread is stopped outside the store,
  * so the buffer of settlements holds still. */
 static int sq_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf, size_t errlen) {
@@ -1389,9 +1456,9 @@ static int sq_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf
     rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
   }
   for (int i = 0; i < s->nset && rc == SQLITE_OK; i++)
-    rc = salvage_step(s, db, sql_text[settle_stmt(s, &s->set[i])], &s->set[i], NULL);
+    rc = salvage_settle(s, db, &s->set[i]);
   if (rc == SQLITE_OK && dead_id > 0) {
-    settle_t x = {dead_id, 1, SET_DEAD, store_error_text(err)};
+    settle_t x = {dead_id, 1, SET_DEAD, store_error_text(err), NULL};
     rc = salvage_step(s, db, sql_text[ST_DEAD], &x, NULL);
     free(x.err);
   }
@@ -1447,6 +1514,7 @@ static const store_ops_t sqlite_ops = {
     .exhausted = sq_exhausted,
     .counts = sq_counts,
     .enqueue = sq_enqueue,
+    .push = sq_push,
     .requeue = sq_requeue,
     .list_dead = sq_list_dead,
     .topic_counts = sq_topic_counts,

@@ -14,7 +14,7 @@
 
 typedef struct results {
   int json;
-  long attempts, done, dead;
+  long attempts, done, dead, enqueued;
 } results_t;
 
 static void on_attempt(void *arg, const store_event_t *ev, int attempt, const char *outcome,
@@ -39,6 +39,47 @@ static void on_attempt(void *arg, const store_event_t *ev, int attempt, const ch
   fflush(stdout);
 }
 
+/* `s` on one line for the text output: control characters escaped, cut to fit. */
+static const char *text_of(const char *s, char *out, size_t cap) {
+  size_t n = 0;
+  for (; *s && n + 5 < cap; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c >= 0x20 && c != 0x7f)
+      out[n++] = (char)c;
+    else
+      n += (size_t)snprintf(out + n, cap - n, c == '\n' ? "\\n" : c == '\t' ? "\\t" : "\\x%02x", c);
+  }
+  out[n] = 0;
+  return out;
+}
+
+/* `ID TOPIC enqueue NEW_TOPIC [key=K] [delay=Ns] PAYLOAD` after the done line of the
+ * run that enqueued it (`enqueue NEW_TOPIC ...` outside a handler). */
+static void on_enqueue(void *arg, const store_event_t *parent, const store_event_t *ev) {
+  results_t *r = arg;
+  char ptopic[512], topic[512], key[512], payload[1024];
+  double delay = ev->available_at > 0 ? (double)(ev->available_at - ev->created_at) / 1000.0 : 0;
+  log_escape(parent ? parent->topic : "", ptopic, sizeof ptopic);
+  log_escape(ev->topic, topic, sizeof topic);
+  log_escape(ev->key ? ev->key : "", key, sizeof key);
+  log_escape(ev->payload, payload, sizeof payload);
+  r->enqueued++;
+  if (r->json) {
+    if (parent) printf("{\"id\":%lld,\"topic\":\"%s\",", (long long)parent->id, ptopic);
+    else printf("{");
+    printf("\"outcome\":\"enqueue\",\"enqueue\":{\"topic\":\"%s\"", topic);
+    if (ev->key) printf(",\"key\":\"%s\"", key);
+    printf(",\"payload\":\"%s\",\"delay\":%g}}\n", payload, delay);
+  } else {
+    if (parent) printf("%lld %s ", (long long)parent->id, ptopic);
+    printf("enqueue %s", topic);
+    if (ev->key) printf(" key=%s", key);
+    if (delay > 0) printf(" delay=%gs", delay);
+    printf(" %s\n", text_of(ev->payload, payload, sizeof payload));
+  }
+  fflush(stdout);
+}
+
 /* The stub must load and return a function; checked in a state of its own so a
  * bad stub is a one-line usage error, not a failed run. Returns 0 or 2. */
 static int check_stub(const char *stub) {
@@ -59,8 +100,8 @@ static int check_stub(const char *stub) {
 }
 
 int testrun(config_t *cfg, const char *script, const char *fixture, const char *stub, int json) {
-  results_t r = {json, 0, 0, 0};
-  dispatch_report_t report = {on_attempt, &r};
+  results_t r = {json, 0, 0, 0, 0};
+  dispatch_report_t report = {on_attempt, &r, on_enqueue};
   if (access(script, R_OK) != 0) {
     fprintf(stderr, "outboxd test: %s: cannot read the script\n", script);
     return 2;
@@ -80,7 +121,10 @@ int testrun(config_t *cfg, const char *script, const char *fixture, const char *
   int rc = dispatch_test(cfg, script, &report);
   if (!r.attempts && rc == 0)
     fprintf(stderr, "outboxd test: %s: no events in the fixture\n", fixture);
-  if (!json)
+  if (!json && r.enqueued)
+    fprintf(stderr, "outboxd test: %ld done, %ld dead, %ld attempts, %ld enqueued (not run)\n",
+            r.done, r.dead, r.attempts, r.enqueued);
+  else if (!json)
     fprintf(stderr, "outboxd test: %ld done, %ld dead, %ld attempts\n", r.done, r.dead,
             r.attempts);
   return rc ? rc : r.dead ? 1 : 0;

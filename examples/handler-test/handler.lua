@@ -14,4 +14,7 @@ outbox.handle("order.*", function(ev)
   if res.status >= 500 then return false, "shipping answered " .. res.status end
   if res.status >= 400 then return outbox.reject("shipping refused: " .. res.status .. " " .. res.body) end
   outbox.log.info("shipped", { order = order.id, tracking = res.headers["x-tracking"] })
+  -- the next step, written with this event's ack (a failed run writes nothing)
+  outbox.enqueue{ topic = "order.shipped", key = order.id,
+                  payload = { tracking = res.headers["x-tracking"] } }
 end)

@@ -109,3 +109,33 @@ return function(ev)
 end
 LUA
 }
+
+# follow_handler: h.lua for outbox.enqueue tests. Topic "job": enqueues one
+# follow-up ("follow", payload = the job's id, key = its key) and appends the id to
+# the file `ran` ($RAN; while the file $GATE exists the run waits first), then (payload "flaky") fails its first run or (payload "poison") is
+# rejected: those runs enqueue nothing. Topic "follow" appends to `followed`. The
+# `start` hook and the top level each enqueue one event at once.
+follow_handler() {
+  cat > h.lua <<'LUA'
+local function append(file, line)
+  local f = assert(io.open(file, "a")); f:write(line, "\n"); f:close()
+end
+outbox.handle("job", function(ev)
+  outbox.enqueue{ topic = "follow", payload = tostring(ev.id), key = ev.key,
+                  headers = { from = ev.id } }
+  if os.getenv("SLOW") then outbox.sleep(tonumber(os.getenv("SLOW"))) end
+  while os.getenv("GATE") and io.open(os.getenv("GATE")) do outbox.sleep(0.01) end
+  append(os.getenv("RAN") or "ran", ev.id)
+  if ev.payload == "flaky" and ev.attempt == 1 then error("flaky once") end
+  if ev.payload == "poison" then return outbox.reject("poison") end
+end)
+outbox.handle("follow", function(ev) append("followed", ev.payload) end)
+outbox.handle("hooked", function() end)
+outbox.handle("top", function() end)
+outbox.on("start", function() outbox.enqueue{ topic = "hooked", payload = { from = "start" } } end)
+if os.getenv("TOP") then -- the file top_at: when (epoch ms)
+  append("top_at", string.format("%d", outbox.now() * 1000))
+  outbox.enqueue{ topic = "top", payload = "loaded", delay = 0.2 }
+end
+LUA
+}

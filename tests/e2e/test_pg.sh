@@ -261,3 +261,70 @@ t_pg_once_with_unreachable_database_exits_1() {
   assert_grep 'database unreachable, reconnecting' log "the cause is logged"
   assert_grep 'the store failed \(--once\)' log "the run says why it stops"
 }
+
+# outbox.enqueue on PostgreSQL: a done run's follow-up is written in the statement
+# of its fenced ack; a failed or rejected run writes none; hooks and the top level
+# write at once (a delay sets available_at).
+t_pg_enqueue_follow_ups_only_when_done() {
+  pg_fresh || return 1
+  follow_handler
+  sql "INSERT INTO outbox (topic, key, payload) VALUES ('job', 'k1', 'ok'), ('job', NULL, 'flaky'), ('job', 'k2', 'poison')"
+  TOP=1 "$OUTBOXD" run h.lua --db "$PGURL" --keep-done --backoff 10:10 --log text 2> log &
+  local pid=$!
+  seven_settled() { pg_settled && [ "$(sql "SELECT count(*) FROM outbox")" = 7 ]; }
+  wait_until 30 "seven events settled" seven_settled || { kill -9 $pid; return 1; }
+  kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit code"
+  assert_eq "$(sql "SELECT string_agg(payload || '/' || coalesce(key, '-') || '/' || headers, ' ' ORDER BY id) FROM outbox WHERE topic = 'follow'")" \
+    '1/k1/{"from":1} 2/-/{"from":2}' "one follow-up per done job, none for the rejected one"
+  assert_eq "$(sort -n ran | tr '\n' ' ')" "1 2 2 3 " "runs (the flaky job twice)"
+  assert_eq "$(sort -n followed | tr '\n' ' ')" "1 2 " "follow-ups handled"
+  assert_eq "$(sql "SELECT status FROM outbox WHERE id = 3")" dead "the rejected job"
+  assert_eq "$(sql "SELECT payload || ' ' || status FROM outbox WHERE topic = 'hooked'")" '{"from":"start"} done' "enqueued by the start hook"
+  assert_eq "$(sql "SELECT payload || ' ' || status || ' ' || ((extract(epoch FROM available_at) * 1000)::bigint - $(head -1 top_at) BETWEEN 200 AND 250) FROM outbox WHERE topic = 'top'")" 'loaded done true' "enqueued at the top level, due 0.2 s after the call"
+}
+
+# Two hosts; twice, while a psql session holds the table (acks wait), one host's
+# runs finish and it is killed with SIGKILL before their acks are written. After
+# recovery every job is done with exactly one follow-up: the ack statement the
+# killed host had sent commits with its follow-ups once the lock goes, the acks it
+# never sent are lost with theirs, and those jobs run again elsewhere.
+t_pg_enqueue_sigkill_exactly_one_follow_up() {
+  pg_fresh || return 1
+  follow_handler
+  local n=3000
+  sql "INSERT INTO outbox (topic, key, payload) SELECT 'job', 'k' || (g % 100), g::text FROM generate_series(1, $n) g"
+  local start="--db $PGURL --keep-done --lease 1000 --batch 100 --concurrency 20 --log text"
+  # shellcheck disable=SC2086
+  RAN=ran.b SLOW=0.004 "$OUTBOXD" run h.lua $start 2> logb &
+  local b=$! a i
+  for i in 1 2 3; do
+    # shellcheck disable=SC2086
+    GATE=gate RAN=ran.a$i SLOW=0.004 "$OUTBOXD" run h.lua $start 2>> loga &
+    a=$!
+    [ $i = 3 ] && break
+    wait_count '.' ran.a$i 150 60 || { kill -9 $a $b; return 1; } # host a is mid-stream
+    # host a's runs wait at the gate; a psql session takes the table (acks and claims
+    # now wait); the runs go on, finish, and their acks cannot be written
+    touch gate
+    rm -f unlock
+    { echo "BEGIN; LOCK TABLE outbox IN EXCLUSIVE MODE; SELECT 'locked';"
+      while [ ! -e unlock ]; do sleep 0.05; done; echo "COMMIT;"; } | psql -qAtX "$PGURL" > lock.out &
+    local locker=$!
+    wait_for '^locked$' lock.out || { kill -9 $a $b; touch unlock; return 1; }
+    local before
+    before=$(wc -l < ran.a$i)
+    rm gate
+    wait_count '.' ran.a$i $((before + 10)) 60 || { kill -9 $a $b; touch unlock; return 1; }
+    kill -9 $a; wait $a 2> /dev/null
+    touch unlock; wait $locker
+  done
+  pg_wait_settled 90 || { kill -9 $a $b; return 1; }
+  kill -TERM $a $b; wait $a || fail "host a exit $?"; wait $b || fail "host b exit $?"
+  assert_eq "$(sql "SELECT count(*) FROM outbox WHERE topic = 'job' AND status = 'done'")" "$n" "jobs done"
+  assert_eq "$(sql "SELECT count(*) || ' ' || count(DISTINCT payload) || ' ' || min(payload::int) || ' ' || max(payload::int) FROM outbox WHERE topic = 'follow'")" \
+    "$n $n 1 $n" "follow-ups: one per job (count, distinct, smallest, largest)"
+  local again
+  again=$(cat ran.* | sort -n | uniq -d | wc -l)
+  echo "jobs run again after the kills: $again"
+  [ "$again" -gt 0 ] || fail "no kill came between a run and its ack (nothing ran twice)"
+}

@@ -426,3 +426,53 @@ t_sqlite_foreign_commit_wakes_an_idle_host() {
   wait_for 'HANDLED id=2' log || { kill -9 $pid; return 1; }
   kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit code"
 }
+
+# outbox.enqueue on SQLite: a done run's follow-up is written with its ack (key,
+# headers, payload); a failed or rejected run writes none; hooks and the top level
+# write at once (a delay sets available_at).
+t_sqlite_enqueue_follow_ups_only_when_done() {
+  follow_handler
+  "$OUTBOXD" init --db x.db 2> /dev/null || fail "init"
+  sql x.db "INSERT INTO outbox (topic, key, payload) VALUES ('job', 'k1', 'ok'), ('job', NULL, 'flaky'), ('job', 'k2', 'poison')"
+  TOP=1 "$OUTBOXD" run h.lua --db x.db --keep-done --backoff 10:10 --log text 2> log &
+  local pid=$!
+  seven_settled() { settled x.db && [ "$(sql x.db "SELECT count(*) FROM outbox")" = 7 ]; }
+  wait_until 30 "seven events settled" seven_settled || { kill -9 $pid; return 1; }
+  kill -TERM $pid; wait $pid; assert_eq "$?" 0 "exit code"
+  assert_eq "$(sql x.db "SELECT group_concat(payload || '/' || ifnull(key, '-') || '/' || headers, ' ') FROM (SELECT * FROM outbox WHERE topic = 'follow' ORDER BY id)")" \
+    '1/k1/{"from":1} 2/-/{"from":2}' "one follow-up per done job, none for the rejected one"
+  assert_eq "$(sort -n ran | tr '\n' ' ')" "1 2 2 3 " "runs (the flaky job twice)"
+  assert_eq "$(sort -n followed | tr '\n' ' ')" "1 2 " "follow-ups handled"
+  assert_eq "$(sql x.db "SELECT status FROM outbox WHERE id = 3")" dead "the rejected job"
+  assert_eq "$(sql x.db "SELECT payload || ' ' || status FROM outbox WHERE topic = 'hooked'")" '{"from":"start"} done' "enqueued by the start hook"
+  assert_eq "$(sql x.db "SELECT payload || ' ' || status || ' ' || (available_at - $(head -1 top_at) BETWEEN 200 AND 250) FROM outbox WHERE topic = 'top'")" 'loaded done 1' "enqueued at the top level, due 0.2 s after the call"
+}
+
+# SIGKILL between handler runs and their acks, three times: after recovery every
+# job is done and has exactly one follow-up (the ack and its follow-up commit
+# together; a re-run after the kill writes its own, never a second one).
+t_sqlite_enqueue_sigkill_exactly_one_follow_up() {
+  follow_handler
+  "$OUTBOXD" init --db x.db 2> /dev/null || fail "init"
+  sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+            INSERT INTO outbox (topic, key, payload) SELECT 'job', 'k' || (i % 50), i FROM n"
+  : > ran
+  local kill_at pid
+  for kill_at in 300 800 1300; do
+    SLOW=0.004 "$OUTBOXD" run h.lua --db x.db --keep-done --lease 500 --concurrency 20 --log text 2>> log &
+    pid=$!
+    wait_count '.' ran "$kill_at" 60 || { kill -9 $pid; return 1; }
+    kill -9 $pid; wait $pid 2> /dev/null
+  done
+  SLOW=0.004 "$OUTBOXD" run h.lua --db x.db --keep-done --lease 500 --concurrency 20 --log text 2>> log &
+  pid=$!
+  wait_settled x.db 90 || { kill -9 $pid; return 1; }
+  kill -TERM $pid; wait $pid; assert_eq "$?" 0 "final run exits 0"
+  assert_eq "$(sql x.db "SELECT count(*) FROM outbox WHERE topic = 'job' AND status = 'done'")" 2000 "jobs done"
+  assert_eq "$(sql x.db "SELECT count(*) || ' ' || count(DISTINCT payload) || ' ' || min(CAST(payload AS INTEGER)) || ' ' || max(CAST(payload AS INTEGER)) FROM outbox WHERE topic = 'follow'")" \
+    "2000 2000 1 2000" "follow-ups: one per job (count, distinct, smallest, largest)"
+  local again
+  again=$(sort -n ran | uniq -d | wc -l)
+  echo "jobs run again after the kills: $again"
+  [ "$again" -gt 0 ] || fail "no kill came between a run and its ack (nothing ran twice)"
+}

@@ -246,6 +246,120 @@ START_TEST(keep_done) {
 }
 END_TEST
 
+/* A new event to follow `ev` (outbox.enqueue in its handler), `delay_ms` from now. */
+static void follow(store_event_t *ev, const char *topic, const char *payload, int64_t delay_ms) {
+  store_event_t *f = store_event_new(0, topic, strlen(topic), "fk", 2, payload, strlen(payload),
+                                     "{\"h\":\"1\"}", 9, 0);
+  f->available_at = delay_ms ? now_ms() + delay_ms : 0;
+  store_event_t **tail = &ev->follow;
+  while (*tail) tail = &(*tail)->next;
+  *tail = f;
+}
+
+/* Follow-ups are written in the transaction of their event's ack, in order; a
+ * failed, dead or released event writes none. */
+START_TEST(follow_ups_with_the_ack_only) {
+  store_t *s = open_as("h1", 0, 10, 30000, NULL);
+  put(s, "t", NULL, "ok");
+  put(s, "t", NULL, "fails");
+  put(s, "t", NULL, "dies");
+  put(s, "t", NULL, "released");
+  store_event_t *out[8];
+  ck_assert_int_eq(claim(s, 8, out), 4);
+  for (int i = 0; i < 4; i++) follow(out[i], "f", out[i]->payload, 0);
+  follow(out[0], "f2", "second", 60000);
+  store_ack(s, out[0]);
+  store_fail(s, out[1], now_ms() + 60000, "no");
+  store_dead(s, out[2], 1, "no");
+  store_release(s, out[3]);
+  ck_assert_int_eq(store_flush(s), 0);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic LIKE 'f%'"), 2);
+  char buf[160];
+  raw_text("SELECT group_concat(topic || ' ' || key || ' ' || payload || ' ' || headers || ' ' ||"
+           " status || ' ' || (available_at > 0), ', ') FROM (SELECT * FROM outbox"
+           " WHERE topic LIKE 'f%' ORDER BY id)", buf, sizeof buf);
+  ck_assert_str_eq(buf, "f fk ok {\"h\":\"1\"} pending 0, f2 fk second {\"h\":\"1\"} pending 1");
+  ck_assert_int_gt(raw_int("SELECT available_at FROM outbox WHERE topic = 'f2'"), now_ms() + 50000);
+  close_store(s);
+}
+END_TEST
+
+/* An ack fenced out (the lease was lost and another host took the event over)
+ * writes none of its follow-ups; the new owner's ack writes its own. */
+START_TEST(fenced_ack_writes_no_follow_ups) {
+  store_t *s1 = open_as("h1", 1, 10, 1000, NULL);
+  store_t *s2 = open_as("h2", 1, 10, 30000, NULL);
+  put(s1, "t", NULL, "x");
+  store_event_t *a[2], *b[2];
+  ck_assert_int_eq(claim(s1, 2, a), 1);
+  usleep(1100 * 1000); /* the loop does not run: no renewal */
+  ck_assert_int_eq(claim(s2, 2, b), 1);
+  follow(a[0], "late", "from h1", 0);
+  store_ack(s1, a[0]);
+  ck_assert_int_eq(store_flush(s1), 0);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic = 'late'"), 0);
+  follow(b[0], "on.time", "from h2", 0);
+  store_ack(s2, b[0]);
+  ck_assert_int_eq(store_flush(s2), 0);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic = 'on.time'"), 1);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 1);
+  close_store(s1);
+  close_store(s2);
+}
+END_TEST
+
+/* A commit that fails (the database is locked) writes neither the ack nor its
+ * follow-ups; both go in the retry. */
+START_TEST(follow_ups_roll_back_with_the_ack) {
+  store_t *s = open_as("h1", 0, 10, 30000, NULL);
+  put(s, "t", NULL, "x");
+  store_event_t *out[2];
+  ck_assert_int_eq(claim(s, 2, out), 1);
+  follow(out[0], "f", "y", 0);
+  sqlite3 *db = raw();
+  ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+  store_ack(s, out[0]);
+  ck_assert_int_eq(store_flush(s), -EAGAIN);
+  ck_assert_int_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic = 'f'"), 0);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic = 't'"), 1);
+  ck_assert_int_eq(store_flush(s), 0);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic = 'f'"), 1);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic = 't'"), 0);
+  close_store(s);
+}
+END_TEST
+
+/* store_push: events tied to no settlement, written within a flush; the runaway
+ * salvage writes buffered acks with their follow-ups and pushed events too. */
+START_TEST(pushed_and_salvaged) {
+  store_t *s = open_as("h1", 0, 10, 30000, NULL);
+  store_event_t *e = store_event_new(0, "pushed", 6, NULL, 0, "p", 1, NULL, 0, 0);
+  store_push(s, e);
+  ck_assert_int_eq(store_flush(s), 0);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic = 'pushed'"), 1);
+  put(s, "t", NULL, "a");
+  put(s, "t", NULL, "b");
+  store_event_t *out[4];
+  ck_assert_int_eq(claim(s, 4, out), 3);
+  for (int i = 0; i < 3; i++)
+    if (strcmp(out[i]->topic, "t") != 0) store_ack(s, out[i]); /* the pushed event */
+  int a = strcmp(out[1]->topic, "t") == 0 ? 1 : 0;
+  follow(out[a], "f", "from a", 0);
+  store_ack(s, out[a]); /* buffered, not flushed */
+  store_push(s, store_event_new(0, "pushed2", 7, NULL, 0, "q", 1, NULL, 0, 0));
+  char err[256];
+  int64_t other = out[a + 1]->id;
+  ck_assert_int_eq(s->ops->salvage(s, other, "runaway: test", err, sizeof err), 0);
+  store_event_free(out[a + 1]);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic = 'f'"), 1);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic = 'pushed2'"), 1);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE status = 'dead'"), 1);
+  close_store(s);
+}
+END_TEST
+
 START_TEST(claim_honours_max) {
   store_t *s = open_as("h1", 1, 10, 30000, NULL);
   for (int i = 0; i < 10; i++) put(s, "t", NULL, "p");
@@ -743,6 +857,10 @@ static Suite *suite(void) {
   tcase_add_test(tc, only_init_creates_the_file);
   tcase_add_test(tc, round_trip);
   tcase_add_test(tc, keep_done);
+  tcase_add_test(tc, follow_ups_with_the_ack_only);
+  tcase_add_test(tc, fenced_ack_writes_no_follow_ups);
+  tcase_add_test(tc, follow_ups_roll_back_with_the_ack);
+  tcase_add_test(tc, pushed_and_salvaged);
   tcase_add_test(tc, claim_honours_max);
   tcase_add_test(tc, key_heads_and_runs);
   tcase_add_test(tc, runs_stop_at_a_delay_and_share_the_batch);
