@@ -189,7 +189,7 @@ t_make_install_unit_verifies_and_uninstall_removes_it() {
 t_outboxd_test_runs_the_example_handler() {
   OUTBOXD=$OUTBOXD bash "$HERE/../../examples/handler-test/run.sh" > out 2>&1 ||
     { sed 's/^/      | /' out | tail -20; fail "examples/handler-test/run.sh failed"; return 1; }
-  assert_grep '^handler-test: ok \(12 attempts as expected\)$' out "example outcomes match"
+  assert_grep '^handler-test: ok \(12 attempts and 3 enqueued events as expected\)$' out "example outcomes match"
 }
 
 t_outboxd_test_fake_clock_stub_and_bad_input() {
