@@ -901,6 +901,14 @@ static void on_tick(uv_timer_t *t) {
   memory_changed(d, memmon_sample(&d->mem, memmon_read_rss(), host_lua_heap(d->host)));
 }
 
+/* Starts a drain timeout from now. The loop's cached time can be old here (the first
+ * pump runs before the loop does; a load or a long pass), and a timer armed from it
+ * would fire before the hooks just fired ever began. */
+static void start_drain_timer(dispatch_t *d, uv_timer_t *t, uv_timer_cb cb) {
+  uv_update_time(d->loop);
+  uv_timer_start(t, cb, (uint64_t)d->cfg->drain_timeout_ms, 0);
+}
+
 /* Hooks and timer runs still going, all generations. */
 static int background_running(const dispatch_t *d) {
   return host_hooks_running(d->host) + host_timers_running(d->host);
@@ -958,7 +966,7 @@ static void finish(dispatch_t *d) {
     d->stopping = 2;
     drain_begin(d);
     host_fire(d->host, "shutdown", NULL, NULL);
-    uv_timer_start(&d->drain_timer, on_drain_timeout, (uint64_t)d->cfg->drain_timeout_ms, 0);
+    start_drain_timer(d, &d->drain_timer, on_drain_timeout);
   }
   if (background_running(d) > 0) { /* look again shortly */
     uv_timer_start(&d->brk_timer, on_brk_timer, 5, 0);
@@ -995,7 +1003,7 @@ static void begin_shutdown(dispatch_t *d, const char *why) {
   notify_stopping(d);
   drain_begin(d);
   release_unstarted(d);
-  uv_timer_start(&d->drain_timer, on_drain_timeout, (uint64_t)d->cfg->drain_timeout_ms, 0);
+  start_drain_timer(d, &d->drain_timer, on_drain_timeout);
   if (d->lim.active == 0) finish(d);
 }
 
@@ -1062,7 +1070,7 @@ static void reload(dispatch_t *d, const char *why) {
     r->generation = old;
     uv_timer_init(d->loop, &r->timer);
     r->timer.data = r;
-    uv_timer_start(&r->timer, on_retired_timeout, (uint64_t)d->cfg->drain_timeout_ms, 0);
+    start_drain_timer(d, &r->timer, on_retired_timeout);
     uv_unref((uv_handle_t *)&r->timer);
   } else {
     free(r);
