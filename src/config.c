@@ -62,8 +62,11 @@ const config_opt_t config_opts[] = {
     {"once", NULL, NULL, CT_BOOL, OFF(once), NULL, "off",
      "stop when nothing is claimable, settle, exit 0"},
     {"no-watch", NULL, NULL, CT_NEGBOOL, OFF(watch), NULL, "watch on", "disable hot reload"},
-    {"keep-done", "OUTBOX_KEEP_DONE", "keep_done", CT_BOOL, OFF(keep_done), NULL, "off",
-     "keep done rows instead of deleting them"},
+    {"keep-done", "OUTBOX_KEEP_DONE", "keep_done", CT_DURATION, OFF(keep_done_ms), "[DURATION]",
+     "0: deleted at once",
+     "keep done rows this long (7d, 12h, 30m, ms; alone: forever), then delete them in batches"},
+    {"keep-dead", "OUTBOX_KEEP_DEAD", "keep_dead", CT_DURATION, OFF(keep_dead_ms), "[DURATION]",
+     "forever", "delete dead rows older than this (7d, 12h, 30m, ms), in batches"},
     {"metrics", "OUTBOX_METRICS", NULL, CT_STRING, OFF(metrics), "[HOST:]PORT", "off",
      "/metrics, /health, /ready; 127.0.0.1 unless a host is given"},
     {"log", "OUTBOX_LOG", NULL, CT_LOG, OFF(log_json), "text|json", "text on a TTY, else json",
@@ -110,6 +113,27 @@ static int parse_i64(const char *s, int64_t *out) {
   if (errno || end == s || *end || v < 0) return -EINVAL;
   *out = v;
   return 0;
+}
+
+int config_parse_duration(const char *s, int64_t *ms) {
+  static const struct { const char *unit; int64_t ms; } units[] = {
+      {"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+  char *end;
+  if (strcmp(s, "forever") == 0) {
+    *ms = -1;
+    return 0;
+  }
+  if (*s < '0' || *s > '9') return -EINVAL;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || v < 0) return -EINVAL;
+  for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+    if (strcmp(end, units[i].unit) != 0) continue;
+    if (v > ((int64_t)1 << 50) / units[i].ms) return -EINVAL;
+    *ms = v * units[i].ms;
+    return 0;
+  }
+  return -EINVAL;
 }
 
 static int bad(const config_opt_t *o, int source, const char *value, const char *why, char *err,
@@ -178,6 +202,12 @@ int config_set(config_t *c, int i, const char *value, int source, char *err, siz
     if ((*(int *)field = log_level_parse(value)) < 0)
       return bad(o, source, value, "debug, info, warn or error", err, errlen);
     break;
+  case CT_DURATION:
+    if (config_parse_duration(value, &v))
+      return bad(o, source, value, "a duration such as 7d, 12h, 30m, 45s or milliseconds, or forever",
+                 err, errlen);
+    *(int64_t *)field = v;
+    break;
   case CT_BOOL:
   case CT_NEGBOOL: {
     int on = !(strcmp(value, "0") == 0 || strcmp(value, "false") == 0 || strcmp(value, "no") == 0);
@@ -209,7 +239,7 @@ int config_set_number(config_t *c, int i, double v, int source, char *err, size_
   const config_opt_t *o = &config_opts[i];
   if (!isfinite(v) || v < 0)
     return bad(o, source, "non-finite or negative", "a number", err, errlen);
-  if (o->type == CT_MS || o->type == CT_BACKOFF)
+  if (o->type == CT_MS || o->type == CT_BACKOFF || o->type == CT_DURATION)
     snprintf(buf, sizeof buf, "%lld", (long long)llround(v * 1000.0));
   else
     snprintf(buf, sizeof buf, "%lld", (long long)llround(v));

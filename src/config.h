@@ -19,6 +19,7 @@ enum config_type {
   CT_LOG,      /* text | json */
   CT_LEVEL,    /* debug | info | warn | error */
   CT_BOOL,     /* a flag without value */
+  CT_DURATION, /* retention: 7d, 12h, 30m, 45s, ms; "forever" (-1); the flag alone: forever */
   CT_NEGBOOL,  /* a flag that turns a default-on setting off */
   CT_STRING,
   CT_CONCURRENCY, /* N, auto or auto:MAX */
@@ -49,7 +50,8 @@ typedef struct config {
   int ordering_key;
   int once;
   int watch;
-  int keep_done;
+  int64_t keep_done_ms; /* done rows kept this long; 0: deleted at once; -1: forever */
+  int64_t keep_dead_ms; /* dead rows kept this long; -1: forever */
   int log_json;  /* -1: text on a TTY, else json */
   int log_level; /* enum log_level */
   char metrics[128];
@@ -85,6 +87,10 @@ int config_set(config_t *c, int i, const char *value, int source, char *err, siz
 
 /* Sets option `i` from a Lua number (times in seconds). Same rules. */
 int config_set_number(config_t *c, int i, double v, int source, char *err, size_t errlen);
+
+/* Parses a retention: digits with an optional unit (ms, s, m, h, d; none: ms), or
+ * "forever" (-1). Returns 0, or -EINVAL. */
+int config_parse_duration(const char *s, int64_t *ms);
 
 /* Index of the option whose flag or Lua key is `name`, or -1. */
 int config_find(const char *name, int by_lua);

@@ -1520,7 +1520,7 @@ int dispatch_run(config_t *cfg, const char *script) {
   }
   host_id(d->hid, sizeof d->hid);
   store_opts_t so = {cfg->batch,    cfg->ordering_key,
-                     cfg->lease_ms, cfg->keep_done,
+                     cfg->lease_ms, cfg->keep_done_ms, cfg->keep_dead_ms,
                      cfg->poll_ms,  d->hid,
                      on_store_wake, d,
                      cfg->store_timeout_ms};

@@ -64,7 +64,8 @@ static int parse_run_args(int argc, char **argv, config_t *cfg, const char **pos
     int ty = config_opts[i].type;
     longopts[n++] = (struct option){config_opts[i].flag,
                                     (ty == CT_BOOL || ty == CT_NEGBOOL) ? no_argument
-                                                                         : required_argument,
+                                    : ty == CT_DURATION                 ? optional_argument
+                                                                        : required_argument,
                                     NULL, OPT_CONFIG + i};
   }
   longopts[n++] = (struct option){"help", no_argument, NULL, OPT_HELP};
@@ -97,6 +98,10 @@ static int parse_run_args(int argc, char **argv, config_t *cfg, const char **pos
     } else if (c >= OPT_CONFIG) {
       int i = c - OPT_CONFIG, ty = config_opts[i].type;
       const char *v = (ty == CT_BOOL || ty == CT_NEGBOOL) ? "1" : optarg;
+      int64_t ms;
+      if (ty == CT_DURATION && !optarg) /* optional: the next word when it is a duration */
+        v = optind < argc && config_parse_duration(argv[optind], &ms) == 0 ? argv[optind++]
+                                                                           : "forever";
       if (config_set(cfg, i, v, CONFIG_FLAG, err, sizeof err)) {
         fprintf(stderr, "outboxd: %s\n", err);
         return 2;

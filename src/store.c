@@ -82,6 +82,35 @@ const char *store_refuses(store_t *s, const store_event_t *ev) {
   return s->ops->refuses ? s->ops->refuses(s, ev) : NULL;
 }
 
+/* ------------------------------------------------------------ retention */
+
+int64_t store_keep_ms(const store_opts_t *o, int dead) {
+  int64_t keep = dead ? o->keep_dead_ms : o->keep_done_ms;
+  if (keep < 0 || (!dead && keep == 0)) return -1; /* forever; done rows deleted on ack */
+  return keep;
+}
+
+int store_prunes(const store_opts_t *o) {
+  return store_keep_ms(o, 0) >= 0 || store_keep_ms(o, 1) >= 0;
+}
+
+int64_t store_prune_idle_ms(const store_opts_t *o) {
+  int64_t shortest = INT64_MAX;
+  for (int dead = 0; dead < 2; dead++) {
+    int64_t keep = store_keep_ms(o, dead);
+    if (keep >= 0 && keep < shortest) shortest = keep;
+  }
+  int64_t wait = shortest == INT64_MAX ? 60000 : shortest / 10;
+  return wait < 1000 ? 1000 : wait > 60000 ? 60000 : wait;
+}
+
+int store_prune_batch(int batch, int64_t took_us, int64_t budget_ms) {
+  if (batch <= 0) return STORE_PRUNE_FIRST;
+  if (took_us > budget_ms * 1000) batch /= 2;
+  else if (took_us < budget_ms * 250) batch *= 2;
+  return batch < STORE_PRUNE_MIN ? STORE_PRUNE_MIN : batch > STORE_PRUNE_MAX ? STORE_PRUNE_MAX : batch;
+}
+
 /* ------------------------------------------------------------ redaction */
 
 typedef struct sbuf {

@@ -89,7 +89,8 @@ typedef struct store_opts {
                           takes a key's head, and may take the events behind it
                           (a run) for the dispatcher to run in order */
   int64_t lease_ms;    /* claim lease, renewed by the store while events are out */
-  int keep_done;       /* keep done rows instead of deleting them */
+  int64_t keep_done_ms; /* done rows: 0 deleted at once, -1 kept forever, else pruned after */
+  int64_t keep_dead_ms; /* dead rows: -1 kept forever, else pruned after this long */
   int64_t poll_ms;     /* longest idle wait between looks at the store */
   const char *host_id; /* written to locked_by */
   store_wake_cb wake;
@@ -220,6 +221,32 @@ int store_topic_pattern(const char *topic, int *prefix);
 /* What store_open returns for a SQLite path that does not exist: only
  * store_init_schema (`outboxd init`) creates a database. Callers exit 2. */
 #define STORE_NO_DB (-ENXIO)
+
+/* Retention (--keep-done, --keep-dead): a dispatching store deletes done and dead
+ * rows older than their retention in batches, off the hot path. These say how: */
+
+/* 1 when `o` asks for any pruning (a finite retention above 0 for done rows, or any
+ * finite one for dead rows). */
+int store_prunes(const store_opts_t *o);
+
+/* The retention of done (dead = 0) or dead rows, in ms, when they are pruned; -1
+ * when they are not. */
+int64_t store_keep_ms(const store_opts_t *o, int dead);
+
+/* How long to wait before looking for old rows again when none were left: a tenth
+ * of the shortest retention, between 1 s and 60 s. */
+int64_t store_prune_idle_ms(const store_opts_t *o);
+
+#define STORE_PRUNE_MIN 16 /* rows per batch, adapted between these */
+#define STORE_PRUNE_MAX 4096
+#define STORE_PRUNE_FIRST 256
+#define STORE_PRUNE_GAP_MS 10   /* between batches while old rows remain */
+
+/* The next batch size after a batch of `batch` rows took `took_us` microseconds:
+ * halved when it took more than `budget_ms`, doubled under a quarter of it. A store
+ * whose batches run on the loop thread (SQLite) gives a few ms; one whose batches
+ * only hold its connection (PostgreSQL) more. */
+int store_prune_batch(int batch, int64_t took_us, int64_t budget_ms);
 
 /* Opens the store named by `url` ("sqlite:PATH", a bare path, "postgres://...",
  * "ndjson:PATH", "ndjson:-"). On error returns a negative code and writes a one-line

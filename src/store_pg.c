@@ -22,6 +22,7 @@
 #define CONNECT_TIMEOUT_MS 10000 /* at most; a shorter store timeout wins */
 #define CLOSE_TIMEOUT_MS 5000 /* longest wait for the last flush at close */
 #define COUNTS_COST 100 /* counts take at most 1/COUNTS_COST of the connection's time */
+#define PRUNE_BUDGET_MS 25 /* a retention batch holds the connection about this long at most */
 #define CHANNEL "outbox_new"
 #define CLAIM_NAME "outboxd_claim"
 #define APP_NAME "outboxd"
@@ -42,6 +43,7 @@
   "  IF to_regclass('outbox_lapsed') IS NOT NULL AND to_regclass('outbox_due') IS NOT NULL"         \
   " AND to_regclass('outbox_keyless') IS NOT NULL AND to_regclass('outbox_topic_free') IS NOT NULL" \
   " AND to_regclass('outbox_topic_key') IS NULL AND to_regclass('outbox_paused') IS NOT NULL"       \
+  " AND to_regclass('outbox_settled') IS NOT NULL"                                                 \
   " AND EXISTS (SELECT 1 FROM pg_indexes"            \
   " WHERE schemaname = current_schema() AND indexname = 'outbox_key_head'"                         \
   " AND indexdef LIKE '%key IS NOT NULL%') THEN RETURN; END IF;\n"                                \
@@ -74,6 +76,11 @@
   "  END IF;\n"                                                                                    \
   /* an earlier version's (topic, key) index: claims by topic use the key index */           \
   "  DROP INDEX IF EXISTS outbox_topic_key;\n"                                                     \
+  /* done and dead rows by the time they settled (available_at): retention, oldest first */      \
+  "  IF to_regclass('outbox_settled') IS NULL THEN\n"                                              \
+  "    CREATE INDEX outbox_settled ON outbox (status, available_at)"                               \
+  " WHERE status IN ('done', 'dead');\n"                                                           \
+  "  END IF;\n"                                                                                    \
   /* topic patterns no host claims for now (outboxd pause); a change wakes every host */         \
   "  IF to_regclass('outbox_paused') IS NULL THEN\n"                                              \
   "    CREATE TABLE outbox_paused (pattern text PRIMARY KEY,"                                       \
@@ -330,7 +337,7 @@ static const char flush_sql[] =
     " attempts = o.attempts + CASE s.kind WHEN 0 THEN 1 WHEN 1 THEN 1"
     " WHEN 2 THEN s.arg::int ELSE 0 END,"
     " available_at = CASE WHEN s.kind IN (1, 4) THEN to_timestamp(s.arg / 1000.0)"
-    " ELSE o.available_at END,"
+    " WHEN s.kind IN (0, 2) THEN now() ELSE o.available_at END,"
     " last_error = CASE WHEN s.kind IN (1, 2) THEN s.err ELSE o.last_error END,"
     " locked_by = NULL, locked_until = NULL"
     " FROM s WHERE o.id = s.id AND (s.kind <> 0 OR $6)"
@@ -385,8 +392,20 @@ enum {
   OP_CLAIM,
   OP_RENEW,
   OP_NEXT_DUE,
-  OP_COUNTS
+  OP_COUNTS,
+  OP_PRUNE
 };
+
+/* A batch of the oldest done (dead) rows that settled more than %lld ms ago, at most
+ * %d rows. One implicit transaction whose plan cannot turn into a scan and sort of
+ * every old row when the statistics lag behind (a bitmap scan and a sort would
+ * read them all at each batch); the ids go in as an array, so the rows are found by
+ * primary key. */
+#define PRUNE_SQL(status)                                                                          \
+  "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off;"                                \
+  " DELETE FROM outbox WHERE id = ANY (ARRAY(SELECT id FROM outbox WHERE status = '" status "'"   \
+  " AND available_at < now() - %lld * interval '1 millisecond' ORDER BY available_at"               \
+  " LIMIT %d FOR UPDATE SKIP LOCKED))"
 
 static const char paused_sql[] = "SELECT pattern FROM outbox_paused ORDER BY pattern";
 enum { ST_DOWN, ST_CONNECTING, ST_READY };
@@ -453,7 +472,11 @@ typedef struct pg {
   idset_t out;    /* every id claimed and not yet settled (buffered or handed out) */
   int64_t due_at; /* when due_timer fires (ms since the epoch), 0 when idle */
   uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, retry_timer, kick_timer, close_timer,
-      deadline_timer;
+      deadline_timer, prune_timer;
+  int want_prune;       /* a retention batch is wanted (lowest priority) */
+  int prune_batch;      /* rows per batch (adapts to STORE_PRUNE_BUDGET_MS) */
+  int prune_dead;       /* the batch prunes dead rows (else done rows) */
+  uint64_t prune_sent;  /* uv_hrtime() when the batch was sent */
   int nopen;
   int close_started;
   void (*close_cb)(void *arg);
@@ -673,6 +696,7 @@ static void abandon_op(pg_t *s) {
   if (s->op == OP_FLUSH) settles_restore(s);
   if (s->op == OP_CLAIM) s->dirty = 1;
   if (s->op == OP_RENEW) s->want_renew = 1;
+  if (s->op == OP_PRUNE) s->want_prune = 1; /* sent again once connected */
   free(s->renewing);
   s->renewing = NULL;
   s->nrenewing = 0;
@@ -827,7 +851,7 @@ static int settle_arrays(const settles_t *const *lists, int nlists, sbuf_t arr[F
 static void flush_params(const pg_t *s, sbuf_t arr[FLUSH_ARRAYS], const char *v[12]) {
   v[0] = s->host;
   for (int k = 0; k < 4; k++) v[1 + k] = arr[k].p;
-  v[5] = s->base.opts.keep_done ? "true" : "false";
+  v[5] = s->base.opts.keep_done_ms ? "true" : "false";
   for (int k = 4; k < FLUSH_ARRAYS; k++) v[2 + k] = arr[k].p;
 }
 
@@ -855,7 +879,7 @@ static int send_flush(pg_t *s) {
   s->want_flush = 0;
   s->op = OP_FLUSH;
   const settles_t *lists[] = {&s->sending};
-  int rc = settle_arrays(lists, 1, arr), acks_only = !s->base.opts.keep_done;
+  int rc = settle_arrays(lists, 1, arr), acks_only = !s->base.opts.keep_done_ms;
   for (int i = 0; i < s->sending.n && acks_only; i++)
     acks_only = s->sending.v[i].kind == SET_ACK && !s->sending.v[i].follow;
   if (rc == 0 && acks_only) {
@@ -1000,6 +1024,48 @@ static int send_next_due(pg_t *s) {
   return send_stmt(s, DUE_NAME, next_due_sql, 1, v);
 }
 
+/* ------------------------------------------------------------- retention */
+
+static void on_prune(uv_timer_t *t) {
+  pg_t *s = t->data;
+  if (s->closing) return;
+  s->want_prune = 1;
+  send_next(s);
+}
+
+/* One batch of old rows of one status (done first, then dead). */
+static int send_prune(pg_t *s) {
+  char sql[512];
+  s->want_prune = 0;
+  if (store_keep_ms(&s->base.opts, s->prune_dead) < 0) s->prune_dead = !s->prune_dead;
+  long long keep = (long long)store_keep_ms(&s->base.opts, s->prune_dead);
+  if (s->prune_dead)
+    snprintf(sql, sizeof sql, PRUNE_SQL("dead"), keep, s->prune_batch);
+  else
+    snprintf(sql, sizeof sql, PRUNE_SQL("done"), keep, s->prune_batch);
+  s->op = OP_PRUNE;
+  s->prune_sent = uv_hrtime();
+  return PQsendQuery(s->conn, sql) ? 0 : -EIO;
+}
+
+/* A full batch: the next one after a short gap (other statements go first); else the
+ * other status, or a rest. The batch size follows the statement's time. */
+static void prune_done(pg_t *s, PGresult *r) {
+  if (strncmp(PQcmdStatus(r), "DELETE", 6) != 0) return; /* the SET LOCALs before it */
+  int n = atoi(PQcmdTuples(r)), full = n >= s->prune_batch;
+  s->prune_batch = store_prune_batch(s->prune_batch, (int64_t)(uv_hrtime() - s->prune_sent) / 1000,
+                                     PRUNE_BUDGET_MS);
+  if (full) {
+    timer_after(&s->prune_timer, on_prune, STORE_PRUNE_GAP_MS);
+  } else if (!s->prune_dead && store_keep_ms(&s->base.opts, 1) >= 0) {
+    s->prune_dead = 1;
+    timer_after(&s->prune_timer, on_prune, STORE_PRUNE_GAP_MS);
+  } else {
+    s->prune_dead = 0;
+    timer_after(&s->prune_timer, on_prune, store_prune_idle_ms(&s->base.opts));
+  }
+}
+
 /* Sends the most urgent wanted query when the connection is free. */
 static void on_deadline(uv_timer_t *t);
 
@@ -1022,6 +1088,8 @@ static void send_next(pg_t *s) {
     rc = send_counts(s);
   else if (s->want_due && !s->closing)
     rc = send_next_due(s);
+  else if (s->want_prune && !s->closing)
+    rc = send_prune(s);
   else {
     if (s->closing) finish_close(s);
     return;
@@ -1211,6 +1279,7 @@ static int on_result(pg_t *s, PGresult *r) {
   case OP_RENEW: renew_done(s, r); break;
   case OP_NEXT_DUE: next_due_done(s, r); break;
   case OP_COUNTS: counts_done(s, r); break;
+  case OP_PRUNE: prune_done(s, r); break;
   default: break;
   }
   return 0;
@@ -1226,6 +1295,7 @@ static const char *op_name(int op) {
   case OP_CLAIM: return "claiming";
   case OP_RENEW: return "renewing leases";
   case OP_COUNTS: return "counting";
+  case OP_PRUNE: return "deleting old rows (retention)";
   default: return "looking for the next due event";
   }
 }
@@ -1297,6 +1367,7 @@ static void statement_failed(pg_t *s, int op) {
     s->nrenewing = 0;
     break;
   case OP_COUNTS: s->counts_failed = 1; break;
+  case OP_PRUNE: timer_after(&s->prune_timer, on_prune, RETRY_MAX_MS); break;
   default: break;
   }
 }
@@ -1563,9 +1634,9 @@ static void on_poll(uv_timer_t *t) {
 /* ---------------------------------------------------------- open, close */
 
 static uv_timer_t *timer_at(pg_t *s, int i) {
-  uv_timer_t *all[] = {&s->flush_timer, &s->lease_timer, &s->poll_timer,
-                       &s->due_timer,   &s->retry_timer, &s->kick_timer,
-                       &s->close_timer, &s->deadline_timer};
+  uv_timer_t *all[] = {&s->flush_timer, &s->lease_timer,   &s->poll_timer,
+                       &s->due_timer,   &s->retry_timer,   &s->kick_timer,
+                       &s->close_timer, &s->deadline_timer, &s->prune_timer};
   return i < (int)(sizeof all / sizeof all[0]) ? all[i] : NULL;
 }
 
@@ -1964,6 +2035,8 @@ static void start_dispatching(pg_t *s) {
     uv_timer_start(&s->poll_timer, on_poll, (uint64_t)s->base.opts.poll_ms,
                    (uint64_t)s->base.opts.poll_ms);
   s->dirty = 1;
+  s->prune_batch = store_prune_batch(0, 0, PRUNE_BUDGET_MS);
+  if (store_prunes(&s->base.opts)) timer_after(&s->prune_timer, on_prune, STORE_PRUNE_GAP_MS);
   start_connect(s);
 }
 

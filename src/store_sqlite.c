@@ -26,6 +26,7 @@
 #define CHECK_DELAY_MS 1 /* debounce for WAL file events */
 #define CHECK_TRIES 10   /* looks after one event, the delay doubling: ~1 s in all */
 #define BUSY_LOG_MS 60000 /* "database busy" at most this often */
+#define PRUNE_BUDGET_MS 4 /* a retention batch holds the loop about this long at most */
 
 /* ---------------------------------------------------------------- schema */
 
@@ -67,6 +68,10 @@ static const char schema_sql[] =
      * (a second index of keyed rows by topic would double the pages every keyed
      * claim and ack writes). */
     "CREATE INDEX IF NOT EXISTS outbox_topic_free ON outbox(topic, id, available_at)" TOPIC_FREE_WHERE ";\n"
+    /* Done and dead rows by the time they settled (their available_at): retention
+     * deletes the oldest first. Empty unless rows are kept (--keep-done). */
+    "CREATE INDEX IF NOT EXISTS outbox_settled ON outbox(status, available_at)"
+    " WHERE status IN ('done', 'dead');\n"
     /* Topic patterns no host claims for now (outboxd pause / resume). */
     "CREATE TABLE IF NOT EXISTS outbox_paused (\n"
     "  pattern   TEXT    PRIMARY KEY,\n"
@@ -113,6 +118,8 @@ enum {
   ST_LIST_DEAD,
   ST_TOPIC_COUNTS,
   ST_PAUSED,
+  ST_PRUNE_DONE,
+  ST_PRUNE_DEAD,
   /* claims by topic */
   ST_F_SUSPECT,
   ST_F_SUSPECT_ANY,
@@ -148,6 +155,13 @@ enum {
   " FROM outbox INDEXED BY outbox_key_head" KEY_HEAD_WHERE after " ORDER BY key, id LIMIT 1"
 
 #define FENCE " WHERE id = ?1 AND locked_by = ?2 AND status = 'processing'"
+/* ?2 settled before (ms since the epoch), ?3 rows at most: the oldest rows of a status. */
+#define PRUNE_SQL(status)                                                                          \
+  "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_settled"                \
+  " WHERE status IN ('done', 'dead') AND status = '" status "' AND available_at < ?2"            \
+  " ORDER BY available_at LIMIT ?3)"
+/* Now in ms since the epoch, as SQL: a done or dead row's available_at (retention). */
+#define NOW_MS " CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 #define UNLOCK " locked_by = NULL, locked_until = NULL"
 
 /* Claims by topic. A topic range is ?1 <= topic < ?2 (?2 a blob when unbounded: a
@@ -190,13 +204,14 @@ static const char *const sql_text[ST_COUNT] = {
     /* ?1 JSON array of ids, ?2 host. Returns the ids written. */
     [ST_ACK_DELETE] = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))"
                       " AND locked_by = ?2 AND status = 'processing' RETURNING id",
-    [ST_ACK_DONE] = "UPDATE OR FAIL outbox SET status = 'done', attempts = attempts + 1," UNLOCK
+    [ST_ACK_DONE] = "UPDATE OR FAIL outbox SET status = 'done', attempts = attempts + 1,"
+                    " available_at =" NOW_MS "," UNLOCK
                     " WHERE id IN (SELECT value FROM json_each(?1))"
                     " AND locked_by = ?2 AND status = 'processing' RETURNING id",
     [ST_FAIL] = "UPDATE outbox SET status = 'pending', attempts = attempts + 1,"
                 " available_at = ?3, last_error = ?4," UNLOCK FENCE,
     [ST_DEAD] = "UPDATE outbox SET status = 'dead', attempts = attempts + ?3,"
-                " last_error = ?4," UNLOCK FENCE,
+                " last_error = ?4, available_at =" NOW_MS "," UNLOCK FENCE,
     [ST_RELEASE] = "UPDATE outbox SET status = 'pending'," UNLOCK FENCE,
     [ST_DEFER] = "UPDATE outbox SET status = 'pending', available_at = ?3," UNLOCK FENCE,
     [ST_RENEW] = "UPDATE outbox SET locked_until = ?3" FENCE,
@@ -227,6 +242,8 @@ static const char *const sql_text[ST_COUNT] = {
                         " WHERE status IN ('pending', 'processing', 'dead')"
                         " GROUP BY topic ORDER BY topic",
     [ST_PAUSED] = "SELECT pattern FROM outbox_paused ORDER BY pattern",
+    [ST_PRUNE_DONE] = PRUNE_SQL("done"),
+    [ST_PRUNE_DEAD] = PRUNE_SQL("dead"),
     [ST_F_SUSPECT] = "SELECT o.id, o.topic FROM outbox o WHERE" SUSPECT HEAD_OF_KEY " ORDER BY o.id",
     [ST_F_SUSPECT_ANY] = "SELECT o.id, o.topic FROM outbox o WHERE" SUSPECT " ORDER BY o.id",
     [ST_F_LAPSED_FREE] = "SELECT o.id, o.topic FROM outbox o WHERE o.key IS NULL AND" LAPSED
@@ -274,7 +291,10 @@ typedef struct sq {
   int64_t busy_logged_ms; /* when "database busy" was last logged */
   int busy_quiet;    /* busy streaks since then, not logged */
   int streak_logged; /* the current failure streak was logged */
-  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, check_timer, kick_timer;
+  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, check_timer, kick_timer,
+      prune_timer;
+  int prune_batch;  /* rows per retention batch (adapts to PRUNE_BUDGET_MS) */
+  int prune_dead;   /* the batch prunes dead rows (else done rows) */
   uv_fs_event_t wal_watch, db_watch;
   int nopen; /* handles not yet closed */
   void (*close_cb)(void *arg);
@@ -435,7 +455,7 @@ static const char *const kind_name[] = {"ack", "fail", "dead", "release", "defer
 
 /* The statement that writes settlement x (acks take a JSON array of ids in ?1). */
 static int settle_stmt(const sq_t *s, const settle_t *x) {
-  return x->kind == SET_ACK     ? (s->base.opts.keep_done ? ST_ACK_DONE : ST_ACK_DELETE)
+  return x->kind == SET_ACK     ? (s->base.opts.keep_done_ms ? ST_ACK_DONE : ST_ACK_DELETE)
          : x->kind == SET_FAIL  ? ST_FAIL
          : x->kind == SET_DEAD  ? ST_DEAD
          : x->kind == SET_DEFER ? ST_DEFER
@@ -506,7 +526,7 @@ static int write_acks(sq_t *s, int nacks) {
     if (s->set[i].kind == SET_ACK)
       len += (size_t)snprintf(ids + len, cap - len, "%s%" PRId64, len > 1 ? "," : "", s->set[i].id);
   ids[len++] = ']';
-  sqlite3_stmt *st = s->st[s->base.opts.keep_done ? ST_ACK_DONE : ST_ACK_DELETE];
+  sqlite3_stmt *st = s->st[s->base.opts.keep_done_ms ? ST_ACK_DONE : ST_ACK_DELETE];
   sqlite3_bind_text(st, 1, ids, (int)len, SQLITE_STATIC);
   bind_host(s, st);
   int rc, oom = 0;
@@ -1229,6 +1249,61 @@ static void watch(sq_t *s, uv_fs_event_t *h, const char *path) {
            KS("error", uv_strerror(rc)));
 }
 
+/* ------------------------------------------------------------- retention */
+
+static void on_prune(uv_timer_t *t);
+
+/* One batch of old rows of one status in its own transaction; returns the rows
+ * deleted, or a negative code. */
+static int prune_batch(sq_t *s, int dead, int64_t keep) {
+  sqlite3_stmt *st = s->st[dead ? ST_PRUNE_DEAD : ST_PRUNE_DONE];
+  int rc = begin(s);
+  if (rc != SQLITE_DONE) goto fail;
+  sqlite3_bind_int64(st, 2, now_ms() - keep);
+  sqlite3_bind_int(st, 3, s->prune_batch);
+  rc = sqlite3_step(st);
+  done_stmt(st);
+  if (rc != SQLITE_DONE) goto fail;
+  int n = sqlite3_changes(s->db);
+  rc = run(s, ST_COMMIT);
+  if (rc != SQLITE_DONE) goto fail;
+  db_ok(s);
+  return n;
+fail:;
+  int code = db_error(s, rc, "deleting old rows (retention)");
+  rollback(s);
+  return code;
+}
+
+/* Deletes old done rows, then old dead rows, a batch at a time with the loop free
+ * between batches; the batch size follows how long a batch holds the loop. */
+static void on_prune(uv_timer_t *t) {
+  sq_t *s = t->data;
+  if (s->closing || s->gone) return;
+  int64_t keep = store_keep_ms(&s->base.opts, s->prune_dead);
+  if (keep < 0) { /* this status is kept forever: the other one */
+    s->prune_dead = !s->prune_dead;
+    keep = store_keep_ms(&s->base.opts, s->prune_dead);
+  }
+  uint64_t t0 = uv_hrtime();
+  int n = prune_batch(s, s->prune_dead, keep);
+  int full = n == s->prune_batch;
+  if (n >= 0)
+    s->prune_batch =
+        store_prune_batch(s->prune_batch, (int64_t)(uv_hrtime() - t0) / 1000, PRUNE_BUDGET_MS);
+  if (n < 0) {
+    timer_after(&s->prune_timer, on_prune, RETRY_MS);
+  } else if (full) {
+    timer_after(&s->prune_timer, on_prune, STORE_PRUNE_GAP_MS);
+  } else if (!s->prune_dead && store_keep_ms(&s->base.opts, 1) >= 0) {
+    s->prune_dead = 1; /* done rows are through: now the dead ones */
+    timer_after(&s->prune_timer, on_prune, STORE_PRUNE_GAP_MS);
+  } else {
+    s->prune_dead = 0;
+    timer_after(&s->prune_timer, on_prune, store_prune_idle_ms(&s->base.opts));
+  }
+}
+
 static void start_dispatching(sq_t *s) {
   int64_t lease = s->base.opts.lease_ms > 0 ? s->base.opts.lease_ms : 30000;
   uint64_t every = (uint64_t)(lease / 3 > 0 ? lease / 3 : 1);
@@ -1238,6 +1313,8 @@ static void start_dispatching(sq_t *s) {
                    (uint64_t)s->base.opts.poll_ms);
   watch(s, &s->wal_watch, s->wal_path);
   watch(s, &s->db_watch, s->path);
+  s->prune_batch = store_prune_batch(0, 0, PRUNE_BUDGET_MS);
+  if (store_prunes(&s->base.opts)) timer_after(&s->prune_timer, on_prune, STORE_PRUNE_GAP_MS);
 }
 
 /* ------------------------------------------------------------ operations */
@@ -1388,9 +1465,10 @@ static int handles(sq_t *s, uv_handle_t **list) {
   list[3] = (uv_handle_t *)&s->due_timer;
   list[4] = (uv_handle_t *)&s->check_timer;
   list[5] = (uv_handle_t *)&s->kick_timer;
-  list[6] = (uv_handle_t *)&s->wal_watch;
-  list[7] = (uv_handle_t *)&s->db_watch;
-  return 8;
+  list[6] = (uv_handle_t *)&s->prune_timer;
+  list[7] = (uv_handle_t *)&s->wal_watch;
+  list[8] = (uv_handle_t *)&s->db_watch;
+  return 9;
 }
 
 /* Flushes what is buffered (a failure is logged: those events come back when
@@ -1406,7 +1484,7 @@ static void sq_close(store_t *b, void (*cb)(void *arg), void *arg) {
            KS("db", s->path), KI("events", s->nset));
     drop_settlements(s);
   }
-  uv_handle_t *list[8];
+  uv_handle_t *list[9];
   int n = handles(s, list);
   s->nopen = n;
   for (int i = 0; i < n; i++) uv_close(list[i], on_closed);
@@ -1695,9 +1773,9 @@ static int prepare_all(sq_t *s, char *errbuf, size_t errlen) {
 }
 
 static void init_handles(sq_t *s) {
-  uv_handle_t *list[8];
+  uv_handle_t *list[9];
   int n = handles(s, list);
-  for (int i = 0; i < 6; i++) uv_timer_init(s->base.loop, (uv_timer_t *)list[i]);
+  for (int i = 0; i < 7; i++) uv_timer_init(s->base.loop, (uv_timer_t *)list[i]);
   uv_fs_event_init(s->base.loop, &s->wal_watch);
   uv_fs_event_init(s->base.loop, &s->db_watch);
   for (int i = 0; i < n; i++) list[i]->data = s;

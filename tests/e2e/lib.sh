@@ -135,9 +135,10 @@ outbox.handle("follow", function(ev) append("followed", ev.payload) end)
 outbox.handle("hooked", function() end)
 outbox.handle("top", function() end)
 outbox.on("start", function() outbox.enqueue{ topic = "hooked", payload = { from = "start" } } end)
-if os.getenv("TOP") then -- the file top_at: when (epoch ms)
-  append("top_at", string.format("%d", outbox.now() * 1000))
+if os.getenv("TOP") then -- the file top_at: epoch ms before and after the call
+  local before = outbox.now() * 1000
   outbox.enqueue{ topic = "top", payload = "loaded", delay = 0.2 }
+  append("top_at", string.format("%d %d", before, outbox.now() * 1000))
 end
 LUA
 }

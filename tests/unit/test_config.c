@@ -32,7 +32,8 @@ START_TEST(defaults_match_the_table) {
   ck_assert_int_eq(c.ordering_key, 1);
   ck_assert_int_eq(c.once, 0);
   ck_assert_int_eq(c.watch, 1);
-  ck_assert_int_eq(c.keep_done, 0);
+  ck_assert_int_eq(c.keep_done_ms, 0);  /* done rows deleted at once */
+  ck_assert_int_eq(c.keep_dead_ms, -1); /* dead rows kept forever */
   ck_assert_int_eq(c.log_json, -1);
   ck_assert_int_eq(c.log_level, LOG_INFO);
   ck_assert_str_eq(c.db, "outbox.db");
@@ -147,6 +148,43 @@ START_TEST(environment) {
 }
 END_TEST
 
+/* Retention durations (--keep-done, --keep-dead). */
+START_TEST(durations_parse) {
+  static const struct { const char *in; int64_t ms; } ok[] = {
+      {"0", 0},          {"1500", 1500},       {"250ms", 250},         {"45s", 45000},
+      {"30m", 1800000},  {"12h", 43200000},    {"7d", 604800000},      {"forever", -1},
+  };
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    int64_t ms = -2;
+    ck_assert_msg(config_parse_duration(ok[i].in, &ms) == 0, "%s refused", ok[i].in);
+    ck_assert_int_eq(ms, ok[i].ms);
+  }
+  static const char *bad[] = {"", "d", "-1", "7 d", "7w", "1.5h", "12hours", "x", "99999999999999999d"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int64_t ms = 5;
+    ck_assert_msg(config_parse_duration(bad[i], &ms) != 0, "'%s' accepted", bad[i]);
+    ck_assert_int_eq(ms, 5);
+  }
+}
+END_TEST
+
+START_TEST(retention_flags) {
+  config_t c;
+  char err[256];
+  config_defaults(&c);
+  int i = config_find("keep-dead", 0);
+  ck_assert_int_ge(i, 0);
+  ck_assert_int_eq(config_set(&c, i, "12h", CONFIG_FLAG, err, sizeof err), 0);
+  ck_assert_int_eq(c.keep_dead_ms, 43200000);
+  ck_assert_int_ne(config_set(&c, i, "soon", CONFIG_FLAG, err, sizeof err), 0);
+  ck_assert_str_eq(err, "--keep-dead: invalid value \"soon\" (a duration such as 7d, 12h, 30m, "
+                        "45s or milliseconds, or forever)");
+  i = config_find("keep_done", 1);
+  ck_assert_int_eq(config_set_number(&c, i, 90, CONFIG_SCRIPT, err, sizeof err), 0); /* seconds */
+  ck_assert_int_eq(c.keep_done_ms, 90000);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("config");
   TCase *tc = tcase_create("core");
@@ -158,6 +196,8 @@ int main(void) {
   tcase_add_test(tc, concurrency_auto);
   tcase_add_test(tc, lookup_by_flag_and_lua_key);
   tcase_add_test(tc, environment);
+  tcase_add_test(tc, durations_parse);
+  tcase_add_test(tc, retention_flags);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

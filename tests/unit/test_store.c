@@ -38,11 +38,39 @@ START_TEST(redaction_fits_small_buffers) {
 }
 END_TEST
 
+/* Retention: which statuses are pruned, how long a store rests, how a batch adapts. */
+START_TEST(retention_plan) {
+  store_opts_t o = {0};
+  o.keep_dead_ms = -1;
+  ck_assert_int_eq(store_prunes(&o), 0); /* done deleted on ack, dead kept: nothing */
+  ck_assert_int_eq(store_keep_ms(&o, 0), -1);
+  o.keep_done_ms = -1; /* --keep-done alone: forever */
+  ck_assert_int_eq(store_prunes(&o), 0);
+  o.keep_done_ms = 3600000;
+  ck_assert_int_eq(store_prunes(&o), 1);
+  ck_assert_int_eq(store_keep_ms(&o, 0), 3600000);
+  ck_assert_int_eq(store_prune_idle_ms(&o), 60000); /* a tenth, at most 60 s */
+  o.keep_dead_ms = 0; /* --keep-dead 0: dead rows go at once */
+  ck_assert_int_eq(store_keep_ms(&o, 1), 0);
+  ck_assert_int_eq(store_prune_idle_ms(&o), 1000); /* at least 1 s */
+  o.keep_dead_ms = 20000;
+  ck_assert_int_eq(store_prune_idle_ms(&o), 2000);
+  ck_assert_int_eq(store_prune_batch(0, 0, 4), STORE_PRUNE_FIRST);
+  ck_assert_int_eq(store_prune_batch(256, 4001, 4), 128); /* over the budget: halved */
+  ck_assert_int_eq(store_prune_batch(256, 2000, 4), 256); /* within: kept */
+  ck_assert_int_eq(store_prune_batch(256, 999, 4), 512);  /* under a quarter: doubled */
+  ck_assert_int_eq(store_prune_batch(256, 20000, 25), 256);
+  ck_assert_int_eq(store_prune_batch(STORE_PRUNE_MIN, 1000000, 4), STORE_PRUNE_MIN);
+  ck_assert_int_eq(store_prune_batch(STORE_PRUNE_MAX, 0, 4), STORE_PRUNE_MAX);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("store");
   TCase *tc = tcase_create("core");
   tcase_add_loop_test(tc, redacts_passwords, 0, (int)(sizeof cases / sizeof cases[0]));
   tcase_add_test(tc, redaction_fits_small_buffers);
+  tcase_add_test(tc, retention_plan);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -229,7 +229,7 @@ END_TEST
 
 START_TEST(keep_done) {
   store_opts_t o = opts_for("h1", 1, 10, 30000, NULL);
-  o.keep_done = 1;
+  o.keep_done_ms = -1;
   store_t *s = NULL;
   char err[256];
   init_db();
@@ -356,6 +356,45 @@ START_TEST(pushed_and_salvaged) {
   ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic = 'f'"), 1);
   ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic = 'pushed2'"), 1);
   ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE status = 'dead'"), 1);
+  close_store(s);
+}
+END_TEST
+
+/* Retention: done and dead rows older than their retention are deleted in batches
+ * with the loop free between them; newer ones and live rows stay. An ack or a
+ * dead-letter stamps available_at with the time it settled. */
+START_TEST(retention_deletes_old_rows_only) {
+  init_db();
+  int64_t now = now_ms();
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)"
+           " INSERT INTO outbox (topic, payload, status, available_at) SELECT 'old', i, 'done', %lld"
+           " FROM n", (long long)(now - 7200000));
+  raw_exec(sql);
+  snprintf(sql, sizeof sql,
+           "INSERT INTO outbox (topic, payload, status, available_at) VALUES"
+           " ('new', 'd', 'done', %lld), ('olddead', 'x', 'dead', %lld), ('newdead', 'y', 'dead', %lld),"
+           " ('live', 'p', 'pending', 0)",
+           (long long)(now - 60000), (long long)(now - 3 * 86400000LL), (long long)(now - 3600000));
+  raw_exec(sql);
+  store_opts_t o = opts_for("h1", 1, 10, 30000, NULL);
+  o.keep_done_ms = 3600000;  /* 1 h */
+  o.keep_dead_ms = 86400000; /* 1 d */
+  store_t *s = NULL;
+  char err[256];
+  ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), 0);
+  for (int i = 0; i < 200 && raw_int("SELECT count(*) FROM outbox WHERE topic IN ('old', 'olddead')"); i++)
+    run_for(50);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic IN ('old', 'olddead')"), 0);
+  char buf[96];
+  raw_text("SELECT group_concat(topic, ' ') FROM (SELECT topic FROM outbox ORDER BY id)", buf, sizeof buf);
+  ck_assert_str_eq(buf, "new newdead live");
+  store_event_t *out[2];
+  ck_assert_int_eq(claim(s, 2, out), 1);
+  store_ack(s, out[0]);
+  ck_assert_int_eq(store_flush(s), 0);
+  ck_assert_int_le(llabs(raw_int("SELECT available_at FROM outbox WHERE topic = 'live'") - now_ms()), 5000);
   close_store(s);
 }
 END_TEST
@@ -857,6 +896,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, only_init_creates_the_file);
   tcase_add_test(tc, round_trip);
   tcase_add_test(tc, keep_done);
+  tcase_add_test(tc, retention_deletes_old_rows_only);
   tcase_add_test(tc, follow_ups_with_the_ack_only);
   tcase_add_test(tc, fenced_ack_writes_no_follow_ups);
   tcase_add_test(tc, follow_ups_roll_back_with_the_ack);
