@@ -186,11 +186,9 @@ static void name_add(char *buf, size_t len, const char *name) {
 }
 
 
-static void gen_close(host_gen_t *g) {
-  host_t *h = g->host;
-  host_gen_t **pp = &h->gens;
-  while (*pp && *pp != g) pp = &(*pp)->next;
-  if (*pp) *pp = g->next;
+/* What every way of ending a generation releases: its free tasks, its timers and its
+ * Lua state (not g itself). */
+static void gen_release(host_gen_t *g) {
   while (g->free) {
     task_t *t = g->free;
     g->free = t->rnext;
@@ -198,6 +196,14 @@ static void gen_close(host_gen_t *g) {
   }
   timers_stop(g, NULL, 0);
   close_state(g);
+}
+
+static void gen_close(host_gen_t *g) {
+  host_t *h = g->host;
+  host_gen_t **pp = &h->gens;
+  while (*pp && *pp != g) pp = &(*pp)->next;
+  if (*pp) *pp = g->next;
+  gen_release(g);
   if (!h->closing) log_at(LOG_INFO, "generation closed", KI("generation", g->number));
   if (h->cb.gen_closed) h->cb.gen_closed(h->cb.arg, g);
   free(g);
@@ -1120,13 +1126,7 @@ static void gen_discard(host_gen_t *g) {
   }
   if (!h->rhead) uv_idle_stop(&h->idle);
   store_event_list_free(g->loaded_events); /* a script that failed to load writes nothing */
-  while (g->free) {
-    task_t *t = g->free;
-    g->free = t->rnext;
-    free(t);
-  }
-  timers_stop(g, NULL, 0);
-  close_state(g);
+  gen_release(g);
   free(g);
 }
 
