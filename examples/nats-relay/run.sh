@@ -10,33 +10,22 @@ OUTBOXD=${OUTBOXD:-$root/outboxd}
 N=${N:-100}
 [ -x "$OUTBOXD" ] || make -C "$root" outboxd
 
+. "$root/examples/common.sh"
 work=$(mktemp -d /tmp/nats-relay.XXXXXX)
-npid=
-cleanup() { [ -n "$npid" ] && kill "$npid" 2> /dev/null; wait; rm -rf "$work"; }
-trap cleanup EXIT
+trap stop_all EXIT
 cd "$work"
 
 # 1. NATS with JetStream (stored in ./js) on a free port
-for _ in $(seq 20); do
-  port=$((20000 + RANDOM % 40000))
+start_nats() {
   : > nats.log
-  nats-server -js -sd "$work/js" -a 127.0.0.1 -p "$port" -l "$work/nats.log" &
-  npid=$!
-  for _ in $(seq 100); do
-    grep -q 'Server is ready' nats.log && break 2
-    kill -0 "$npid" 2> /dev/null || break
-    sleep 0.05
-  done
-  kill "$npid" 2> /dev/null || true; npid=
-done
-[ -n "$npid" ] || { echo "nats-relay: nats-server did not start" >&2; exit 1; }
+  exec nats-server -js -sd "$work/js" -a 127.0.0.1 -p "$1" -l "$work/nats.log"
+}
+nats_up() { grep -q 'Server is ready' nats.log 2> /dev/null; }
+serve_on_free_port start_nats nats_up || { echo "nats-relay: nats-server did not start" >&2; exit 1; }
 export OUTBOX_NATS_URL="nats://127.0.0.1:$port"
 
 # 2. an outbox with N events (a fresh table: ids 1..N)
-"$OUTBOXD" init --db relay.db 2> /dev/null
-for i in $(seq "$N"); do
-  printf '{"topic":"order.paid","key":"order-%d","payload":{"order":%d,"amount":%d}}\n' "$i" "$i" $((i * 100))
-done | "$OUTBOXD" enqueue --db relay.db 2> /dev/null
+outbox_with_orders relay.db "$N"
 
 # 3. relay them to the subject outbox.order.paid, each with Nats-Msg-Id = its id
 "$OUTBOXD" run "$root/handlers/nats.lua" --db relay.db --once --no-watch --log text 2> relay.log

@@ -9,31 +9,18 @@ OUTBOXD=${OUTBOXD:-$root/outboxd}
 N=${N:-100}
 [ -x "$OUTBOXD" ] || make -C "$root" outboxd
 
+. "$root/examples/common.sh"
 work=$(mktemp -d /tmp/redis-relay.XXXXXX)
-rpid=
-cleanup() { [ -n "$rpid" ] && kill "$rpid" 2> /dev/null; wait; rm -rf "$work"; }
-trap cleanup EXIT
+trap stop_all EXIT
 cd "$work"
 
 # 1. Redis on a free port, nothing written to disk
-for _ in $(seq 20); do
-  port=$((20000 + RANDOM % 40000))
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no > redis.log 2>&1 &
-  rpid=$!
-  for _ in $(seq 100); do
-    [ "$(redis-cli -p "$port" ping 2> /dev/null)" = PONG ] && break 2
-    kill -0 "$rpid" 2> /dev/null || break
-    sleep 0.05
-  done
-  kill "$rpid" 2> /dev/null || true; rpid=
-done
-[ -n "$rpid" ] || { echo "redis-relay: redis-server did not start" >&2; exit 1; }
+start_redis() { exec redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no > redis.log 2>&1; }
+redis_up() { [ "$(redis-cli -p "$1" ping 2> /dev/null)" = PONG ]; }
+serve_on_free_port start_redis redis_up || { echo "redis-relay: redis-server did not start" >&2; exit 1; }
 
 # 2. an outbox with N events
-"$OUTBOXD" init --db relay.db 2> /dev/null
-for i in $(seq "$N"); do
-  printf '{"topic":"order.paid","key":"order-%d","payload":{"order":%d,"amount":%d}}\n' "$i" "$i" $((i * 100))
-done | "$OUTBOXD" enqueue --db relay.db 2> /dev/null
+outbox_with_orders relay.db "$N"
 
 # 3. relay them: XADD each to the stream outbox:order.paid, exit when nothing is left
 OUTBOX_REDIS_URL="redis://127.0.0.1:$port" \

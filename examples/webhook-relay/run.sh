@@ -10,23 +10,20 @@ RECEIVER=${RECEIVER:-$root/build/receiver}
 N=${N:-100}
 if [ ! -x "$OUTBOXD" ] || [ ! -x "$RECEIVER" ]; then make -C "$root" outboxd build/receiver; fi
 
+. "$root/examples/common.sh"
 work=$(mktemp -d /tmp/webhook-relay.XXXXXX)
-rpid=
-cleanup() { [ -n "$rpid" ] && kill "$rpid" 2> /dev/null; wait; rm -rf "$work"; }
-trap cleanup EXIT
+trap stop_all EXIT
 cd "$work"
 
-# 1. the receiver: 127.0.0.1, a free port, one log line per request
+# 1. the receiver: 127.0.0.1, a free port (it picks one and writes it), one log line
+#    per request
 "$RECEIVER" --port 0 --port-file port --log received.log > /dev/null &
-rpid=$!
+server_pid=$!
 for _ in $(seq 100); do [ -s port ] && break; sleep 0.05; done
 port=$(cat port)
 
 # 2. an outbox with N events
-"$OUTBOXD" init --db relay.db 2> /dev/null
-for i in $(seq "$N"); do
-  printf '{"topic":"order.paid","key":"order-%d","payload":{"order":%d,"amount":%d}}\n' "$i" "$i" $((i * 100))
-done | "$OUTBOXD" enqueue --db relay.db 2> /dev/null
+outbox_with_orders relay.db "$N"
 
 # 3. relay them: post each to the receiver, exit when nothing is left to claim
 OUTBOX_WEBHOOK_URL="http://127.0.0.1:$port/events" \

@@ -302,3 +302,15 @@ t_broker_bad_urls_are_clear_errors() {
   assert_grep 'event failed id=1 .*error="nats 127.0.0.1:1: No server available for connection"' log "refused (nats)" || return 1
   assert_grep 'event dead id=1 ' log "dead after max attempts (nats)"
 }
+
+t_example_redis_relay() {
+  OUTBOXD=$OUTBOXD bash "$ROOT/examples/redis-relay/run.sh" > out 2>&1 ||
+    { sed 's/^/      | /' out | tail -20; fail "run.sh failed"; return 1; }
+  assert_grep 'redis-relay: ok' out "example finished"
+}
+
+t_example_nats_relay() {
+  OUTBOXD=$OUTBOXD bash "$ROOT/examples/nats-relay/run.sh" > out 2>&1 ||
+    { sed 's/^/      | /' out | tail -20; fail "run.sh failed"; return 1; }
+  assert_grep 'nats-relay: ok' out "example finished"
+}
