@@ -42,12 +42,13 @@ has_after() { awk -v a="$1" -v b="$2" 'f && $0 ~ b { ok = 1; exit } $0 ~ a { f =
 
 # wait_count PATTERN FILE N [SECONDS]: until FILE has at least N lines matching (default 30 s)
 wait_count() {
-  wait_until "${4:-30}" "$3 lines /$1/ in $2" has_lines "$1" "$2" "$3" ||
+  wait_until "${4:-90}" "$3 lines /$1/ in $2" has_lines "$1" "$2" "$3" ||
     { echo "      (has $(grep -cE -- "$1" "$2" 2>/dev/null))" >&2; return 1; }
 }
 
-# wait_for PATTERN FILE [SECONDS]: until a line of FILE matches (default 30 s)
-wait_for() { wait_until "${3:-30}" "/$1/ in $2" has_lines "$1" "$2" 1; }
+# wait_for PATTERN FILE [SECONDS]: until a line of FILE matches (default 90 s: a busy
+# machine may be slow; a test that passes waits no longer for it)
+wait_for() { wait_until "${3:-90}" "/$1/ in $2" has_lines "$1" "$2" 1; }
 
 # gate_lua: Lua defining exists(path) and wait_file(path); a handler or hook that
 # calls wait_file waits (outbox.sleep, the host keeps serving) until the test

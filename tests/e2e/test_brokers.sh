@@ -228,7 +228,7 @@ LUA
     --backoff 50:50 --no-watch --log text 2> log &
   local pid=$!
   bg_track $pid
-  wait_for 'handler timed out id=1' log 10 || return 1
+  wait_for 'handler timed out id=1' log 60 || return 1
   redis-cli -p "$RPORT" -n 1 LPUSH gate x > /dev/null
   wait $pid
   assert_eq "$?" 0 "exit" || return 1
@@ -264,11 +264,11 @@ LUA
     --db ndjson:in.ndjson --timeout 3000 --backoff 50:50 --no-watch --log text 2> log &
   local pid=$!
   bg_track $pid
-  wait_for 'SLOW START' log 10 || return 1
-  wait_for 'RELAYED id=1' log 10 || return 1
+  wait_for 'SLOW START' log 60 || return 1
+  wait_for 'RELAYED id=1' log 60 || return 1
   kill -STOP "$NPID"
   touch stopped
-  wait_for 'event failed id=2 .*error=timeout' log 10 || { kill -CONT "$NPID"; return 1; }
+  wait_for 'event failed id=2 .*error=timeout' log 60 || { kill -CONT "$NPID"; return 1; }
   kill -CONT "$NPID"
   wait $pid
   assert_eq "$?" 0 "exit" || return 1

@@ -68,7 +68,7 @@ end
 LUA
   "$OUTBOXD" run h.lua --db "$url" --once --max-attempts 1 --log json --metrics 0 2> run.log &
   pid=$!
-  port=$(wait_for 'metrics listening' run.log 10 && jq -r 'select(.msg == "metrics listening") | .port' run.log)
+  port=$(wait_for 'metrics listening' run.log 60 && jq -r 'select(.msg == "metrics listening") | .port' run.log)
   curl -s "http://127.0.0.1:$port/metrics" >> $out
   touch scraped
   wait $pid
@@ -94,7 +94,7 @@ t_metrics_standard_series_pass_promtool() {
   "$OUTBOXD" enqueue --db s.db --topic good --payload '"x"' 2> /dev/null
   "$OUTBOXD" run h.lua --db s.db --metrics 0 --log text 2> log &
   local pid=$! port i=0 version
-  port=$(wait_for 'metrics listening' log 10 && field port log) || return 1
+  port=$(wait_for 'metrics listening' log 60 && field port log) || return 1
   while [ $i -lt 200 ]; do # the store counts refresh about once a second
     curl -s "http://127.0.0.1:$port/metrics" > m.txt
     grep -q '^outboxd_dead 1$' m.txt && break
@@ -122,7 +122,7 @@ notify_listen() {
   [ -x "$tool" ] || { fail "no $tool (make build/notify-listen)"; return 1; }
   "$tool" "$1" > "$2" 2>&1 &
   echo $! > listener.pid
-  wait_for '^listening$' "$2" 10
+  wait_for '^listening$' "$2" 60
 }
 
 t_systemd_notify_ready_watchdog_status_stopping() {
@@ -131,14 +131,14 @@ t_systemd_notify_ready_watchdog_status_stopping() {
   notify_listen "$PWD/notify.sock" notes || return 1
   NOTIFY_SOCKET=$PWD/notify.sock WATCHDOG_USEC=200000 "$OUTBOXD" run h.lua --db s.db --log text 2> log &
   local pid=$!
-  wait_for '^READY=1\|STATUS=[0-9.]+ ev/s \| in flight 0/10 .* \| gen 1$' notes 10 || return 1
+  wait_for '^READY=1\|STATUS=[0-9.]+ ev/s \| in flight 0/10 .* \| gen 1$' notes 60 || return 1
   "$OUTBOXD" enqueue --db s.db --topic t --payload '"x"' 2> /dev/null
-  wait_for '^STATUS=.*pending 0 ' notes 10
+  wait_for '^STATUS=.*pending 0 ' notes 60
   local i=0
   while [ "$(grep -c '^WATCHDOG=1$' notes)" -lt 5 ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
   [ "$(grep -c '^WATCHDOG=1$' notes)" -ge 5 ] || fail "fewer than 5 WATCHDOG=1 in 10 s at a 100 ms period"
   kill -TERM $pid; wait $pid || fail "exit $?"
-  wait_for '^STOPPING=1\|STATUS=' notes 5
+  wait_for '^STOPPING=1\|STATUS=' notes 60
   kill "$(cat listener.pid)"
   assert_eq "$(grep -c '^READY=1' notes)" 1 "READY=1 once"
   assert_eq "$(grep -c '^STOPPING=1' notes)" 1 "STOPPING=1 once"
@@ -153,7 +153,7 @@ t_systemd_notify_abstract_socket_and_unset() {
   local name="@outboxd-test-$$-$RANDOM"
   notify_listen "$name" notes || return 1
   NOTIFY_SOCKET=$name "$OUTBOXD" run h.lua --db ndjson:in.ndjson --log text 2> log || fail "exit $?"
-  wait_for '^STOPPING=1' notes 5
+  wait_for '^STOPPING=1' notes 60
   kill "$(cat listener.pid)"
   assert_grep '^READY=1\|STATUS=' notes "READY=1 on an abstract socket"
   assert_no_grep '^WATCHDOG' notes "no pings without WATCHDOG_USEC"
@@ -292,7 +292,7 @@ t_health_answers_while_idle_clients_hold_every_slot() {
   "$OUTBOXD" init --db s.db 2> /dev/null || fail "init"
   "$OUTBOXD" run h.lua --db s.db --metrics 0 --log text 2> log &
   local pid=$! port i round ok=0 code
-  port=$(wait_for 'metrics listening' log 10 && field port log) || return 1
+  port=$(wait_for 'metrics listening' log 60 && field port log) || return 1
   local -a fds=()
   for round in 1 2 3; do
     for fd in "${fds[@]}"; do exec {fd}>&-; done # slowloris: drop the idle ones, open new ones

@@ -71,7 +71,7 @@ t_rapid_saves_coalesce_and_generations_close() {
   pid=$!
   wait_for 'HANDLED id=[0-9]+ v=1' log || { kill $pid; return 1; }
   kill -STOP $pid
-  wait_until 10 "outboxd to stop" stopped $pid || { kill -9 $pid; return 1; }
+  wait_until 60 "outboxd to stop" stopped $pid || { kill -9 $pid; return 1; }
   for i in $(seq 2 51); do write_version $i h.lua; done
   kill -CONT $pid
   wait_for 'HANDLED id=[0-9]+ v=51' log || { kill $pid; return 1; }

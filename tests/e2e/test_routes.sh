@@ -11,7 +11,7 @@ recv_named() {
   "$RECEIVER" --port-file "$name.port" --log "$name.log" "$@" > /dev/null 2> "$name.err" &
   BG="$BG $!"
   trap 'for p in $BG; do kill $p 2>/dev/null; done; wait 2>/dev/null' EXIT
-  wait_for '^[0-9]+$' "$name.port" 10 || return 1
+  wait_for '^[0-9]+$' "$name.port" 60 || return 1
   echo "http://127.0.0.1:$(cat "$name.port")" > "$name.url"
 }
 
@@ -54,7 +54,7 @@ t_route_breaker_isolates_a_down_downstream() {
   local pid=$! port
   BG="$BG $pid"
   port=$(metrics_port log) || return 1
-  wait_for 'circuit breaker changed state=open breaker=a\.\*' log 20 || return 1
+  wait_for 'circuit breaker changed state=open breaker=a\.\*' log 60 || return 1
   # Every b.* event is delivered while a.*'s downstream is still down.
   wait_sql "SELECT count(*) FROM outbox WHERE topic = 'b.x'" 0 90 || return 1
   assert_eq "$(grep -c 'status=200' B.log)" 1000 "b.* deliveries" || return 1
@@ -71,17 +71,23 @@ t_route_breaker_isolates_a_down_downstream() {
   assert_grep '^outboxd_route_limit\{route="a\.\*"\} 20' m.txt "route limit in metrics"
   assert_grep '^outboxd_route_inflight\{route="default"\} 0' m.txt "default route in metrics"
   # While open, a.* rows wait in the store untouched: their attempts equal the
-  # requests the downstream saw for them (no attempt used by the holding back).
-  sqlite3 x.db "SELECT id, attempts FROM outbox WHERE status = 'pending' ORDER BY id" | tr '|' ' ' > attempts
+  # requests the downstream saw for them (no attempt used by the holding back). A
+  # half-open trial may be under way as the snapshot is taken (cooldown 1.5 s on a
+  # slow machine): its one event may be processing, or seen by the downstream and not
+  # yet settled, so one row may differ; holding back that burnt attempts would make
+  # hundreds differ.
+  sqlite3 x.db "SELECT id, attempts FROM outbox WHERE status IN ('pending', 'processing') ORDER BY id" |
+    tr '|' ' ' > attempts
   grep -oE 'key=[0-9]+' A.log | cut -d= -f2 | sort | uniq -c | awk '{ print $2, $1 }' > seen
-  assert_eq "$(wc -l < attempts)" 1000 "a.* rows pending while open"
-  assert_eq "$(awk 'NR == FNR { seen[$1] = $2; next } ($2 + 0) != (seen[$1] + 0) { bad++ } END { print bad + 0 }' seen attempts)" \
-    0 "a.* rows whose attempts differ from the requests made" || return 1
+  assert_eq "$(wc -l < attempts)" 1000 "a.* rows waiting while open"
+  local differ
+  differ=$(awk 'NR == FNR { seen[$1] = $2; next } ($2 + 0) != (seen[$1] + 0) { bad++ } END { print bad + 0 }' seen attempts)
+  [ "$differ" -le 1 ] || fail "$differ a.* rows whose attempts differ from the requests made" || return 1
   # The script is reloaded while a.* is open: the breaker keeps its state.
   local opens
   opens=$(grep -c 'state=open breaker=a\.\*' log)
   echo "-- reload" >> h.lua
-  wait_for 'reloaded' log 10 || return 1
+  wait_for 'reloaded' log 60 || return 1
   scrape "$port" /metrics > m2.txt
   if grep -q 'state=half-open breaker=a\.\*' log; then :; else
     assert_grep '^outboxd_breaker_state\{breaker="a\.\*"\} 1' m2.txt "a.* still open after reload"
@@ -115,9 +121,9 @@ t_route_snoozes_on_429_with_retry_after() {
     --poll 50 --no-watch --log text 2> log &
   local pid=$!
   BG="$BG $pid"
-  wait_for 'route snoozed route=default' log 10 || return 1
+  wait_for 'route snoozed route=default' log 60 || return 1
   # The reason is what the downstream answered, kept as last_error.
-  wait_sql "SELECT last_error FROM outbox WHERE id = 1" "HTTP 429: fail" 5 || return 1
+  wait_sql "SELECT last_error FROM outbox WHERE id = 1" "HTTP 429: fail" 60 || return 1
   wait_sql "SELECT count(*) FROM outbox" 0 30 || return 1
   kill -TERM $pid; wait $pid
   # Nothing went to the downstream for 2 s after the 429, then everything did.
@@ -156,7 +162,7 @@ LUA
   { ndjson 20 c.x; ndjson 40 r.x; ndjson 12 s.x; } > in.ndjson
   "$OUTBOXD" run h.lua --db ndjson:in.ndjson --concurrency 50 --breaker-window 4 \
     --breaker-min-calls 4 --breaker-cooldown 100 --log text 2> log || fail "exit $?"
-  wait_for 'MAX ' log 10 || return 1
+  wait_for 'MAX ' log 60 || return 1
   assert_eq "$(field c log)" 2 "c.* never above its cap of 2 (and reaches it)"
   assert_eq "$(field c_limit log)" 2 "c.* limit in stats"
   assert_eq "$(field c_done log)" 20 "c.* done"

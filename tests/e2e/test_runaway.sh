@@ -48,7 +48,7 @@ inheritable_fds() {
 # 10 "ok" events, then event 11 on topic "spin", then 10 more "ok" events.
 runaway_checks() {
   local pid=$1 q=$2 port host1 host2
-  port=$(wait_for 'metrics listening' log 10 && field port log) || return 1
+  port=$(wait_for 'metrics listening' log 60 && field port log) || return 1
   wait_for . spinning 30 || return 1
   assert_eq "$(health_code "$port")" 000 "/health while the loop is stalled"
   wait_for 'restarted in place' log 30 || return 1
@@ -134,13 +134,13 @@ LUA
   "$OUTBOXD" init --db o.db 2>/dev/null || fail "init"
   "$OUTBOXD" run h.lua --db o.db --cpu-limit 500 --log text 2> log &
   pid=$!
-  wait_for 'started' log 10 || { kill $pid; return 1; }
+  wait_for 'started' log 60 || { kill $pid; return 1; }
   { echo 'local n = 0'; echo 'while true do n = n + 1 end'; cat h.lua; } > h.new && mv h.new h.lua
   wait_for 'reload failed' log 30 || { kill $pid; return 1; }
   assert_grep 'reload failed .*h.lua: did not finish loading within 5 s' log "the load budget held"
-  wait_for 'HOOK reload:failed' log 10
+  wait_for 'HOOK reload:failed' log 60
   "$OUTBOXD" enqueue --db o.db --topic t --payload '"x"' 2>/dev/null
-  wait_for 'RAN .*generation=1' log 10 || fail "the serving generation goes on"
+  wait_for 'RAN .*generation=1' log 60 || fail "the serving generation goes on"
   assert_no_grep 'restart' log "no restart needed"
   kill -TERM $pid; wait $pid || fail "exit $?"
 }
@@ -200,7 +200,7 @@ LUA
   "$OUTBOXD" init --db o.db 2>/dev/null || fail "init"
   "$OUTBOXD" run spin.lua --db o.db --cpu-limit 300 --log text 2> log2 &
   pid=$!
-  wait_for 'started' log2 10 || { kill $pid; return 1; }
+  wait_for 'started' log2 60 || { kill $pid; return 1; }
   kill -TERM $pid; wait $pid; rc=$?
   assert_eq "$rc" 1 "exit code (spinning hook)"
   assert_grep 'runaway hook hook=shutdown' log2 "names the hook"

@@ -120,7 +120,7 @@ t_pg_idle_host_is_ready_and_counts() {
   "$OUTBOXD" run h.lua --db "$PGURL" --metrics 0 --log text 2> log &
   local pid=$! port
   port=$(metrics_port log) || { kill $pid; return 1; }
-  wait_until 20 "outboxd_pending 3" eval 'scrape $port /metrics | grep -qx "outboxd_pending 3"' || { kill $pid; return 1; }
+  wait_until 60 "outboxd_pending 3" eval 'scrape $port /metrics | grep -qx "outboxd_pending 3"' || { kill $pid; return 1; }
   # ready through several count refreshes (they come once a second)
   local bad=0
   until scrape "$port" /metrics | grep -qE '^outboxd_uptime_seconds ([4-9]|[1-9][0-9])'; do
@@ -186,7 +186,7 @@ t_pg_wrong_password_once_exits_1_and_run_backs_off() {
   pgq "SELECT pg_reload_conf()" > /dev/null
   local bad="postgres://$role:wrong@${PGURL#postgres://*@}"
   printf 'return function(ev) outbox.log.info("HANDLED", { payload = ev.payload }) end\n' > h.lua
-  wait_until 20 "the reloaded hba to refuse the password" eval \
+  wait_until 60 "the reloaded hba to refuse the password" eval \
     '! psql -qAtX "$bad" -c "SELECT 1" > /dev/null 2>&1' || return 1
   local t0=$SECONDS
   # a long --poll: the refusal itself must end the run, not the next idle look
@@ -243,13 +243,13 @@ t_sqlite_removed_file_is_noticed() {
   "$OUTBOXD" run h.lua --db x.db --metrics 0 --log text 2> log &
   local pid=$! port
   port=$(metrics_port log) || { kill $pid; return 1; }
-  wait_until 20 "/ready 200" eval '[ "$(scrape $port /ready)" = ready ]' || { kill $pid; return 1; }
+  wait_until 60 "/ready 200" eval '[ "$(scrape $port /ready)" = ready ]' || { kill $pid; return 1; }
   rm -f x.db x.db-wal x.db-shm
-  wait_for 'database file removed or replaced' log 20 || { kill $pid; return 1; }
-  wait_until 20 "/ready 503" eval 'scrape $port /ready > /dev/null; [ "$(cat code)" = 503 ]'
+  wait_for 'database file removed or replaced' log 60 || { kill $pid; return 1; }
+  wait_until 60 "/ready 503" eval 'scrape $port /ready > /dev/null; [ "$(cat code)" = 503 ]'
   "$OUTBOXD" init --db x.db 2>/dev/null || fail "init again"
   "$OUTBOXD" enqueue --db x.db --topic t --payload p 2>/dev/null || fail "enqueue"
-  wait_until 20 "/ready still 503 with a new file in place" eval 'scrape $port /ready > /dev/null; [ "$(cat code)" = 503 ]'
+  wait_until 60 "/ready still 503 with a new file in place" eval 'scrape $port /ready > /dev/null; [ "$(cat code)" = 503 ]'
   assert_eq "$(grep -c 'database file removed or replaced' log)" 1 "logged once"
   kill $pid; wait $pid
   # --once: a run that loses its file while a handler runs exits 1

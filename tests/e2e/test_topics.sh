@@ -113,7 +113,7 @@ return function(ev) f:write(ev.id, " ", ev.topic, "\n") end' > h.lua
   port=$(metrics_port log) || return 1
   "$OUTBOXD" pause --db "$db" 'order.*' > out || fail "pause" || return 1
   assert_grep '^paused order\.\*' out "pause says so"
-  wait_for 'paused topics changed paused=order\.\*' log 10 || return 1
+  wait_for 'paused topics changed paused=order\.\*' log 60 || return 1
   { ndjson 50 order.created; ndjson 50 user.created; } | "$OUTBOXD" enqueue --db "$db" 2> /dev/null ||
     fail "enqueue" || return 1
   wait_db "$db" "SELECT count(*) FROM outbox WHERE topic = 'user.created' AND status <> 'done'" 0 || return 1
@@ -127,7 +127,7 @@ return function(ev) f:write(ev.id, " ", ev.topic, "\n") end' > h.lua
   scrape "$port" /metrics > m.txt
   assert_grep '^outboxd_paused\{pattern="order\.\*"\} 1' m.txt "/metrics shows the pattern"
   "$OUTBOXD" resume --db "$db" 'order.*' > out || fail "resume" || return 1
-  wait_for 'paused topics changed paused=-' log 10 || return 1
+  wait_for 'paused topics changed paused=-' log 60 || return 1
   wait_db "$db" "SELECT count(*) FROM outbox WHERE status <> 'done'" 0 || return 1
   assert_eq "$(grep -c 'order\.created' seen.log)" 50 "order events after resume"
   scrape "$port" /metrics > m.txt
