@@ -2,7 +2,9 @@
 # Route isolation and adaptive concurrency against the local receiver
 # (tests/tools/receiver.c):
 #   1. Two routes, a.* and b.*, interleaved: the throughput of b.* when a.*'s
-#      downstream is down (connection refused) against when both are healthy.
+#      downstream is down (connection refused) against when both are healthy, from
+#      an NDJSON file and from a SQLite outbox (where the open breaker's topics are
+#      left out of the claim query).
 #   2. One downstream serving 20 requests at a time at 2 ms and queueing the rest
 #      (receiver --slots 20 --delay 2): deliveries/s and p99 latency of a delivery
 #      with fixed --concurrency 10, 20, 50, 200 and with --concurrency auto.
@@ -66,24 +68,34 @@ recv B
 DOWN="http://127.0.0.1:1/a" # nothing listens on port 1: connection refused
 awk -v n="$N" 'BEGIN { for (i = 1; i <= n; i++) printf "{\"topic\":\"%s.x\",\"payload\":\"{}\"}\n", i % 2 ? "a" : "b" }' > two.ndjson
 
-b_rate() { # b_rate A_URL -> median b.* events/s until its last one is done
-  local rates="" ms
+"$OUTBOXD" init --db two.tpl 2> /dev/null && "$OUTBOXD" enqueue --db two.tpl < two.ndjson > /dev/null 2>&1
+
+b_rate() { # b_rate A_URL DB -> median b.* events/s until its last one is done
+  local rates="" ms db=$2
   for _ in $(seq "$RUNS"); do
+    if [ "$db" = sqlite ]; then
+      cp two.tpl two.db
+      rm -f two.db-wal two.db-shm
+      db=two.db
+    fi
     A_URL=$1 B_URL="http://127.0.0.1:$(cat B.port)/b" B_N=$((N / 2)) "$OUTBOXD" run h.lua \
-      --db ndjson:two.ndjson --concurrency 20 --batch 100 --max-attempts 1000 --backoff 50:50 \
+      --db "$db" --concurrency 20 --batch 100 --max-attempts 1000 --backoff 50:50 \
       --breaker-cooldown 60000 --no-watch --log text 2> log &
     local pid=$!
     for _ in $(seq 1200); do grep -q 'B DONE' log && break; sleep 0.05; done
     kill $pid 2> /dev/null; wait $pid 2> /dev/null
     ms=$(grep 'B DONE' log | grep -oE ' ms=[0-9]+' | cut -d= -f2)
     [ -n "$ms" ] && rates="$rates $(( N / 2 * 1000 / (ms > 0 ? ms : 1) ))"
+    db=$2
   done
   echo "$rates" | tr ' ' '\n' | grep . | median
   echo "      runs:$rates" >&2
 }
-both=$(b_rate "http://127.0.0.1:$(cat A.port)/a")
-down=$(b_rate "$DOWN")
-echo "   isolation: b.* events/s with a.* healthy $both, with a.* down $down ($(( down * 100 / (both > 0 ? both : 1) ))%)"
+for src in ndjson:two.ndjson sqlite; do
+  both=$(b_rate "http://127.0.0.1:$(cat A.port)/a" $src)
+  down=$(b_rate "$DOWN" $src)
+  echo "   isolation ($src): b.* events/s with a.* healthy $both, with a.* down $down ($(( down * 100 / (both > 0 ? both : 1) ))%)"
+done
 
 # ---- 2. adaptive against a downstream with a knee at 20
 recv K --slots 20 --delay 2

@@ -468,12 +468,13 @@ END_TEST
 
 /* Claims visit keys from where the last one stopped: with more claimable keys than
  * the batch, every key gets its turn. */
-START_TEST(key_scan_takes_turns) {
-  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+/* Nine keys k0..k8 (topic `a` for odd, `b` for even ones), claimed three at a time
+ * three times: each key comes once. */
+static void keys_take_turns(store_t *s, const char *a, const char *b) {
   char key[8];
   for (int i = 0; i < 9; i++) {
     snprintf(key, sizeof key, "k%d", i);
-    put(s, "t", key, key);
+    put(s, i % 2 ? a : b, key, key);
   }
   store_event_t *out[4];
   int seen[9] = {0};
@@ -485,6 +486,11 @@ START_TEST(key_scan_takes_turns) {
     }
   }
   for (int i = 0; i < 9; i++) ck_assert_int_eq(seen[i], 1);
+}
+
+START_TEST(key_scan_takes_turns) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  keys_take_turns(s, "t", "t");
   close_store(s);
 }
 END_TEST
@@ -500,6 +506,86 @@ START_TEST(busy_key_does_not_starve) {
   ck_assert_str_eq(out[1]->payload, "B1");
   store_release(s, out[0]);
   store_release(s, out[1]);
+  close_store(s);
+}
+END_TEST
+
+/* Sets the topics a store claims from a comma-separated pattern list. */
+static void claim_only(store_t *s, const char *patterns) {
+  topics_t t = {0};
+  char err[128];
+  ck_assert_int_eq(topics_parse(&t, patterns, err, sizeof err), 0);
+  ck_assert_int_eq(store_set_topics(s, &t), 0);
+  topics_free(&t);
+}
+
+/* Claims by topic: only claimable topics come, keyless ones per topic in id order;
+ * a key whose head is of another topic is passed over with all its later events;
+ * once that head is settled the key goes on. Runs stop at an unclaimed topic. */
+START_TEST(claims_by_topic_keep_key_order) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  put(s, "order.a", NULL, "O1");  /* 1 */
+  put(s, "user.x", NULL, "U1");   /* 2 */
+  put(s, "order.b", NULL, "O2");  /* 3 */
+  put(s, "user.x", "K", "UK1");   /* 4: K's head, another topic */
+  put(s, "order.a", "K", "OK2");  /* 5 */
+  put(s, "order.a", "J", "OJ1");  /* 6 */
+  put(s, "order.a", "J", "OJ2");  /* 7 */
+  put(s, "user.x", "J", "UJ3");   /* 8: ends J's run here */
+  put(s, "order.a", "J", "OJ4");  /* 9 */
+  put(s, "orders", NULL, "X");    /* 10: not order.* */
+  claim_only(s, "order.*");
+  store_event_t *out[10], *more[10];
+  ck_assert_int_eq(claim(s, 10, out), 4);
+  const int64_t want[] = {1, 3, 6, 7};
+  for (int i = 0; i < 4; i++) ck_assert_int_eq(out[i]->id, want[i]);
+  ck_assert_int_eq(claim(s, 10, more), 0);
+  for (int i = 0; i < 4; i++) store_ack(s, out[i]);
+  ck_assert_int_eq(claim(s, 10, out), 0); /* K and J wait behind user.x events */
+  /* another host, handling user.*, settles K's and J's heads */
+  store_t *u = open_as("h2", 1, 10, 30000, NULL);
+  claim_only(u, "user.x");
+  ck_assert_int_eq(claim(u, 10, more), 3); /* U1, UK1, UJ3 */
+  ck_assert_int_eq(more[0]->id, 2);
+  ck_assert_int_eq(more[1]->id, 4);
+  ck_assert_int_eq(more[2]->id, 8);
+  for (int i = 0; i < 3; i++) store_ack(u, more[i]);
+  close_store(u);
+  ck_assert_int_eq(claim(s, 10, out), 2); /* OK2, OJ4 */
+  ck_assert_int_eq(out[0]->id, 5);
+  ck_assert_int_eq(out[1]->id, 9);
+  for (int i = 0; i < 2; i++) store_ack(s, out[i]);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE status = 'pending'"), 1);
+  ck_assert_int_eq(raw_int("SELECT attempts FROM outbox WHERE id = 10"), 0);
+  close_store(s);
+}
+END_TEST
+
+/* A paused pattern (outbox_paused) is taken out of what a host claims, whatever it
+ * handles; resuming brings it back. The key scan by topic takes turns, too. */
+START_TEST(claims_by_topic_pause_and_turns) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  claim_only(s, "a.*,b.*");
+  keys_take_turns(s, "a.x", "b.x");
+  put(s, "c", NULL, "C");
+  int changed = 0;
+  ck_assert_int_eq(s->ops->pause(s, "b.*", 1, &changed), 0);
+  ck_assert_int_eq(changed, 1);
+  ck_assert_int_eq(s->npaused, 1);
+  store_event_t *all[10];
+  ck_assert_int_eq(claim(s, 10, all), 4); /* a.x only */
+  for (int i = 0; i < 4; i++) {
+    ck_assert_str_eq(all[i]->topic, "a.x");
+    store_release(s, all[i]);
+  }
+  /* a catch-all host is held back by the pause too */
+  ck_assert_int_eq(store_set_topics(s, NULL), 0);
+  ck_assert_int_eq(claim(s, 10, all), 5); /* a.x and c */
+  for (int i = 0; i < 5; i++) store_release(s, all[i]);
+  raw_exec("DELETE FROM outbox_paused"); /* resume, as another process would */
+  ck_assert_int_eq(claim(s, 10, all), 10);
+  ck_assert_int_eq(s->npaused, 0);
+  for (int i = 0; i < 10; i++) store_release(s, all[i]);
   close_store(s);
 }
 END_TEST
@@ -920,6 +1006,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, busy_database_is_retried);
   tcase_add_test(tc, not_a_database);
   tcase_add_test(tc, unwritable_paths);
+  tcase_add_test(tc, claims_by_topic_keep_key_order);
+  tcase_add_test(tc, claims_by_topic_pause_and_turns);
   suite_add_tcase(s, tc);
   return s;
 }
