@@ -136,6 +136,7 @@ struct dispatch {
                           topics were last set */
   int nheld;
   int topics_dirty;      /* the script's routes changed since the topics were set */
+  int catch_all;         /* the serving script handles every topic */
   unsigned paused_gen;   /* the store's paused list the unstarted events were checked against */
   store_event_t *early; /* outbox.enqueue at the top level before the store opened */
 };
@@ -298,7 +299,7 @@ static int wanted_topics(dispatch_t *d, topics_t *out) {
   topics_t handled = {0}, narrow = {0}, held = {0}, both = {0};
   char err[256];
   int rc = 0;
-  if (host_catch_all(d->host)) {
+  if (d->catch_all) {
     rc = topics_all(&handled);
   } else {
     for (int r = 1; r < d->rt.n && rc == 0; r++)
@@ -459,6 +460,7 @@ static int apply_specs(void *arg, const route_spec_t *specs, int n) {
 
 static int apply_routes(dispatch_t *d) {
   int rc = host_routes(d->host, apply_specs, d);
+  d->catch_all = host_catch_all(d->host);
   d->topics_dirty = 1;
   if (rc) log_at(LOG_ERROR, "out of memory applying the script's routes");
   return rc;
@@ -677,12 +679,28 @@ static int route_full(const dispatch_t *d, int r) {
 /* Claims go on while there is room and some live route could use more events. A
  * claim that brought only surplus makes the next one wait (claim_rest_ms, doubling
  * up to CLAIM_REST_MAX_MS), so full routes never turn into a claim-and-defer loop. */
-static int want_claim(const dispatch_t *d) {
+/* How many more events the routes that may take them now could hold: for each live
+ * route not held back (breaker open, snoozed) its slots and a batch, less what it
+ * holds. `default` counts only when the script has a catch-all or the store does not
+ * filter by topic (its topics are not claimed otherwise). A claim asks for no more, so
+ * one route's claims do not come back as surplus when the others take nothing. */
+static int claim_room(dispatch_t *d) {
+  int64_t now = loop_ms(d), room = 0;
+  int filters = d->store && d->store->ops->filters;
+  for (int r = 0; r < d->rt.n; r++) {
+    if (!d->rt.v[r].live || (r == 0 && filters && !d->catch_all)) continue;
+    if (routes_hold_until(&d->rt, r, now)) continue;
+    const limiter_class_t *c = &d->lim.cls[r];
+    int cap = c->cap > 0 ? c->cap : d->lim.limit;
+    if (c->queued < cap + d->cfg->batch) room += cap + d->cfg->batch - c->queued;
+  }
+  return room > INT32_MAX ? INT32_MAX : (int)room;
+}
+
+static int want_claim(dispatch_t *d) {
   if (d->stopping || d->paused || d->suspect || loop_ms(d) < d->claim_rest_until) return 0;
   if (d->lim.active + d->lim.queued >= d->lim.limit + d->cfg->batch) return 0;
-  for (int r = 0; r < d->rt.n; r++)
-    if (d->rt.v[r].live && !route_full(d, r)) return 1;
-  return 0;
+  return claim_room(d) > 0;
 }
 
 /* When route r already holds more unstarted events than it can start soon, a new
@@ -735,7 +753,8 @@ static void release_rest_of_key(dispatch_t *d, store_event_t **evs, int i, int n
 /* Claims one batch; returns how many events came. */
 static int claim(dispatch_t *d) {
   store_event_t *evs[CLAIM_MAX];
-  int max = d->cfg->batch < CLAIM_MAX ? d->cfg->batch : CLAIM_MAX, n = 0;
+  int max = d->cfg->batch < CLAIM_MAX ? d->cfg->batch : CLAIM_MAX, n = 0, room = claim_room(d);
+  if (room < max) max = room;
   int rc = store_claim(d->store, max, evs, &n);
   d->store_err = rc < 0 && rc != -EINPROGRESS;
   /* not "nothing claimable": --once must wait */
