@@ -299,10 +299,13 @@ static const char schema_sql[] =
 
 /* The hot statements are parsed once per connection. JIT compilation is off for the
  * session: the planner's estimates for the key scans cross jit_above_cost, and compiling
- * would cost a hundred times the statement. */
+ * would cost a hundred times the statement. Their plans are generic, made once: left to
+ * choose, PostgreSQL keeps planning the claim by topic afresh (35-260 ms a time, more
+ * than the claim itself takes). */
 #define PREPARE_AS(name, params) "PREPARE " name " (" params ") AS "
 #define PREPARE_COMMON                                                                             \
-  "SET jit = off; " PREPARE_AS(DUE_NAME, "text") NEXT_DUE_SQL "; "                                 \
+  "SET jit = off; SET plan_cache_mode = force_generic_plan; "                                      \
+  PREPARE_AS(DUE_NAME, "text") NEXT_DUE_SQL "; "                                                   \
   PREPARE_AS(ACK_NAME, "text, bigint[]") ACK_SQL "; "
 static const char prepare_claim_sql[] =
     PREPARE_COMMON
@@ -1524,9 +1527,32 @@ static void buffer(pg_t *s, settle_t *x) {
     timer_after(&s->flush_timer, on_flush_timer, FLUSH_DELAY_MS);
 }
 
+static void settle(pg_t *s, store_event_t *ev, int kind, int64_t arg, const char *err);
+
+/* A claimed run may be handed out in parts (a claim asks for fewer events than the
+ * buffer holds). When an event of it goes back (failed, released, deferred), the
+ * events of its key still in the buffer go back too, untouched, so none overtakes it. */
+static void release_buffered_key(pg_t *s, const store_event_t *ev) {
+  store_event_t **back = malloc((size_t)(s->nbuf ? s->nbuf : 1) * sizeof *back);
+  int k = 0, n = 0;
+  if (!back) return; /* they stay; the dispatcher holds back what it can */
+  for (int i = 0; i < s->nbuf; i++) {
+    store_event_t *b = s->buf[i];
+    if (b->key && b->id > ev->id && strcmp(b->key, ev->key) == 0)
+      back[n++] = b;
+    else
+      s->buf[k++] = b;
+  }
+  s->nbuf = k;
+  for (int i = 0; i < n; i++) settle(s, back[i], SET_RELEASE, 0, NULL);
+  free(back);
+}
+
 /* Takes over `ev`: remembers what the write needs (an ack keeps its follow-ups),
  * frees the event. */
 static void settle(pg_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
+  if (kind != SET_ACK && kind != SET_DEAD && ev->key && s->base.opts.ordering_key && s->nbuf)
+    release_buffered_key(s, ev);
   settle_t x = {ev->id, kind == SET_FAIL || kind == SET_DEFER ? store_clamp_time(arg) : arg, kind,
                 store_error_text(err), 0, NULL};
   if (kind == SET_ACK) {
@@ -1689,8 +1715,9 @@ static void pg_close(store_t *b, void (*cb)(void *arg), void *arg) {
   pg_t *s = (pg_t *)b;
   s->close_cb = cb;
   s->close_arg = arg;
-  for (int i = 0; i < s->nbuf; i++) settle(s, s->buf[i], SET_RELEASE, 0, NULL);
-  s->nbuf = 0;
+  int n = s->nbuf;
+  s->nbuf = 0; /* released whole: none of them overtakes another */
+  for (int i = 0; i < n; i++) settle(s, s->buf[i], SET_RELEASE, 0, NULL);
   s->closing = 1;
   for (int i = 0; i < 5; i++) uv_timer_stop(timer_at(s, i));
   if (!s->dispatching || s->state != ST_READY) {
