@@ -895,7 +895,7 @@ static int read_filtered(sq_t *s, int which, claim_t *cl, int max) {
   sqlite3_stmt *st = s->st[which];
   sqlite3_bind_int64(st, 1, cl->now);
   bind_host(s, st);
-  int rc, got = 0;
+  int rc = SQLITE_DONE, got = 0;
   while (got < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
     if (claims_topic(s, (const char *)sqlite3_column_text(st, 1))) {
       cl->c[cl->nc++] = (cand_t){sqlite3_column_int64(st, 0), 1, -1, NULL};

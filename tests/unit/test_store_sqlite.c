@@ -471,7 +471,7 @@ END_TEST
 /* Nine keys k0..k8 (topic `a` for odd, `b` for even ones), claimed three at a time
  * three times: each key comes once. */
 static void keys_take_turns(store_t *s, const char *a, const char *b) {
-  char key[8];
+  char key[16];
   for (int i = 0; i < 9; i++) {
     snprintf(key, sizeof key, "k%d", i);
     put(s, i % 2 ? a : b, key, key);
