@@ -29,7 +29,7 @@ sqlite_fill() {
 }
 sqlite_prepare() { rm -f x.db*; cp "tpl$1.db" x.db; echo x.db; }
 
-pg_db="${OUTBOX_TEST_PG%/*}/bench_keys_$$"
+pg_db="${OUTBOX_TEST_PG:-}"; pg_db="${pg_db%/*}/bench_keys_$$"
 pg_fill() { :; }
 pg_prepare() {
   psql -qAtX "$pg_db" -c "TRUNCATE outbox" -c "INSERT INTO outbox (topic, key, payload)
