@@ -99,10 +99,17 @@ $(BUILD)/lua_embed.o: $(BUILD)/lua_embed.c
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) -Wno-missing-prototypes -c -o $@ $<
 
-$(BUILD)/tests/test_%: tests/unit/test_%.c $(CORE_OBJ) $(APP_OBJ) | $(BUILD)
+# Every unit test binary: its test file (which builds a suite, unit_suite) and the
+# one runner main, tests/unit/check_main.c.
+$(BUILD)/tests/check_main.o: tests/unit/check_main.c tests/unit/check_main.h | $(BUILD)
+	@mkdir -p $(BUILD)/tests
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) $(CHECK_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/tests/check_main.o $(CORE_OBJ) $(APP_OBJ) | $(BUILD)
 	@mkdir -p $(BUILD)/tests
 	@echo "  TEST    $@"
-	$(Q)$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(CORE_OBJ) $(APP_OBJ) $(LDLIBS) $(CHECK_LIBS)
+	$(Q)$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/tests/check_main.o $(CORE_OBJ) $(APP_OBJ) $(LDLIBS) $(CHECK_LIBS)
 
 $(RECEIVER): tests/tools/receiver.c | $(BUILD)
 	@echo "  CC      $@"

@@ -3,6 +3,8 @@
  * rest, backs off on failures, stays put when the route does not use its limit, and
  * never leaves [1, max]. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,7 +97,7 @@ START_TEST(bounded_by_max) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("adaptive");
   TCase *tc = tcase_create("adaptive");
   tcase_add_test(tc, settles_near_the_knee);
@@ -103,9 +105,5 @@ int main(void) {
   tcase_add_test(tc, unused_limit_stays);
   tcase_add_test(tc, bounded_by_max);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -1,6 +1,8 @@
 /* Unit tests for src/backoff.c: determinism per seed, the [d/2, d] jitter bounds, the
  * cap, no overflow for huge attempts, and the MS[:MAX] parser. */
 #include <check.h>
+
+#include "check_main.h"
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -172,10 +174,4 @@ static Suite *backoff_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(backoff_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+Suite *unit_suite(void) { return backoff_suite(); }

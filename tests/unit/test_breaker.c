@@ -2,6 +2,8 @@
  * threshold, one open per burst, cooldown and the single half-open trial, and that a
  * stale ticket never changes the state. */
 #include <check.h>
+
+#include "check_main.h"
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -351,10 +353,4 @@ static Suite *breaker_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(breaker_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+Suite *unit_suite(void) { return breaker_suite(); }

@@ -1,6 +1,8 @@
 /* Tests of the broker clients' shared parts: URL parsing and its messages, and the
  * per-URL registry. */
 #include <check.h>
+
+#include "check_main.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,16 +72,12 @@ START_TEST(registry_one_client_per_url) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *su = suite_create("broker");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, url_parts);
   tcase_add_test(tc, url_errors);
   tcase_add_test(tc, registry_one_client_per_url);
   suite_add_tcase(su, tc);
-  SRunner *sr = srunner_create(su);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return su;
 }

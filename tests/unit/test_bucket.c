@@ -1,6 +1,8 @@
 /* Unit tests for src/bucket.c with a fake clock: the burst, the refill rate, the
  * time of the next token, an unlimited bucket and a clock that goes backwards. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -50,16 +52,12 @@ START_TEST(unlimited_and_backwards_clock) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("bucket");
   TCase *tc = tcase_create("bucket");
   tcase_add_test(tc, burst_then_rate);
   tcase_add_test(tc, slow_rates);
   tcase_add_test(tc, unlimited_and_backwards_clock);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -1,6 +1,8 @@
 /* Tests for src/cmd.c: the operations commands against real SQLite files, with
  * stdin, stdout and stderr redirected to files. Each test runs in its own fork. */
 #include <check.h>
+
+#include "check_main.h"
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -472,10 +474,4 @@ static Suite *suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+Suite *unit_suite(void) { return suite(); }

@@ -2,6 +2,8 @@
  * sources, one-line errors naming the option, lookups by flag and Lua key, the
  * environment. */
 #include <check.h>
+
+#include "check_main.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,7 +187,7 @@ START_TEST(retention_flags) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("config");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, defaults_match_the_table);
@@ -199,9 +201,5 @@ int main(void) {
   tcase_add_test(tc, durations_parse);
   tcase_add_test(tc, retention_flags);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

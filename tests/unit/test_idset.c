@@ -1,5 +1,7 @@
 /* Tests of the id set: a random workload checked against a plain array. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdlib.h>
 
 #include "idset.h"
@@ -54,15 +56,11 @@ START_TEST(random_against_shadow) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *su = suite_create("idset");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, basic);
   tcase_add_test(tc, random_against_shadow);
   suite_add_tcase(su, tc);
-  SRunner *sr = srunner_create(su);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+    return su;
 }

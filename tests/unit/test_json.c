@@ -2,6 +2,8 @@
  * the end-to-end tests use, edge cases where a decoder could differ, and random
  * documents (valid ones and the same mutated), each decoded both ways. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,7 +325,7 @@ START_TEST(random_documents) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("json");
   TCase *tc = tcase_create("core");
   tcase_add_checked_fixture(tc, setup, teardown);
@@ -334,9 +336,5 @@ int main(void) {
   tcase_add_test(tc, large_containers);
   tcase_add_test(tc, random_documents);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+    return s;
 }

@@ -2,6 +2,8 @@
  * limit changes, and a property test that runs a shadow model beside the limiter for
  * millions of random operations. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -664,10 +666,4 @@ static Suite *limiter_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(limiter_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+Suite *unit_suite(void) { return limiter_suite(); }

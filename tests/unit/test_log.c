@@ -2,6 +2,8 @@
  * whatever the values hold (invalid UTF-8, control characters, huge values, many
  * fields, JSON text), and text lines escape what a terminal would act on. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,7 +136,10 @@ START_TEST(utf8_rules) {
 }
 END_TEST
 
-int main(void) {
+/* Runs in the runner's process (see check_main.c). */
+const int unit_no_fork = 1;
+
+Suite *unit_suite(void) {
   Suite *s = suite_create("log");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, json_lines_stay_valid);
@@ -143,10 +148,5 @@ int main(void) {
   tcase_add_test(tc, levels_parse);
   tcase_add_test(tc, utf8_rules);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_set_fork_status(sr, CK_NOFORK);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+    return s;
 }

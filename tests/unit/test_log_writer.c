@@ -5,6 +5,8 @@
  * either written whole or counted; a closed pipe (EPIPE) ends writing without
  * blocking anybody. */
 #include <check.h>
+
+#include "check_main.h"
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -109,10 +111,4 @@ static Suite *log_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(log_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+Suite *unit_suite(void) { return log_suite(); }

@@ -1,6 +1,8 @@
 /* Unit tests for src/memmon.c: hysteresis (90% in, below 80% out, no flapping), the
  * size parser, and sanity of the /proc and /sys readers on this machine. */
 #include <check.h>
+
+#include "check_main.h"
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -178,10 +180,4 @@ static Suite *memmon_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(memmon_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+Suite *unit_suite(void) { return memmon_suite(); }

@@ -2,6 +2,8 @@
  * figures: counters and gauges by name, per-route and per-breaker series with
  * escaped labels, optional series left out, and snprintf-like sizing. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,16 +100,12 @@ START_TEST(sizing) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("metrics");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, series_and_values);
   tcase_add_test(tc, unknown_pending_is_left_out);
   tcase_add_test(tc, sizing);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

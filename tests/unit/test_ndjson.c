@@ -1,6 +1,8 @@
 /* Tests of the NDJSON event-line scanner: fields, unescaping, and every way a line
  * can be malformed. */
 #include <check.h>
+
+#include "check_main.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,7 +214,7 @@ START_TEST(ids) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("ndjson");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, fields);
@@ -224,9 +226,5 @@ int main(void) {
   tcase_add_test(tc, special_byte_at_every_offset);
   tcase_add_test(tc, ids);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+    return s;
 }

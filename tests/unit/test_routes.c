@@ -2,6 +2,8 @@
  * default), shared breakers, the start gate (open breaker, half-open trial, snooze,
  * rate) and a reload that keeps breaker state by name. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -134,7 +136,7 @@ START_TEST(init_validates) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("routes");
   TCase *tc = tcase_create("routes");
   tcase_add_checked_fixture(tc, setup, teardown);
@@ -143,9 +145,5 @@ int main(void) {
   tcase_add_test(tc, reload_keeps_breakers_by_name);
   tcase_add_test(tc, init_validates);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

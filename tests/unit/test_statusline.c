@@ -1,6 +1,8 @@
 /* Unit tests for src/statusline.c: the line's text from given figures, cut to the
  * terminal width, and events/s measured on an injected clock. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,7 +78,7 @@ START_TEST(rate_on_an_injected_clock) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("statusline");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, format_all_figures);
@@ -84,9 +86,5 @@ int main(void) {
   tcase_add_test(tc, cut_to_width_and_buffer);
   tcase_add_test(tc, rate_on_an_injected_clock);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -1,6 +1,8 @@
 /* Tests of the backend-neutral store code: passwords never survive redaction of a
  * database URL, whatever form the URL takes. */
 #include <check.h>
+
+#include "check_main.h"
 #include <string.h>
 
 #include "store.h"
@@ -65,16 +67,12 @@ START_TEST(retention_plan) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("store");
   TCase *tc = tcase_create("core");
   tcase_add_loop_test(tc, redacts_passwords, 0, (int)(sizeof cases / sizeof cases[0]));
   tcase_add_test(tc, redaction_fits_small_buffers);
   tcase_add_test(tc, retention_plan);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+    return s;
 }

@@ -1,6 +1,8 @@
 /* Tests for src/store_ndjson.c: new events (outbox.enqueue) join an NDJSON run in
  * memory. A real file and a real uv loop; every handle is closed. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,16 +123,12 @@ START_TEST(pushed_events_wait_for_their_time) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *su = suite_create("store_ndjson");
   TCase *tc = tcase_create("core");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, follow_ups_join_the_run);
   tcase_add_test(tc, pushed_events_wait_for_their_time);
   suite_add_tcase(su, tc);
-  SRunner *sr = srunner_create(su);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+    return su;
 }

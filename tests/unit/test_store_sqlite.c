@@ -1,6 +1,8 @@
 /* Tests for src/store_sqlite.c on real temporary SQLite files and a real uv loop.
  * Each test makes its own directory and closes every handle it opens. */
 #include <check.h>
+
+#include "check_main.h"
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -1012,10 +1014,4 @@ static Suite *suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+Suite *unit_suite(void) { return suite(); }

@@ -2,6 +2,8 @@
  * grid a periodic timer keeps when served late, skipped ticks while a run goes on,
  * removal, ordering of many entries and ties. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -164,7 +166,7 @@ START_TEST(order_of_many) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("timers");
   TCase *tc = tcase_create("timers");
   tcase_add_test(tc, after_fires_once);
@@ -174,9 +176,5 @@ int main(void) {
   tcase_add_test(tc, remove_and_reschedule);
   tcase_add_test(tc, order_of_many);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -2,6 +2,8 @@
  * matching, --topics parsing. Every set is checked against a list of sample topics
  * with the rule a user states: exact topic, or prefix before a final '*'. */
 #include <check.h>
+
+#include "check_main.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,16 +134,12 @@ START_TEST(parse_list) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("topics");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, patterns_as_ranges);
   tcase_add_test(tc, algebra_agrees_with_patterns);
   tcase_add_test(tc, parse_list);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -1,6 +1,8 @@
 /* Tests of the UTF-8 repair that every store applies to last_error: the output is
  * valid UTF-8, bounded, cut on a character boundary, and unchanged when valid. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,7 +120,7 @@ START_TEST(store_error_text_and_times) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *su = suite_create("utf8");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, valid_text_is_kept);
@@ -128,9 +130,5 @@ int main(void) {
   tcase_add_test(tc, random_bytes);
   tcase_add_test(tc, store_error_text_and_times);
   suite_add_tcase(su, tc);
-  SRunner *sr = srunner_create(su);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+    return su;
 }

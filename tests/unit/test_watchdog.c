@@ -1,6 +1,8 @@
 /* Unit tests for src/watchdog.c: when a run is overdue and how long the thread may
  * sleep before it looks again, on an injected clock. */
 #include <check.h>
+
+#include "check_main.h"
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -75,7 +77,7 @@ START_TEST(thread_judges_a_spinning_run) {
 }
 END_TEST
 
-int main(void) {
+Suite *unit_suite(void) {
   Suite *s = suite_create("watchdog");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, overdue_only_past_the_limit);
@@ -84,9 +86,5 @@ int main(void) {
   tcase_add_test(tc, thread_judges_a_spinning_run);
   tcase_set_timeout(tc, 120);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }
