@@ -5,12 +5,12 @@
 
 #include <math.h>
 
-#define WINDOW_SAMPLES 10  /* at least this many runs per window */
-#define WINDOW_MS 20       /* and at least this long */
-#define SMOOTHING 0.2      /* weight of a window's new limit */
-#define BACKOFF 0.9        /* a failure in the window multiplies the limit by this */
-#define MIN_GRADIENT 0.5   /* one window at most halves the limit */
-#define PROBE_WINDOWS 500  /* re-measure the no-load RTT this often: it may have drifted */
+#define WINDOW_SAMPLES 10 /* at least this many runs per window */
+#define WINDOW_MS 20      /* and at least this long */
+#define SMOOTHING 0.2     /* weight of a window's new limit */
+#define BACKOFF 0.9       /* a failure in the window multiplies the limit by this */
+#define MIN_GRADIENT 0.5  /* one window at most halves the limit */
+#define PROBE_WINDOWS 500 /* re-measure the no-load RTT this often: it may have drifted */
 
 void adaptive_init(adaptive_t *a, int initial, int max, int64_t now) {
   a->max = max < 1 ? 1 : max;

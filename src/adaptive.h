@@ -11,15 +11,15 @@
 #include <stdint.h>
 
 typedef struct adaptive {
-  double limit;        /* current estimate */
-  int min, max;        /* bounds of the limit */
-  int64_t noload_us;   /* lowest window RTT seen since the last probe; 0: none yet */
-  int64_t sum_us;      /* RTTs of this window */
-  int count;           /* samples in this window */
-  int max_inflight;    /* highest in-flight count seen in this window */
-  int dropped;         /* a failure in this window */
+  double limit;      /* current estimate */
+  int min, max;      /* bounds of the limit */
+  int64_t noload_us; /* lowest window RTT seen since the last probe; 0: none yet */
+  int64_t sum_us;    /* RTTs of this window */
+  int count;         /* samples in this window */
+  int max_inflight;  /* highest in-flight count seen in this window */
+  int dropped;       /* a failure in this window */
   int64_t window_start;
-  int windows;         /* windows closed since the last probe */
+  int windows; /* windows closed since the last probe */
 } adaptive_t;
 
 /* Starts at `initial` (clamped to [1, max]); the limit stays within [1, max]. */

@@ -1,6 +1,7 @@
 /* api — the C half of the `outbox` Lua module, one file per area:
  * api_core.c (hooks plumbing, stats, configure/config, log, all_settled support),
- * api_enqueue.c (outbox.enqueue) and api_time.c (sleep, now). Uses only host.h and the Lua C API. */
+ * api_enqueue.c (outbox.enqueue) and api_time.c (sleep, now). Uses only host.h and the Lua C API.
+ */
 #ifndef OUTBOXD_API_H
 #define OUTBOXD_API_H
 

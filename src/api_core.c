@@ -158,8 +158,8 @@ static int kv_cmp(const void *a, const void *b) {
 
 /* ------------------------------------------------------------------ log */
 
-#define TABLE_DEPTH 4    /* nested tables deeper than this are logged as a note */
-#define TABLE_MAX 4096   /* bytes of JSON per table field at most */
+#define TABLE_DEPTH 4  /* nested tables deeper than this are logged as a note */
+#define TABLE_MAX 4096 /* bytes of JSON per table field at most */
 
 /* A table field's JSON text, built in C (the stack stays balanced). */
 typedef struct jbuf {
@@ -259,9 +259,7 @@ static void jvalue(lua_State *L, int idx, int depth, jbuf_t *j) {
     jstr(j, s, len);
     break;
   }
-  case LUA_TBOOLEAN:
-    lua_toboolean(L, idx) ? jput(j, "true", 4) : jput(j, "false", 5);
-    break;
+  case LUA_TBOOLEAN: lua_toboolean(L, idx) ? jput(j, "true", 4) : jput(j, "false", 5); break;
   case LUA_TNIL: jput(j, "null", 4); break;
   case LUA_TTABLE: jtable(L, idx, depth, j); break;
   default: jstr(j, luaL_typename(L, idx), strlen(luaL_typename(L, idx))); break;

@@ -60,11 +60,11 @@ static int l_enqueue(lua_State *L) {
     lua_pushstring(L, err);
     return 2;
   }
-  store_event_t *ev =
-      store_event_new(0, topic, tlen, key, klen, payload, plen, headers, hlen, 0);
+  store_event_t *ev = store_event_new(0, topic, tlen, key, klen, payload, plen, headers, hlen, 0);
   if (!ev) return luaL_error(L, "out of memory");
   ev->created_at = wall_ms(); /* available_at - created_at: the delay asked for */
-  ev->available_at = delay > 0 ? store_clamp_time(ev->created_at + (int64_t)ceil(delay * 1000.0)) : 0;
+  ev->available_at =
+      delay > 0 ? store_clamp_time(ev->created_at + (int64_t)ceil(delay * 1000.0)) : 0;
   host_enqueue(L, ev);
   lua_pushboolean(L, 1);
   return 1;

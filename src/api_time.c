@@ -90,8 +90,9 @@ static int start_timer(lua_State *L, int every) {
   double secs = luaL_checknumber(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (!isfinite(secs) || secs > TIMER_MAX_S || !(every ? secs >= 0.001 : secs >= 0))
-    return luaL_argerror(L, 1, every ? "seconds must be a finite number >= 0.001"
-                                     : "seconds must be a finite number >= 0");
+    return luaL_argerror(L, 1,
+                         every ? "seconds must be a finite number >= 0.001"
+                               : "seconds must be a finite number >= 0");
   lua_Debug ar;
   lua_pushvalue(L, 2);
   lua_getinfo(L, ">S", &ar); /* pops the copy */

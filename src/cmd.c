@@ -116,7 +116,8 @@ int cmd_init(int argc, char **argv) {
     fprintf(stderr, "outboxd init: %s\n", err);
     return 1;
   }
-  fprintf(stderr, "outboxd init: outbox table ready in %s\n", store_url_redact(db, err, sizeof err));
+  fprintf(stderr, "outboxd init: outbox table ready in %s\n",
+          store_url_redact(db, err, sizeof err));
   return 0;
 }
 
@@ -402,12 +403,12 @@ static void add_topic(void *arg, const char *topic, int64_t pending, int64_t pro
   log_escape(topic ? topic : "", safe, sizeof safe);
   if (t->json)
     fprintf(t->f,
-            "%s\"%s\": {\"pending\": %" PRId64 ", \"processing\": %" PRId64
-            ", \"dead\": %" PRId64 "}",
+            "%s\"%s\": {\"pending\": %" PRId64 ", \"processing\": %" PRId64 ", \"dead\": %" PRId64
+            "}",
             t->n ? ", " : "", safe, pending, processing, dead);
   else
-    fprintf(t->f, "  %-24s %10" PRId64 " %10" PRId64 " %10" PRId64 "\n", safe, pending,
-            processing, dead);
+    fprintf(t->f, "  %-24s %10" PRId64 " %10" PRId64 " %10" PRId64 "\n", safe, pending, processing,
+            dead);
   t->n++;
 }
 
@@ -539,12 +540,10 @@ typedef struct requeue_args {
 
 /* Returns 0, 2 (usage error, printed) or -1 (--help printed). */
 static int requeue_parse(int argc, char **argv, requeue_args_t *a) {
-  static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
-                                       {"dead", no_argument, NULL, 'D'},
-                                       {"id", required_argument, NULL, 'i'},
-                                       {"topic", required_argument, NULL, 'T'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {0}};
+  static const struct option opts[] = {
+      {"db", required_argument, NULL, 'd'}, {"dead", no_argument, NULL, 'D'},
+      {"id", required_argument, NULL, 'i'}, {"topic", required_argument, NULL, 'T'},
+      {"help", no_argument, NULL, 'h'},     {0}};
   int c;
   reset_getopt();
   while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -616,9 +615,8 @@ int cmd_requeue(int argc, char **argv) {
 /* ------------------------------------------------------- pause, resume */
 
 static int pause_or_resume(int argc, char **argv, int on) {
-  static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
-                                       {"help", no_argument, NULL, 'h'},
-                                       {0}};
+  static const struct option opts[] = {
+      {"db", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'}, {0}};
   const char *cmd = on ? "pause" : "resume", *db = default_db(), *pattern = NULL;
   char safe[1024], why[256];
   int c, changed = 0;

@@ -38,8 +38,8 @@ const config_opt_t config_opts[] = {
      OFF(breaker_min_calls), "N", "10", "outcomes needed before the rate counts"},
     {"breaker-cooldown", "OUTBOX_BREAKER_COOLDOWN", "breaker_cooldown", CT_MS,
      OFF(breaker_cooldown_ms), "MS", "30000", "open time before a half-open trial"},
-    {"breaker-slow", "OUTBOX_BREAKER_SLOW", "breaker_slow", CT_MS, OFF(breaker_slow_ms), "MS", "off",
-     "a run longer than this counts as a failure for its breaker"},
+    {"breaker-slow", "OUTBOX_BREAKER_SLOW", "breaker_slow", CT_MS, OFF(breaker_slow_ms), "MS",
+     "off", "a run longer than this counts as a failure for its breaker"},
     {"memory-limit", "OUTBOX_MEMORY_LIMIT", "memory_limit", CT_SIZE, OFF(memory_limit), "SIZE",
      "cgroup, else RAM", "what 100% memory means"},
     {"memory-high", "OUTBOX_MEMORY_HIGH", "memory_high", CT_PCT, OFF(memory_high_pct), "PCT", "90",
@@ -53,7 +53,8 @@ const config_opt_t config_opts[] = {
     {"drain-timeout", "OUTBOX_DRAIN_TIMEOUT", "drain_timeout", CT_MS, OFF(drain_timeout_ms), "MS",
      "30000", "graceful-shutdown wait for in-flight handlers"},
     {"cpu-limit", "OUTBOX_CPU_LIMIT", "cpu_limit", CT_MS, OFF(cpu_limit_ms), "MS", "10000",
-     "a handler or hook running longer without yielding: event dead, host restarts in place (0: off)"},
+     "a handler or hook running longer without yielding: event dead, host restarts in place (0: "
+     "off)"},
     {"lua-memory-limit", "OUTBOX_LUA_MEMORY_LIMIT", "lua_memory_limit", CT_SIZE,
      OFF(lua_memory_limit), "SIZE", "the memory limit",
      "hard cap on all Lua heaps together; past it an allocation fails in the code that asked"},
@@ -116,8 +117,10 @@ static int parse_i64(const char *s, int64_t *out) {
 }
 
 int config_parse_duration(const char *s, int64_t *ms) {
-  static const struct { const char *unit; int64_t ms; } units[] = {
-      {"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+  static const struct {
+    const char *unit;
+    int64_t ms;
+  } units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
   char *end;
   if (strcmp(s, "forever") == 0) {
     *ms = -1;
@@ -204,8 +207,8 @@ int config_set(config_t *c, int i, const char *value, int source, char *err, siz
     break;
   case CT_DURATION:
     if (config_parse_duration(value, &v))
-      return bad(o, source, value, "a duration such as 7d, 12h, 30m, 45s or milliseconds, or forever",
-                 err, errlen);
+      return bad(o, source, value,
+                 "a duration such as 7d, 12h, 30m, 45s or milliseconds, or forever", err, errlen);
     *(int64_t *)field = v;
     break;
   case CT_BOOL:
@@ -220,7 +223,8 @@ int config_set(config_t *c, int i, const char *value, int source, char *err, siz
     int rc = topics_parse(&t, value, why, sizeof why);
     topics_free(&t);
     if (rc == -EINVAL) return bad(o, source, value, why, err, errlen);
-    if (rc || strlen(value) >= sizeof c->topics) return bad(o, source, value, "too long", err, errlen);
+    if (rc || strlen(value) >= sizeof c->topics)
+      return bad(o, source, value, "too long", err, errlen);
     strcpy(field, value);
     break;
   }

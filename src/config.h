@@ -39,7 +39,7 @@ typedef struct config {
   int breaker_min_calls;
   int64_t breaker_cooldown_ms;
   int64_t breaker_slow_ms; /* a run longer than this counts as a failure; 0: off */
-  int64_t memory_limit; /* 0: detect */
+  int64_t memory_limit;    /* 0: detect */
   int memory_high_pct;
   int64_t memory_interval_ms;
   int64_t lease_ms;
@@ -52,12 +52,12 @@ typedef struct config {
   int watch;
   int64_t keep_done_ms; /* done rows kept this long; 0: deleted at once; -1: forever */
   int64_t keep_dead_ms; /* dead rows kept this long; -1: forever */
-  int log_json;  /* -1: text on a TTY, else json */
-  int log_level; /* enum log_level */
+  int log_json;         /* -1: text on a TTY, else json */
+  int log_level;        /* enum log_level */
   char metrics[128];
   char db[1024];
-  char topics[1024]; /* --topics: patterns claims are narrowed to; "": no narrowing */
-  const char *http_stub; /* outboxd test: outbox.http answered by this Lua file */
+  char topics[1024];        /* --topics: patterns claims are narrowed to; "": no narrowing */
+  const char *http_stub;    /* outboxd test: outbox.http answered by this Lua file */
   unsigned char source[64]; /* per option, enum config_source */
 } config_t;
 

@@ -48,12 +48,12 @@ extern char **environ;
 #define ENV_RESTART_ID "OUTBOXD_RESTART_EVENT"
 #define ENV_RESTART_WHY "OUTBOXD_RESTART_REASON"
 #define RESTART_ENV_MAX 1024
-#define DURATION_EMA 0.1 /* weight of a run in its route's average run time */
+#define DURATION_EMA 0.1       /* weight of a run in its route's average run time */
 #define HELD_MARGIN_MS 50      /* --once waits this past the last deferral */
-#define CLAIM_REST_MS 20        /* first wait after a claim that brought only surplus */
-#define CLAIM_REST_MAX_MS 1000  /* and the longest */
-#define HALF_OPEN_HOLD_MS 100 /* surplus of a route on trial waits this (or 2 runs) */
-#define SNOOZE_MAX_MS 3600000 /* a route snoozes an hour at most (the event may wait longer) */
+#define CLAIM_REST_MS 20       /* first wait after a claim that brought only surplus */
+#define CLAIM_REST_MAX_MS 1000 /* and the longest */
+#define HALF_OPEN_HOLD_MS 100  /* surplus of a route on trial waits this (or 2 runs) */
+#define SNOOZE_MAX_MS 3600000  /* a route snoozes an hour at most (the event may wait longer) */
 #define DRAIN_NOTE_MIN_MS 1000 /* while draining, what it waits for is logged every */
 #define DRAIN_NOTE_MAX_MS 5000 /* drain timeout / 4, within these bounds */
 
@@ -84,7 +84,7 @@ struct dispatch {
   host_breaker_stats_t *bstats;
   metrics_route_t *mroutes; /* /metrics per route and breaker */
   metrics_breaker_t *mbreakers;
-  char open_names[256]; /* the status line's open breakers */
+  char open_names[256];   /* the status line's open breakers */
   char paused_names[256]; /* ...and paused topic patterns */
   memmon_t mem;
   backoff_t bo;
@@ -95,11 +95,11 @@ struct dispatch {
   int64_t held_until;    /* the latest time an event was deferred to (epoch ms) */
   int64_t claim_rest_until, claim_rest_ms; /* see want_claim */
   uv_timer_t drain_timer;
-  uv_timer_t drain_note; /* "draining ..." every few seconds while stopping */
-  int draining;          /* timers stopped and drain_note started */
-  uv_timer_t ops_tick; /* status line, store counts for metrics, systemd STATUS= */
-  uv_timer_t notify_ping; /* systemd WATCHDOG=1 at half of WATCHDOG_USEC */
-  uv_idle_t wake_idle; /* deferred pump after a store wake-up */
+  uv_timer_t drain_note;    /* "draining ..." every few seconds while stopping */
+  int draining;             /* timers stopped and drain_note started */
+  uv_timer_t ops_tick;      /* status line, store counts for metrics, systemd STATUS= */
+  uv_timer_t notify_ping;   /* systemd WATCHDOG=1 at half of WATCHDOG_USEC */
+  uv_idle_t wake_idle;      /* deferred pump after a store wake-up */
   uv_prepare_t fresh_clock; /* refreshes the loop time right before it polls */
   uv_signal_t sig_int, sig_term, sig_hup;
   watch_t *watch;
@@ -126,18 +126,18 @@ struct dispatch {
   int statusline;
   int notify;        /* systemd listens on $NOTIFY_SOCKET */
   int notified_stop; /* STOPPING=1 sent */
-  int store_err;  /* the last claim failed */
-  int counts_err; /* the last count failed (a count not ready yet is no failure) */
+  int store_err;     /* the last claim failed */
+  int counts_err;    /* the last count failed (a count not ready yet is no failure) */
   int counts_known;
   store_counts_t counts; /* cached; refreshed by the ops tick, never by a scrape */
   uint64_t counts_next_ms;
-  char hid[200]; /* host identity, kept across a restart in place */
+  char hid[200];       /* host identity, kept across a restart in place */
   unsigned char *held; /* per route: held back (breaker open, snoozed) when the store's
                           topics were last set */
   int nheld;
-  int topics_dirty;      /* the script's routes changed since the topics were set */
-  int catch_all;         /* the serving script handles every topic */
-  unsigned paused_gen;   /* the store's paused list the unstarted events were checked against */
+  int topics_dirty;     /* the script's routes changed since the topics were set */
+  int catch_all;        /* the serving script handles every topic */
+  unsigned paused_gen;  /* the store's paused list the unstarted events were checked against */
   store_event_t *early; /* outbox.enqueue at the top level before the store opened */
 };
 
@@ -305,8 +305,10 @@ static int wanted_topics(dispatch_t *d, topics_t *out) {
     for (int r = 1; r < d->rt.n && rc == 0; r++)
       if (d->rt.v[r].live) rc = topics_add(&handled, d->rt.v[r].pattern);
   }
-  if (rc == 0 && d->cfg->topics[0]) rc = topics_parse(&narrow, d->cfg->topics, err, sizeof err);
-  else if (rc == 0) rc = topics_all(&narrow);
+  if (rc == 0 && d->cfg->topics[0])
+    rc = topics_parse(&narrow, d->cfg->topics, err, sizeof err);
+  else if (rc == 0)
+    rc = topics_all(&narrow);
   for (int r = 0; r < d->rt.n && rc == 0; r++) {
     if (r >= d->nheld || !d->held[r]) continue;
     topics_t t = {0}, acc = {0};
@@ -367,7 +369,8 @@ static void sync_topics(dispatch_t *d) {
   }
   if (!changed && d->paused_gen == d->store->paused_gen) return;
   if (d->paused_gen != d->store->paused_gen)
-    log_at(LOG_INFO, "paused topics changed", KS("paused", *paused_line(d) ? d->paused_names : "-"));
+    log_at(LOG_INFO, "paused topics changed",
+           KS("paused", *paused_line(d) ? d->paused_names : "-"));
   d->paused_gen = d->store->paused_gen;
   for (;;) {
     job_t *j = d->unstarted;
@@ -441,8 +444,7 @@ static void breaker_changed(dispatch_t *d, int b, int state) {
   route_breaker_t *rb = &d->rt.breakers[b];
   const char *name = breaker_state_name(state);
   log_at(state == BREAKER_OPEN ? LOG_WARN : LOG_INFO, "circuit breaker changed", KS("state", name),
-         KS("breaker", rb->name),
-         KF("failure_rate", breaker_failure_rate(&rb->brk)),
+         KS("breaker", rb->name), KF("failure_rate", breaker_failure_rate(&rb->brk)),
          KI("cooldown_ms", state == BREAKER_OPEN ? rb->brk.current_ms : 0));
   if (state == BREAKER_OPEN) defer_held(d);
   static const char *hooks[] = {"circuit-breaker:closed", "circuit-breaker:opened",
@@ -548,8 +550,8 @@ static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double dela
 static void route_sample(dispatch_t *d, job_t *j, int64_t took_ms, int failed) {
   route_t *x = &d->rt.v[j->route];
   x->events++;
-  x->avg_ms = x->avg_ms > 0 ? x->avg_ms + DURATION_EMA * ((double)took_ms - x->avg_ms)
-                            : (double)took_ms;
+  x->avg_ms =
+      x->avg_ms > 0 ? x->avg_ms + DURATION_EMA * ((double)took_ms - x->avg_ms) : (double)took_ms;
   if (!d->rt.adaptive_max) return;
   int64_t rtt_us = j->start_ns ? (int64_t)((uv_hrtime() - j->start_ns) / 1000) : took_ms * 1000;
   int inflight = d->lim.cls[j->route].active + 1; /* this one was released already */
@@ -584,8 +586,7 @@ static void on_outcome(void *owner, int outcome, const char *msg, double delay_s
     }
     store_ack(d->store, ev);
     break;
-  case HOST_SNOOZE:
-  {
+  case HOST_SNOOZE: {
     int64_t ms = delay_s * 1000 < SNOOZE_MAX_MS ? (int64_t)(delay_s * 1000) : SNOOZE_MAX_MS;
     routes_snooze(&d->rt, j->route, loop_ms(d) + ms);
     log_at(LOG_WARN, "route snoozed", KS("route", x->pattern), KI("id", ev->id), KI("for_ms", ms),
@@ -741,8 +742,7 @@ static void claim_rest(dispatch_t *d, int only_surplus) {
 
 /* The events of `key` after evs[i] in a claim go back to pending untouched: the one
  * before them is not run now, and they must not overtake it. */
-static void release_rest_of_key(dispatch_t *d, store_event_t **evs, int i, int n,
-                                const char *key) {
+static void release_rest_of_key(dispatch_t *d, store_event_t **evs, int i, int n, const char *key) {
   for (int k = i + 1; k < n && key; k++)
     if (evs[k] && evs[k]->key && strcmp(evs[k]->key, key) == 0) {
       store_release(d->store, evs[k]);
@@ -951,7 +951,9 @@ static void drain_begin(dispatch_t *d) {
   int n = host_stop_timers(d->host, names, sizeof names);
   if (n) log_at(LOG_INFO, "timers stopped", KI("timers", n), KS("stopped", names));
   int64_t every = d->cfg->drain_timeout_ms / 4;
-  every = every < DRAIN_NOTE_MIN_MS ? DRAIN_NOTE_MIN_MS : every > DRAIN_NOTE_MAX_MS ? DRAIN_NOTE_MAX_MS : every;
+  every = every < DRAIN_NOTE_MIN_MS   ? DRAIN_NOTE_MIN_MS
+          : every > DRAIN_NOTE_MAX_MS ? DRAIN_NOTE_MAX_MS
+                                      : every;
   uv_timer_start(&d->drain_note, on_drain_note, (uint64_t)every, (uint64_t)every);
 }
 
@@ -1112,7 +1114,8 @@ static void on_signal(uv_signal_t *s, int signum) {
     _exit(1);
   }
   if (d->stopping) { /* already ending (input done, --once): the next signal exits at once */
-    log_at(LOG_INFO, "already shutting down", KS("signal", signum == SIGINT ? "SIGINT" : "SIGTERM"));
+    log_at(LOG_INFO, "already shutting down",
+           KS("signal", signum == SIGINT ? "SIGINT" : "SIGTERM"));
     return;
   }
   begin_shutdown(d, signum == SIGINT ? "SIGINT" : "SIGTERM");
@@ -1371,12 +1374,11 @@ static void init_handle(dispatch_t *d, uv_handle_t *h) { h->data = d; }
 
 static void close_all(dispatch_t *d) {
   uv_handle_t *hs[] = {(uv_handle_t *)&d->tick,        (uv_handle_t *)&d->brk_timer,
-                       (uv_handle_t *)&d->gate_timer,
-                       (uv_handle_t *)&d->drain_timer, (uv_handle_t *)&d->wake_idle,
-                       (uv_handle_t *)&d->sig_int,     (uv_handle_t *)&d->sig_term,
-                       (uv_handle_t *)&d->sig_hup,     (uv_handle_t *)&d->ops_tick,
-                       (uv_handle_t *)&d->fresh_clock, (uv_handle_t *)&d->notify_ping,
-                       (uv_handle_t *)&d->drain_note};
+                       (uv_handle_t *)&d->gate_timer,  (uv_handle_t *)&d->drain_timer,
+                       (uv_handle_t *)&d->wake_idle,   (uv_handle_t *)&d->sig_int,
+                       (uv_handle_t *)&d->sig_term,    (uv_handle_t *)&d->sig_hup,
+                       (uv_handle_t *)&d->ops_tick,    (uv_handle_t *)&d->fresh_clock,
+                       (uv_handle_t *)&d->notify_ping, (uv_handle_t *)&d->drain_note};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) uv_close(hs[i], NULL);
   while (d->retired) retired_close(d, d->retired);
   if (d->metrics) metrics_close(d->metrics, NULL, NULL);
@@ -1396,7 +1398,6 @@ static void host_id(char *out, size_t n) {
 }
 
 /* ------------------------------------------------------------------ runaway code */
-
 
 static char **restart_argv; /* main()'s argv, for execv */
 
@@ -1467,8 +1468,7 @@ static void on_stall(void *arg, const watchdog_run_t *r, uint64_t ran_ms) {
   }
   int n = d->store->ops->salvage(d->store, id, why, err, sizeof err);
   if (n < 0)
-    log_at(LOG_WARN, "cannot return held events now; the restarted host will",
-           KS("error", err));
+    log_at(LOG_WARN, "cannot return held events now; the restarted host will", KS("error", err));
   else
     log_at(LOG_INFO, "held events returned to pending", KI("events", n));
   if (d->stopping) {
@@ -1511,8 +1511,7 @@ int dispatch_run(config_t *cfg, const char *script) {
   host_callbacks_t cb = {on_outcome, fill_stats, NULL, d, on_lua_limit_met, on_enqueue};
   if (host_init(&d->host, d->loop, cfg, &cb)) return 1;
   uint64_t limit = cfg->memory_limit > 0 ? (uint64_t)cfg->memory_limit : memmon_default_limit();
-  host_set_lua_limit(d->host,
-                     cfg->lua_memory_limit > 0 ? (uint64_t)cfg->lua_memory_limit : limit);
+  host_set_lua_limit(d->host, cfg->lua_memory_limit > 0 ? (uint64_t)cfg->lua_memory_limit : limit);
   if (watchdog_start(on_stall, d))
     log_at(LOG_WARN, "no watchdog thread: runaway code would freeze this host");
   if (host_load(d->host, script, err, sizeof err)) {
@@ -1538,10 +1537,15 @@ int dispatch_run(config_t *cfg, const char *script) {
     goto fail_limiter;
   }
   host_id(d->hid, sizeof d->hid);
-  store_opts_t so = {cfg->batch,    cfg->ordering_key,
-                     cfg->lease_ms, cfg->keep_done_ms, cfg->keep_dead_ms,
-                     cfg->poll_ms,  d->hid,
-                     on_store_wake, d,
+  store_opts_t so = {cfg->batch,
+                     cfg->ordering_key,
+                     cfg->lease_ms,
+                     cfg->keep_done_ms,
+                     cfg->keep_dead_ms,
+                     cfg->poll_ms,
+                     d->hid,
+                     on_store_wake,
+                     d,
                      cfg->store_timeout_ms};
   store_t *store;
   int orc = store_open(d->loop, cfg->db, &so, &store, err, sizeof err);
@@ -1594,8 +1598,9 @@ int dispatch_run(config_t *cfg, const char *script) {
   if ((rc = ops_start(d))) goto close;
   uv_timer_start(&d->tick, on_tick, (uint64_t)cfg->memory_interval_ms,
                  (uint64_t)cfg->memory_interval_ms);
-  log_at(LOG_INFO, "started", KS("script", script), KS("db", store_url_redact(cfg->db, err, sizeof err)),
-         KI("concurrency", cfg->concurrency), KI("generation", host_generation(d->host)));
+  log_at(LOG_INFO, "started", KS("script", script),
+         KS("db", store_url_redact(cfg->db, err, sizeof err)), KI("concurrency", cfg->concurrency),
+         KI("generation", host_generation(d->host)));
   host_fire(d->host, "load", NULL, NULL);
   store_push(store, d->early); /* outbox.enqueue at the script's top level */
   d->early = NULL;
@@ -1670,7 +1675,8 @@ int dispatch_check(const char *script) {
   uv_loop_t *loop = uv_default_loop();
   if (host_init(&h, loop, &cfg, &cb)) return 1;
   if (watchdog_start(on_check_stall, NULL))
-    fprintf(stderr, "outboxd: no watchdog thread: a script that never ends would hang this check\n");
+    fprintf(stderr,
+            "outboxd: no watchdog thread: a script that never ends would hang this check\n");
   int rc = host_load(h, script, err, sizeof err);
   watchdog_stop();
   if (rc)

@@ -34,19 +34,19 @@ enum { T_EVENT = 1, T_HOOK = 2, T_TIMER = 3 }; /* T_TIMER: a run of a timer */
 enum { K_DONE = 0, K_FAIL = 1, K_RETRY = 2, K_REJECT = 3, K_SNOOZE = 4 };
 
 #define LOAD_BUDGET_MS 5000
-#define LOAD_GRACE_MS 2000     /* the watchdog's margin over the load budget */
-#define LOAD_HOOK_COUNT 10000  /* instructions between looks at the load clock */
+#define LOAD_GRACE_MS 2000    /* the watchdog's margin over the load budget */
+#define LOAD_HOOK_COUNT 10000 /* instructions between looks at the load clock */
 
 struct task {
   lua_State *co;
   int ref; /* registry anchor of co in gen->L */
   host_gen_t *gen;
-  int kind;    /* T_EVENT, T_HOOK or T_TIMER */
-  host_timer_t *timer;   /* the timer this task runs (T_TIMER) */
-  void *owner; /* dispatcher's job (events) */
-  int64_t event_id;      /* the event run, or the event a child task works for; -1 */
+  int kind;                   /* T_EVENT, T_HOOK or T_TIMER */
+  host_timer_t *timer;        /* the timer this task runs (T_TIMER) */
+  void *owner;                /* dispatcher's job (events) */
+  int64_t event_id;           /* the event run, or the event a child task works for; -1 */
   char what[HOST_TIMER_NAME]; /* the event's topic, the hook's or the timer's name */
-  host_wait_t wait; /* pending asynchronous call */
+  host_wait_t wait;           /* pending asynchronous call */
   int waiting;
   unsigned token; /* for waits woken by other tasks (all_settled) */
   unsigned wait_token;
@@ -54,12 +54,12 @@ struct task {
   uint64_t due;          /* sort key in the wait list: deadline, or UINT64_MAX */
   task_t *tnext, *tprev; /* timeout list, while waiting */
   int in_tlist;
-  task_t *rnext; /* ready queue, or free list */
-  int rargs;     /* values pushed for a queued resume */
-  unsigned serial;  /* this run of the task struct (host_cancel_task) */
-  int live;         /* between task_get and its end */
-  int fresh;        /* queued and never resumed yet */
-  int cancel_queued; /* cancelled while queued: abandoned when its turn comes */
+  task_t *rnext;               /* ready queue, or free list */
+  int rargs;                   /* values pushed for a queued resume */
+  unsigned serial;             /* this run of the task struct (host_cancel_task) */
+  int live;                    /* between task_get and its end */
+  int fresh;                   /* queued and never resumed yet */
+  int cancel_queued;           /* cancelled while queued: abandoned when its turn comes */
   store_event_t *ev;           /* an event run's event until its outcome, else NULL */
   store_event_t **follow_tail; /* where its next follow-up (outbox.enqueue) goes */
   task_t *parent;              /* all_settled/all child: the task it works for */
@@ -77,11 +77,11 @@ struct host_gen {
   int loading;
   int load_timed_out;
   uint64_t load_started;
-  config_t pending_cfg; /* outbox.configure writes here while loading */
+  config_t pending_cfg;         /* outbox.configure writes here while loading */
   store_event_t *loaded_events; /* outbox.enqueue at the top level: written once it loaded */
   store_event_t **loaded_tail;
-  task_t *free;         /* recycled tasks (coroutines parked at DONE) */
-  int events;           /* running tasks by kind */
+  task_t *free; /* recycled tasks (coroutines parked at DONE) */
+  int events;   /* running tasks by kind */
   int hooks;
   int timer_runs;
   host_timer_t *timers; /* the timers this generation created, still anchored */
@@ -102,10 +102,10 @@ struct host {
   unsigned serials; /* last task serial handed out */
   int events_running;
   int hooks_running;
-  int timer_runs; /* T_TIMER tasks running */
+  int timer_runs;  /* T_TIMER tasks running */
   timers_t timers; /* every scheduled timer, all generations */
   uv_timer_t tmtimer;
-  int timers_stopped; /* shutting down: no timer ticks or starts any more */
+  int timers_stopped;    /* shutting down: no timer ticks or starts any more */
   task_t *thead, *ttail; /* tasks waiting, by deadline */
   uv_timer_t ttimer;
   task_t *rhead, *rtail; /* tasks to start or resume on the next loop pass */
@@ -184,7 +184,6 @@ static void name_add(char *buf, size_t len, const char *name) {
     if ((p == buf || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return;
   snprintf(buf + used, len - used, "%s%s", used ? "," : "", name);
 }
-
 
 /* What every way of ending a generation releases: its free tasks, its timers and its
  * Lua state (not g itself). */
@@ -895,7 +894,7 @@ static double num_field(lua_State *L, const char *k) {
 static const char *str_field(lua_State *L, const char *k) {
   lua_getfield(L, -1, k);
   const char *v = lua_tostring(L, -1); /* kept alive by the spec table */
-  lua_pop(L, 1); /* the value */
+  lua_pop(L, 1);                       /* the value */
   return v;
 }
 
@@ -1279,7 +1278,9 @@ int host_cancel_generation(host_t *h, int number) {
 
 int host_hooks_running(const host_t *h) { return h->hooks_running; }
 
-void host_hook_names(const host_t *h, char *buf, size_t len) { background_names(h, NULL, buf, len); }
+void host_hook_names(const host_t *h, char *buf, size_t len) {
+  background_names(h, NULL, buf, len);
+}
 int host_events_running(const host_t *h) { return h->events_running; }
 int host_generation(const host_t *h) { return h->cur ? h->cur->number : 0; }
 

@@ -18,11 +18,11 @@ typedef struct task task_t;
 
 /* How a handler run ended. */
 enum host_outcome {
-  HOST_DONE = 0,     /* returned normally */
-  HOST_FAIL = 1,     /* error(e) or return false, e */
-  HOST_RETRY = 2,    /* return outbox.retry(seconds) */
-  HOST_REJECT = 3,   /* return outbox.reject(reason), unreadable payload, no route */
-  HOST_TIMEOUT = 4,  /* ran longer than the timeout */
+  HOST_DONE = 0,      /* returned normally */
+  HOST_FAIL = 1,      /* error(e) or return false, e */
+  HOST_RETRY = 2,     /* return outbox.retry(seconds) */
+  HOST_REJECT = 3,    /* return outbox.reject(reason), unreadable payload, no route */
+  HOST_TIMEOUT = 4,   /* ran longer than the timeout */
   HOST_CANCELLED = 5, /* abandoned by shutdown or a reload drain: counts as nothing */
   HOST_SNOOZE = 6     /* return outbox.snooze(seconds): a retry, and its route waits */
 };

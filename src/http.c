@@ -543,7 +543,10 @@ typedef struct req {
 
 /* The bytes of a method or header name: letters, '-' and '_'. */
 static const unsigned char token_byte[256] = {
-    ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1, ['-'] = 1, ['_'] = 1,
+    ['A' ... 'Z'] = 1,
+    ['a' ... 'z'] = 1,
+    ['-'] = 1,
+    ['_'] = 1,
 };
 
 static int valid_token(const char *s) {

@@ -45,7 +45,7 @@ typedef struct limiter {
   int peak;             /* highest `active` seen */
   limiter_class_t *cls; /* classes 0 .. ncls-1 */
   int ncls;
-  uint64_t seq; /* last `seq` handed out */
+  uint64_t seq;           /* last `seq` handed out */
   limiter_lane_t **lanes; /* hash table of lanes with at least one item */
   size_t nbuckets;
   size_t nlanes;

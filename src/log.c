@@ -223,7 +223,7 @@ static void format_line(buf_t *b, int status, int level, const char *msg, const 
     put_json_str(b, msg, VALUE_ROOM);
     for (int i = 0; i < n; i++) {
       size_t klen = min_sz(esc_len(kv[i].key, 0), KEY_ROOM) + 4; /* ,"key": */
-      if (room(b) < klen + CUT_ROOM + 24) { /* no room left for this field */
+      if (room(b) < klen + CUT_ROOM + 24) {                      /* no room left for this field */
         dropped++;
         continue;
       }
@@ -278,9 +278,9 @@ static struct {
   pthread_cond_t work; /* the writer waits for bytes */
   pthread_cond_t idle; /* log_flush waits for the writer */
   int mode;
-  int dead;        /* stderr is gone (EPIPE or another error): nothing is written any more */
-  int busy;        /* the writer holds bytes it took from the queue */
-  char *q;         /* QUEUE_ROOM bytes; the waiting bytes are q[head, tail) */
+  int dead; /* stderr is gone (EPIPE or another error): nothing is written any more */
+  int busy; /* the writer holds bytes it took from the queue */
+  char *q;  /* QUEUE_ROOM bytes; the waiting bytes are q[head, tail) */
   size_t head, tail;
   uint64_t written; /* bytes written so far: log_flush's measure of progress */
   int64_t dropped;  /* lines dropped since the last note about it */

@@ -43,8 +43,8 @@ void log_raw(const char *p, size_t n);
 /* Waits until the lines handed over so far are written, stderr is gone, or
  * stderr took nothing for stall_ms. Runs at exit with 1 s; call it before
  * _exit or exec. Safe from any thread, also while the loop thread is frozen
- * (then a line is written directly rather than queued). Log calls never block on stderr: on a pipe, socket or terminal
- * the lines wait in a 1 MiB queue that a writer thread drains; when it is full a
+ * (then a line is written directly rather than queued). Log calls never block on stderr: on a pipe,
+ * socket or terminal the lines wait in a 1 MiB queue that a writer thread drains; when it is full a
  * line is dropped and counted, and once the queue drains a warning
  * "log lines dropped" gives the count. */
 void log_flush(unsigned stall_ms);

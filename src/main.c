@@ -21,7 +21,8 @@ static void usage(FILE *f) {
   fprintf(
       f, "usage: outboxd run SCRIPT.lua [options]     dispatch events to the handler script\n"
          "       outboxd test SCRIPT.lua FIXTURE.ndjson [--http-stub STUB.lua] [--json] [options]\n"
-         "                                            run fixture events on a fake clock, no database\n"
+         "                                            run fixture events on a fake clock, no "
+         "database\n"
          "       outboxd check SCRIPT.lua             load the script, report errors (exit 0/2)\n"
          "       outboxd init    [--db URL]           create the outbox table if missing\n"
          "       outboxd enqueue [--db URL] --topic T [--key K] [--payload JSON] [--headers JSON]\n"
@@ -35,12 +36,12 @@ static void usage(FILE *f) {
 }
 
 #define TEST_USAGE                                                                                 \
-  "usage: outboxd test SCRIPT.lua FIXTURE.ndjson [--http-stub STUB.lua] [--json] [run options]\n" \
-  "  runs each fixture event (NDJSON, as for ndjson: sources) through the script on a\n"         \
-  "  fake clock (sleeps and retry delays take no time); outbox.http is answered by\n"            \
-  "  STUB.lua (a file returning function(req) return {status=, headers=, body=} end).\n"         \
-  "  Prints one line per attempt: `id topic done`, `id topic retry N: error`,\n"                 \
-  "  `id topic dead: reason` (--json: one JSON object each). Exit 1 if any event ends\n"        \
+  "usage: outboxd test SCRIPT.lua FIXTURE.ndjson [--http-stub STUB.lua] [--json] [run options]\n"  \
+  "  runs each fixture event (NDJSON, as for ndjson: sources) through the script on a\n"           \
+  "  fake clock (sleeps and retry delays take no time); outbox.http is answered by\n"              \
+  "  STUB.lua (a file returning function(req) return {status=, headers=, body=} end).\n"           \
+  "  Prints one line per attempt: `id topic done`, `id topic retry N: error`,\n"                   \
+  "  `id topic dead: reason` (--json: one JSON object each). Exit 1 if any event ends\n"           \
   "  dead, 2 for a bad script, fixture or stub. Run options as for `outboxd run`.\n"
 
 /* The extra options of `outboxd test`. */

@@ -4,6 +4,7 @@
  * requests are size-limited, connections are capped and idle ones are reaped. */
 #include "metrics.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <http_parser.h>
 #include <inttypes.h>
@@ -11,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -160,7 +160,8 @@ int metrics_process_read(metrics_process_t *p) {
 /* The standard process_* series, as every Prometheus client library names them. */
 static void render_process(out_t *o, const metrics_process_t *p) {
   if (!p->ok) return;
-  head(o, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+  head(o, "process_cpu_seconds_total", "counter",
+       "Total user and system CPU time spent in seconds.");
   put(o, "process_cpu_seconds_total %.15g\n", p->cpu_seconds);
   gauge(o, "process_resident_memory_bytes", "Resident memory size in bytes.",
         (double)p->resident_bytes);
@@ -250,8 +251,7 @@ size_t metrics_render(const metrics_figures_t *f, char *buf, size_t cap) {
   put(&o, "outboxd_reloads_total{result=\"failed\"} %" PRId64 "\n", f->reloads_failed);
   gauge(&o, "outboxd_generation", "Generation of the script serving new events.", f->generation);
   gauge(&o, "outboxd_live_generations",
-        "Generations open: the serving one and retired ones still draining.",
-        f->live_generations);
+        "Generations open: the serving one and retired ones still draining.", f->live_generations);
   gauge(&o, "outboxd_timers", "Timers scheduled (outbox.every, outbox.after).", (double)f->timers);
   gauge(&o, "outboxd_timers_running", "Timer runs going on.", (double)f->timers_running);
   head(&o, "outboxd_timer_skips_total", "counter",

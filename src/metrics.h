@@ -50,17 +50,17 @@ typedef struct metrics_breaker {
 typedef struct metrics_figures {
   int64_t done, failed, dead, retried; /* events_total by outcome */
   int64_t inflight, queued, concurrency;
-  int breaker;            /* the worst breaker: 0 closed, 1 open, 2 half-open */
-  int breakers_all_open;  /* every route's breaker is open: /ready says no */
+  int breaker;                   /* the worst breaker: 0 closed, 1 open, 2 half-open */
+  int breakers_all_open;         /* every route's breaker is open: /ready says no */
   const metrics_route_t *routes; /* per route (may be NULL) */
   int nroutes;
   const metrics_breaker_t *breakers; /* per breaker (may be NULL) */
   int nbreakers;
   uint64_t rss, lua_heap, memory_limit;
-  int memory_high;   /* 0/1 */
-  int intake_paused; /* paused for memory */
-  int store_ok;      /* 0 when the last store call failed */
-  int64_t pending;   /* events pending in the store; -1 when not known yet */
+  int memory_high;    /* 0/1 */
+  int intake_paused;  /* paused for memory */
+  int store_ok;       /* 0 when the last store call failed */
+  int64_t pending;    /* events pending in the store; -1 when not known yet */
   int64_t store_dead; /* dead events in the store; -1 when not known yet */
   double oldest_pending_age_s;
   int64_t reloads_ok, reloads_failed;

@@ -619,8 +619,8 @@ static nclient_t *client_new(lua_State *L, const char *url, const broker_url_t *
   if (!(c->opts = make_options(c, url))) {
     const char *e = nats_GetLastError(NULL);
     char shown[512];
-    snprintf(err, n, "nats: cannot use URL %.200s: %s",
-             store_url_redact(url, shown, sizeof shown), e && *e ? e : "invalid");
+    snprintf(err, n, "nats: cannot use URL %.200s: %s", store_url_redact(url, shown, sizeof shown),
+             e && *e ? e : "invalid");
     free(c);
     return NULL;
   }

@@ -83,7 +83,8 @@ static unsigned special16(__m128i v) {
 static unsigned simple_escapes16(__m128i v, unsigned bs) {
   unsigned escaped = bs << 1;
   if ((bs & escaped) || (bs & 0x8000)) return 0; /* a backslash run, or an escape across blocks */
-  __m128i ok = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('/')));
+  __m128i ok =
+      _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('/')));
   ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('b')));
   ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('f')));
   ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('n')));

@@ -29,19 +29,19 @@ typedef struct route_spec {
 
 typedef struct route {
   char *pattern;
-  size_t plen;       /* length of the prefix ("order." for "order.*") or the topic */
-  int prefix;        /* 1: a pattern ending in '*' */
-  int live;          /* in the serving script */
-  int breaker;       /* index in routes_t.breakers */
-  int concurrency;   /* 0: none of its own (but see `adaptive`) */
-  double rate;       /* 0: unlimited */
-  bucket_t bucket;   /* rate tokens */
+  size_t plen;     /* length of the prefix ("order." for "order.*") or the topic */
+  int prefix;      /* 1: a pattern ending in '*' */
+  int live;        /* in the serving script */
+  int breaker;     /* index in routes_t.breakers */
+  int concurrency; /* 0: none of its own (but see `adaptive`) */
+  double rate;     /* 0: unlimited */
+  bucket_t bucket; /* rate tokens */
   int64_t timeout_ms, slow_ms;
-  int64_t snooze_until; /* no start before this time (outbox.snooze); 0: none */
-  adaptive_t adaptive;  /* --concurrency auto: this route's limit */
+  int64_t snooze_until;               /* no start before this time (outbox.snooze); 0: none */
+  adaptive_t adaptive;                /* --concurrency auto: this route's limit */
   int64_t done, failed, dead, events; /* events: runs finished, any outcome */
-  double avg_ms;           /* average run time (kept by the dispatcher) */
-  int64_t overflow_next;   /* the dispatcher's next deferral slot for surplus events */
+  double avg_ms;                      /* average run time (kept by the dispatcher) */
+  int64_t overflow_next;              /* the dispatcher's next deferral slot for surplus events */
 } route_t;
 
 typedef struct route_breaker {

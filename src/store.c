@@ -106,9 +106,13 @@ int64_t store_prune_idle_ms(const store_opts_t *o) {
 
 int store_prune_batch(int batch, int64_t took_us, int64_t budget_ms) {
   if (batch <= 0) return STORE_PRUNE_FIRST;
-  if (took_us > budget_ms * 1000) batch /= 2;
-  else if (took_us < budget_ms * 250) batch *= 2;
-  return batch < STORE_PRUNE_MIN ? STORE_PRUNE_MIN : batch > STORE_PRUNE_MAX ? STORE_PRUNE_MAX : batch;
+  if (took_us > budget_ms * 1000)
+    batch /= 2;
+  else if (took_us < budget_ms * 250)
+    batch *= 2;
+  return batch < STORE_PRUNE_MIN   ? STORE_PRUNE_MIN
+         : batch > STORE_PRUNE_MAX ? STORE_PRUNE_MAX
+                                   : batch;
 }
 
 /* ------------------------------------------------------------ redaction */

@@ -23,15 +23,15 @@ typedef struct store_event {
   char *key;     /* NULL when the event has none */
   char *payload; /* raw text (JSON text when it was not a string) */
   size_t payload_len;
-  int payload_escaped; /* 1: payload is a JSON string's body still holding its escapes
-                          (NDJSON); the host unescapes it when a handler reads it */
-  char *headers;       /* JSON object text, or NULL */
-  int attempts;        /* runs already made before this claim */
-  int lapsed;          /* 0, or STORE_LAPSED / STORE_SUSPECT: see below */
-  int64_t created_at;  /* ms since the epoch */
+  int payload_escaped;  /* 1: payload is a JSON string's body still holding its escapes
+                           (NDJSON); the host unescapes it when a handler reads it */
+  char *headers;        /* JSON object text, or NULL */
+  int attempts;         /* runs already made before this claim */
+  int lapsed;           /* 0, or STORE_LAPSED / STORE_SUSPECT: see below */
+  int64_t created_at;   /* ms since the epoch */
   int64_t available_at; /* enqueue: not claimable before (ms since the epoch); 0: at once */
-  void *owner;         /* free for the dispatcher */
-  void *priv;          /* free for the store */
+  void *owner;          /* free for the dispatcher */
+  void *priv;           /* free for the store */
   /* Follow-ups (outbox.enqueue in the event's handler): a list linked by `next`, to
    * be inserted in the same transaction as this event's ack and only if that ack is
    * written. Owned by the event: any other settlement frees them with it. */
@@ -84,15 +84,15 @@ int64_t store_clamp_time(int64_t ms);
 typedef void (*store_wake_cb)(void *arg);
 
 typedef struct store_opts {
-  int batch;           /* events claimed per claim */
-  int ordering_key;    /* 1: a key's events run one at a time in id order: a claim
-                          takes a key's head, and may take the events behind it
-                          (a run) for the dispatcher to run in order */
-  int64_t lease_ms;    /* claim lease, renewed by the store while events are out */
+  int batch;            /* events claimed per claim */
+  int ordering_key;     /* 1: a key's events run one at a time in id order: a claim
+                           takes a key's head, and may take the events behind it
+                           (a run) for the dispatcher to run in order */
+  int64_t lease_ms;     /* claim lease, renewed by the store while events are out */
   int64_t keep_done_ms; /* done rows: 0 deleted at once, -1 kept forever, else pruned after */
   int64_t keep_dead_ms; /* dead rows: -1 kept forever, else pruned after this long */
-  int64_t poll_ms;     /* longest idle wait between looks at the store */
-  const char *host_id; /* written to locked_by */
+  int64_t poll_ms;      /* longest idle wait between looks at the store */
+  const char *host_id;  /* written to locked_by */
   store_wake_cb wake;
   void *wake_arg;
   int64_t timeout_ms; /* longest wait for one statement's answer; 0: no limit */
@@ -151,8 +151,8 @@ typedef struct store_ops {
   /* Calls cb once per topic with pending, processing or dead events, in topic order.
    * Returns 0 or a negative code. NULL when the source cannot tell. */
   int (*topic_counts)(store_t *s,
-                      void (*cb)(void *arg, const char *topic, int64_t pending,
-                                 int64_t processing, int64_t dead),
+                      void (*cb)(void *arg, const char *topic, int64_t pending, int64_t processing,
+                                 int64_t dead),
                       void *arg);
   /* Calls cb for the `max` most recent dead events, newest first. */
   int (*list_dead)(store_t *s, int max,
@@ -240,7 +240,7 @@ int64_t store_prune_idle_ms(const store_opts_t *o);
 #define STORE_PRUNE_MIN 16 /* rows per batch, adapted between these */
 #define STORE_PRUNE_MAX 4096
 #define STORE_PRUNE_FIRST 256
-#define STORE_PRUNE_GAP_MS 10   /* between batches while old rows remain */
+#define STORE_PRUNE_GAP_MS 10 /* between batches while old rows remain */
 
 /* The next batch size after a batch of `batch` rows took `took_us` microseconds:
  * halved when it took more than `budget_ms`, doubled under a quarter of it. A store

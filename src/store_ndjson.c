@@ -16,7 +16,7 @@
 #include "store.h"
 
 #define READ_CHUNK (128 << 10) /* small enough to stay in cache between read and parse */
-#define PIPE_HIGH (4 << 20)     /* complete lines buffered from a pipe before reading pauses */
+#define PIPE_HIGH (4 << 20)    /* complete lines buffered from a pipe before reading pauses */
 #define LINE_MAX_BYTES (STORE_PAYLOAD_MAX + STORE_ENVELOPE_MAX) /* longer: skipped */
 
 typedef struct node { /* per-event store data, after the event's strings */

@@ -20,8 +20,8 @@
 #define RETRY_MIN_MS 100 /* first reconnect delay, doubled up to RETRY_MAX_MS */
 #define RETRY_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 10000 /* at most; a shorter store timeout wins */
-#define CLOSE_TIMEOUT_MS 5000 /* longest wait for the last flush at close */
-#define COUNTS_COST 100 /* counts take at most 1/COUNTS_COST of the connection's time */
+#define CLOSE_TIMEOUT_MS 5000    /* longest wait for the last flush at close */
+#define COUNTS_COST 100          /* counts take at most 1/COUNTS_COST of the connection's time */
 #define PRUNE_BUDGET_MS 25 /* a retention batch holds the connection about this long at most */
 #define CHANNEL "outbox_new"
 #define CLAIM_NAME "outboxd_claim"
@@ -37,59 +37,53 @@
  * (its key index covered keyless rows too); `init` and every dispatching host run it.
  * Each index is created only when missing, so a host that finds them all takes no
  * lock on the table. */
-#define MIGRATE_SQL                                                                                \
-  "DO $$ BEGIN\n"                                                                                   \
-  "  IF to_regclass('outbox') IS NULL THEN RETURN; END IF;\n"                                       \
-  "  IF to_regclass('outbox_lapsed') IS NOT NULL AND to_regclass('outbox_due') IS NOT NULL"         \
-  " AND to_regclass('outbox_keyless') IS NOT NULL AND to_regclass('outbox_topic_free') IS NOT NULL" \
-  " AND to_regclass('outbox_topic_key') IS NULL AND to_regclass('outbox_paused') IS NOT NULL"       \
-  " AND to_regclass('outbox_settled') IS NOT NULL"                                                 \
-  " AND EXISTS (SELECT 1 FROM pg_indexes"            \
-  " WHERE schemaname = current_schema() AND indexname = 'outbox_key_head'"                         \
-  " AND indexdef LIKE '%key IS NOT NULL%') THEN RETURN; END IF;\n"                                \
-  "  PERFORM pg_advisory_xact_lock(hashtext('outboxd init'));\n"                                   \
-  "  IF EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema()"                      \
-  " AND indexname = 'outbox_key_head' AND indexdef NOT LIKE '%key IS NOT NULL%') THEN\n"          \
-  "    DROP INDEX outbox_key_head;\n"                                                              \
-  "  END IF;\n"                                                                                    \
-  /* live rows of each key in id order: heads, skip scans and runs */                              \
-  "  IF to_regclass('outbox_key_head') IS NULL THEN\n"                                             \
-  "    CREATE INDEX outbox_key_head ON outbox (key, id) WHERE key IS NOT NULL AND" LIVE ";\n"      \
-  "  END IF;\n"                                                                                    \
-  /* keyless live rows in id order, for claims with per-key order */                               \
-  "  IF to_regclass('outbox_keyless') IS NULL THEN\n"                                              \
-  "    CREATE INDEX outbox_keyless ON outbox (id) WHERE key IS NULL AND" LIVE ";\n"                \
-  "  END IF;\n"                                                                                    \
-  /* leases by expiry: lapsed ones to take over, the next one to wait for */                       \
-  "  IF to_regclass('outbox_lapsed') IS NULL THEN\n"                                               \
-  "    CREATE INDEX outbox_lapsed ON outbox (locked_until) WHERE status = 'processing';\n"         \
-  "  END IF;\n"                                                                                    \
-  /* pending rows by due time: the next retry to wait for */                                       \
-  "  IF to_regclass('outbox_due') IS NULL THEN\n"                                                  \
-  "    CREATE INDEX outbox_due ON outbox (available_at) WHERE status = 'pending';\n"               \
-  "  END IF;\n"                                                                                    \
-  /* claims by topic: keyless live rows per topic in id order, in byte order (the */            \
-  /* ranges a host claims are byte ranges) */                                                     \
-  "  IF to_regclass('outbox_topic_free') IS NULL THEN\n"                                          \
-  "    CREATE INDEX outbox_topic_free ON outbox (topic COLLATE \"C\", id)"                          \
-  " WHERE key IS NULL AND" LIVE ";\n"                                                              \
-  "  END IF;\n"                                                                                    \
-  /* an earlier version's (topic, key) index: claims by topic use the key index */           \
-  "  DROP INDEX IF EXISTS outbox_topic_key;\n"                                                     \
-  /* done and dead rows by the time they settled (available_at): retention, oldest first */      \
-  "  IF to_regclass('outbox_settled') IS NULL THEN\n"                                              \
-  "    CREATE INDEX outbox_settled ON outbox (status, available_at)"                               \
-  " WHERE status IN ('done', 'dead');\n"                                                           \
-  "  END IF;\n"                                                                                    \
-  /* topic patterns no host claims for now (outboxd pause); a change wakes every host */         \
-  "  IF to_regclass('outbox_paused') IS NULL THEN\n"                                              \
-  "    CREATE TABLE outbox_paused (pattern text PRIMARY KEY,"                                       \
-  " paused_at timestamptz NOT NULL DEFAULT now());\n"                                              \
-  "    CREATE FUNCTION outbox_paused_notify() RETURNS trigger LANGUAGE plpgsql AS"                  \
-  " 'BEGIN PERFORM pg_notify(''" CHANNEL "'', ''" PAUSED_NOTE "''); RETURN NULL; END';\n"          \
-  "    CREATE TRIGGER outbox_paused_notify AFTER INSERT OR UPDATE OR DELETE ON outbox_paused"       \
-  " FOR EACH STATEMENT EXECUTE FUNCTION outbox_paused_notify();\n"                                 \
-  "  END IF;\n"                                                                                    \
+#define MIGRATE_SQL                                                                                                                            \
+  "DO $$ BEGIN\n"                                                                                                                              \
+  "  IF to_regclass('outbox') IS NULL THEN RETURN; END IF;\n"                                                                                  \
+  "  IF to_regclass('outbox_lapsed') IS NOT NULL AND to_regclass('outbox_due') IS NOT NULL"                                                    \
+  " AND to_regclass('outbox_keyless') IS NOT NULL AND to_regclass('outbox_topic_free') IS NOT "                                                \
+  "NULL"                                                                                                                                       \
+  " AND to_regclass('outbox_topic_key') IS NULL AND to_regclass('outbox_paused') IS NOT NULL"                                                  \
+  " AND to_regclass('outbox_settled') IS NOT NULL"                                                                                             \
+  " AND EXISTS (SELECT 1 FROM pg_indexes"                                                                                                      \
+  " WHERE schemaname = current_schema() AND indexname = 'outbox_key_head'"                                                                     \
+  " AND indexdef LIKE '%key IS NOT NULL%') THEN RETURN; END IF;\n"                                                                             \
+  "  PERFORM pg_advisory_xact_lock(hashtext('outboxd init'));\n"                                                                               \
+  "  IF EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema()"                                                                  \
+  " AND indexname = 'outbox_key_head' AND indexdef NOT LIKE '%key IS NOT NULL%') THEN\n"                                                       \
+  "    DROP INDEX outbox_key_head;\n"                                                                                                          \
+  "  END IF;\n" /* live rows of each key in id order: heads, skip scans and runs */                                                            \
+  "  IF to_regclass('outbox_key_head') IS NULL THEN\n"                                                                                         \
+  "    CREATE INDEX outbox_key_head ON outbox (key, id) WHERE key IS NOT NULL AND" LIVE ";\n"                                                  \
+  "  END IF;\n" /* keyless live rows in id order, for claims with per-key order */                                                             \
+  "  IF to_regclass('outbox_keyless') IS NULL THEN\n"                                                                                          \
+  "    CREATE INDEX outbox_keyless ON outbox (id) WHERE key IS NULL AND" LIVE ";\n"                                                            \
+  "  END IF;\n" /* leases by expiry: lapsed ones to take over, the next one to wait for */                                                     \
+  "  IF to_regclass('outbox_lapsed') IS NULL THEN\n"                                                                                           \
+  "    CREATE INDEX outbox_lapsed ON outbox (locked_until) WHERE status = 'processing';\n"                                                     \
+  "  END IF;\n" /* pending rows by due time: the next retry to wait for */                                                                     \
+  "  IF to_regclass('outbox_due') IS NULL THEN\n"                                                                                              \
+  "    CREATE INDEX outbox_due ON outbox (available_at) WHERE status = 'pending';\n"                                                           \
+  "  END IF;\n" /* claims by topic: keyless live rows per topic in id order, in byte order (the */ /* ranges a host claims are byte ranges) */ \
+  "  IF to_regclass('outbox_topic_free') IS NULL THEN\n"                                                                                       \
+  "    CREATE INDEX outbox_topic_free ON outbox (topic COLLATE \"C\", id)"                                                                     \
+  " WHERE key IS NULL AND" LIVE ";\n"                                                                                                          \
+  "  END IF;\n" /* an earlier version's (topic, key) index: claims by topic use the key index */                                               \
+  "  DROP INDEX IF EXISTS outbox_topic_key;\n" /* done and dead rows by the time they settled                                                  \
+                                                  (available_at): retention, oldest first */                                                   \
+  "  IF to_regclass('outbox_settled') IS NULL THEN\n"                                                                                          \
+  "    CREATE INDEX outbox_settled ON outbox (status, available_at)"                                                                           \
+  " WHERE status IN ('done', 'dead');\n"                                                                                                       \
+  "  END IF;\n" /* topic patterns no host claims for now (outboxd pause); a change wakes every                                                 \
+                   host */                                                                                                                     \
+  "  IF to_regclass('outbox_paused') IS NULL THEN\n"                                                                                           \
+  "    CREATE TABLE outbox_paused (pattern text PRIMARY KEY,"                                                                                  \
+  " paused_at timestamptz NOT NULL DEFAULT now());\n"                                                                                          \
+  "    CREATE FUNCTION outbox_paused_notify() RETURNS trigger LANGUAGE plpgsql AS"                                                             \
+  " 'BEGIN PERFORM pg_notify(''" CHANNEL "'', ''" PAUSED_NOTE "''); RETURN NULL; END';\n"                                                      \
+  "    CREATE TRIGGER outbox_paused_notify AFTER INSERT OR UPDATE OR DELETE ON outbox_paused"                                                  \
+  " FOR EACH STATEMENT EXECUTE FUNCTION outbox_paused_notify();\n"                                                                             \
+  "  END IF;\n"                                                                                                                                \
   "END $$"
 
 static const char schema_sql[] =
@@ -113,8 +107,8 @@ static const char schema_sql[] =
     /* Claims walk live rows in id order; done/dead history costs nothing. */
     "CREATE INDEX IF NOT EXISTS outbox_claim ON outbox (id)"
     " WHERE status IN ('pending','processing');\n"
-    "CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (id) WHERE status = 'dead';\n"
-    MIGRATE_SQL ";\n"
+    "CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (id) WHERE status = 'dead';\n" MIGRATE_SQL
+    ";\n"
     "CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS\n"
     "  $$ BEGIN PERFORM pg_notify('" CHANNEL "', ''); RETURN NULL; END $$;\n"
     "DO $$ BEGIN\n"
@@ -132,7 +126,7 @@ static const char schema_sql[] =
  * $5 (per-key order) the key after which the key scan starts.
  * Claimable: pending and due, or processing under a lease that ran out. */
 #define CLAIMABLE(x)                                                                               \
-  " ((" x ".status = 'pending' AND " x ".available_at <= now()) OR (" x ".status = 'processing'"    \
+  " ((" x ".status = 'pending' AND " x ".available_at <= now()) OR (" x ".status = 'processing'"   \
   " AND " x ".locked_until < now() AND NOT (" x ".id = ANY ($4::bigint[]))))"
 
 /* A row is the head of its key when no live row of that key has a smaller id. */
@@ -163,7 +157,7 @@ static const char schema_sql[] =
   " locked_until = now() + $2::bigint * interval '1 millisecond',"                                 \
   " attempts = o.attempts + t.lapsed::int, last_error = CASE WHEN t.lapsed"                        \
   " THEN '" STORE_LAPSE_ERROR " (attempt ' || (o.attempts + 1) || ')' ELSE o.last_error END"       \
-  " FROM " took " t WHERE o.id = ANY (ARRAY(SELECT id FROM " took ")) AND o.id = t.id"            \
+  " FROM " took " t WHERE o.id = ANY (ARRAY(SELECT id FROM " took ")) AND o.id = t.id"             \
   " RETURNING o.id, o.topic, o.key, o.payload, o.headers, o.attempts,"                             \
   " (extract(epoch FROM o.created_at) * 1000)::bigint,"                                            \
   " CASE WHEN NOT t.lapsed THEN 0 WHEN EXISTS (SELECT 1 FROM sus) THEN 2 ELSE 1 END, " more
@@ -186,12 +180,12 @@ static const char schema_sql[] =
 /* Without per-key order: the claimable rows in id order, skipping rows other hosts
  * are claiming right now. */
 #define CLAIM_ANY                                                                                  \
-    "WITH " SUSPECT_CTE("") ","                                                                    \
-    " free AS (SELECT c.id, c.status = 'processing' AS lapsed FROM outbox c"                       \
-    " WHERE NOT EXISTS (SELECT 1 FROM sus) AND c." LIVE " AND" CLAIMABLE("c")                      \
-    " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED),"                                             \
-    " took AS (SELECT id, lapsed FROM free UNION ALL SELECT id, true FROM sus)"                    \
-    TAKE_SQL("(SELECT count(*) FROM free) >= $3")
+  "WITH " SUSPECT_CTE("") ","                                                                      \
+                          " free AS (SELECT c.id, c.status = 'processing' AS lapsed FROM outbox c" \
+                          " WHERE NOT EXISTS (SELECT 1 FROM sus) AND c." LIVE " AND" CLAIMABLE(    \
+                              "c") " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED),"              \
+                                   " took AS (SELECT id, lapsed FROM free UNION ALL SELECT id, "   \
+                                   "true FROM sus)" TAKE_SQL("(SELECT count(*) FROM free) >= $3")
 
 /* With per-key order. The key scan visits one index entry per key with live rows (a
  * recursive CTE as a skip scan over the key index, whose first entry for a key is its
@@ -206,41 +200,80 @@ static const char schema_sql[] =
   " ORDER BY key, id LIMIT 1)"
 /* The claimable heads (`where` true of them) in key order after `cur`, then from the
  * first key. */
-#define KEY_HEADS(cur, where)                                                                      \
-    " ka(k, id) AS (" NEXT_HEAD("key > " cur) " UNION ALL SELECT n.key, n.id FROM ka"              \
-    " CROSS JOIN LATERAL " NEXT_HEAD("key > ka.k") " n),"                                          \
-    " kb(k, id) AS (" NEXT_HEAD("key <= " cur) " UNION ALL SELECT n.key, n.id FROM kb"             \
-    " CROSS JOIN LATERAL " NEXT_HEAD("key > kb.k AND key <= " cur) " n),"                          \
-    " heads AS (SELECT h.id, h.key FROM (SELECT id FROM ka UNION ALL SELECT id FROM kb) ks"        \
-    " JOIN outbox h ON h.id = ks.id"                                                               \
-    " WHERE NOT EXISTS (SELECT 1 FROM sus) AND" CLAIMABLE("h") where " LIMIT $3),"
+#define KEY_HEADS(cur, where)                                                                             \
+  " ka(k, id) AS (" NEXT_HEAD(                                                                            \
+      "key > " cur) " UNION ALL SELECT n.key, n.id FROM ka"                                               \
+                    " CROSS JOIN LATERAL " NEXT_HEAD(                                                     \
+                        "key > ka.k") " n),"                                                              \
+                                      " kb(k, id) AS (" NEXT_HEAD(                                        \
+                                          "key <= " cur) " UNION ALL SELECT n.key, n.id FROM kb"          \
+                                                         " CROSS JOIN LATERAL " NEXT_HEAD(                \
+                                                             "key > kb.k AND key <= " cur) " n),"         \
+                                                                                           " head"        \
+                                                                                           "s AS "        \
+                                                                                           "(SELE"        \
+                                                                                           "CT "          \
+                                                                                           "h.id,"        \
+                                                                                           " h."          \
+                                                                                           "key "         \
+                                                                                           "FROM "        \
+                                                                                           "(SELE"        \
+                                                                                           "CT "          \
+                                                                                           "id "          \
+                                                                                           "FROM "        \
+                                                                                           "ka "          \
+                                                                                           "UNION"        \
+                                                                                           " ALL "        \
+                                                                                           "SELEC"        \
+                                                                                           "T id "        \
+                                                                                           "FROM "        \
+                                                                                           "kb) "         \
+                                                                                           "ks"           \
+                                                                                           " JOIN"        \
+                                                                                           " outb"        \
+                                                                                           "ox h "        \
+                                                                                           "ON "          \
+                                                                                           "h.id "        \
+                                                                                           "= "           \
+                                                                                           "ks.id"        \
+                                                                                           " WHER"        \
+                                                                                           "E "           \
+                                                                                           "NOT "         \
+                                                                                           "EXIST"        \
+                                                                                           "S "           \
+                                                                                           "(SELE"        \
+                                                                                           "CT 1 "        \
+                                                                                           "FROM "        \
+                                                                                           "sus) "        \
+                                                                                           "AN"           \
+                                                                                           "D" CLAIMABLE( \
+                                                                                               "h")       \
+                                                                                               where      \
+      " LIMIT $3),"
 #define CLAIM_KEY                                                                                  \
-    "WITH RECURSIVE " SUSPECT_CTE(HEAD_OF_KEY) ","                                                 \
-    KEY_HEADS("$5", "")                                                                            \
-    " free AS (SELECT c.id FROM outbox c WHERE NOT EXISTS (SELECT 1 FROM sus)"                     \
-    " AND c.key IS NULL AND c." LIVE " AND" CLAIMABLE("c")                                         \
-    " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED),"                                             \
-    KEY_PICK_RUNS("")
+  "WITH RECURSIVE " SUSPECT_CTE(HEAD_OF_KEY) "," KEY_HEADS(                                        \
+      "$5", "") " free AS (SELECT c.id FROM outbox c WHERE NOT EXISTS (SELECT 1 FROM sus)"         \
+                " AND c.key IS NULL AND c." LIVE " AND" CLAIMABLE(                                 \
+                    "c") " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED)," KEY_PICK_RUNS("")
 /* Heads and keyless rows merged by id, locked, and the runs behind the heads; an
  * event not due (or `due_extra` false) ends its run. */
 #define KEY_PICK_RUNS(due_extra)                                                                   \
-    " pick AS (SELECT id FROM (SELECT id FROM heads UNION ALL SELECT id FROM free"                 \
-    " UNION ALL SELECT id FROM sus) x ORDER BY id LIMIT $3),"                                      \
-    LOCK_PICK ","                                                                                  \
-    " nk AS (SELECT count(*) FILTER (WHERE key IS NOT NULL AND NOT lapsed) AS n,"                  \
-    " greatest(0, $3 - count(*)) AS room FROM lp),"                                                \
-    " fol AS (SELECT f.id FROM (SELECT lp.id, lp.key, row_number() OVER (ORDER BY lp.id) - 1 AS i" \
-    " FROM lp WHERE lp.key IS NOT NULL AND NOT lp.lapsed) hd CROSS JOIN nk CROSS JOIN LATERAL"     \
-    " (SELECT w.id FROM (SELECT v.id, bool_and(v.due) OVER (ORDER BY v.id) AS due FROM"            \
-    " (SELECT x.id, x.status = 'pending' AND x.available_at <= now()" due_extra " AS due"           \
-    " FROM outbox x WHERE x.key = hd.key AND x.key IS NOT NULL AND x." LIVE " AND x.id > hd.id"    \
-    " ORDER BY x.key, x.id"                                                                        \
-    " LIMIT nk.room / nk.n + CASE WHEN hd.i < nk.room % nk.n THEN 1 ELSE 0 END) v) w"              \
-    " WHERE w.due) f),"                                                                            \
-    " lf AS (SELECT o.id, false AS lapsed FROM outbox o WHERE o.id IN (SELECT id FROM fol)"        \
-    " AND o.status = 'pending' AND o.available_at <= now() FOR UPDATE OF o),"                      \
-    " took AS (SELECT id, lapsed FROM lp UNION ALL SELECT id, lapsed FROM lf)"                     \
-    TAKE_SQL("((SELECT count(*) FROM heads) >= $3 OR (SELECT count(*) FROM free) >= $3)")
+  " pick AS (SELECT id FROM (SELECT id FROM heads UNION ALL SELECT id FROM free"                   \
+  " UNION ALL SELECT id FROM sus) x ORDER BY id LIMIT $3)," LOCK_PICK ","                          \
+  " nk AS (SELECT count(*) FILTER (WHERE key IS NOT NULL AND NOT lapsed) AS n,"                    \
+  " greatest(0, $3 - count(*)) AS room FROM lp),"                                                  \
+  " fol AS (SELECT f.id FROM (SELECT lp.id, lp.key, row_number() OVER (ORDER BY lp.id) - 1 AS i"   \
+  " FROM lp WHERE lp.key IS NOT NULL AND NOT lp.lapsed) hd CROSS JOIN nk CROSS JOIN LATERAL"       \
+  " (SELECT w.id FROM (SELECT v.id, bool_and(v.due) OVER (ORDER BY v.id) AS due FROM"              \
+  " (SELECT x.id, x.status = 'pending' AND x.available_at <= now()" due_extra " AS due"            \
+  " FROM outbox x WHERE x.key = hd.key AND x.key IS NOT NULL AND x." LIVE " AND x.id > hd.id"      \
+  " ORDER BY x.key, x.id"                                                                          \
+  " LIMIT nk.room / nk.n + CASE WHEN hd.i < nk.room % nk.n THEN 1 ELSE 0 END) v) w"                \
+  " WHERE w.due) f),"                                                                              \
+  " lf AS (SELECT o.id, false AS lapsed FROM outbox o WHERE o.id IN (SELECT id FROM fol)"          \
+  " AND o.status = 'pending' AND o.available_at <= now() FOR UPDATE OF o),"                        \
+  " took AS (SELECT id, lapsed FROM lp UNION ALL SELECT id, lapsed FROM lf)" TAKE_SQL(             \
+      "((SELECT count(*) FROM heads) >= $3 OR (SELECT count(*) FROM free) >= $3)")
 
 /* Claims by topic (a host that handles only some topics). $5, $6: the claimable topic
  * ranges (lo, hi; hi NULL: unbounded), in byte order as the topic indexes are built;
@@ -255,36 +288,63 @@ static const char schema_sql[] =
  * index seek per range; an unbounded range gets its own branch so every bound is an
  * index bound. */
 #define TOPIC_SEEK_IN(where, cmp, bound)                                                           \
-  "SELECT x.t FROM rng CROSS JOIN LATERAL (SELECT" TC("o.topic") " AS t FROM outbox o WHERE" where \
-  " AND" TC("o.topic") " >= rng.lo" bound " AND" TC("o.topic") " " cmp " ORDER BY" TC("o.topic")    \
-  " LIMIT 1) x"
+  "SELECT x.t FROM rng CROSS JOIN LATERAL (SELECT" TC(                                             \
+      "o.topic") " AS t FROM outbox o WHERE" where                                                 \
+                 " AND" TC("o.topic") " >= rng.lo" bound                                           \
+                                      " AND" TC("o.topic") " " cmp                                 \
+                                                           " ORDER BY" TC("o.topic") " LIMIT 1) x"
 #define TOPIC_SEEK(where, cmp)                                                                     \
-  "(SELECT min(y.t) FROM (" TOPIC_SEEK_IN(where, cmp, " AND" TC("o.topic") " < rng.hi")            \
-  " WHERE rng.hi IS NOT NULL UNION ALL " TOPIC_SEEK_IN(where, cmp, "") " WHERE rng.hi IS NULL) y)"
+  "(SELECT min(y.t) FROM (" TOPIC_SEEK_IN(                                                         \
+      where, cmp, " AND" TC("o.topic") " < rng.hi") " WHERE rng.hi IS NOT NULL UNION "             \
+                                                    "ALL " TOPIC_SEEK_IN(where, cmp,               \
+                                                                         "") " WHERE rng.hi IS "   \
+                                                                             "NULL) y)"
 /* Keyless rows of each claimable topic (a skip scan over the topics), oldest first. */
 #define TOPIC_FREE(lock)                                                                           \
-  " tf(t) AS (SELECT " TOPIC_SEEK(FREE_ROWS, ">= ''") " UNION ALL SELECT "                         \
-  TOPIC_SEEK(FREE_ROWS, "> tf.t") " FROM tf WHERE tf.t IS NOT NULL),"                               \
-  " free AS (SELECT f.id, f.lapsed FROM tf CROSS JOIN LATERAL (SELECT c.id,"                       \
-  " c.status = 'processing' AS lapsed FROM outbox c WHERE" TC("c.topic") " = tf.t AND c.key IS NULL" \
-  " AND c." LIVE " AND" CLAIMABLE("c") " ORDER BY c.id LIMIT $3" lock ") f"                        \
-  " WHERE tf.t IS NOT NULL AND NOT EXISTS (SELECT 1 FROM sus) ORDER BY f.id LIMIT $3)"
+  " tf(t) AS (SELECT " TOPIC_SEEK(FREE_ROWS, ">= ''") " UNION ALL SELECT " TOPIC_SEEK(             \
+      FREE_ROWS,                                                                                   \
+      "> tf.t") " FROM tf WHERE tf.t IS NOT NULL),"                                                \
+                " free AS (SELECT f.id, f.lapsed FROM tf CROSS JOIN LATERAL (SELECT c.id,"         \
+                " c.status = 'processing' AS lapsed FROM outbox c WHERE" TC(                       \
+                    "c.topic") " = tf.t AND c.key IS NULL"                                         \
+                               " AND c." LIVE                                                      \
+                               " AND" CLAIMABLE("c") " ORDER BY c.id LIMIT $3" lock ") f"          \
+                                                     " WHERE tf.t IS NOT NULL AND NOT EXISTS "     \
+                                                     "(SELECT 1 FROM sus) ORDER BY f.id LIMIT $3)"
 
 /* Without per-key order: the claimable rows of each claimable topic (keyed ones
  * sorted per topic: --ordering none keeps no index of them by topic and id). */
-#define CLAIM_TOPIC_ANY                                                                            \
-    "WITH RECURSIVE" RNG_CTE "," SUSPECT_CTE(" AND" IN_SET("c.topic")) ","                         \
-    TOPIC_FREE(" FOR UPDATE SKIP LOCKED") ","                                                       \
-    " kt(t) AS (SELECT " TOPIC_SEEK(KEYED_ROWS, ">= ''") " UNION ALL SELECT "                      \
-    TOPIC_SEEK(KEYED_ROWS, "> kt.t") " FROM kt WHERE kt.t IS NOT NULL),"                            \
-    " keyed AS (SELECT f.id, f.lapsed FROM kt CROSS JOIN LATERAL (SELECT c.id,"                    \
-    " c.status = 'processing' AS lapsed FROM outbox c WHERE" TC("c.topic") " = kt.t"                \
-    " AND c.key IS NOT NULL AND c." LIVE " AND" CLAIMABLE("c") " ORDER BY c.id LIMIT $3"           \
-    " FOR UPDATE SKIP LOCKED) f WHERE kt.t IS NOT NULL AND NOT EXISTS (SELECT 1 FROM sus)),"        \
-    " took AS (SELECT id, lapsed FROM (SELECT id, lapsed FROM free UNION ALL SELECT id, lapsed"    \
-    " FROM keyed) x ORDER BY id LIMIT $3),"                                                         \
-    " took2 AS (SELECT id, lapsed FROM took UNION ALL SELECT id, true FROM sus)"                    \
-    TAKE_SQL_FROM("took2", "(SELECT count(*) FROM took) >= $3")
+#define CLAIM_TOPIC_ANY                                                                                                                                                                       \
+  "WITH RECURSIVE" RNG_CTE "," SUSPECT_CTE(" AND" IN_SET(                                                                                                                                     \
+      "c.topic")) "," TOPIC_FREE(" FOR UPDATE SKIP LOCKED") ","                                                                                                                               \
+                                                            " kt(t) AS (SELECT " TOPIC_SEEK(KEYED_ROWS, ">= ''") " UNION ALL SELECT " TOPIC_SEEK(                                             \
+                                                                KEYED_ROWS,                                                                                                                   \
+                                                                "> kt.t") " FROM kt WHERE kt.t "                                                                                              \
+                                                                          "IS NOT NULL),"                                                                                                     \
+                                                                          " keyed AS (SELECT "                                                                                                \
+                                                                          "f.id, f.lapsed FROM "                                                                                              \
+                                                                          "kt CROSS JOIN LATERAL "                                                                                            \
+                                                                          "(SELECT c.id,"                                                                                                     \
+                                                                          " c.status = "                                                                                                      \
+                                                                          "'processing' AS "                                                                                                  \
+                                                                          "lapsed FROM outbox c "                                                                                             \
+                                                                          "WHERE" TC(                                                                                                         \
+                                                                              "c.topic") " = kt.t"                                                                                            \
+                                                                                         " AND "                                                                                              \
+                                                                                         "c.key "                                                                                             \
+                                                                                         "IS NOT "                                                                                            \
+                                                                                         "NULL "                                                                                              \
+                                                                                         "AND "                                                                                               \
+                                                                                         "c." LIVE                                                                                            \
+                                                                                         " AN"                                                                                                \
+                                                                                         "D" CLAIMABLE(                                                                                       \
+                                                                                             "c") " ORDER BY c.id LIMIT $3"                                                                   \
+                                                                                                  " FOR UPDATE SKIP LOCKED) f WHERE kt.t IS NOT NULL AND NOT EXISTS (SELECT 1 FROM sus)),"    \
+                                                                                                  " took AS (SELECT id, lapsed FROM (SELECT id, lapsed FROM free UNION ALL SELECT id, lapsed" \
+                                                                                                  " FROM keyed) x ORDER BY id LIMIT $3),"                                                     \
+                                                                                                  " took2 AS (SELECT id, lapsed FROM took UNION ALL SELECT id, true FROM sus)" TAKE_SQL_FROM( \
+                                                                                                      "took2",                                                                                \
+                                                                                                      "(SELECT count(*) FROM took) >= $3")
 
 /* With per-key order: keyless rows as above; key heads from the key scan of
  * CLAIM_KEY (cursor $7), passing over a key whose head is of a topic this host does
@@ -292,10 +352,8 @@ static const char schema_sql[] =
  * topic would double the pages every keyed claim and ack writes). Runs as in
  * CLAIM_KEY, stopping at an event of a topic this host does not claim. */
 #define CLAIM_TOPIC_KEY                                                                            \
-    "WITH RECURSIVE" RNG_CTE "," SUSPECT_CTE(HEAD_OF_KEY " AND" IN_SET("c.topic")) ","             \
-    KEY_HEADS("$7", " AND" IN_SET("h.topic"))                                                      \
-    TOPIC_FREE("") ","                                                                              \
-    KEY_PICK_RUNS(" AND" IN_SET("x.topic"))
+  "WITH RECURSIVE" RNG_CTE "," SUSPECT_CTE(HEAD_OF_KEY " AND" IN_SET("c.topic")) "," KEY_HEADS(    \
+      "$7", " AND" IN_SET("h.topic")) TOPIC_FREE("") "," KEY_PICK_RUNS(" AND" IN_SET("x.topic"))
 
 /* The hot statements are parsed once per connection. JIT compilation is off for the
  * session: the planner's estimates for the key scans cross jit_above_cost, and compiling
@@ -304,18 +362,16 @@ static const char schema_sql[] =
  * than the claim itself takes). */
 #define PREPARE_AS(name, params) "PREPARE " name " (" params ") AS "
 #define PREPARE_COMMON                                                                             \
-  "SET jit = off; SET plan_cache_mode = force_generic_plan; "                                      \
-  PREPARE_AS(DUE_NAME, "text") NEXT_DUE_SQL "; "                                                   \
-  PREPARE_AS(ACK_NAME, "text, bigint[]") ACK_SQL "; "
+  "SET jit = off; SET plan_cache_mode = force_generic_plan; " PREPARE_AS(DUE_NAME, "text")         \
+      NEXT_DUE_SQL "; " PREPARE_AS(ACK_NAME, "text, bigint[]") ACK_SQL "; "
 static const char prepare_claim_sql[] =
-    PREPARE_COMMON
-    PREPARE_AS(CLAIM_NAME, "text, bigint, int, bigint[], text") CLAIM_KEY "; "
-    PREPARE_AS(CLAIM_TOPICS_NAME, "text, bigint, int, bigint[], text[], text[], text")
-    CLAIM_TOPIC_KEY;
+    PREPARE_COMMON PREPARE_AS(CLAIM_NAME, "text, bigint, int, bigint[], text") CLAIM_KEY
+    "; " PREPARE_AS(CLAIM_TOPICS_NAME, "text, bigint, int, bigint[], text[], text[], text")
+        CLAIM_TOPIC_KEY;
 static const char prepare_claim_any_sql[] =
-    PREPARE_COMMON
-    PREPARE_AS(CLAIM_NAME, "text, bigint, int, bigint[]") CLAIM_ANY "; "
-    PREPARE_AS(CLAIM_TOPICS_NAME, "text, bigint, int, bigint[], text[], text[]") CLAIM_TOPIC_ANY;
+    PREPARE_COMMON PREPARE_AS(CLAIM_NAME, "text, bigint, int, bigint[]") CLAIM_ANY
+    "; " PREPARE_AS(CLAIM_TOPICS_NAME, "text, bigint, int, bigint[], text[], text[]")
+        CLAIM_TOPIC_ANY;
 
 /* $1 host, $2 ids, $3 kinds (0 ack, 1 fail, 2 dead, 3 release, 4 defer, 5 emit), $4
  * args (fail, defer: available_at ms; dead: attempts to add), $5 errors, $6 keep done
@@ -344,8 +400,8 @@ static const char flush_sql[] =
     " last_error = CASE WHEN s.kind IN (1, 2) THEN s.err ELSE o.last_error END,"
     " locked_by = NULL, locked_until = NULL"
     " FROM s WHERE o.id = s.id AND (s.kind <> 0 OR $6)"
-    " AND o.locked_by = $1 AND o.status = 'processing' RETURNING o.id),"
-    FOLLOW_SQL " SELECT id FROM del UNION ALL SELECT id FROM upd";
+    " AND o.locked_by = $1 AND o.status = 'processing' RETURNING o.id)," FOLLOW_SQL
+    " SELECT id FROM del UNION ALL SELECT id FROM upd";
 
 static const char ack_sql[] = ACK_SQL;
 
@@ -406,8 +462,8 @@ enum {
  * primary key. */
 #define PRUNE_SQL(status)                                                                          \
   "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off;"                                \
-  " DELETE FROM outbox WHERE id = ANY (ARRAY(SELECT id FROM outbox WHERE status = '" status "'"   \
-  " AND available_at < now() - %lld * interval '1 millisecond' ORDER BY available_at"               \
+  " DELETE FROM outbox WHERE id = ANY (ARRAY(SELECT id FROM outbox WHERE status = '" status "'"    \
+  " AND available_at < now() - %lld * interval '1 millisecond' ORDER BY available_at"              \
   " LIMIT %d FOR UPDATE SKIP LOCKED))"
 
 static const char paused_sql[] = "SELECT pattern FROM outbox_paused ORDER BY pattern";
@@ -417,8 +473,8 @@ typedef struct settle {
   int64_t id;
   int64_t arg;
   int kind;
-  char *err;    /* owned, valid UTF-8 (store_error_text), or NULL */
-  int repaired; /* refused once by the database and rewritten */
+  char *err;             /* owned, valid UTF-8 (store_error_text), or NULL */
+  int repaired;          /* refused once by the database and rewritten */
   store_event_t *follow; /* ack: its follow-ups; emit: the new events (owned) */
 } settle_t;
 
@@ -453,9 +509,9 @@ typedef struct pg {
   int poll_fd, poll_events;
   int op; /* the query in flight */
   int want_flush, want_claim, want_renew, want_due, want_counts;
-  int op_failed;       /* the statement in flight was refused (the connection is fine) */
-  int split;           /* settlements still to write one per statement, after a refusal */
-  int stmt_failures;   /* refused statements in a row */
+  int op_failed;          /* the statement in flight was refused (the connection is fine) */
+  int split;              /* settlements still to write one per statement, after a refusal */
+  int stmt_failures;      /* refused statements in a row */
   int stmt_failed_op;     /* the kind of statement that started the streak */
   int64_t stmt_retry_ms;  /* next delay after a refused claim */
   int64_t claim_retry_at; /* after a refused claim: no claim before this (ms since the epoch) */
@@ -465,10 +521,10 @@ typedef struct pg {
   int counts_known;
   int64_t counts_sent_ms; /* when the counts statement in flight was sent */
   int64_t counts_next_ms; /* no new counts before this: they cost at most 1% of the time */
-  int dirty;         /* something may have become claimable since the last claim */
-  settles_t set;     /* buffered settlements */
-  settles_t sending; /* the settlements in the flush in flight */
-  int64_t *renewing; /* ids in the renewal in flight */
+  int dirty;              /* something may have become claimable since the last claim */
+  settles_t set;          /* buffered settlements */
+  settles_t sending;      /* the settlements in the flush in flight */
+  int64_t *renewing;      /* ids in the renewal in flight */
   size_t nrenewing;
   store_event_t **buf; /* prefetched events, oldest first */
   int nbuf, capbuf, claim_limit;
@@ -476,10 +532,10 @@ typedef struct pg {
   int64_t due_at; /* when due_timer fires (ms since the epoch), 0 when idle */
   uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, retry_timer, kick_timer, close_timer,
       deadline_timer, prune_timer;
-  int want_prune;       /* a retention batch is wanted (lowest priority) */
-  int prune_batch;      /* rows per batch (adapts to STORE_PRUNE_BUDGET_MS) */
-  int prune_dead;       /* the batch prunes dead rows (else done rows) */
-  uint64_t prune_sent;  /* uv_hrtime() when the batch was sent */
+  int want_prune;      /* a retention batch is wanted (lowest priority) */
+  int prune_batch;     /* rows per batch (adapts to STORE_PRUNE_BUDGET_MS) */
+  int prune_dead;      /* the batch prunes dead rows (else done rows) */
+  uint64_t prune_sent; /* uv_hrtime() when the batch was sent */
   int nopen;
   int close_started;
   void (*close_cb)(void *arg);
@@ -1333,7 +1389,8 @@ static void flush_refused(pg_t *s) {
     x->repaired = 1;
     settles_restore(s);
   } else if (s->sending.n == 1) {
-    log_at(LOG_ERROR, "settlement refused by the database; the event returns when its lease expires",
+    log_at(LOG_ERROR,
+           "settlement refused by the database; the event returns when its lease expires",
            KI("id", s->sending.v[0].id), KS("outcome", kind_name[s->sending.v[0].kind]),
            KS("error", s->base.err));
     settles_clear(&s->sending);
@@ -1553,8 +1610,9 @@ static void release_buffered_key(pg_t *s, const store_event_t *ev) {
 static void settle(pg_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
   if (kind != SET_ACK && kind != SET_DEAD && ev->key && s->base.opts.ordering_key && s->nbuf)
     release_buffered_key(s, ev);
-  settle_t x = {ev->id, kind == SET_FAIL || kind == SET_DEFER ? store_clamp_time(arg) : arg, kind,
-                store_error_text(err), 0, NULL};
+  settle_t x = {ev->id, kind == SET_FAIL || kind == SET_DEFER ? store_clamp_time(arg) : arg,
+                kind,   store_error_text(err),
+                0,      NULL};
   if (kind == SET_ACK) {
     x.follow = ev->follow;
     ev->follow = NULL;
@@ -1660,8 +1718,8 @@ static void on_poll(uv_timer_t *t) {
 /* ---------------------------------------------------------- open, close */
 
 static uv_timer_t *timer_at(pg_t *s, int i) {
-  uv_timer_t *all[] = {&s->flush_timer, &s->lease_timer,   &s->poll_timer,
-                       &s->due_timer,   &s->retry_timer,   &s->kick_timer,
+  uv_timer_t *all[] = {&s->flush_timer, &s->lease_timer,    &s->poll_timer,
+                       &s->due_timer,   &s->retry_timer,    &s->kick_timer,
                        &s->close_timer, &s->deadline_timer, &s->prune_timer};
   return i < (int)(sizeof all / sizeof all[0]) ? all[i] : NULL;
 }
@@ -1790,8 +1848,7 @@ static int pg_enqueue(store_t *b, store_event_t *const *evs, int n) {
 
 /* Requeued events keep last_error; attempts restart at 0 and they are due at once.
  * Running hosts are woken through the channel. */
-static int pg_requeue(store_t *b, const int64_t *ids, int n, const char *topic,
-                      int64_t *moved) {
+static int pg_requeue(store_t *b, const int64_t *ids, int n, const char *topic, int64_t *moved) {
   pg_t *s = (pg_t *)b;
   *moved = 0;
   int rc = need_ops(s);
@@ -1816,9 +1873,9 @@ static int pg_requeue(store_t *b, const int64_t *ids, int n, const char *topic,
   const char *v[] = {list.p};
   const char *dv[] = {exact, prefix ? "true" : "false"};
   rc = exec_cmd(s, "BEGIN", "requeueing");
-  PGresult *r = rc ? NULL
-                   : ops_exec(s, n ? requeue_ids_sql : requeue_dead_sql, n ? 1 : 2, n ? v : dv,
-                              "requeueing");
+  PGresult *r =
+      rc ? NULL
+         : ops_exec(s, n ? requeue_ids_sql : requeue_dead_sql, n ? 1 : 2, n ? v : dv, "requeueing");
   free(exact);
   if (r) *moved = strtoll(PQcmdTuples(r), NULL, 10);
   rc = r ? 0 : -EIO;

@@ -19,12 +19,12 @@
 
 #include "log.h"
 
-#define LOOP_BUSY_MS 100 /* busy timeout for calls made from the loop */
-#define CMD_BUSY_MS 5000 /* busy timeout for operations commands and close */
-#define FLUSH_DELAY_MS 5 /* settlements wait at most this long for company */
-#define RETRY_MS 250     /* retry delay after SQLITE_BUSY */
-#define CHECK_DELAY_MS 1 /* debounce for WAL file events */
-#define CHECK_TRIES 10   /* looks after one event, the delay doubling: ~1 s in all */
+#define LOOP_BUSY_MS 100  /* busy timeout for calls made from the loop */
+#define CMD_BUSY_MS 5000  /* busy timeout for operations commands and close */
+#define FLUSH_DELAY_MS 5  /* settlements wait at most this long for company */
+#define RETRY_MS 250      /* retry delay after SQLITE_BUSY */
+#define CHECK_DELAY_MS 1  /* debounce for WAL file events */
+#define CHECK_TRIES 10    /* looks after one event, the delay doubling: ~1 s in all */
 #define BUSY_LOG_MS 60000 /* "database busy" at most this often */
 #define PRUNE_BUDGET_MS 4 /* a retention batch holds the loop about this long at most */
 
@@ -67,7 +67,8 @@ static const char schema_sql[] =
      * topic in id order. Key heads of the claimable topics come from the key index
      * (a second index of keyed rows by topic would double the pages every keyed
      * claim and ack writes). */
-    "CREATE INDEX IF NOT EXISTS outbox_topic_free ON outbox(topic, id, available_at)" TOPIC_FREE_WHERE ";\n"
+    "CREATE INDEX IF NOT EXISTS outbox_topic_free ON outbox(topic, id, "
+    "available_at)" TOPIC_FREE_WHERE ";\n"
     /* Done and dead rows by the time they settled (their available_at): retention
      * deletes the oldest first. Empty unless rows are kept (--keep-done). */
     "CREATE INDEX IF NOT EXISTS outbox_settled ON outbox(status, available_at)"
@@ -144,21 +145,22 @@ enum {
 /* ?1 now, ?3 max: pending and due rows in id order (each its own statement: a UNION
  * with an ORDER BY would build a temporary b-tree at every claim). */
 #define CAND_SQL(index, where)                                                                     \
-  "SELECT o.id FROM outbox o" index " WHERE" where " o.status = 'pending' AND o.available_at <= ?1" \
+  "SELECT o.id FROM outbox o" index " WHERE" where                                                 \
+  " o.status = 'pending' AND o.available_at <= ?1"                                                 \
   " ORDER BY o.id LIMIT ?3"
 /* ?1 now, ?2 host, ?3 max: rows whose lease lapsed, in id order. */
 #define LAPSED_SQL(where) "SELECT o.id FROM outbox o WHERE" where LAPSED " ORDER BY o.id LIMIT ?3"
 
 /* The head of the first key (after ?1): the first entry of the key index. */
 #define HEAD_SQL(after)                                                                            \
-  "SELECT key, id, status, available_at, locked_by, locked_until, topic"                            \
+  "SELECT key, id, status, available_at, locked_by, locked_until, topic"                           \
   " FROM outbox INDEXED BY outbox_key_head" KEY_HEAD_WHERE after " ORDER BY key, id LIMIT 1"
 
 #define FENCE " WHERE id = ?1 AND locked_by = ?2 AND status = 'processing'"
 /* ?2 settled before (ms since the epoch), ?3 rows at most: the oldest rows of a status. */
 #define PRUNE_SQL(status)                                                                          \
   "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_settled"                \
-  " WHERE status IN ('done', 'dead') AND status = '" status "' AND available_at < ?2"            \
+  " WHERE status IN ('done', 'dead') AND status = '" status "' AND available_at < ?2"              \
   " ORDER BY available_at LIMIT ?3)"
 /* Now in ms since the epoch, as SQL: a done or dead row's available_at (retention). */
 #define NOW_MS " CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
@@ -191,7 +193,8 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_NEXT_HEAD] = HEAD_SQL(" AND key > ?1"),
     /* ?1 key, ?2 head id, ?3 now, ?4 max: the events behind a head, 1 when due. */
     [ST_FOLLOWERS] = "SELECT id, status = 'pending' AND available_at <= ?3, topic"
-                     " FROM outbox INDEXED BY outbox_key_head" KEY_HEAD_WHERE " AND key = ?1 AND id > ?2 ORDER BY key, id LIMIT ?4",
+                     " FROM outbox INDEXED BY outbox_key_head" KEY_HEAD_WHERE
+                     " AND key = ?1 AND id > ?2 ORDER BY key, id LIMIT ?4",
     /* ?1 JSON array of ids, ?2 host, ?3 locked_until. A row taken over from a lapsed
      * lease (still 'processing') counts the stopped run. One statement per claim:
      * RETURNING gathers its rows in a temporary table, once per statement. */
@@ -204,10 +207,10 @@ static const char *const sql_text[ST_COUNT] = {
     /* ?1 JSON array of ids, ?2 host. Returns the ids written. */
     [ST_ACK_DELETE] = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))"
                       " AND locked_by = ?2 AND status = 'processing' RETURNING id",
-    [ST_ACK_DONE] = "UPDATE OR FAIL outbox SET status = 'done', attempts = attempts + 1,"
-                    " available_at =" NOW_MS "," UNLOCK
-                    " WHERE id IN (SELECT value FROM json_each(?1))"
-                    " AND locked_by = ?2 AND status = 'processing' RETURNING id",
+    [ST_ACK_DONE] =
+        "UPDATE OR FAIL outbox SET status = 'done', attempts = attempts + 1,"
+        " available_at =" NOW_MS "," UNLOCK " WHERE id IN (SELECT value FROM json_each(?1))"
+        " AND locked_by = ?2 AND status = 'processing' RETURNING id",
     [ST_FAIL] = "UPDATE outbox SET status = 'pending', attempts = attempts + 1,"
                 " available_at = ?3, last_error = ?4," UNLOCK FENCE,
     [ST_DEAD] = "UPDATE outbox SET status = 'dead', attempts = attempts + ?3,"
@@ -244,10 +247,11 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_PAUSED] = "SELECT pattern FROM outbox_paused ORDER BY pattern",
     [ST_PRUNE_DONE] = PRUNE_SQL("done"),
     [ST_PRUNE_DEAD] = PRUNE_SQL("dead"),
-    [ST_F_SUSPECT] = "SELECT o.id, o.topic FROM outbox o WHERE" SUSPECT HEAD_OF_KEY " ORDER BY o.id",
+    [ST_F_SUSPECT] =
+        "SELECT o.id, o.topic FROM outbox o WHERE" SUSPECT HEAD_OF_KEY " ORDER BY o.id",
     [ST_F_SUSPECT_ANY] = "SELECT o.id, o.topic FROM outbox o WHERE" SUSPECT " ORDER BY o.id",
-    [ST_F_LAPSED_FREE] = "SELECT o.id, o.topic FROM outbox o WHERE o.key IS NULL AND" LAPSED
-                         " ORDER BY o.id",
+    [ST_F_LAPSED_FREE] =
+        "SELECT o.id, o.topic FROM outbox o WHERE o.key IS NULL AND" LAPSED " ORDER BY o.id",
     [ST_F_LAPSED_ANY] = "SELECT o.id, o.topic FROM outbox o WHERE" LAPSED " ORDER BY o.id",
     [ST_F_TOPIC_FREE] = NEXT_TOPIC("outbox_topic_free", TOPIC_FREE_WHERE),
     [ST_F_ROWS_FREE] = TOPIC_ROWS("outbox_topic_free", TOPIC_FREE_WHERE),
@@ -264,8 +268,8 @@ typedef struct settle {
   int64_t id;
   int64_t arg; /* fail, defer: available_at; dead: attempts to add */
   int kind;
-  char *err;              /* owned copy, or NULL */
-  store_event_t *follow;  /* ack: its follow-ups; emit: the new events (owned) */
+  char *err;             /* owned copy, or NULL */
+  store_event_t *follow; /* ack: its follow-ups; emit: the new events (owned) */
 } settle_t;
 
 typedef struct sq {
@@ -279,22 +283,21 @@ typedef struct sq {
   int nset, capset;
   idset_t out;
   int64_t data_version;
-  char *cursor; /* the key after which the next key scan starts, or NULL */
+  char *cursor;    /* the key after which the next key scan starts, or NULL */
   int64_t due_at;  /* when due_timer fires, 0 when idle */
   int failing;     /* failed transactions in a row */
   int checks;      /* looks at data_version since the last file event */
   int dispatching; /* opened with a host id: claims, timers, watchers */
   int closing;
-  dev_t dev;         /* the database file we opened, to notice it being removed or replaced */
+  dev_t dev; /* the database file we opened, to notice it being removed or replaced */
   ino_t ino;
-  int gone;          /* it was: no more claims */
+  int gone;               /* it was: no more claims */
   int64_t busy_logged_ms; /* when "database busy" was last logged */
-  int busy_quiet;    /* busy streaks since then, not logged */
-  int streak_logged; /* the current failure streak was logged */
-  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, check_timer, kick_timer,
-      prune_timer;
-  int prune_batch;  /* rows per retention batch (adapts to PRUNE_BUDGET_MS) */
-  int prune_dead;   /* the batch prunes dead rows (else done rows) */
+  int busy_quiet;         /* busy streaks since then, not logged */
+  int streak_logged;      /* the current failure streak was logged */
+  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, check_timer, kick_timer, prune_timer;
+  int prune_batch; /* rows per retention batch (adapts to PRUNE_BUDGET_MS) */
+  int prune_dead;  /* the batch prunes dead rows (else done rows) */
   uv_fs_event_t wal_watch, db_watch;
   int nopen; /* handles not yet closed */
   void (*close_cb)(void *arg);
@@ -315,7 +318,6 @@ static int read_paused(sq_t *s);
 static int claims_topic(const sq_t *s, const char *topic) {
   return s->base.claim_all || (topic && topics_match(&s->base.claim, topic));
 }
-
 
 static int map_rc(int rc) {
   switch (rc & 0xff) {
@@ -963,7 +965,8 @@ static int pick_by_topic(sq_t *s, claim_t *cl, int *lapse_kind) {
   }
   *lapse_kind = STORE_LAPSED;
   rc = read_topic_rows(s, cl);
-  if (rc == SQLITE_DONE) rc = read_filtered(s, keyed ? ST_F_LAPSED_FREE : ST_F_LAPSED_ANY, cl, cl->max);
+  if (rc == SQLITE_DONE)
+    rc = read_filtered(s, keyed ? ST_F_LAPSED_FREE : ST_F_LAPSED_ANY, cl, cl->max);
   if (rc != SQLITE_DONE) return rc;
   keep_oldest(cl);
   if (!keyed) return SQLITE_OK;
@@ -1533,8 +1536,7 @@ static int sq_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf
     sqlite3_busy_timeout(db, CMD_BUSY_MS);
     rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
   }
-  for (int i = 0; i < s->nset && rc == SQLITE_OK; i++)
-    rc = salvage_settle(s, db, &s->set[i]);
+  for (int i = 0; i < s->nset && rc == SQLITE_OK; i++) rc = salvage_settle(s, db, &s->set[i]);
   if (rc == SQLITE_OK && dead_id > 0) {
     settle_t x = {dead_id, 1, SET_DEAD, store_error_text(err), NULL};
     rc = salvage_step(s, db, sql_text[ST_DEAD], &x, NULL);
@@ -1559,9 +1561,10 @@ static int sq_pause(store_t *b, const char *pattern, int on, int *changed) {
   sq_t *s = (sq_t *)b;
   sqlite3_stmt *st = NULL;
   *changed = 0;
-  int rc = sqlite3_exec(s->db, "CREATE TABLE IF NOT EXISTS outbox_paused (pattern TEXT PRIMARY KEY,"
-                               " paused_at INTEGER NOT NULL DEFAULT "
-                               "(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)))",
+  int rc = sqlite3_exec(s->db,
+                        "CREATE TABLE IF NOT EXISTS outbox_paused (pattern TEXT PRIMARY KEY,"
+                        " paused_at INTEGER NOT NULL DEFAULT "
+                        "(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)))",
                         NULL, NULL, NULL);
   if (rc == SQLITE_OK)
     rc = sqlite3_prepare_v2(s->db,
@@ -1700,8 +1703,8 @@ static int create_schema(sqlite3 *db, const char *path) {
 
 /* A mistyped --db must not become a new, empty database waited on forever. */
 static int no_database(const char *path, char *errbuf, size_t errlen) {
-  snprintf(errbuf, errlen, "--db %s: no such database (create it with: outboxd init --db %s)",
-           path, path);
+  snprintf(errbuf, errlen, "--db %s: no such database (create it with: outboxd init --db %s)", path,
+           path);
   return STORE_NO_DB;
 }
 
@@ -1722,8 +1725,8 @@ static int open_db(const char *path, enum open_mode mode, sqlite3 **out, char *e
     return no_database(path, errbuf, errlen);
   if (mode == OPEN_CREATE) create_private(path);
   /* NOMUTEX: a connection is only ever used by the thread that opened it. */
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
-              (mode == OPEN_CREATE ? SQLITE_OPEN_CREATE : 0);
+  int flags =
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (mode == OPEN_CREATE ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path, &db, flags, NULL);
   if (rc != SQLITE_OK) goto fail;
   sqlite3_busy_timeout(db, CMD_BUSY_MS);

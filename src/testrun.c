@@ -28,8 +28,8 @@ static void on_attempt(void *arg, const store_event_t *ev, int attempt, const ch
   if (!strcmp(outcome, "dead")) r->dead++;
   if (r->json)
     printf("{\"id\":%lld,\"topic\":\"%s\",\"attempt\":%d,\"outcome\":\"%s\"%s%s%s}\n",
-           (long long)ev->id, topic, attempt, outcome, error ? ",\"error\":\"" : "", error ? err : "",
-           error ? "\"" : "");
+           (long long)ev->id, topic, attempt, outcome, error ? ",\"error\":\"" : "",
+           error ? err : "", error ? "\"" : "");
   else if (!strcmp(outcome, "retry"))
     printf("%lld %s retry %d: %s\n", (long long)ev->id, topic, attempt, err);
   else if (error)
@@ -65,8 +65,10 @@ static void on_enqueue(void *arg, const store_event_t *parent, const store_event
   log_escape(ev->payload, payload, sizeof payload);
   r->enqueued++;
   if (r->json) {
-    if (parent) printf("{\"id\":%lld,\"topic\":\"%s\",", (long long)parent->id, ptopic);
-    else printf("{");
+    if (parent)
+      printf("{\"id\":%lld,\"topic\":\"%s\",", (long long)parent->id, ptopic);
+    else
+      printf("{");
     printf("\"outcome\":\"enqueue\",\"enqueue\":{\"topic\":\"%s\"", topic);
     if (ev->key) printf(",\"key\":\"%s\"", key);
     printf(",\"payload\":\"%s\",\"delay\":%g}}\n", payload, delay);
@@ -125,7 +127,6 @@ int testrun(config_t *cfg, const char *script, const char *fixture, const char *
     fprintf(stderr, "outboxd test: %ld done, %ld dead, %ld attempts, %ld enqueued (not run)\n",
             r.done, r.dead, r.attempts, r.enqueued);
   else if (!json)
-    fprintf(stderr, "outboxd test: %ld done, %ld dead, %ld attempts\n", r.done, r.dead,
-            r.attempts);
+    fprintf(stderr, "outboxd test: %ld done, %ld dead, %ld attempts\n", r.done, r.dead, r.attempts);
   return rc ? rc : r.dead ? 1 : 0;
 }

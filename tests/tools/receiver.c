@@ -82,8 +82,8 @@ static struct {
   int retry_after_date;
   const char *answers;
   long requests, ok, failed, connections, open;
-  long inflight, peak; /* requests received and not yet answered; the most at once */
-  long slots;          /* --slots: served at a time */
+  long inflight, peak;  /* requests received and not yet answered; the most at once */
+  long slots;           /* --slots: served at a time */
   long long *slot_free; /* when each slot is free again (ms) */
 } R = {.status = 200, .fail_status = 503, .retry_after = -1};
 
@@ -229,10 +229,10 @@ static void respond_with(conn_t *c, int status, const char *hdrs, const char *bo
     conn_close(c);
     return;
   }
-  int head = snprintf(r->data, n,
-                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n%s%s\r\n",
-                      status, http_status_str((enum http_status)status), blen, hdrs,
-                      keep ? "" : "Connection: close\r\n");
+  int head = snprintf(
+      r->data, n, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n%s%s\r\n",
+      status, http_status_str((enum http_status)status), blen, hdrs,
+      keep ? "" : "Connection: close\r\n");
   memcpy(r->data + head, body, blen);
   r->len = (size_t)head + blen;
   r->c = c;

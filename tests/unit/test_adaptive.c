@@ -105,5 +105,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, unused_limit_stays);
   tcase_add_test(tc, bounded_by_max);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

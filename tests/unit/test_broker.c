@@ -49,8 +49,10 @@ START_TEST(url_errors) {
   ck_assert_int_eq(broker_parse_url("redis://h:0", "redis", 6379, &u, err, sizeof err), -EINVAL);
   ck_assert_str_eq(err, "redis: bad port in URL: redis://h:0");
   /* a password never reaches a message */
-  ck_assert_int_eq(broker_parse_url("http://app:s3cret@h", "redis", 6379, &u, err, sizeof err), -EINVAL);
-  ck_assert_str_eq(err, "redis: unsupported URL scheme 'http' (expected redis://host:port): http://app:***@h");
+  ck_assert_int_eq(broker_parse_url("http://app:s3cret@h", "redis", 6379, &u, err, sizeof err),
+                   -EINVAL);
+  ck_assert_str_eq(
+      err, "redis: unsupported URL scheme 'http' (expected redis://host:port): http://app:***@h");
 }
 END_TEST
 
@@ -79,5 +81,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, url_errors);
   tcase_add_test(tc, registry_one_client_per_url);
   suite_add_tcase(su, tc);
-    return su;
+  return su;
 }

@@ -59,5 +59,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, slow_rates);
   tcase_add_test(tc, unlimited_and_backwards_clock);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

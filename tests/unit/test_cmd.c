@@ -220,8 +220,8 @@ START_TEST(enqueue_delay_and_at) {
       {"--delay", "5", "--at=1796119200000", "--delay and --at exclude each other"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    r = run(cmd_enqueue, NULL, "enqueue", "--db", db, "--topic", "t", "--payload", "p",
-            bad[i][0], bad[i][1], bad[i][2], NULL);
+    r = run(cmd_enqueue, NULL, "enqueue", "--db", db, "--topic", "t", "--payload", "p", bad[i][0],
+            bad[i][1], bad[i][2], NULL);
     ck_assert_msg(r.rc == 2, "case %zu: rc %d", i, r.rc);
     ck_assert_msg(strstr(r.err, bad[i][3]), "case %zu: %s", i, r.err);
     one_line(r.err);
@@ -401,8 +401,8 @@ START_TEST(requeue_by_topic) {
            " ('order.paid', 'p', 'dead', 3), ('order.sent', 'p', 'dead', 3),"
            " ('order', 'p', 'dead', 3), ('user.created', 'p', 'dead', 3),"
            " ('order.x', 'p', 'pending', 0)");
-  result_t r = run(cmd_requeue, NULL, "requeue", "--db", db, "--dead", "--topic", "order.paid",
-                   NULL);
+  result_t r =
+      run(cmd_requeue, NULL, "requeue", "--db", db, "--dead", "--topic", "order.paid", NULL);
   ck_assert_int_eq(r.rc, 0);
   ck_assert_str_eq(r.out, "requeued 1 event\n");
   ck_assert_int_eq(sql_int("SELECT status = 'pending' FROM outbox WHERE id = 1"), 1);

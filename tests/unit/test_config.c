@@ -104,7 +104,8 @@ START_TEST(numbers_from_lua_are_seconds_for_times) {
   ck_assert_int_eq(c.timeout_ms, 1500);
   ck_assert_int_eq(config_set_number(&c, opt("batch"), 20, CONFIG_SCRIPT, err, sizeof err), 0);
   ck_assert_int_eq(c.batch, 20);
-  ck_assert_int_eq(config_set_number(&c, opt("batch"), -1, CONFIG_SCRIPT, err, sizeof err), -EINVAL);
+  ck_assert_int_eq(config_set_number(&c, opt("batch"), -1, CONFIG_SCRIPT, err, sizeof err),
+                   -EINVAL);
   ck_assert_int_eq(config_set_number(&c, opt("backoff"), 2, CONFIG_SCRIPT, err, sizeof err), 0);
   ck_assert_int_eq(c.backoff_base_ms, 2000);
   ck_assert_int_eq(c.backoff_cap_ms, 300000);
@@ -152,16 +153,20 @@ END_TEST
 
 /* Retention durations (--keep-done, --keep-dead). */
 START_TEST(durations_parse) {
-  static const struct { const char *in; int64_t ms; } ok[] = {
-      {"0", 0},          {"1500", 1500},       {"250ms", 250},         {"45s", 45000},
-      {"30m", 1800000},  {"12h", 43200000},    {"7d", 604800000},      {"forever", -1},
+  static const struct {
+    const char *in;
+    int64_t ms;
+  } ok[] = {
+      {"0", 0},         {"1500", 1500},    {"250ms", 250},    {"45s", 45000},
+      {"30m", 1800000}, {"12h", 43200000}, {"7d", 604800000}, {"forever", -1},
   };
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
     int64_t ms = -2;
     ck_assert_msg(config_parse_duration(ok[i].in, &ms) == 0, "%s refused", ok[i].in);
     ck_assert_int_eq(ms, ok[i].ms);
   }
-  static const char *bad[] = {"", "d", "-1", "7 d", "7w", "1.5h", "12hours", "x", "99999999999999999d"};
+  static const char *bad[] = {
+      "", "d", "-1", "7 d", "7w", "1.5h", "12hours", "x", "99999999999999999d"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     int64_t ms = 5;
     ck_assert_msg(config_parse_duration(bad[i], &ms) != 0, "'%s' accepted", bad[i]);
@@ -201,5 +206,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, durations_parse);
   tcase_add_test(tc, retention_flags);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

@@ -62,5 +62,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, basic);
   tcase_add_test(tc, random_against_shadow);
   suite_add_tcase(su, tc);
-    return su;
+  return su;
 }

@@ -336,5 +336,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, large_containers);
   tcase_add_test(tc, random_documents);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

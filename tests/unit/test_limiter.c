@@ -380,7 +380,7 @@ typedef struct {
   long admitted, released, cancelled;
   int active, queued;
   int ceiling; /* active may exceed limit only after a lowering, never grow past it */
-  int classes;  /* 1: items spread over P_CLASSES classes with caps and blocks */
+  int classes; /* 1: items spread over P_CLASSES classes with caps and blocks */
   int cap[P_CLASSES], blocked[P_CLASSES], cls_active[P_CLASSES];
   long blocked_skips; /* starts that passed over an older item of a closed class */
 } model_t;
@@ -479,7 +479,7 @@ static void op_next(model_t *m) {
   m->queued--;
   int c = m->items[i].cls;
   m->cls_active[c]++;
-  REQUIRE(L.active <= L.limit); /* a start never goes above the limit */
+  REQUIRE(L.active <= L.limit);                            /* a start never goes above the limit */
   REQUIRE(m->cap[c] == 0 || L.cls[c].active <= m->cap[c]); /* nor above its class's cap */
   REQUIRE(!m->blocked[c]);
 }

@@ -48,13 +48,15 @@ static char big[20000];
 
 static void log_hostile(void) {
   memset(big, 'x', sizeof big - 1);
-  big[100] = '\xff';   /* invalid UTF-8 */
-  big[200] = '\x1b';   /* ESC */
+  big[100] = '\xff'; /* invalid UTF-8 */
+  big[200] = '\x1b'; /* ESC */
   big[300] = '"';
   big[400] = '\\';
   memcpy(big + 5000, "\xc3\xa9", 2); /* é across the cut point region */
   log_setup(LOG_JSON, LOG_DEBUG);
-  log_at(LOG_INFO, "bad \xc3\x28 utf8 \x07 bell", KS("a", "\xff\xfe"), KS("c1", "\xc2\x9b" "31m"),
+  log_at(LOG_INFO, "bad \xc3\x28 utf8 \x07 bell", KS("a", "\xff\xfe"),
+         KS("c1", "\xc2\x9b"
+                  "31m"),
          KS("big", big), KI("n", 5), KF("f", 1.0 / 0.0), KJ("t", "{\"a\":[1,\"\xff\x1b\"]}"));
   log_at(LOG_WARN, "many", KS("f1", big), KS("f2", big), KS("f3", big), KS("f4", big),
          KS("f5", big), KS("f6", big), KJ("j", big));
@@ -63,10 +65,10 @@ static void log_hostile(void) {
 
 START_TEST(json_lines_stay_valid) {
   char *out = capture(log_hostile);
-  ck_assert(strstr(out, "\\ufffd"));       /* invalid bytes replaced */
-  ck_assert(strstr(out, "\\u001b"));       /* ESC escaped */
-  ck_assert(strstr(out, "\\u009b"));       /* C1 CSI escaped */
-  ck_assert(strstr(out, "...[cut "));      /* long values cut inside the string */
+  ck_assert(strstr(out, "\\ufffd"));  /* invalid bytes replaced */
+  ck_assert(strstr(out, "\\u001b"));  /* ESC escaped */
+  ck_assert(strstr(out, "\\u009b"));  /* C1 CSI escaped */
+  ck_assert(strstr(out, "...[cut ")); /* long values cut inside the string */
   ck_assert(strstr(out, "\"fields_dropped\":"));
   ck_assert(strstr(out, "\"t\":{\"a\":[1,\"\\ufffd\\u001b\"]}")); /* JSON text kept as JSON */
   ck_assert(!strchr(out, '\x1b'));
@@ -126,7 +128,9 @@ START_TEST(utf8_rules) {
   ck_assert(!utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
   ck_assert(!utf8_valid("\xf4\x90\x80\x80", 4)); /* past U+10FFFF */
   ck_assert(!utf8_valid("\xe2\x82", 2));         /* truncated */
-  char *r = utf8_repair("a\xff" "b\xe2\x82", 5);
+  char *r = utf8_repair("a\xff"
+                        "b\xe2\x82",
+                        5);
   ck_assert_str_eq(r, "a" UTF8_REPLACEMENT "b" UTF8_REPLACEMENT UTF8_REPLACEMENT);
   ck_assert(utf8_valid(r, strlen(r)));
   free(r);
@@ -148,5 +152,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, levels_parse);
   tcase_add_test(tc, utf8_rules);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

@@ -67,7 +67,7 @@ START_TEST(stalled_reader_never_blocks_and_drops_are_counted) {
   ck_assert_msg(note != NULL, "no note about dropped lines");
   long dropped = atol(strchr(note, '=') + 1);
   ck_assert_int_gt(dropped, 0);
-  ck_assert_int_eq(count(all, " info line i="), LINES - dropped); /* written or counted */
+  ck_assert_int_eq(count(all, " info line i="), LINES - dropped);      /* written or counted */
   ck_assert_int_eq(count(all, "\n"), count(all, " info line i=") + 1); /* whole lines */
   free(all);
   close(rd);

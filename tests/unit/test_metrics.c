@@ -107,5 +107,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, unknown_pending_is_left_out);
   tcase_add_test(tc, sizing);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

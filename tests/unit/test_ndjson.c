@@ -226,5 +226,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, special_byte_at_every_offset);
   tcase_add_test(tc, ids);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

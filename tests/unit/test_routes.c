@@ -20,10 +20,8 @@ static void setup(void) {
 static void teardown(void) { routes_free(&R); }
 
 static const route_spec_t SPECS[] = {
-    {"order.*", NULL, 2, 0, 0, 0},
-    {"order.paid", "payments", 0, 0, 5000, 0},
-    {"pay.*", "payments", 0, 0, 0, 250},
-    {"user.*", NULL, 0, 10, 0, 0},
+    {"order.*", NULL, 2, 0, 0, 0},       {"order.paid", "payments", 0, 0, 5000, 0},
+    {"pay.*", "payments", 0, 0, 0, 250}, {"user.*", NULL, 0, 10, 0, 0},
     {"user.vip.*", NULL, 0, 0, 0, 0},
 };
 #define NSPECS ((int)(sizeof SPECS / sizeof SPECS[0]))
@@ -49,7 +47,7 @@ START_TEST(match_rules) {
   ck_assert_int_eq(routes_apply(&R, SPECS, NSPECS, now), 0);
   ck_assert_int_eq(R.n, 6);
   ck_assert_str_eq(R.v[idx("order.created")].pattern, "order.*");
-  ck_assert_str_eq(R.v[idx("order.paid")].pattern, "order.paid"); /* exact beats prefix */
+  ck_assert_str_eq(R.v[idx("order.paid")].pattern, "order.paid");    /* exact beats prefix */
   ck_assert_str_eq(R.v[idx("user.vip.gold")].pattern, "user.vip.*"); /* longest prefix */
   ck_assert_str_eq(R.v[idx("user.x")].pattern, "user.*");
   ck_assert_int_eq(idx("order"), 0);
@@ -145,5 +143,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, reload_keeps_breakers_by_name);
   tcase_add_test(tc, init_validates);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

@@ -86,5 +86,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, cut_to_width_and_buffer);
   tcase_add_test(tc, rate_on_an_injected_clock);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

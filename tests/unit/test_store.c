@@ -52,7 +52,7 @@ START_TEST(retention_plan) {
   ck_assert_int_eq(store_prunes(&o), 1);
   ck_assert_int_eq(store_keep_ms(&o, 0), 3600000);
   ck_assert_int_eq(store_prune_idle_ms(&o), 60000); /* a tenth, at most 60 s */
-  o.keep_dead_ms = 0; /* --keep-dead 0: dead rows go at once */
+  o.keep_dead_ms = 0;                               /* --keep-dead 0: dead rows go at once */
   ck_assert_int_eq(store_keep_ms(&o, 1), 0);
   ck_assert_int_eq(store_prune_idle_ms(&o), 1000); /* at least 1 s */
   o.keep_dead_ms = 20000;
@@ -74,5 +74,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, redaction_fits_small_buffers);
   tcase_add_test(tc, retention_plan);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

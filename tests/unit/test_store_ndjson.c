@@ -78,10 +78,10 @@ START_TEST(follow_ups_join_the_run) {
   store_t *s = open_store();
   store_event_t *out[10];
   ck_assert_int_eq(claim(s, out), 2);
-  out[0]->follow = new_event("a.next", "k", 0);   /* key k: waits for a's run to settle */
+  out[0]->follow = new_event("a.next", "k", 0); /* key k: waits for a's run to settle */
   out[0]->follow->next = new_event("free", NULL, 0);
   out[1]->follow = new_event("b.next", NULL, 0);
-  store_fail(s, out[1], 0, "failed");             /* b's follow-up goes with the failure */
+  store_fail(s, out[1], 0, "failed"); /* b's follow-up goes with the failure */
   store_ack(s, out[0]);
   ck_assert_int_eq(store_exhausted(s), 0);
   store_event_t *got[10];
@@ -130,5 +130,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, follow_ups_join_the_run);
   tcase_add_test(tc, pushed_events_wait_for_their_time);
   suite_add_tcase(su, tc);
-    return su;
+  return su;
 }

@@ -180,8 +180,8 @@ START_TEST(only_init_creates_the_file) {
   store_opts_t o = opts_for(NULL, 1, 10, 30000, NULL);
   store_t *s = NULL;
   char err[256] = "", want[512];
-  snprintf(want, sizeof want,
-           "--db %s: no such database (create it with: outboxd init --db %s)", path, path);
+  snprintf(want, sizeof want, "--db %s: no such database (create it with: outboxd init --db %s)",
+           path, path);
   ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), STORE_NO_DB);
   ck_assert_ptr_null(s);
   ck_assert_str_eq(err, want);
@@ -279,7 +279,8 @@ START_TEST(follow_ups_with_the_ack_only) {
   char buf[160];
   raw_text("SELECT group_concat(topic || ' ' || key || ' ' || payload || ' ' || headers || ' ' ||"
            " status || ' ' || (available_at > 0), ', ') FROM (SELECT * FROM outbox"
-           " WHERE topic LIKE 'f%' ORDER BY id)", buf, sizeof buf);
+           " WHERE topic LIKE 'f%' ORDER BY id)",
+           buf, sizeof buf);
   ck_assert_str_eq(buf, "f fk ok {\"h\":\"1\"} pending 0, f2 fk second {\"h\":\"1\"} pending 1");
   ck_assert_int_gt(raw_int("SELECT available_at FROM outbox WHERE topic = 'f2'"), now_ms() + 50000);
   close_store(s);
@@ -369,16 +370,19 @@ START_TEST(retention_deletes_old_rows_only) {
   init_db();
   int64_t now = now_ms();
   char sql[512];
-  snprintf(sql, sizeof sql,
-           "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)"
-           " INSERT INTO outbox (topic, payload, status, available_at) SELECT 'old', i, 'done', %lld"
-           " FROM n", (long long)(now - 7200000));
+  snprintf(
+      sql, sizeof sql,
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)"
+      " INSERT INTO outbox (topic, payload, status, available_at) SELECT 'old', i, 'done', %lld"
+      " FROM n",
+      (long long)(now - 7200000));
   raw_exec(sql);
-  snprintf(sql, sizeof sql,
-           "INSERT INTO outbox (topic, payload, status, available_at) VALUES"
-           " ('new', 'd', 'done', %lld), ('olddead', 'x', 'dead', %lld), ('newdead', 'y', 'dead', %lld),"
-           " ('live', 'p', 'pending', 0)",
-           (long long)(now - 60000), (long long)(now - 3 * 86400000LL), (long long)(now - 3600000));
+  snprintf(
+      sql, sizeof sql,
+      "INSERT INTO outbox (topic, payload, status, available_at) VALUES"
+      " ('new', 'd', 'done', %lld), ('olddead', 'x', 'dead', %lld), ('newdead', 'y', 'dead', %lld),"
+      " ('live', 'p', 'pending', 0)",
+      (long long)(now - 60000), (long long)(now - 3 * 86400000LL), (long long)(now - 3600000));
   raw_exec(sql);
   store_opts_t o = opts_for("h1", 1, 10, 30000, NULL);
   o.keep_done_ms = 3600000;  /* 1 h */
@@ -386,17 +390,20 @@ START_TEST(retention_deletes_old_rows_only) {
   store_t *s = NULL;
   char err[256];
   ck_assert_int_eq(store_sqlite_open(&loop, path, &o, &s, err, sizeof err), 0);
-  for (int i = 0; i < 200 && raw_int("SELECT count(*) FROM outbox WHERE topic IN ('old', 'olddead')"); i++)
+  for (int i = 0;
+       i < 200 && raw_int("SELECT count(*) FROM outbox WHERE topic IN ('old', 'olddead')"); i++)
     run_for(50);
   ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE topic IN ('old', 'olddead')"), 0);
   char buf[96];
-  raw_text("SELECT group_concat(topic, ' ') FROM (SELECT topic FROM outbox ORDER BY id)", buf, sizeof buf);
+  raw_text("SELECT group_concat(topic, ' ') FROM (SELECT topic FROM outbox ORDER BY id)", buf,
+           sizeof buf);
   ck_assert_str_eq(buf, "new newdead live");
   store_event_t *out[2];
   ck_assert_int_eq(claim(s, 2, out), 1);
   store_ack(s, out[0]);
   ck_assert_int_eq(store_flush(s), 0);
-  ck_assert_int_le(llabs(raw_int("SELECT available_at FROM outbox WHERE topic = 'live'") - now_ms()), 5000);
+  ck_assert_int_le(
+      llabs(raw_int("SELECT available_at FROM outbox WHERE topic = 'live'") - now_ms()), 5000);
   close_store(s);
 }
 END_TEST
@@ -450,8 +457,8 @@ END_TEST
 /* A run stops at the first event not yet due; the budget is shared between keys. */
 START_TEST(runs_stop_at_a_delay_and_share_the_batch) {
   store_t *s = open_as("h1", 1, 10, 30000, NULL);
-  for (int i = 0; i < 6; i++) put(s, "t", "A", "A");  /* 1..6 */
-  for (int i = 0; i < 6; i++) put(s, "t", "B", "B");  /* 7..12 */
+  for (int i = 0; i < 6; i++) put(s, "t", "A", "A");               /* 1..6 */
+  for (int i = 0; i < 6; i++) put(s, "t", "B", "B");               /* 7..12 */
   raw_exec("UPDATE outbox SET available_at = 9e15 WHERE id = 10"); /* B4 scheduled later */
   store_event_t *out[10], *more[10];
   ck_assert_int_eq(claim(s, 6, out), 6); /* A1..A3, B1..B3 */
@@ -526,16 +533,16 @@ static void claim_only(store_t *s, const char *patterns) {
  * once that head is settled the key goes on. Runs stop at an unclaimed topic. */
 START_TEST(claims_by_topic_keep_key_order) {
   store_t *s = open_as("h1", 1, 10, 30000, NULL);
-  put(s, "order.a", NULL, "O1");  /* 1 */
-  put(s, "user.x", NULL, "U1");   /* 2 */
-  put(s, "order.b", NULL, "O2");  /* 3 */
-  put(s, "user.x", "K", "UK1");   /* 4: K's head, another topic */
-  put(s, "order.a", "K", "OK2");  /* 5 */
-  put(s, "order.a", "J", "OJ1");  /* 6 */
-  put(s, "order.a", "J", "OJ2");  /* 7 */
-  put(s, "user.x", "J", "UJ3");   /* 8: ends J's run here */
-  put(s, "order.a", "J", "OJ4");  /* 9 */
-  put(s, "orders", NULL, "X");    /* 10: not order.* */
+  put(s, "order.a", NULL, "O1"); /* 1 */
+  put(s, "user.x", NULL, "U1");  /* 2 */
+  put(s, "order.b", NULL, "O2"); /* 3 */
+  put(s, "user.x", "K", "UK1");  /* 4: K's head, another topic */
+  put(s, "order.a", "K", "OK2"); /* 5 */
+  put(s, "order.a", "J", "OJ1"); /* 6 */
+  put(s, "order.a", "J", "OJ2"); /* 7 */
+  put(s, "user.x", "J", "UJ3");  /* 8: ends J's run here */
+  put(s, "order.a", "J", "OJ4"); /* 9 */
+  put(s, "orders", NULL, "X");   /* 10: not order.* */
   claim_only(s, "order.*");
   store_event_t *out[10], *more[10];
   ck_assert_int_eq(claim(s, 10, out), 4);
@@ -636,7 +643,7 @@ START_TEST(retry_comes_due) {
   w.stop_after = 2;
   run_for(10000);
   ck_assert_int_eq(w.n, 2);
-  ck_assert_int_ge(w.at[1], due - 5); /* ms rounding between clocks */
+  ck_assert_int_ge(w.at[1], due - 5);    /* ms rounding between clocks */
   ck_assert_int_lt(w.at[1], due + 8000); /* the poll is 30 s: this wake is the due timer */
   ck_assert_int_eq(claim(s, 4, out), 1);
   ck_assert_int_eq(out[0]->attempts, 1);

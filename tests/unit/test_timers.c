@@ -176,5 +176,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, remove_and_reschedule);
   tcase_add_test(tc, order_of_many);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

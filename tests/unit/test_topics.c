@@ -10,10 +10,26 @@
 
 #include "topics.h"
 
-static const char *const SAMPLES[] = {
-    "", "a", "order", "order.", "order.created", "order.eu.paid", "order/", "order-x",
-    "orders", "pay", "user.created", "user.createdx", "user.vip.gold", "zz", "\xff", "\xff\xff",
-    "order.\xff", "order.\xff\xff" "a", "order/a"};
+static const char *const SAMPLES[] = {"",
+                                      "a",
+                                      "order",
+                                      "order.",
+                                      "order.created",
+                                      "order.eu.paid",
+                                      "order/",
+                                      "order-x",
+                                      "orders",
+                                      "pay",
+                                      "user.created",
+                                      "user.createdx",
+                                      "user.vip.gold",
+                                      "zz",
+                                      "\xff",
+                                      "\xff\xff",
+                                      "order.\xff",
+                                      "order.\xff\xff"
+                                      "a",
+                                      "order/a"};
 #define NSAMPLES ((int)(sizeof SAMPLES / sizeof SAMPLES[0]))
 
 static int pattern_matches(const char *pat, const char *topic) {
@@ -141,5 +157,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, algebra_agrees_with_patterns);
   tcase_add_test(tc, parse_list);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }

@@ -33,26 +33,30 @@ static void expect(const char *in, size_t len, size_t max, const char *want) {
 
 START_TEST(valid_text_is_kept) {
   expect("plain ascii", 11, 100, "plain ascii");
-  expect("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80", 14, 100, "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
+  expect("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80", 14, 100,
+         "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
   expect("", 0, 100, "");
 }
 END_TEST
 
 START_TEST(invalid_bytes_are_replaced) {
-  expect("bad \xFF", 5, 100, "bad " R);                     /* never valid */
-  expect("donn\xE9" "es", 7, 100, "donn" R "es");          /* Latin-1 */
-  expect("ab\xC3", 3, 100, "ab" R);                         /* cut short */
-  expect("\xC0\xAF", 2, 100, R R);                          /* overlong */
-  expect("\xED\xA0\x80", 3, 100, R R R);                    /* surrogate */
-  expect("\xF4\x90\x80\x80", 4, 100, R R R R);              /* above U+10FFFF */
-  expect("\x80x", 2, 100, R "x");                           /* stray continuation */
-  expect("a\0b", 3, 100, "a" R "b");                        /* NUL */
+  expect("bad \xFF", 5, 100, "bad " R); /* never valid */
+  expect("donn\xE9"
+         "es",
+         7, 100, "donn" R "es");               /* Latin-1 */
+  expect("ab\xC3", 3, 100, "ab" R);            /* cut short */
+  expect("\xC0\xAF", 2, 100, R R);             /* overlong */
+  expect("\xED\xA0\x80", 3, 100, R R R);       /* surrogate */
+  expect("\xF4\x90\x80\x80", 4, 100, R R R R); /* above U+10FFFF */
+  expect("\x80x", 2, 100, R "x");              /* stray continuation */
+  expect("a\0b", 3, 100, "a" R "b");           /* NUL */
 }
 END_TEST
 
 START_TEST(long_text_is_cut_on_a_character_boundary) {
   /* ten two-byte characters, 20 bytes: 9 bytes leave room for three and "..." */
-  const char *e10 = "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9";
+  const char *e10 =
+      "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9";
   expect(e10, 20, 9, "\xC3\xA9\xC3\xA9\xC3\xA9...");
   expect(e10, 20, 10, "\xC3\xA9\xC3\xA9\xC3\xA9...");
   expect(e10, 20, 20, e10); /* exactly fits: not cut */
@@ -130,5 +134,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, random_bytes);
   tcase_add_test(tc, store_error_text_and_times);
   suite_add_tcase(su, tc);
-    return su;
+  return su;
 }

@@ -23,15 +23,15 @@ END_TEST
 
 START_TEST(next_look_tracks_the_limit) {
   watchdog_run_t r = {WATCHDOG_HOOK, -1, "start", 1000, 10000};
-  ck_assert_uint_eq(watchdog_next_look_ms(NULL, 0), 100);       /* idle: the longest step */
-  ck_assert_uint_eq(watchdog_next_look_ms(&r, 1000), 100);      /* a tenth, at most 100 */
+  ck_assert_uint_eq(watchdog_next_look_ms(NULL, 0), 100);  /* idle: the longest step */
+  ck_assert_uint_eq(watchdog_next_look_ms(&r, 1000), 100); /* a tenth, at most 100 */
   r.limit_ms = 500;
   ck_assert_uint_eq(watchdog_next_look_ms(&r, 1000), 50);
   r.limit_ms = 20;
-  ck_assert_uint_eq(watchdog_next_look_ms(&r, 1000), 5);        /* at least 5 ms */
+  ck_assert_uint_eq(watchdog_next_look_ms(&r, 1000), 5); /* at least 5 ms */
   r.limit_ms = 500;
-  ck_assert_uint_eq(watchdog_next_look_ms(&r, 1480), 21);       /* never past the moment */
-  ck_assert_uint_eq(watchdog_next_look_ms(&r, 1600), 50);       /* already overdue */
+  ck_assert_uint_eq(watchdog_next_look_ms(&r, 1480), 21); /* never past the moment */
+  ck_assert_uint_eq(watchdog_next_look_ms(&r, 1600), 50); /* already overdue */
   r.limit_ms = 0;
   ck_assert_uint_eq(watchdog_next_look_ms(&r, 1000), 100);
 }
@@ -86,5 +86,5 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, thread_judges_a_spinning_run);
   tcase_set_timeout(tc, 120);
   suite_add_tcase(s, tc);
-    return s;
+  return s;
 }
