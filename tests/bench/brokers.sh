@@ -9,6 +9,7 @@
 # Servers are throwaway ones on free 127.0.0.1 ports: Redis without persistence,
 # JetStream with file storage in a temp folder. Medians of RUNS runs. outboxd's time
 # includes its start-up and reading the NDJSON file.
+. "$(dirname "$0")/lib.sh"
 set -u
 RUNS=${RUNS:-3}
 N=${BROKER_N:-100000}
@@ -22,7 +23,6 @@ trap 'for p in $pids; do kill $p 2>/dev/null; done; wait; rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
 . "$root/tests/e2e/lib.sh" # free_port
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 PAYLOAD='{"order":1,"amount":4548,"currency":"EUR"}'
 awk -v n="$N" 'BEGIN { for (i = 1; i <= n; i++) printf "{\"topic\":\"order.paid\",\"key\":\"k%d\",\"payload\":{\"order\":%d,\"amount\":4548,\"currency\":\"EUR\"}}\n", i % 1000, i }' > events.ndjson
 

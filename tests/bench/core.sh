@@ -6,6 +6,7 @@
 #   soak: 10^7 no-op events through a pipe, RSS sampled every 10^6
 #   idle: RSS of a host with nothing to do
 # Prints events/s (median of RUNS) and peak RSS.
+. "$(dirname "$0")/lib.sh"
 set -u
 RUNS=${RUNS:-3}
 OUTBOXD=${OUTBOXD:-$(cd "$(dirname "$0")/../.." && pwd)/outboxd}
@@ -16,7 +17,6 @@ cd "$tmp" || exit 1
 gen() { # gen N PAYLOAD
   awk -v n="$1" -v p="$2" 'BEGIN { for (i = 1; i <= n; i++) printf "{\"topic\":\"order.created\",\"payload\":%s}\n", p }'
 }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 field() { grep -oE "\"$1\":[0-9.]+" "$2" | tail -1 | cut -d: -f2; }
 
 gen 1000000 '"x"' > small.ndjson

@@ -8,6 +8,7 @@
 # connections as outboxd's concurrency; both share the machine with the receiver
 # and nothing is pinned. HTTP_N is large enough that outboxd's start-up and NDJSON
 # parsing (included in its time) are a small part of it.
+. "$(dirname "$0")/lib.sh"
 set -u
 RUNS=${RUNS:-3}
 N=${HTTP_N:-100000}
@@ -22,7 +23,6 @@ rpid=
 trap '[ -n "$rpid" ] && kill $rpid; wait; rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 gen() { awk -v n="$1" 'BEGIN { for (i = 1; i <= n; i++) printf "{\"topic\":\"order.paid\",\"key\":\"k%d\",\"payload\":{\"order\":%d,\"amount\":4548,\"currency\":\"EUR\"}}\n", i % 1000, i }'; }
 
 "$RECEIVER" --port 0 --port-file port > /dev/null &

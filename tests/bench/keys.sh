@@ -4,6 +4,7 @@
 # without keys; SQLite and PostgreSQL (when OUTBOX_TEST_PG is set). Prints events/s
 # (median of RUNS, runs alternating between the cases) and keyed / keyless.
 # BENCH_KEYS_N (default 10^5), RUNS (3), BATCH (50), KEYS ("20 1000 N").
+. "$(dirname "$0")/lib.sh"
 set -u
 N=${BENCH_KEYS_N:-100000}
 RUNS=${RUNS:-3}
@@ -14,7 +15,6 @@ tmp=$(mktemp -d /tmp/outboxd-bench-keys.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
 echo 'return function(ev) end' > noop.lua
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 # key_expr K: the SQL for the key of row i (NULL without keys)
 key_expr() { [ "$1" = 0 ] && echo NULL || echo "'k' || (i % $1)"; }

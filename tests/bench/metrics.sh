@@ -3,6 +3,7 @@
 # with a scraper polling /metrics ten times a second, against the same run with
 # nobody scraping and against a run without --metrics. Medians of 3 runs each.
 # Target: scraping costs less than 2% of throughput (ratio >= 0.98).
+. "$(dirname "$0")/lib.sh"
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 N=${N:-5000000}
@@ -42,8 +43,6 @@ one() {
   awk -v n="$N" '{ printf "%d\n", n / ($1 + $2) }' "$tmp/time" >> "$tmp/cpu.$1"
   echo $(( N * 1000000000 / (end - start) ))
 }
-
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 # Rounds interleave the three modes so drift in machine load hits them alike.
 : > "$tmp/scrapes"

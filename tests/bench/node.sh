@@ -6,6 +6,7 @@
 # and their ratio, Node / outboxd (above 1: outboxd is faster).
 # The peer is copied to build/peer_node and set up there with `npm install
 # --nodedir=/usr` (once); without node and npm this bench says so and ends.
+. "$(dirname "$0")/lib.sh"
 set -u
 RUNS=${RUNS:-3}
 N=${NODE_BENCH_N:-1000000}
@@ -50,7 +51,6 @@ echo 'return function(ev) local d = ev.data end' > data.lua
 (cd "$peer" && node bench.js sqlite --n "$NSQL" --c 10 --batch 1000 --db "$tmp/peer.db" > /dev/null) ||
   { echo "   the peer's sqlite run failed"; exit 1; }
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 ms() { # ms CMD... -> wall time in ms of CMD (its output discarded), or nothing when it fails
   local t0 t1
   t0=$(date +%s%N)

@@ -6,6 +6,7 @@
 #   (c) pick-up latency: events inserted one at a time into an idle host (--poll 60000);
 #       the handler logs outbox.now() - created_at; p50 and p99 over LAT_N events
 # Prints events/s (median of RUNS) and latency percentiles. Nothing here asserts.
+. "$(dirname "$0")/lib.sh"
 set -u
 RUNS=${RUNS:-3}
 ROWS=${ROWS:-200000}
@@ -21,7 +22,6 @@ PGOPTIONS='-c client_min_messages=warning' psql -qX "$admin" -c "DROP DATABASE I
 trap 'psql -qX "$admin" -c "DROP DATABASE IF EXISTS bench_pg_$$ WITH (FORCE)" >/dev/null 2>&1; rm -rf "$tmp"' EXIT
 "$OUTBOXD" init --db "$DB" 2>/dev/null
 sql() { psql -qAtX "$DB" -c "$1"; }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 now_ns() { date +%s%N; }
 echo 'return function(ev) end' > noop.lua
 

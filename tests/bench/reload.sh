@@ -3,6 +3,7 @@
 #   - save -> first event handled by the new generation: p50 / p99 over RELOADS saves
 #   - events/s during one reload per second against steady state (medians of 1 s
 #     samples of outboxd_events_total from /metrics)
+. "$(dirname "$0")/lib.sh"
 set -u
 RELOADS=${RELOADS:-100}
 SECONDS_EACH=${SECONDS_EACH:-6}
@@ -22,7 +23,6 @@ end
 LUA
   mv h.tmp h.lua
 }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 pct() { sort -n | awk -v p="$1" '{ a[NR] = $1 } END { i = int(NR * p / 100 + 0.5); if (i < 1) i = 1; print a[i] }'; }
 done_total() { curl -s "127.0.0.1:$port/metrics" | awk '/^outboxd_events_total\{outcome="done"\}/ { print $2 }'; }
 

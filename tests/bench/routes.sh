@@ -9,6 +9,7 @@
 #      (receiver --slots 20 --delay 2): deliveries/s and p99 latency of a delivery
 #      with fixed --concurrency 10, 20, 50, 200 and with --concurrency auto.
 # Prints medians of RUNS runs. Nothing here asserts.
+. "$(dirname "$0")/lib.sh"
 set -u
 RUNS=${RUNS:-3}
 N=${ROUTES_N:-20000}
@@ -20,8 +21,6 @@ tmp=$(mktemp -d /tmp/outboxd-bench-routes.XXXXXX)
 pids=
 trap 'for p in $pids; do kill $p 2> /dev/null; done; wait 2> /dev/null; rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
-
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 # recv NAME FLAGS...: a receiver on a free port; its port in NAME.port.
 recv() {

@@ -4,6 +4,7 @@
 #     SQLite, --cpu-limit 1000); time from its first log line to the restarted host's
 #     `started`, median of RUNS; what the other events went through
 #   - peak RSS of a handler that builds an endless table, --lua-memory-limit 128M
+. "$(dirname "$0")/lib.sh"
 set -u
 RUNS=${RUNS:-5}
 OUTBOXD=${OUTBOXD:-$(cd "$(dirname "$0")/../.." && pwd)/outboxd}
@@ -12,7 +13,6 @@ cd "$tmp" || exit 1
 pid=""
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 ms() { date -d "$(cut -d' ' -f1)" +%s%3N; }
 events() {
   for i in 1 2; do echo '{"topic":"ok","payload":1}'; done

@@ -3,6 +3,7 @@
 # over N pending rows (no-op handler), pick-up latency from another process's
 # commit to the handler starting, and CPU time of an idle host.
 # BENCH_N (default 10^6), BENCH_RUNS (3), BENCH_LATENCY_EVENTS (200), BENCH_IDLE_S (10).
+. "$(dirname "$0")/lib.sh"
 set -u
 OUTBOXD=${OUTBOXD:-$(cd "$(dirname "$0")/../.." && pwd)/outboxd}
 N=${BENCH_N:-1000000}
@@ -12,8 +13,6 @@ IDLE_S=${BENCH_IDLE_S:-10}
 dir=$(mktemp -d /tmp/outboxd-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 cd "$dir" || exit 1
-
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # percentile P: of the numbers on stdin
 percentile() { sort -n | awk -v p="$1" '{ v[NR] = $1 } END { i = int(NR * p / 100 + 0.999); if (i < 1) i = 1; print v[i] }'; }

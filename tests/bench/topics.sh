@@ -7,6 +7,7 @@
 # script over the handled events alone. Keyless events, then keyed ones (1000 keys;
 # the unhandled rows have keys of their own). TOPICS_N (default 10^5), RUNS (3).
 # Prints medians.
+. "$(dirname "$0")/lib.sh"
 set -u
 OUTBOXD=${OUTBOXD:-$(cd "$(dirname "$0")/../.." && pwd)/outboxd}
 N=${TOPICS_N:-100000}
@@ -14,8 +15,6 @@ RUNS=${RUNS:-3}
 dir=$(mktemp -d /tmp/outboxd-bench-topics.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 cd "$dir" || exit 1
-
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # The handled topics: what three services' scripts route, one host's share of it.
 cat > filtered.lua <<'LUA'
