@@ -32,6 +32,14 @@
 
 #define LIVE " status IN ('pending','processing')"
 #define KEY_HEAD_WHERE " WHERE key IS NOT NULL AND" LIVE
+/* The key index comes in two forms. Over every keyed row, a claim does not rewrite
+ * it (its columns and condition do not change when a row is taken), so a keyed claim
+ * and its acks write about half the pages; settled rows of a key stay in it until
+ * deleted, and a claim walks past them. Over live rows only, it is rewritten at every
+ * claim, but kept done rows cost nothing: hosts that keep done rows (--keep-done)
+ * build it so. The statements below work on either. */
+#define KEY_INDEX_ALL " WHERE key IS NOT NULL"
+#define KEY_INDEX_SQL(where) "CREATE INDEX IF NOT EXISTS outbox_key_head ON outbox(key, id)" where
 #define TOPIC_FREE_WHERE " WHERE key IS NULL AND status = 'pending'"
 
 static const char schema_sql[] =
@@ -59,10 +67,9 @@ static const char schema_sql[] =
     /* Rows waiting for a retry or a scheduled time: the next wake-up is their min. */
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox(available_at)"
     " WHERE status = 'pending' AND available_at > 0;\n"
-    /* Live rows of each key in id order: a key's head is its first entry, and a skip
-     * scan over it visits one entry per key. Done/dead history and keyless rows cost
-     * nothing. */
-    "CREATE INDEX IF NOT EXISTS outbox_key_head ON outbox(key, id)" KEY_HEAD_WHERE ";\n"
+    /* Rows of each key in id order: a key's head is its first live entry, and a skip
+     * scan over it visits one entry per key. Keyless rows cost nothing. */
+    KEY_INDEX_SQL(KEY_INDEX_ALL) ";\n"
     /* Claims by topic (a host that handles some topics): keyless rows waiting, per
      * topic in id order. Key heads of the claimable topics come from the key index
      * (a second index of keyed rows by topic would double the pages every keyed
@@ -1765,6 +1772,46 @@ fail:
   return code;
 }
 
+/* Gives the key index the form this host's claims want (see KEY_INDEX_ALL): over live
+ * rows when done rows are kept, by this host or by another (keyed done rows are
+ * there); else over every keyed row. Either form serves every statement, so a
+ * failure here (another host holds the write lock) is logged and left alone. */
+static void fit_key_index(sq_t *s) {
+  sqlite3_stmt *st;
+  int live = 0, want = s->base.opts.keep_done_ms != 0;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT sql LIKE '%status%' FROM sqlite_master"
+                         " WHERE type = 'index' AND name = 'outbox_key_head'",
+                         -1, &st, NULL) != SQLITE_OK)
+    return;
+  if (sqlite3_step(st) == SQLITE_ROW) live = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  if (live && !want &&
+      sqlite3_prepare_v2(s->db,
+                         "SELECT 1 FROM outbox INDEXED BY outbox_settled"
+                         " WHERE status IN ('done', 'dead') AND status = 'done'"
+                         " AND key IS NOT NULL LIMIT 1",
+                         -1, &st, NULL) == SQLITE_OK) {
+    want = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+  }
+  if (live == want) return;
+  int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE; DROP INDEX outbox_key_head;", NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(s->db, want ? KEY_INDEX_SQL(KEY_HEAD_WHERE) : KEY_INDEX_SQL(KEY_INDEX_ALL),
+                      NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    log_at(LOG_WARN, "key index left as it is", KS("db", s->path),
+           KS("error", sqlite3_errmsg(s->db)));
+    if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return;
+  }
+  log_at(LOG_INFO, want ? "key index rebuilt over live rows (done rows are kept)"
+                        : "key index rebuilt over every keyed row (claims write less)",
+         KS("db", s->path));
+}
+
 /* Statements only a dispatching store runs: they name indexes that an unmigrated
  * database (one an operations command opens) may not have yet. */
 static int dispatch_only(int i) {
@@ -1823,6 +1870,7 @@ int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opt
     rc = -EIO;
     goto fail;
   }
+  if (s->dispatching) fit_key_index(s);
   rc = prepare_all(s, errbuf, errlen);
   if (rc) goto fail;
   if (read_paused(s) < 0) goto fail_nomem;

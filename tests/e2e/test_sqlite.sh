@@ -185,6 +185,32 @@ t_sqlite_old_schema_upgraded() {
   status_is a.db '{"pending": 0, "processing": 0, "done": 0, "dead": 0}'
 }
 
+# The key index is kept over every keyed row (a claim does not rewrite it) unless done
+# rows are kept: then over live rows only. A host switches it at start; key order
+# holds in both forms, and a dead row does not hold its key back.
+t_sqlite_key_index_follows_keep_done() {
+  log_handler h.lua
+  local form="SELECT sql LIKE '%status%' FROM sqlite_master WHERE name = 'outbox_key_head'"
+  "$OUTBOXD" init --db x.db 2> /dev/null || fail "init" || return 1
+  assert_eq "$(sql x.db "$form")" 0 "init: over every keyed row"
+  sql x.db "INSERT INTO outbox (topic, key, payload) VALUES ('t', 'k', '1'), ('t', 'k', '2'), ('t', 'j', '3')"
+  "$OUTBOXD" run h.lua --db x.db --once --keep-done 1d --log text 2> log1 || fail "run 1 exit $?"
+  assert_grep 'key index rebuilt over live rows' log1 "--keep-done switches it"
+  assert_eq "$(sql x.db "$form")" 1 "over live rows"
+  sql x.db "INSERT INTO outbox (topic, key, payload) VALUES ('t', 'k', '4'), ('t', 'k', '5')"
+  "$OUTBOXD" run h.lua --db x.db --once --log text 2> log2 || fail "run 2 exit $?"
+  assert_no_grep 'key index rebuilt' log2 "kept done rows keep it over live rows"
+  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log2 | tr '\n' ' ')" "HANDLED id=4 HANDLED id=5 " "run 2 in key order"
+  sql x.db "DELETE FROM outbox WHERE status = 'done';
+    INSERT INTO outbox (topic, key, payload, status, last_error) VALUES ('t', 'k', '6', 'dead', 'x');
+    INSERT INTO outbox (topic, key, payload) VALUES ('t', 'k', '7'), ('t', 'k', '8'), ('t', 'k', '9')"
+  "$OUTBOXD" run h.lua --db x.db --once --log text 2> log3 || fail "run 3 exit $?"
+  assert_grep 'key index rebuilt over every keyed row' log3 "no kept done rows: switched back"
+  assert_eq "$(sql x.db "$form")" 0 "over every keyed row"
+  assert_eq "$(grep -oE 'HANDLED id=[0-9]+' log3 | tr '\n' ' ')" "HANDLED id=7 HANDLED id=8 HANDLED id=9 " "past the dead row, in key order"
+  status_is x.db '{"pending": 0, "processing": 0, "done": 0, "dead": 1}'
+}
+
 t_sqlite_stopped_host_events_return_after_lease() {
   printf 'return function(ev) outbox.log.info("HUNG"); outbox.sleep(3600) end\n' > hang.lua
   log_handler ok.lua
