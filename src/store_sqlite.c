@@ -315,6 +315,8 @@ typedef struct sq {
   int prune_batch; /* rows per retention batch (adapts to PRUNE_BUDGET_MS) */
   int prune_dead;  /* the batch prunes dead rows (else done rows) */
   uv_fs_event_t wal_watch, db_watch;
+  int unwatched;    /* the watches are stopped while claims come back full */
+  int watch_failed; /* a watch could not start (logged once) */
   int nopen; /* handles not yet closed */
   void (*close_cb)(void *arg);
   void *close_arg;
@@ -330,6 +332,7 @@ static int64_t now_ms(void) {
 
 /* Does this host claim `topic` now (what it handles, less paused patterns)? */
 static int read_paused(sq_t *s);
+static void watch_while_idle(sq_t *s, int busy);
 
 static int claims_topic(const sq_t *s, const char *topic) {
   return s->base.claim_all || (topic && topics_match(&s->base.claim, topic));
@@ -1118,6 +1121,7 @@ static int sq_claim(store_t *b, int max, store_event_t **out, int *n) {
   qsort(out, (size_t)got, sizeof *out, by_id);
   *n = got;
   if (uv_is_active((uv_handle_t *)&s->poll_timer)) uv_timer_again(&s->poll_timer);
+  watch_while_idle(s, got == max);
   if (got < max) arm_next_due(s, cl.now);
   claim_done(&cl);
   return 0;
@@ -1263,9 +1267,29 @@ static void on_poll(uv_timer_t *t) { wake(t->data); }
 
 static void watch(sq_t *s, uv_fs_event_t *h, const char *path) {
   int rc = uv_fs_event_start(h, on_fs_event, path, 0);
-  if (rc)
+  if (rc && !s->watch_failed)
     log_at(LOG_WARN, "cannot watch the database; polling only", KS("path", path),
            KS("error", uv_strerror(rc)));
+  if (rc) s->watch_failed = 1;
+}
+
+/* While claims come back full the dispatcher claims again as soon as it has room, so
+ * file events would only report our own writes, each costing the kernel an event and
+ * us a read (a tenth of a busy host's CPU). The watches stop then, and start again
+ * at the first claim that finds less than it asked for, with a look at data_version
+ * for what others committed meanwhile. */
+static void watch_while_idle(sq_t *s, int busy) {
+  if (busy == s->unwatched || s->closing) return;
+  s->unwatched = busy;
+  if (busy) {
+    uv_fs_event_stop(&s->wal_watch);
+    uv_fs_event_stop(&s->db_watch);
+    return;
+  }
+  watch(s, &s->wal_watch, s->wal_path);
+  watch(s, &s->db_watch, s->path);
+  s->checks = 0;
+  timer_after(&s->check_timer, on_check, CHECK_DELAY_MS);
 }
 
 /* ------------------------------------------------------------- retention */
