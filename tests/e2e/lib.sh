@@ -127,7 +127,11 @@ outbox.handle("job", function(ev)
   outbox.enqueue{ topic = "follow", payload = tostring(ev.id), key = ev.key,
                   headers = { from = ev.id } }
   if os.getenv("SLOW") then outbox.sleep(tonumber(os.getenv("SLOW"))) end
-  while os.getenv("GATE") and io.open(os.getenv("GATE")) do outbox.sleep(0.01) end
+  local held -- a run held at the gate says so once, in GATE.held
+  while os.getenv("GATE") and io.open(os.getenv("GATE")) do
+    if not held then held = true; append(os.getenv("GATE") .. ".held", ev.id) end
+    outbox.sleep(0.01)
+  end
   append(os.getenv("RAN") or "ran", ev.id)
   if ev.payload == "flaky" and ev.attempt == 1 then error("flaky once") end
   if ev.payload == "poison" then return outbox.reject("poison") end
