@@ -61,8 +61,9 @@ static const char schema_sql[] =
     /* Claims scan one status in id order; available_at rides along so rows not yet
      * due are skipped without touching the table. */
     "CREATE INDEX IF NOT EXISTS outbox_claim ON outbox(status, id, available_at);\n"
-    /* Keyless rows waiting, in id order: claims with per-key order take them here. */
-    "CREATE INDEX IF NOT EXISTS outbox_keyless ON outbox(id, available_at)"
+    /* Keyless rows waiting, by due time (0, at once, in id order): claims with
+     * per-key order take them here, reading only rows that are due. */
+    "CREATE INDEX IF NOT EXISTS outbox_keyless ON outbox(available_at)"
     " WHERE key IS NULL AND status = 'pending';\n"
     /* Rows waiting for a retry or a scheduled time: the next wake-up is their min. */
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox(available_at)"
@@ -102,6 +103,7 @@ enum {
   ST_SUSPECT,
   ST_SUSPECT_ANY,
   ST_CAND_FREE,
+  ST_DUE_FREE,
   ST_CAND_ANY,
   ST_LAPSED_FREE,
   ST_LAPSED_ANY,
@@ -159,6 +161,18 @@ enum {
   "SELECT o.id FROM outbox o" index " WHERE" where                                                 \
   " o.status = 'pending' AND o.available_at <= ?1"                                                 \
   " ORDER BY o.id LIMIT ?3"
+/* Keyless waiting rows off their due-time index, each read stopping at ?3 rows: those
+ * due at once (available_at 0) in id order, and those whose time has come (?1 now)
+ * in due order, the few with a time before the epoch first. Rows still ahead are
+ * never visited, however many wait. */
+#define FREE_ROWS                                                                                  \
+  "SELECT id FROM outbox INDEXED BY outbox_keyless WHERE key IS NULL AND"                          \
+  " status = 'pending' AND available_at"
+#define FREE_NOW_SQL FREE_ROWS " = 0 ORDER BY id LIMIT ?3"
+#define FREE_DUE_SQL                                                                               \
+  "SELECT id FROM (" FREE_ROWS                                                                     \
+  " < 0 ORDER BY available_at LIMIT ?3) UNION ALL SELECT id FROM (" FREE_ROWS                      \
+  " > 0 AND available_at <= ?1 ORDER BY available_at LIMIT ?3) LIMIT ?3"
 /* ?1 now, ?2 host, ?3 max: rows whose lease lapsed, in id order. */
 #define LAPSED_SQL(where)                                                                          \
   "SELECT o.id FROM outbox o" LEASED_ROWS " WHERE" where LAPSED " ORDER BY o.id LIMIT ?3"
@@ -199,7 +213,8 @@ static const char *const sql_text[ST_COUNT] = {
                    " ORDER BY o.id LIMIT 1",
     [ST_SUSPECT_ANY] =
         "SELECT o.id FROM outbox o" LEASED_ROWS " WHERE" SUSPECT " ORDER BY o.id LIMIT 1",
-    [ST_CAND_FREE] = CAND_SQL(" INDEXED BY outbox_keyless", " o.key IS NULL AND"),
+    [ST_CAND_FREE] = FREE_NOW_SQL,
+    [ST_DUE_FREE] = FREE_DUE_SQL,
     [ST_CAND_ANY] = CAND_SQL("", ""),
     [ST_LAPSED_FREE] = LAPSED_SQL(" o.key IS NULL AND"),
     [ST_LAPSED_ANY] = LAPSED_SQL(""),
@@ -767,16 +782,23 @@ static int read_ids(sq_t *s, int which, int lapsed, claim_t *cl) {
   return rc;
 }
 
+/* Keeps the oldest max candidates (keyless: nothing to free). */
+static void keep_oldest(claim_t *cl) {
+  if (cl->nc <= cl->max) return;
+  qsort(cl->c, (size_t)cl->nc, sizeof *cl->c, by_cand_id);
+  cl->nc = cl->max;
+}
+
 /* Claimable rows without the key rule (keyless ones only with per-key order): due
- * pending rows and lapsed leases, the oldest max of both. */
+ * pending rows and lapsed leases, the oldest max of them. */
 static int read_cands(sq_t *s, claim_t *cl) {
   int keyed = s->base.opts.ordering_key;
   int rc = read_ids(s, keyed ? ST_CAND_FREE : ST_CAND_ANY, 0, cl);
+  if (rc == SQLITE_DONE && keyed) rc = read_ids(s, ST_DUE_FREE, 0, cl);
+  keep_oldest(cl);
   if (rc == SQLITE_DONE) rc = read_ids(s, keyed ? ST_LAPSED_FREE : ST_LAPSED_ANY, 1, cl);
-  if (rc != SQLITE_DONE) return rc;
-  qsort(cl->c, (size_t)cl->nc, sizeof *cl->c, by_cand_id);
-  if (cl->nc > cl->max) cl->nc = cl->max;
-  return SQLITE_DONE;
+  keep_oldest(cl);
+  return rc;
 }
 
 /* Whether the head row under `st` (HEAD_SQL columns) can be claimed; *lapsed is set. */
@@ -901,13 +923,6 @@ static void bind_range(sqlite3_stmt *st, int i, const char *lo, const topics_ran
     sqlite3_bind_text(st, i + 1, r->hi, -1, SQLITE_STATIC);
   else
     sqlite3_bind_blob(st, i + 1, "\xff", 1, SQLITE_STATIC); /* after every text */
-}
-
-/* Keeps the oldest max candidates (keyless: nothing to free). */
-static void keep_oldest(claim_t *cl) {
-  if (cl->nc <= cl->max) return;
-  qsort(cl->c, (size_t)cl->nc, sizeof *cl->c, by_cand_id);
-  cl->nc = cl->max;
 }
 
 /* Appends the rows of `which` (id, topic; ?1 now, ?2 host) in claimable topics, up to
@@ -1697,24 +1712,38 @@ static void create_private(const char *path) {
   if (fd >= 0) close(fd);
 }
 
-/* Brings a database written by an earlier version up to this schema: the key index
- * used to cover keyless rows too (it is rebuilt over keyed rows only), and a (topic,
- * key) index is gone. Runs inside
- * the caller's transaction, before the schema's CREATE ... IF NOT EXISTS. */
-static int migrate(sqlite3 *db, const char *path) {
+/* Drops index `name` when it exists and its definition lacks `text` (an earlier
+ * version's), logging `why`; the schema then builds it anew. Returns an SQLite code. */
+static int drop_old_index(sqlite3 *db, const char *path, const char *name, const char *text,
+                          const char *why) {
   sqlite3_stmt *st;
   int rc = sqlite3_prepare_v2(
-      db, "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'outbox_key_head'", -1,
-      &st, NULL);
+      db, "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1", -1, &st, NULL);
   if (rc != SQLITE_OK) return rc;
-  int old = sqlite3_step(st) == SQLITE_ROW &&
-            !strstr((const char *)sqlite3_column_text(st, 0), "key IS NOT NULL");
+  sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+  int old = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) &&
+            !strstr((const char *)sqlite3_column_text(st, 0), text);
   sqlite3_finalize(st);
-  if (old) {
-    log_at(LOG_INFO, "upgrading the schema: key index limited to rows with a key", KS("db", path));
-    rc = sqlite3_exec(db, "DROP INDEX outbox_key_head", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) return rc;
-  }
+  if (!old) return SQLITE_OK;
+  log_at(LOG_INFO, "upgrading the schema", KS("index", name), KS("change", why), KS("db", path));
+  char sql[96];
+  snprintf(sql, sizeof sql, "DROP INDEX %s", name);
+  return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+/* Brings a database written by an earlier version up to this schema: the key index
+ * used to cover keyless rows too (it is rebuilt over keyed rows only), the keyless
+ * index was in id order (it is rebuilt by due time), and a (topic, key) index is
+ * gone. Runs inside the caller's transaction, before the schema's CREATE ... IF NOT
+ * EXISTS. */
+static int migrate(sqlite3 *db, const char *path) {
+  sqlite3_stmt *st;
+  int rc = drop_old_index(db, path, "outbox_key_head", "key IS NOT NULL",
+                          "key index limited to rows with a key");
+  if (rc == SQLITE_OK)
+    rc = drop_old_index(db, path, "outbox_keyless", "(available_at)",
+                        "keyless rows indexed by due time");
+  if (rc != SQLITE_OK) return rc;
   /* a (topic, key) index of an earlier version: claims by topic use the key index */
   rc = sqlite3_prepare_v2(
       db, "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'outbox_topic_key'", -1, &st,
