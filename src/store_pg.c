@@ -47,7 +47,10 @@
   " AND to_regclass('outbox_settled') IS NOT NULL"                                                                                             \
   " AND EXISTS (SELECT 1 FROM pg_indexes"                                                                                                      \
   " WHERE schemaname = current_schema() AND indexname = 'outbox_key_head'"                                                                     \
-  " AND indexdef LIKE '%key IS NOT NULL%') THEN RETURN; END IF;\n"                                                                             \
+  " AND indexdef LIKE '%key IS NOT NULL%')"                                                                                                    \
+  " AND EXISTS (SELECT 1 FROM pg_indexes"                                                                                                      \
+  " WHERE schemaname = current_schema() AND indexname = 'outbox_keyless'"                                                                      \
+  " AND indexdef LIKE '%(available_at)%') THEN RETURN; END IF;\n"                                                                              \
   "  PERFORM pg_advisory_xact_lock(hashtext('outboxd init'));\n"                                                                               \
   "  IF EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema()"                                                                  \
   " AND indexname = 'outbox_key_head' AND indexdef NOT LIKE '%key IS NOT NULL%') THEN\n"                                                       \
@@ -55,9 +58,14 @@
   "  END IF;\n" /* live rows of each key in id order: heads, skip scans and runs */                                                            \
   "  IF to_regclass('outbox_key_head') IS NULL THEN\n"                                                                                         \
   "    CREATE INDEX outbox_key_head ON outbox (key, id) WHERE key IS NOT NULL AND" LIVE ";\n"                                                  \
-  "  END IF;\n" /* keyless live rows in id order, for claims with per-key order */                                                             \
+  "  END IF;\n" /* keyless waiting rows by due time (an earlier version: id order) */                                                          \
+  "  IF EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema()"                                                                  \
+  " AND indexname = 'outbox_keyless' AND indexdef NOT LIKE '%(available_at)%') THEN\n"                                                         \
+  "    DROP INDEX outbox_keyless;\n"                                                                                                           \
+  "  END IF;\n"                                                                                                                                \
   "  IF to_regclass('outbox_keyless') IS NULL THEN\n"                                                                                          \
-  "    CREATE INDEX outbox_keyless ON outbox (id) WHERE key IS NULL AND" LIVE ";\n"                                                            \
+  "    CREATE INDEX outbox_keyless ON outbox (available_at) WHERE key IS NULL AND status = "                                                   \
+  "'pending';\n"                                                                                                                               \
   "  END IF;\n" /* leases by expiry: lapsed ones to take over, the next one to wait for */                                                     \
   "  IF to_regclass('outbox_lapsed') IS NULL THEN\n"                                                                                           \
   "    CREATE INDEX outbox_lapsed ON outbox (locked_until) WHERE status = 'processing';\n"                                                     \
@@ -142,22 +150,27 @@ static const char schema_sql[] =
   " ORDER BY c.id LIMIT 1 FOR UPDATE SKIP LOCKED)"
 
 /* `pick` locked again with the claimable test re-checked on the newest row version
- * (another host may have claimed or settled it since our snapshot). */
+ * (another host may have claimed or settled it since our snapshot). The ids go in as
+ * one array: as a semi-join, a plan made before the table had statistics (a host
+ * started on an empty outbox) ran the whole pick once per live row, seconds a claim. */
 #define LOCK_PICK                                                                                  \
   " lp AS (SELECT o.id, o.key, o.status = 'processing' AS lapsed FROM outbox o"                    \
-  " WHERE o.id IN (SELECT id FROM pick) AND" CLAIMABLE("o") " FOR UPDATE OF o SKIP LOCKED)"
+  " WHERE o.id = ANY (ARRAY(SELECT id FROM pick)) AND" CLAIMABLE(                                  \
+      "o") " FOR UPDATE OF o SKIP LOCKED)"
 
 /* Leases `took`; a lapsed lease counts the stopped run as an attempt. Column 7 says
  * how the row was taken: 0, STORE_LAPSED or STORE_SUSPECT; column 8 (`more`) whether
  * the statement stopped at its limit before it ran out of claimable rows, so that
- * another claim right away could find more. */
+ * another claim right away could find more. Each row is found by its id from `took`
+ * (an extra `= ANY` of all the ids, without statistics, was tested against the whole
+ * array at every row: a million comparisons for a claim of 1000). */
 #define TAKE_SQL(more) TAKE_SQL_FROM("took", more)
 #define TAKE_SQL_FROM(took, more)                                                                  \
   " UPDATE outbox o SET status = 'processing', locked_by = $1,"                                    \
   " locked_until = now() + $2::bigint * interval '1 millisecond',"                                 \
   " attempts = o.attempts + t.lapsed::int, last_error = CASE WHEN t.lapsed"                        \
   " THEN '" STORE_LAPSE_ERROR " (attempt ' || (o.attempts + 1) || ')' ELSE o.last_error END"       \
-  " FROM " took " t WHERE o.id = ANY (ARRAY(SELECT id FROM " took ")) AND o.id = t.id"             \
+  " FROM " took " t WHERE o.id = t.id"                                                             \
   " RETURNING o.id, o.topic, o.key, o.payload, o.headers, o.attempts,"                             \
   " (extract(epoch FROM o.created_at) * 1000)::bigint,"                                            \
   " CASE WHEN NOT t.lapsed THEN 0 WHEN EXISTS (SELECT 1 FROM sus) THEN 2 ELSE 1 END, " more
@@ -177,15 +190,29 @@ static const char schema_sql[] =
   " UNION ALL SELECT min(locked_until) FROM outbox WHERE status = 'processing'"                    \
   " AND locked_by IS DISTINCT FROM $1 AND locked_until >= now()) x"
 
-/* Without per-key order: the claimable rows in id order, skipping rows other hosts
- * are claiming right now. */
+/* Claimable rows without the key rule (keyless ones under per-key order: `free_c`
+ * and `free_l` say so of c and l), skipping rows other hosts are claiming right now.
+ * Each part stops at $3 rows: pending rows whose time has come, in due order off a
+ * due-time index, and lapsed leases off the lease index (their key is tested after
+ * the limit: with it inside, a planner without statistics walks an index of every
+ * keyless row instead). Rows still ahead are never visited, however many wait. */
+#define FREE_CTE(free_c, free_l)                                                                   \
+  " fdue AS (SELECT c.id, false AS lapsed FROM outbox c WHERE NOT EXISTS (SELECT 1 FROM "          \
+  "sus)" free_c " AND c.status = 'pending' AND c.available_at <= now()"                            \
+  " ORDER BY c.available_at LIMIT $3 FOR UPDATE SKIP LOCKED),"                                     \
+  " flap AS (SELECT l.id, true AS lapsed FROM (SELECT c.id, c.key FROM outbox c"                   \
+  " WHERE NOT EXISTS (SELECT 1 FROM sus) AND c.status = 'processing' AND c.locked_until < now()"   \
+  " AND NOT (c.id = ANY ($4::bigint[])) ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED) l" free_l   \
+  "),"                                                                                             \
+  " free AS (SELECT id, lapsed FROM fdue UNION ALL SELECT id, lapsed FROM flap)"
+
+/* Without per-key order: the oldest claimable rows by id. */
 #define CLAIM_ANY                                                                                  \
-  "WITH " SUSPECT_CTE("") ","                                                                      \
-                          " free AS (SELECT c.id, c.status = 'processing' AS lapsed FROM outbox c" \
-                          " WHERE NOT EXISTS (SELECT 1 FROM sus) AND c." LIVE " AND" CLAIMABLE(    \
-                              "c") " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED),"              \
-                                   " took AS (SELECT id, lapsed FROM free UNION ALL SELECT id, "   \
-                                   "true FROM sus)" TAKE_SQL("(SELECT count(*) FROM free) >= $3")
+  "WITH " SUSPECT_CTE("") "," FREE_CTE(                                                            \
+      "",                                                                                          \
+      "") ","                                                                                      \
+          " took AS (SELECT id, lapsed FROM (SELECT id, lapsed FROM free ORDER BY id LIMIT $3) f"  \
+          " UNION ALL SELECT id, true FROM sus)" TAKE_SQL("(SELECT count(*) FROM free) >= $3")
 
 /* With per-key order. The key scan visits one index entry per key with live rows (a
  * recursive CTE as a skip scan over the key index, whose first entry for a key is its
@@ -251,10 +278,8 @@ static const char schema_sql[] =
                                                                                                where      \
       " LIMIT $3),"
 #define CLAIM_KEY                                                                                  \
-  "WITH RECURSIVE " SUSPECT_CTE(HEAD_OF_KEY) "," KEY_HEADS(                                        \
-      "$5", "") " free AS (SELECT c.id FROM outbox c WHERE NOT EXISTS (SELECT 1 FROM sus)"         \
-                " AND c.key IS NULL AND c." LIVE " AND" CLAIMABLE(                                 \
-                    "c") " ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED)," KEY_PICK_RUNS("")
+  "WITH RECURSIVE " SUSPECT_CTE(HEAD_OF_KEY) "," KEY_HEADS("$5", "")                               \
+      FREE_CTE(" AND c.key IS NULL", " WHERE l.key IS NULL") "," KEY_PICK_RUNS("")
 /* Heads and keyless rows merged by id, locked, and the runs behind the heads; an
  * event not due (or `due_extra` false) ends its run. */
 #define KEY_PICK_RUNS(due_extra)                                                                   \
@@ -270,7 +295,8 @@ static const char schema_sql[] =
   " ORDER BY x.key, x.id"                                                                          \
   " LIMIT nk.room / nk.n + CASE WHEN hd.i < nk.room % nk.n THEN 1 ELSE 0 END) v) w"                \
   " WHERE w.due) f),"                                                                              \
-  " lf AS (SELECT o.id, false AS lapsed FROM outbox o WHERE o.id IN (SELECT id FROM fol)"          \
+  " lf AS (SELECT o.id, false AS lapsed FROM outbox o WHERE EXISTS (SELECT 1 FROM fol)"            \
+  " AND o.id = ANY (ARRAY(SELECT id FROM fol))"                                                    \
   " AND o.status = 'pending' AND o.available_at <= now() FOR UPDATE OF o),"                        \
   " took AS (SELECT id, lapsed FROM lp UNION ALL SELECT id, lapsed FROM lf)" TAKE_SQL(             \
       "((SELECT count(*) FROM heads) >= $3 OR (SELECT count(*) FROM free) >= $3)")
