@@ -125,6 +125,18 @@ static const unsigned char *plain_run(const unsigned char *p, const unsigned cha
   return p;
 }
 
+const char *ndjson_plain_span(const char *p, const char *end) {
+  const unsigned char *u = (const unsigned char *)p, *e = (const unsigned char *)end;
+#if defined(__SSE2__)
+  for (; e - u >= 16; u += 16) {
+    unsigned bits = special16(_mm_loadu_si128((const __m128i *)(const void *)u));
+    if (bits) return (const char *)(u + __builtin_ctz(bits));
+  }
+#endif
+  while (u < e && plain[*u]) u++;
+  return (const char *)u;
+}
+
 /* Next backslash at or after p, or end; the bytes before it are copied to *w,
  * which moves past them. In place (*w <= p) a block is stored only when it holds no
  * backslash, since the bytes after one are not read yet; otherwise the block is
@@ -328,11 +340,6 @@ int ndjson_validate(const char *str, size_t len, const char **err) {
 const char *ndjson_skip_string(const char *p, const char *end, int *escaped) {
   scan_t s = {(char *)(uintptr_t)p, (char *)(uintptr_t)end, NULL, 0};
   return skip_string(&s, escaped) ? NULL : s.p;
-}
-
-const char *ndjson_skip_number(const char *p, const char *end) {
-  scan_t s = {(char *)(uintptr_t)p, (char *)(uintptr_t)end, NULL, 0};
-  return skip_number(&s) ? NULL : s.p;
 }
 
 static int key_is(const char *k, size_t n, const char *name, size_t name_len) {

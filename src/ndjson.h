@@ -38,8 +38,9 @@ int ndjson_validate(const char *s, size_t len, const char **err);
  * end before `end`). *escaped gets 1 when its body holds escapes. */
 const char *ndjson_skip_string(const char *p, const char *end, int *escaped);
 
-/* Past the JSON number starting at p, or NULL when there is none. */
-const char *ndjson_skip_number(const char *p, const char *end);
+/* The first byte at or after p that does not stand for itself in a JSON string
+ * (a quote, a backslash, a control byte or a byte above 0x7f), or end. */
+const char *ndjson_plain_span(const char *p, const char *end);
 
 /* Unescapes the body of a validated JSON string in place; returns its new length.
  * Does not NUL-terminate. */

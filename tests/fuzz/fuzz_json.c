@@ -1,6 +1,7 @@
 /* libFuzzer target (`make fuzz`): every input is decoded by outboxd's JSON decoder
- * (src/json.c) and by cjson, as a document and as an NDJSON string payload; any
- * difference in value or error message aborts. */
+ * (src/json.c) and by cjson, as a document, as an NDJSON string payload, and as the
+ * escaped body of one (read straight, without unescaping first); any difference in
+ * value or error message aborts. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -13,6 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!L && !(L = json_diff_state())) abort();
   const char *why = json_diff(L, "same", (const char *)data, size);
   if (!why) why = json_diff(L, "same_payload", (const char *)data, size);
+  if (!why) why = json_diff(L, "same_raw", (const char *)data, size);
   if (why) {
     fprintf(stderr, "decoders differ: %s\n", why);
     abort();

@@ -15,7 +15,9 @@ int luaopen_cjson(lua_State *L);
 /* same(text) -> true, or false and what differs (values, errors, or valid()
  * against whether cjson decodes). same_payload(text) decodes the
  * body of the JSON string that holds `text` (as an NDJSON string payload would
- * come) with payload_decoder and compares it with cjson.decode(text). */
+ * come) with payload_decoder and compares it with cjson.decode(text). same_raw(raw)
+ * takes any bytes as such a body: payload_decoder(raw) against
+ * cjson.decode(unescape(raw)). */
 static const char json_diff_lua[] =
     "local cjson, core = ...\n"
     "local decode = core.json_decoder(cjson.decode)\n"
@@ -58,8 +60,14 @@ static const char json_diff_lua[] =
     "  local ok1, v1 = pcall(decode, text)\n"
     "  local ok2, v2 = pcall(cjson.decode, text)\n"
     "  if valid(text) ~= ok2 then\n"
-    "    return false, 'valid() is ' .. tostring(valid(text)) .. ', cjson decodes: ' .. tostring(ok2)\n"
+    "    return false, 'valid() is ' .. tostring(valid(text)) .. ', cjson decodes: ' .. "
+    "tostring(ok2)\n"
     "  end\n"
+    "  return compare(ok1, v1, ok2, v2)\n"
+    "end\n"
+    "function same_raw(raw)\n"
+    "  local ok1, v1 = pcall(decode_payload, raw)\n"
+    "  local ok2, v2 = pcall(cjson.decode, core.unescape(raw))\n"
     "  return compare(ok1, v1, ok2, v2)\n"
     "end\n"
     "function same_payload(text)\n"
@@ -83,7 +91,7 @@ static lua_State *json_diff_state(void) {
   return L;
 }
 
-/* Runs fn(text) (fn = "same" or "same_payload"); returns NULL when the decoders
+/* Runs fn(text) (fn = "same", "same_payload" or "same_raw"); returns NULL when the decoders
  * agree, else what differs (valid until the next call). */
 static const char *json_diff(lua_State *L, const char *fn, const char *text, size_t len) {
   static char why[512];

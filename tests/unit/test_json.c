@@ -27,6 +27,15 @@ static void check_same(const char *text, size_t len) {
   why = json_diff(L, "same_payload", text, len);
   ck_assert_msg(why == NULL, "payload decode differs on <%.*s>: %.200s",
                 (int)(len < 300 ? len : 300), text, why);
+  why = json_diff(L, "same_raw", text, len);
+  ck_assert_msg(why == NULL, "raw payload decode differs on <%.*s>: %.200s",
+                (int)(len < 300 ? len : 300), text, why);
+}
+
+/* A string payload as it comes in an NDJSON line: its escaped body. */
+static void check_raw(const char *raw) {
+  const char *why = json_diff(L, "same_raw", raw, strlen(raw));
+  ck_assert_msg(why == NULL, "raw payload decode differs on <%s>: %.200s", raw, why);
 }
 
 /* The ~200-byte payload of the side-by-side bench (lib/outbox.js, makePayload). */
@@ -167,6 +176,67 @@ START_TEST(edge_cases) {
   check_same("[1]\0", 4);
   check_same("\"a\0b\"", 5);
   check_same("\0\0", 2);
+}
+END_TEST
+
+/* Bodies read straight (their only escapes are the quotes of their strings) and
+ * bodies that must be unescaped first: escapes inside strings, escaped blanks,
+ * quotes written as \u0022, stray quotes and backslashes. */
+START_TEST(raw_bodies) {
+  static const char *raw[] = {
+      "{\\\"a\\\":1}",
+      "{\\\"a\\\":\\\"b\\\"}",
+      "\\\"a\\\"",
+      "{\\\"a\\\":\\\"x\\\\\\\"y\\\"}", /* x\"y: an escaped quote inside */
+      "{\\\"a\\\":\\\"x\\\\\\\\\\\"}",  /* x\\ */
+      "{\\\"a\\\":\\\"x\\\\ny\\\"}",    /* x\ny */
+      "{\\\"a\\\":\\\"x\\\\u00e9\\\"}", /* x\u00e9 */
+      "{\\\"a\\\":\\\"x\\/\\\"}",       /* x/ written x\/ in the body */
+      "{\\\"a\\\":\\\"x\\ny\\\"}",      /* a newline inside the string */
+      "{\\\"a\\\":\\\"\\u00e9\\u20ac\\\"}",
+      "{\\\"a\\\":\\\"\\ud83d\\ude00\\\"}",
+      "{\\\"a\\\":\\\"\\ud83d\\\"}",
+      "{\\n  \\\"a\\\": [1, 2]\\n}", /* escaped blanks */
+      "{\\t\\\"a\\\":\\r\\n1}",
+      "{\\u0022a\\u0022:1}", /* quotes written \u0022 */
+      "\\u0022a\\u0022",
+      "\\u005b1,2\\u005d",
+      "{\\/\\\"a\\\":1}",
+      "{\\\"a\\\":1}\\\\",
+      "\\\"",
+      "\\\"abc",
+      "\\\"abc\\\\\\\"",
+      "\"a\"", /* quotes that are not escaped */
+      "\\\"a\\\"b\\\"",
+      "\\\"\xc3\xa9\\\"",
+      "\\\"\xc3\\\"",
+      "\\\"\xff\\\"",
+      "\\\"a\tb\\\"",
+      "[\\\"\\\\\\\"\\\\\\\"\\\"]",
+      "[1,\\\"x\\\",{\\\"y\\\":[true,false,null]},-0.5e3]",
+      "",
+      "\\\\",
+      "\\u",
+      "\\u00",
+      "{\\\"a\\\":1,\\\"a\\\":2}",
+      "{\\\"a\\\":01}",
+      "[1e5\\\"]",
+  };
+  for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) check_raw(raw[i]);
+}
+END_TEST
+
+/* Documents of one shape whose strings change, so that the memo of short strings
+ * (by place in the document) holds a different string from the one that comes. */
+START_TEST(changing_strings) {
+  char buf[256];
+  static const char *v[] = {"a", "b", "ab", "", "abcdefghijklmnopqrstuvwxyz", "ba", "a"};
+  for (int i = 0; i < 3000; i++) {
+    const char *x = v[i % 7], *y = v[(i / 7) % 7];
+    int n =
+        snprintf(buf, sizeof buf, "{\"%s\":\"%s\",\"k\":[\"%s\",\"%s\"]}", y, x, i % 3 ? x : y, y);
+    check_same(buf, (size_t)n);
+  }
 }
 END_TEST
 
@@ -332,6 +402,8 @@ Suite *unit_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, acceptance_payloads);
   tcase_add_test(tc, edge_cases);
+  tcase_add_test(tc, raw_bodies);
+  tcase_add_test(tc, changing_strings);
   tcase_add_test(tc, nesting);
   tcase_add_test(tc, large_containers);
   tcase_add_test(tc, random_documents);
