@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "blockcache.h"
 #include "log.h"
 #include "timers.h"
 #include "watchdog.h"
@@ -34,8 +35,9 @@ enum { T_EVENT = 1, T_HOOK = 2, T_TIMER = 3 }; /* T_TIMER: a run of a timer */
 enum { K_DONE = 0, K_FAIL = 1, K_RETRY = 2, K_REJECT = 3, K_SNOOZE = 4 };
 
 #define LOAD_BUDGET_MS 5000
-#define LOAD_GRACE_MS 2000    /* the watchdog's margin over the load budget */
-#define LOAD_HOOK_COUNT 10000 /* instructions between looks at the load clock */
+#define LUA_BLOCKS_KEPT (256 * 1024) /* freed small blocks a state keeps for reuse */
+#define LOAD_GRACE_MS 2000           /* the watchdog's margin over the load budget */
+#define LOAD_HOOK_COUNT 10000        /* instructions between looks at the load clock */
 
 struct task {
   lua_State *co;
@@ -90,6 +92,7 @@ struct host_gen {
   host_gen_t *next;
   lua_Alloc alloc_f; /* LuaJIT's own allocator, which lua_alloc wraps */
   void *alloc_ud;
+  blockcache_t blocks; /* small blocks the state freed, for its next ones of their size */
 };
 
 struct host {
@@ -1063,11 +1066,16 @@ static void *lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     h->lua_refused++;
     return NULL;
   }
-  /* LuaJIT's allocator maps big blocks on their own: freeing them gives memory back */
-  void *p = g->alloc_f(g->alloc_ud, ptr, osize, nsize);
-  if (!p && nsize) {
-    h->lua_refused += nsize > osize;
-    return NULL;
+  void *p;
+  if (nsize == 0 && blockcache_keep(&g->blocks, ptr, osize)) {
+    p = NULL;
+  } else if (!(osize == 0 && (p = blockcache_take(&g->blocks, nsize)))) {
+    /* LuaJIT's allocator maps big blocks on their own: freeing them gives memory back */
+    p = g->alloc_f(g->alloc_ud, ptr, osize, nsize);
+    if (!p && nsize) {
+      h->lua_refused += nsize > osize;
+      return NULL;
+    }
   }
   h->lua_used = h->lua_used + nsize - osize;
   return p;
@@ -1078,12 +1086,19 @@ static uint64_t state_bytes(lua_State *L) {
   return (uint64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (uint64_t)lua_gc(L, LUA_GCCOUNTB, 0);
 }
 
+/* Frees a block g's state had freed and its cache kept. */
+static void free_block(void *arg, void *p, size_t size) {
+  host_gen_t *g = arg;
+  g->alloc_f(g->alloc_ud, p, size, 0);
+}
+
 /* Closes g's state with LuaJIT's own allocator back in place, so that allocator is
  * destroyed too (LuaJIT only destroys its own). */
 static void close_state(host_gen_t *g) {
   uint64_t held = state_bytes(g->L);
   host_t *h = g->host;
   h->lua_used = h->lua_used > held ? h->lua_used - held : 0;
+  blockcache_drain(&g->blocks, free_block, g);
   lua_setallocf(g->L, g->alloc_f, g->alloc_ud);
   lua_close(g->L);
 }
@@ -1094,6 +1109,7 @@ static lua_State *new_state(host_gen_t *g) {
   lua_State *L = luaL_newstate();
   if (!L) return NULL;
   g->alloc_f = lua_getallocf(L, &g->alloc_ud);
+  blockcache_init(&g->blocks, LUA_BLOCKS_KEPT);
   g->host->lua_used += state_bytes(L);
   lua_setallocf(L, lua_alloc, g);
   return L;
