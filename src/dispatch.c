@@ -231,10 +231,13 @@ static void defer_one(dispatch_t *d, job_t *j, int64_t wall_until) {
   if (wall_until > d->held_until) d->held_until = wall_until;
   unstarted_del(d, j);
   limiter_cancel(&d->lim, &j->item);
-  if (wall_until)
+  if (wall_until) {
+    log_at(LOG_DEBUG, "event held back", KI("id", j->ev->id), KS("topic", j->ev->topic),
+           KI("until", wall_until));
     store_defer(d->store, j->ev, wall_until);
-  else
+  } else {
     store_release(d->store, j->ev);
+  }
   job_free(d, j);
 }
 
@@ -677,19 +680,18 @@ static int route_full(const dispatch_t *d, int r) {
   return c->queued >= cap + d->cfg->batch;
 }
 
-/* Claims go on while there is room and some live route could use more events. A
- * claim that brought only surplus makes the next one wait (claim_rest_ms, doubling
- * up to CLAIM_REST_MAX_MS), so full routes never turn into a claim-and-defer loop. */
 /* How many more events the routes that may take them now could hold: for each live
  * route not held back (breaker open, snoozed) its slots and a batch, less what it
- * holds. `default` counts only when the script has a catch-all or the store does not
- * filter by topic (its topics are not claimed otherwise). A claim asks for no more, so
+ * holds. `default` counts only when the script has a catch-all: without one it runs
+ * nothing (a store that does not filter by topic hands it events that go dead at
+ * once), and its room would let claims go on while every route that runs events is
+ * full or held, so that an unfiltered source (NDJSON) was read far ahead and the
+ * healthy route's events came back as surplus, deferred. A claim asks for no more, so
  * one route's claims do not come back as surplus when the others take nothing. */
 static int claim_room(dispatch_t *d) {
   int64_t now = loop_ms(d), room = 0;
-  int filters = d->store && d->store->ops->filters;
   for (int r = 0; r < d->rt.n; r++) {
-    if (!d->rt.v[r].live || (r == 0 && filters && !d->catch_all)) continue;
+    if (!d->rt.v[r].live || (r == 0 && !d->catch_all)) continue;
     if (routes_hold_until(&d->rt, r, now)) continue;
     const limiter_class_t *c = &d->lim.cls[r];
     int cap = c->cap > 0 ? c->cap : d->lim.limit;
@@ -698,6 +700,9 @@ static int claim_room(dispatch_t *d) {
   return room > INT32_MAX ? INT32_MAX : (int)room;
 }
 
+/* Claims go on while there is room and some live route could use more events. A
+ * claim that brought only surplus makes the next one wait (claim_rest_ms, doubling
+ * up to CLAIM_REST_MAX_MS), so full routes never turn into a claim-and-defer loop. */
 static int want_claim(dispatch_t *d) {
   if (d->stopping || d->paused || d->suspect || loop_ms(d) < d->claim_rest_until) return 0;
   if (d->lim.active + d->lim.queued >= d->lim.limit + d->cfg->batch) return 0;
