@@ -724,10 +724,10 @@ static int64_t overflow_until(dispatch_t *d, int r, int64_t now) {
   if (routes_breaker(&d->rt, r)->state == BREAKER_HALF_OPEN) /* the trial's outcome first */
     return now + (avg * 2 > HALF_OPEN_HOLD_MS ? (int64_t)(avg * 2) : HALF_OPEN_HOLD_MS);
   double per_ms = x->rate > 0 ? 1000.0 / x->rate : avg / cap;
-  int64_t at = now + (int64_t)(per_ms * (c->queued + 1));
+  double at = (double)now + per_ms * (c->queued + 1);
   if (x->overflow_next > at) at = x->overflow_next; /* one after another, not all at once */
-  x->overflow_next = at + (int64_t)(per_ms > 1 ? per_ms : 1);
-  return at;
+  x->overflow_next = at + per_ms; /* fractional: a route faster than 1 per ms keeps its pace */
+  return (int64_t)at;
 }
 
 /* After a claim: one that brought only surplus makes the next wait longer. */

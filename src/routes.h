@@ -41,7 +41,7 @@ typedef struct route {
   adaptive_t adaptive;                /* --concurrency auto: this route's limit */
   int64_t done, failed, dead, events; /* events: runs finished, any outcome */
   double avg_ms;                      /* average run time (kept by the dispatcher) */
-  int64_t overflow_next;              /* the dispatcher's next deferral slot for surplus events */
+  double overflow_next;               /* the dispatcher's next deferral slot for surplus (ms) */
 } route_t;
 
 typedef struct route_breaker {
