@@ -77,6 +77,7 @@ b_rate() { # b_rate A_URL DB -> median b.* events/s until its last one is done
       rm -f two.db-wal two.db-shm
       db=two.db
     fi
+    : > log # a line left from the last run must not end this one's wait
     A_URL=$1 B_URL="http://127.0.0.1:$(cat B.port)/b" B_N=$((N / 2)) "$OUTBOXD" run h.lua \
       --db "$db" --concurrency 20 --batch 100 --max-attempts 1000 --backoff 50:50 \
       --breaker-cooldown 60000 --no-watch --log text 2> log &
