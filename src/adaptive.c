@@ -7,7 +7,8 @@
 
 #define WINDOW_SAMPLES 10 /* at least this many runs per window */
 #define WINDOW_MS 20      /* and at least this long */
-#define SMOOTHING 0.2     /* weight of a window's new limit */
+#define TOLERANCE 2.0     /* latency may reach this times the no-load RTT: no shrinking */
+#define SMOOTHING 0.2     /* weight of a window's lower limit (a higher one is taken whole) */
 #define BACKOFF 0.9       /* a failure in the window multiplies the limit by this */
 #define MIN_GRADIENT 0.5  /* one window at most halves the limit */
 #define PROBE_WINDOWS 500 /* re-measure the no-load RTT this often: it may have drifted */
@@ -60,13 +61,13 @@ static void close_window(adaptive_t *a) {
   } else if (a->max_inflight * 2 < adaptive_limit(a)) {
     target = a->limit; /* the route does not use its limit: nothing learned */
   } else {
-    double gradient = (double)a->noload_us / (double)rtt;
+    double gradient = TOLERANCE * (double)a->noload_us / (double)rtt;
     if (gradient < MIN_GRADIENT) gradient = MIN_GRADIENT;
     if (gradient > 1) gradient = 1;
     target = a->limit * gradient + sqrt(a->limit);
   }
-  if (a->dropped)
-    a->limit = clamp(a, target); /* back off at once */
+  if (a->dropped || target >= a->limit)
+    a->limit = clamp(a, target); /* back off, or grow, at once */
   else
     a->limit = clamp(a, a->limit * (1 - SMOOTHING) + target * SMOOTHING);
   a->sum_us = 0;

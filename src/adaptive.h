@@ -1,9 +1,11 @@
 /* adaptive — a concurrency limit that follows latency, after the gradient limit of
  * Netflix's concurrency-limits (GradientLimit): the no-load latency is the lowest
  * round-trip time seen; each window's average RTT gives the gradient
- * noload / rtt (clamped to [0.5, 1]) and the new limit is
- * limit * gradient + sqrt(limit), smoothed. A failed or timed-out run multiplies the
- * limit by 0.9 (the AIMD back-off). Pure C: time and RTTs are passed in.
+ * 2 * noload / rtt (clamped to [0.5, 1]: its rttTolerance of 2, latency may double
+ * before the limit shrinks) and the new limit is limit * gradient + sqrt(limit),
+ * taken at once when it grows and smoothed when it shrinks, as GradientLimit does.
+ * A failed or timed-out run multiplies the limit by 0.9 (the AIMD back-off). Pure C:
+ * time and RTTs are passed in.
  * Invariant: min <= limit <= max. */
 #ifndef OUTBOXD_ADAPTIVE_H
 #define OUTBOXD_ADAPTIVE_H
