@@ -7,7 +7,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "api.h"
 #include "host.h"
@@ -24,12 +23,6 @@ static const char *bad_text(const char *what, const char *s, size_t len, char *b
   else
     return NULL;
   return buf;
-}
-
-static int64_t wall_ms(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 /* core.enqueue(topic, payload, key|nil, headers_json|nil, delay_s) -> true, or
@@ -62,7 +55,7 @@ static int l_enqueue(lua_State *L) {
   }
   store_event_t *ev = store_event_new(0, topic, tlen, key, klen, payload, plen, headers, hlen, 0);
   if (!ev) return luaL_error(L, "out of memory");
-  ev->created_at = wall_ms(); /* available_at - created_at: the delay asked for */
+  ev->created_at = store_now_ms(); /* available_at - created_at: the delay asked for */
   ev->available_at =
       delay > 0 ? store_clamp_time(ev->created_at + (int64_t)ceil(delay * 1000.0)) : 0;
   host_enqueue(L, ev);

@@ -174,12 +174,6 @@ static int64_t parse_iso8601(const char *s) {
   return v < 0 ? -1 : v;
 }
 
-static int64_t now_ms(void) {
-  uv_timeval64_t tv;
-  if (uv_gettimeofday(&tv)) return 0;
-  return tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 /* --delay MS / --at TIME into an available_at (ms since the epoch). Returns 0, or 2
  * after printing why. */
 static int parse_when(const char *delay, const char *at, int64_t *out) {
@@ -188,7 +182,7 @@ static int parse_when(const char *delay, const char *at, int64_t *out) {
   if (delay) {
     int64_t ms = parse_count(delay);
     if (ms < 0) return complain(2, "enqueue", "--delay %s: not a number of milliseconds", delay);
-    *out = store_clamp_time(now_ms() + (ms > STORE_TIME_MAX ? STORE_TIME_MAX : ms));
+    *out = store_clamp_time(store_now_ms() + (ms > STORE_TIME_MAX ? STORE_TIME_MAX : ms));
   } else if (at) {
     int64_t ms = parse_count(at);
     if (ms >= 0 && ms < INT64_C(100000000000))

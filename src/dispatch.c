@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -141,12 +140,6 @@ struct dispatch {
   store_event_t *early; /* outbox.enqueue at the top level before the store opened */
 };
 
-static int64_t wall_ms(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 static void pump(dispatch_t *d);
 static void finish(dispatch_t *d);
 static void notify_stopping(dispatch_t *d);
@@ -223,7 +216,7 @@ static int64_t loop_ms(const dispatch_t *d) { return (int64_t)uv_now(d->loop); }
 /* Loop time `at` as epoch ms, for the store. */
 static int64_t wall_at(const dispatch_t *d, int64_t at) {
   int64_t wait = at - loop_ms(d);
-  return wall_ms() + (wait > 0 ? wait : 0);
+  return store_now_ms() + (wait > 0 ? wait : 0);
 }
 
 /* wall_until 0: back at once (released) */
@@ -429,7 +422,7 @@ static void update_gates(dispatch_t *d) {
  * the gate timer looks again once deferred events are due (with a margin for the
  * store's clock). */
 static int routes_held(dispatch_t *d) {
-  int64_t left = d->held_until + HELD_MARGIN_MS - wall_ms();
+  int64_t left = d->held_until + HELD_MARGIN_MS - store_now_ms();
   if (left > 0) {
     if (!d->gate_due || loop_ms(d) + left < d->gate_due) {
       d->gate_due = loop_ms(d) + left;
@@ -531,7 +524,7 @@ static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double dela
   release_behind(d, j); /* the key waits for this retry */
   /* retry(seconds) may ask for any delay: saturate the retry time instead of
    * overflowing it (a wrapped value would run the retry at once). */
-  int64_t now = wall_ms(), room = INT64_MAX - now;
+  int64_t now = store_now_ms(), room = INT64_MAX - now;
   int64_t delay;
   if (delay_s >= 0)
     delay = delay_s * 1000.0 < (double)room ? (int64_t)(delay_s * 1000.0) : room;

@@ -4,7 +4,8 @@
  * return what is at hand (a backend may prefetch), settlements are buffered and
  * written in batches (flushed by size, by a short timer, and by store_flush).
  * Ownership: a claimed event belongs to the dispatcher until it hands it back
- * through exactly one of ack / fail / dead / release; the store then frees it. */
+ * through exactly one of store_ack / fail / dead / release / defer; the store then
+ * frees it. */
 #ifndef OUTBOXD_STORE_H
 #define OUTBOXD_STORE_H
 
@@ -78,6 +79,10 @@ char *store_error_text(const char *err);
 /* `ms` clamped to [0, STORE_TIME_MAX]. */
 int64_t store_clamp_time(int64_t ms);
 
+/* The wall clock in the stores' unit, ms since the epoch: every created_at,
+ * available_at and retention cut-off is measured with it. */
+int64_t store_now_ms(void);
+
 /* Called by the store when claim() may return more than it did (new rows, a retry
  * came due, a prefetch completed, input arrived). May be called from any loop
  * callback, never from inside a store call. */
@@ -103,6 +108,9 @@ typedef struct store_counts {
   int64_t oldest_pending_age_ms; /* 0 when nothing is pending */
 } store_counts_t;
 
+/* The outcomes a claimed event is handed back with (store_ops_t's settle). */
+enum { STORE_ACK, STORE_FAIL, STORE_DEAD, STORE_RELEASE, STORE_DEFER };
+
 typedef struct store_ops {
   const char *name;
   /* Up to `max` claimable events into out[]; *n gets the count (0 is fine).
@@ -114,24 +122,24 @@ typedef struct store_ops {
    * settled done or dead; when one fails or is released, the dispatcher releases the
    * rest of the run it still holds unstarted. */
   int (*claim)(store_t *s, int max, store_event_t **out, int *n);
-  /* The handler succeeded. */
-  void (*ack)(store_t *s, store_event_t *ev);
-  /* The run failed; the event is claimable again at `available_at` (ms since the
-   * epoch) with one more attempt counted. */
-  void (*fail)(store_t *s, store_event_t *ev, int64_t available_at, const char *err);
-  /* Dead-letter the event with its error; one more attempt counted when `ran`. */
-  void (*dead)(store_t *s, store_event_t *ev, int ran, const char *err);
-  /* Claimed but never started: back to pending, no attempt used. */
-  void (*release)(store_t *s, store_event_t *ev);
+  /* Hands a claimed event back with its outcome, `kind` one of:
+   *   STORE_ACK      the handler succeeded (arg, err unused);
+   *   STORE_FAIL     the run failed; claimable again at `arg` (ms since the epoch)
+   *                  with one more attempt counted and `err` kept;
+   *   STORE_DEAD     dead-lettered with `err`; one more attempt counted when arg is 1
+   *                  (the handler ran);
+   *   STORE_RELEASE  claimed but never started: back to pending, no attempt used;
+   *   STORE_DEFER    claimed but not to be started yet (its route's breaker is open,
+   *                  the route is snoozed): back to pending, no attempt used, last
+   *                  error kept, not claimable before `arg`, so no host claims it
+   *                  again in vain.
+   * Call through store_ack .. store_defer. */
+  void (*settle)(store_t *s, store_event_t *ev, int kind, int64_t arg, const char *err);
   /* Takes over a list of new events (linked by `next`) tied to no settlement:
    * outbox.enqueue from a hook or the top level of a script. They are written with
    * the next batch of settlements, within milliseconds (databases), or join the run
    * (NDJSON). NULL: the source cannot take new events (they are freed and logged). */
   void (*push)(store_t *s, store_event_t *list);
-  /* Claimed but not to be started yet (its route's breaker is open, the route is
-   * snoozed): back to pending, no attempt used, last error kept, and not claimable
-   * before `available_at` (ms since the epoch), so no host claims it again in vain. */
-  void (*defer)(store_t *s, store_event_t *ev, int64_t available_at);
   /* Writes buffered settlements now. Returns 0 or a negative code. */
   int (*flush)(store_t *s);
   /* 1 when the source can never yield more and holds nothing unsettled (end of
@@ -279,11 +287,11 @@ int store_pg_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, st
 int store_pg_init_schema(const char *url, char *errbuf, size_t errlen);
 
 #define store_claim(s, max, out, n) ((s)->ops->claim((s), (max), (out), (n)))
-#define store_ack(s, ev) ((s)->ops->ack((s), (ev)))
-#define store_fail(s, ev, at, err) ((s)->ops->fail((s), (ev), (at), (err)))
-#define store_dead(s, ev, ran, err) ((s)->ops->dead((s), (ev), (ran), (err)))
-#define store_release(s, ev) ((s)->ops->release((s), (ev)))
-#define store_defer(s, ev, at) ((s)->ops->defer((s), (ev), (at)))
+#define store_ack(s, ev) ((s)->ops->settle((s), (ev), STORE_ACK, 0, NULL))
+#define store_fail(s, ev, at, err) ((s)->ops->settle((s), (ev), STORE_FAIL, (at), (err)))
+#define store_dead(s, ev, ran, err) ((s)->ops->settle((s), (ev), STORE_DEAD, (ran) ? 1 : 0, (err)))
+#define store_release(s, ev) ((s)->ops->settle((s), (ev), STORE_RELEASE, 0, NULL))
+#define store_defer(s, ev, at) ((s)->ops->settle((s), (ev), STORE_DEFER, (at), NULL))
 #define store_flush(s) ((s)->ops->flush((s)))
 /* Hands `list` to the store's push, or frees it when the store has none. */
 void store_push(store_t *s, store_event_t *list);

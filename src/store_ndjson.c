@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -63,12 +62,6 @@ typedef struct nd {
 } nd_t;
 
 static node_t *node(store_event_t *ev) { return ev->priv; }
-
-static int64_t wall_ms(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 /* ------------------------------------------------------------------ keys */
 
@@ -154,7 +147,8 @@ static void key_done(nd_t *d, const char *key) {
     k->head = node(ev)->next;
     if (!k->head) k->tail = NULL;
     d->held--;
-    if (node(ev)->available_at > wall_ms() && heap_push(d, ev) == 0) { /* a scheduled new event */
+    /* a scheduled new event waits in the heap */
+    if (node(ev)->available_at > store_now_ms() && heap_push(d, ev) == 0) {
       arm_retry(d);
       return;
     }
@@ -218,7 +212,7 @@ static void arm_retry(nd_t *d) {
     uv_timer_stop(&d->timer);
     return;
   }
-  int64_t wait = at(d, 0) - wall_ms();
+  int64_t wait = at(d, 0) - store_now_ms();
   uv_timer_start(&d->timer, on_retry_timer, wait > 0 ? (uint64_t)wait : 0, 0);
 }
 
@@ -414,7 +408,7 @@ static store_event_t *next_line(nd_t *d) {
 static int nd_claim(store_t *s, int max, store_event_t **out, int *n) {
   nd_t *d = (nd_t *)s;
   int k = 0;
-  int64_t now = d->now_ms = wall_ms();
+  int64_t now = d->now_ms = store_now_ms();
   while (k < max && d->nheap && at(d, 0) <= now) out[k++] = heap_pop(d);
   while (k < max && d->rhead) {
     store_event_t *ev = d->rhead;
@@ -446,7 +440,7 @@ static int hold(nd_t *d, store_event_t *ev, int64_t available_at);
  * waits for its available_at, and for its key like any other event. */
 static void adopt(nd_t *d, store_event_t *list) {
   for (store_event_t *f = list; f; f = f->next) {
-    d->now_ms = wall_ms();
+    d->now_ms = store_now_ms();
     store_event_t *ev = new_event(d, d->last_id + 1, f->topic, strlen(f->topic), f->key,
                                   f->key ? strlen(f->key) : 0, f->payload, f->payload_len,
                                   f->headers, f->headers ? strlen(f->headers) : 0);
@@ -528,6 +522,16 @@ static void nd_release(store_t *s, store_event_t *ev) {
   ready_push(d, ev, 1);
 }
 
+static void nd_settle(store_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
+  switch (kind) {
+  case STORE_ACK: nd_ack(s, ev); break;
+  case STORE_FAIL: nd_fail(s, ev, arg, err); break;
+  case STORE_DEAD: nd_dead(s, ev, (int)arg, err); break;
+  case STORE_DEFER: nd_defer(s, ev, arg); break;
+  default: nd_release(s, ev); break;
+  }
+}
+
 static int nd_flush(store_t *s) {
   (void)s;
   return 0;
@@ -594,11 +598,7 @@ static void nd_close(store_t *s, void (*cb)(void *), void *arg) {
 static const store_ops_t ops = {
     .name = "ndjson",
     .claim = nd_claim,
-    .ack = nd_ack,
-    .fail = nd_fail,
-    .dead = nd_dead,
-    .release = nd_release,
-    .defer = nd_defer,
+    .settle = nd_settle,
     .push = nd_push,
     .flush = nd_flush,
     .exhausted = nd_exhausted,

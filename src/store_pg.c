@@ -4,6 +4,7 @@
  * on (id, locked_by = this host, status = 'processing'), and a settlement leaves the
  * buffer only when its statement succeeded, so a lost connection loses nothing. */
 #include "idset.h"
+#include "settle.h"
 #include "store.h"
 
 #include <errno.h>
@@ -465,8 +466,6 @@ static const char requeue_ids_sql[] =
 
 /* ------------------------------------------------------------ the store */
 
-/* SET_EMIT: new events tied to no event (store_push), id 0. */
-enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE, SET_DEFER, SET_EMIT };
 enum {
   OP_NONE,
   OP_LISTEN,
@@ -494,20 +493,6 @@ enum {
 
 static const char paused_sql[] = "SELECT pattern FROM outbox_paused ORDER BY pattern";
 enum { ST_DOWN, ST_CONNECTING, ST_READY };
-
-typedef struct settle {
-  int64_t id;
-  int64_t arg;
-  int kind;
-  char *err;             /* owned, valid UTF-8 (store_error_text), or NULL */
-  int repaired;          /* refused once by the database and rewritten */
-  store_event_t *follow; /* ack: its follow-ups; emit: the new events (owned) */
-} settle_t;
-
-typedef struct settles {
-  settle_t *v;
-  int n, cap;
-} settles_t;
 
 /* A growing text buffer for array literals. */
 typedef struct sbuf {
@@ -571,12 +556,6 @@ typedef struct pg {
 static void send_next(pg_t *s);
 static void connection_lost(pg_t *s, const char *what);
 static void finish_close(pg_t *s);
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---------------------------------------------------------------- sbuf */
 
@@ -670,43 +649,7 @@ static void arm_due(pg_t *s, int64_t at) {
   if (s->due_at && s->due_at <= at) return;
   s->due_at = at;
   uv_update_time(s->base.loop);
-  timer_after(&s->due_timer, on_due, at - now_ms() + 1);
-}
-
-static int settles_push(settles_t *v, const settle_t *x) {
-  if (v->n == v->cap) {
-    int cap = v->cap ? v->cap * 2 : 64;
-    settle_t *p = realloc(v->v, (size_t)cap * sizeof *p);
-    if (!p) return -ENOMEM;
-    v->v = p;
-    v->cap = cap;
-  }
-  v->v[v->n++] = *x;
-  return 0;
-}
-
-static void settles_clear(settles_t *v) {
-  for (int i = 0; i < v->n; i++) {
-    free(v->v[i].err);
-    store_event_list_free(v->v[i].follow);
-  }
-  v->n = 0;
-}
-
-/* Puts the settlements of a failed flush back in front of the buffer, in order. */
-static void settles_restore(pg_t *s) {
-  settles_t *a = &s->sending, *b = &s->set;
-  for (int i = 0; i < b->n; i++)
-    if (settles_push(a, &b->v[i])) {
-      log_at(LOG_ERROR, "out of memory; the event returns when its lease expires",
-             KI("id", b->v[i].id));
-      free(b->v[i].err);
-      store_event_list_free(b->v[i].follow);
-    }
-  b->n = 0;
-  settles_t t = *a;
-  *a = *b;
-  *b = t;
+  timer_after(&s->due_timer, on_due, at - store_now_ms() + 1);
 }
 
 /* ------------------------------------------------------------ the socket */
@@ -778,7 +721,7 @@ static void drop_conn(pg_t *s) {
 static void abandon_op(pg_t *s) {
   uv_timer_stop(&s->deadline_timer);
   s->op_failed = 0;
-  if (s->op == OP_FLUSH) settles_restore(s);
+  if (s->op == OP_FLUSH) settles_restore(&s->sending, &s->set);
   if (s->op == OP_CLAIM) s->dirty = 1;
   if (s->op == OP_RENEW) s->want_renew = 1;
   if (s->op == OP_PRUNE) s->want_prune = 1; /* sent again once connected */
@@ -925,7 +868,7 @@ static int settle_arrays(const settles_t *const *lists, int nlists, sbuf_t arr[F
       sb_int(&arr[2], x->arg);
       sb_text_elem(&arr[3], x->err);
       for (const store_event_t *f = x->follow; f; f = f->next, ffirst = 0)
-        follow_elems(arr, x->kind == SET_ACK ? x->id : 0, f, ffirst);
+        follow_elems(arr, x->kind == STORE_ACK ? x->id : 0, f, ffirst);
     }
   }
   for (int k = 0; k < FLUSH_ARRAYS; k++) sb_put(&arr[k], "}", 1), oom |= arr[k].oom;
@@ -966,7 +909,7 @@ static int send_flush(pg_t *s) {
   const settles_t *lists[] = {&s->sending};
   int rc = settle_arrays(lists, 1, arr), acks_only = !s->base.opts.keep_done_ms;
   for (int i = 0; i < s->sending.n && acks_only; i++)
-    acks_only = s->sending.v[i].kind == SET_ACK && !s->sending.v[i].follow;
+    acks_only = s->sending.v[i].kind == STORE_ACK && !s->sending.v[i].follow;
   if (rc == 0 && acks_only) {
     const char *v[] = {s->host, arr[0].p};
     rc = send_stmt(s, ACK_NAME, ack_sql, 2, v);
@@ -1098,7 +1041,7 @@ static const char counts_async_sql[] =
 static int send_counts(pg_t *s) {
   s->want_counts = 0;
   s->op = OP_COUNTS;
-  s->counts_sent_ms = now_ms();
+  s->counts_sent_ms = store_now_ms();
   return PQsendQuery(s->conn, counts_async_sql) ? 0 : -EIO;
 }
 
@@ -1268,20 +1211,17 @@ static int returned_ids(const PGresult *r, idset_t *got) {
   return 0;
 }
 
-static const char *const kind_name[] = {"ack", "fail", "dead", "release", "defer", "emit"};
-
 static void flush_done(pg_t *s, const PGresult *r) {
   idset_t got = {0};
   int ok = returned_ids(r, &got) == 0;
+  int64_t due;
   for (int i = 0; i < s->sending.n; i++) {
     const settle_t *x = &s->sending.v[i];
-    if (ok && x->kind != SET_EMIT && !idset_has(&got, x->id))
+    if (ok && x->kind != SETTLE_EMIT && !idset_has(&got, x->id))
       log_at(LOG_WARN, "settlement fenced out: the lease was lost", KI("id", x->id),
-             KS("outcome", kind_name[x->kind]));
-    if (x->kind == SET_FAIL || x->kind == SET_DEFER) arm_due(s, x->arg);
-    for (const store_event_t *f = x->follow; f; f = f->next)
-      if (f->available_at > 0) arm_due(s, f->available_at);
+             KS("outcome", settle_kind_name(x->kind)));
   }
+  if (settles_due(&s->sending, &due)) arm_due(s, due);
   idset_free(&got);
   settles_clear(&s->sending);
   s->dirty = 1; /* a settled head may unblock its key */
@@ -1306,7 +1246,7 @@ static void renew_done(pg_t *s, const PGresult *r) {
 static void next_due_done(pg_t *s, const PGresult *r) {
   if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) return;
   int64_t in = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-  arm_due(s, now_ms() + (in > 0 ? in : 0));
+  arm_due(s, store_now_ms() + (in > 0 ? in : 0));
 }
 
 static int64_t count_at(const PGresult *r, int col) {
@@ -1323,7 +1263,7 @@ static void counts_done(pg_t *s, const PGresult *r) {
   s->counts.oldest_pending_age_ms = age > 0 ? age : 0;
   s->counts_known = 1;
   s->counts_failed = 0;
-  int64_t now = now_ms(), took = now - s->counts_sent_ms;
+  int64_t now = store_now_ms(), took = now - s->counts_sent_ms;
   s->counts_next_ms = now + (took * COUNTS_COST > 900 ? took * COUNTS_COST : 900);
 }
 
@@ -1403,21 +1343,21 @@ static void flush_refused(pg_t *s) {
     log_at(LOG_WARN, "settlements refused by the database; writing them one at a time",
            KI("events", s->sending.n), KS("error", s->base.err));
     s->split = s->sending.n;
-    settles_restore(s);
+    settles_restore(&s->sending, &s->set);
   } else if (s->sending.n == 1 && !s->sending.v[0].repaired) {
     settle_t *x = &s->sending.v[0];
     char msg[400];
     log_at(LOG_WARN, "settlement refused by the database; writing it with a plain error",
-           KI("id", x->id), KS("outcome", kind_name[x->kind]), KS("error", s->base.err));
+           KI("id", x->id), KS("outcome", settle_kind_name(x->kind)), KS("error", s->base.err));
     snprintf(msg, sizeof msg, "the outcome could not be stored as reported: %s", s->base.err);
     free(x->err);
     x->err = store_error_text(msg);
     x->repaired = 1;
-    settles_restore(s);
+    settles_restore(&s->sending, &s->set);
   } else if (s->sending.n == 1) {
     log_at(LOG_ERROR,
            "settlement refused by the database; the event returns when its lease expires",
-           KI("id", s->sending.v[0].id), KS("outcome", kind_name[s->sending.v[0].kind]),
+           KI("id", s->sending.v[0].id), KS("outcome", settle_kind_name(s->sending.v[0].kind)),
            KS("error", s->base.err));
     settles_clear(&s->sending);
   }
@@ -1442,7 +1382,7 @@ static void statement_failed(pg_t *s, int op) {
   case OP_PREPARE: /* as a refused claim (a missing table): tried again later */
   case OP_CLAIM:
     s->want_claim = 0;
-    s->claim_retry_at = now_ms() + s->stmt_retry_ms;
+    s->claim_retry_at = store_now_ms() + s->stmt_retry_ms;
     s->stmt_retry_ms = s->stmt_retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : s->stmt_retry_ms * 2;
     s->dirty = 1;
     arm_due(s, s->claim_retry_at);
@@ -1592,12 +1532,7 @@ static void on_flush_timer(uv_timer_t *t) {
 
 /* Appends settlement x to the buffer (its follow-ups taken over) and arms the flush. */
 static void buffer(pg_t *s, settle_t *x) {
-  if (settles_push(&s->set, x)) {
-    log_at(LOG_ERROR, "out of memory; the event returns when its lease expires", KI("id", x->id));
-    free(x->err);
-    store_event_list_free(x->follow);
-    return;
-  }
+  if (settles_add(&s->set, x)) return;
   int batch = s->base.opts.batch > 0 ? s->base.opts.batch : 1;
   if (s->set.n >= batch) {
     s->want_flush = 1;
@@ -1610,7 +1545,7 @@ static void buffer(pg_t *s, settle_t *x) {
     timer_after(&s->flush_timer, on_flush_timer, FLUSH_DELAY_MS);
 }
 
-static void settle(pg_t *s, store_event_t *ev, int kind, int64_t arg, const char *err);
+static void pg_settle(store_t *b, store_event_t *ev, int kind, int64_t arg, const char *err);
 
 /* A claimed run may be handed out in parts (a claim asks for fewer events than the
  * buffer holds). When an event of it goes back (failed, released, deferred), the
@@ -1627,53 +1562,27 @@ static void release_buffered_key(pg_t *s, const store_event_t *ev) {
       s->buf[k++] = b;
   }
   s->nbuf = k;
-  for (int i = 0; i < n; i++) settle(s, back[i], SET_RELEASE, 0, NULL);
+  for (int i = 0; i < n; i++) pg_settle(&s->base, back[i], STORE_RELEASE, 0, NULL);
   free(back);
 }
 
-/* Takes over `ev`: remembers what the write needs (an ack keeps its follow-ups),
- * frees the event. */
-static void settle(pg_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
-  if (kind != SET_ACK && kind != SET_DEAD && ev->key && s->base.opts.ordering_key && s->nbuf)
+static void pg_settle(store_t *b, store_event_t *ev, int kind, int64_t arg, const char *err) {
+  pg_t *s = (pg_t *)b;
+  if (kind != STORE_ACK && kind != STORE_DEAD && ev->key && s->base.opts.ordering_key && s->nbuf)
     release_buffered_key(s, ev);
-  settle_t x = {ev->id, kind == SET_FAIL || kind == SET_DEFER ? store_clamp_time(arg) : arg,
-                kind,   store_error_text(err),
-                0,      NULL};
-  if (kind == SET_ACK) {
-    x.follow = ev->follow;
-    ev->follow = NULL;
-  }
   idset_del(&s->out, ev->id);
-  store_event_free(ev);
+  settle_t x = settle_take(ev, kind, arg, err);
   buffer(s, &x);
 }
 
-static void pg_ack(store_t *b, store_event_t *ev) { settle((pg_t *)b, ev, SET_ACK, 0, NULL); }
-
 static void pg_push(store_t *b, store_event_t *list) {
   pg_t *s = (pg_t *)b;
-  settle_t x = {0, 0, SET_EMIT, NULL, 0, list};
   if (!s->dispatching) {
     store_event_list_free(list);
     return;
   }
+  settle_t x = settle_emit(list);
   buffer(s, &x);
-}
-
-static void pg_fail(store_t *b, store_event_t *ev, int64_t available_at, const char *err) {
-  settle((pg_t *)b, ev, SET_FAIL, available_at, err);
-}
-
-static void pg_dead(store_t *b, store_event_t *ev, int ran, const char *err) {
-  settle((pg_t *)b, ev, SET_DEAD, ran ? 1 : 0, err);
-}
-
-static void pg_release(store_t *b, store_event_t *ev) {
-  settle((pg_t *)b, ev, SET_RELEASE, 0, NULL);
-}
-
-static void pg_defer(store_t *b, store_event_t *ev, int64_t available_at) {
-  settle((pg_t *)b, ev, SET_DEFER, available_at, NULL);
 }
 
 /* Asks for the buffer to be written now; the write completes on the loop. */
@@ -1704,7 +1613,7 @@ static int pg_claim(store_t *b, int max, store_event_t **out, int *n) {
   if (max <= 0 || s->closing) return 0;
   if (s->failures > 0 && s->state != ST_READY && s->nbuf == 0)
     return -ENOTCONN; /* down and reconnecting: a failure, not a claim under way */
-  if (s->claim_retry_at && s->nbuf == 0 && now_ms() < s->claim_retry_at)
+  if (s->claim_retry_at && s->nbuf == 0 && store_now_ms() < s->claim_retry_at)
     return -EIO; /* the last claim was refused (s->base.err); tried again when due */
   int got = max < s->nbuf ? max : s->nbuf;
   if (got) {
@@ -1754,10 +1663,8 @@ static void destroy(pg_t *s) {
   if (s->conn) PQfinish(s->conn);
   for (int i = 0; i < s->nbuf; i++) store_event_free(s->buf[i]);
   free(s->buf);
-  settles_clear(&s->set);
-  settles_clear(&s->sending);
-  free(s->set.v);
-  free(s->sending.v);
+  settles_free(&s->set);
+  settles_free(&s->sending);
   free(s->renewing);
   idset_free(&s->out);
   free(s->url);
@@ -1801,7 +1708,7 @@ static void pg_close(store_t *b, void (*cb)(void *arg), void *arg) {
   s->close_arg = arg;
   int n = s->nbuf;
   s->nbuf = 0; /* released whole: none of them overtakes another */
-  for (int i = 0; i < n; i++) settle(s, s->buf[i], SET_RELEASE, 0, NULL);
+  for (int i = 0; i < n; i++) pg_settle(&s->base, s->buf[i], STORE_RELEASE, 0, NULL);
   s->closing = 1;
   for (int i = 0; i < 5; i++) uv_timer_stop(timer_at(s, i));
   if (!s->dispatching || s->state != ST_READY) {
@@ -1955,7 +1862,7 @@ static void add_count(store_counts_t *c, const char *status, int64_t n) {
  * (not a failure) before the first arrive. */
 static int counts_cached(pg_t *s, store_counts_t *c) {
   if (s->failures > 0 && s->state != ST_READY) return -ENOTCONN; /* s->base.err says why */
-  if (s->op != OP_COUNTS && !s->closing && now_ms() >= s->counts_next_ms) {
+  if (s->op != OP_COUNTS && !s->closing && store_now_ms() >= s->counts_next_ms) {
     s->want_counts = 1;
     s->in_call++;
     send_next(s);
@@ -2041,7 +1948,7 @@ static int pg_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf
                         " -c statement_timeout=" SALVAGE_TIMEOUT_S "s",
                         NULL};
   char *why = store_error_text(err);
-  settle_t dead = {dead_id, 1, SET_DEAD, why, 0, NULL};
+  settle_t dead = {dead_id, 1, STORE_DEAD, why, 0, NULL};
   settles_t verdict = {&dead, dead_id > 0, 1};
   const settles_t *lists[] = {&s->sending, &s->set, &verdict};
   sbuf_t arr[FLUSH_ARRAYS] = {{0}};
@@ -2084,11 +1991,7 @@ done:
 static const store_ops_t pg_ops = {
     .name = "postgres",
     .claim = pg_claim,
-    .ack = pg_ack,
-    .fail = pg_fail,
-    .dead = pg_dead,
-    .release = pg_release,
-    .defer = pg_defer,
+    .settle = pg_settle,
     .flush = pg_flush,
     .exhausted = pg_exhausted,
     .counts = pg_counts,

@@ -3,6 +3,7 @@
  * Invariant: every write to a claimed row is fenced on (id, locked_by = this host,
  * status = 'processing'), so a host whose lease lapsed never overwrites a newer claim. */
 #include "idset.h"
+#include "settle.h"
 #include "store.h"
 
 #include <errno.h>
@@ -292,17 +293,6 @@ static const char *const sql_text[ST_COUNT] = {
 
 /* ------------------------------------------------------------ the store */
 
-/* SET_EMIT: new events tied to no event (store_push), id 0. */
-enum { SET_ACK, SET_FAIL, SET_DEAD, SET_RELEASE, SET_DEFER, SET_EMIT };
-
-typedef struct settle {
-  int64_t id;
-  int64_t arg; /* fail, defer: available_at; dead: attempts to add */
-  int kind;
-  char *err;             /* owned copy, or NULL */
-  store_event_t *follow; /* ack: its follow-ups; emit: the new events (owned) */
-} settle_t;
-
 typedef struct sq {
   store_t base;
   sqlite3 *db;
@@ -310,8 +300,7 @@ typedef struct sq {
   char *wal_path;
   char *host;
   sqlite3_stmt *st[ST_COUNT];
-  settle_t *set;
-  int nset, capset;
+  settles_t set; /* buffered settlements */
   idset_t out;
   int64_t data_version;
   char *cursor;    /* the key after which the next key scan starts, or NULL */
@@ -336,12 +325,6 @@ typedef struct sq {
   void (*close_cb)(void *arg);
   void *close_arg;
 } sq_t;
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* -------------------------------------------------------------- helpers */
 
@@ -382,7 +365,7 @@ static int db_error(sq_t *s, int rc, const char *what) {
   if (!s->dispatching || s->failing++) return map_rc(rc);
   s->streak_logged = 1;
   if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
-    int64_t now = now_ms();
+    int64_t now = store_now_ms();
     if (s->busy_logged_ms && now - s->busy_logged_ms < BUSY_LOG_MS) {
       s->busy_quiet++;
       s->streak_logged = 0;
@@ -472,7 +455,7 @@ static void arm_due(sq_t *s, int64_t at) {
   if (s->due_at && s->due_at <= at) return;
   s->due_at = at;
   uv_update_time(s->base.loop); /* the timer counts from the loop's cached time */
-  timer_after(&s->due_timer, on_due, at - now_ms() + 1); /* +1: ms truncation */
+  timer_after(&s->due_timer, on_due, at - store_now_ms() + 1); /* +1: ms truncation */
 }
 
 /* Arms the due timer for the next retry or foreign lease expiry, if any. */
@@ -487,19 +470,17 @@ static void arm_next_due(sq_t *s, int64_t now) {
 
 /* ---------------------------------------------------------- settlements */
 
-static const char *const kind_name[] = {"ack", "fail", "dead", "release", "defer", "emit"};
-
 /* The statement that writes settlement x (acks take a JSON array of ids in ?1). */
 static int settle_stmt(const sq_t *s, const settle_t *x) {
-  return x->kind == SET_ACK     ? (s->base.opts.keep_done_ms ? ST_ACK_DONE : ST_ACK_DELETE)
-         : x->kind == SET_FAIL  ? ST_FAIL
-         : x->kind == SET_DEAD  ? ST_DEAD
-         : x->kind == SET_DEFER ? ST_DEFER
-                                : ST_RELEASE;
+  return x->kind == STORE_ACK     ? (s->base.opts.keep_done_ms ? ST_ACK_DONE : ST_ACK_DELETE)
+         : x->kind == STORE_FAIL  ? ST_FAIL
+         : x->kind == STORE_DEAD  ? ST_DEAD
+         : x->kind == STORE_DEFER ? ST_DEFER
+                                  : ST_RELEASE;
 }
 
 static void bind_settle(sq_t *s, sqlite3_stmt *st, const settle_t *x) {
-  if (x->kind == SET_ACK) {
+  if (x->kind == STORE_ACK) {
     char one[32];
     int n = snprintf(one, sizeof one, "[%" PRId64 "]", x->id);
     sqlite3_bind_text(st, 1, one, n, SQLITE_TRANSIENT);
@@ -507,16 +488,16 @@ static void bind_settle(sq_t *s, sqlite3_stmt *st, const settle_t *x) {
     sqlite3_bind_int64(st, 1, x->id);
   }
   bind_host(s, st);
-  if (x->kind == SET_FAIL || x->kind == SET_DEAD) {
+  if (x->kind == STORE_FAIL || x->kind == STORE_DEAD) {
     sqlite3_bind_int64(st, 3, x->arg);
     sqlite3_bind_text(st, 4, x->err, -1, SQLITE_STATIC); /* NULL binds NULL */
   }
-  if (x->kind == SET_DEFER) sqlite3_bind_int64(st, 3, x->arg);
+  if (x->kind == STORE_DEFER) sqlite3_bind_int64(st, 3, x->arg);
 }
 
 static void fenced_out(sq_t *s, int64_t id, int kind) {
   log_at(LOG_WARN, "settlement fenced out: the lease was lost", KI("id", id),
-         KS("outcome", kind_name[kind]), KS("db", s->path));
+         KS("outcome", settle_kind_name(kind)), KS("db", s->path));
 }
 
 /* Inserts one new event with statement st (ST_INSERT's text). Returns an SQLite code. */
@@ -558,9 +539,10 @@ static int write_acks(sq_t *s, int nacks) {
   idset_t got = {0};
   if (!ids) return SQLITE_NOMEM;
   ids[len++] = '[';
-  for (int i = 0; i < s->nset; i++)
-    if (s->set[i].kind == SET_ACK)
-      len += (size_t)snprintf(ids + len, cap - len, "%s%" PRId64, len > 1 ? "," : "", s->set[i].id);
+  for (int i = 0; i < s->set.n; i++)
+    if (s->set.v[i].kind == STORE_ACK)
+      len +=
+          (size_t)snprintf(ids + len, cap - len, "%s%" PRId64, len > 1 ? "," : "", s->set.v[i].id);
   ids[len++] = ']';
   sqlite3_stmt *st = s->st[s->base.opts.keep_done_ms ? ST_ACK_DONE : ST_ACK_DELETE];
   sqlite3_bind_text(st, 1, ids, (int)len, SQLITE_STATIC);
@@ -571,11 +553,11 @@ static int write_acks(sq_t *s, int nacks) {
   free(ids);
   if (rc == SQLITE_DONE && oom) rc = SQLITE_NOMEM; /* which acks were written is unknown */
   /* the follow-ups of the acks written, in the same transaction; none for the fenced */
-  for (int i = 0; i < s->nset && rc == SQLITE_DONE; i++) {
-    const settle_t *x = &s->set[i];
-    if (x->kind != SET_ACK) continue;
+  for (int i = 0; i < s->set.n && rc == SQLITE_DONE; i++) {
+    const settle_t *x = &s->set.v[i];
+    if (x->kind != STORE_ACK) continue;
     if (!idset_has(&got, x->id))
-      fenced_out(s, x->id, SET_ACK);
+      fenced_out(s, x->id, STORE_ACK);
     else if (x->follow)
       rc = insert_list(s->st[ST_INSERT], x->follow) == SQLITE_OK ? SQLITE_DONE : SQLITE_ERROR;
   }
@@ -586,43 +568,31 @@ static int write_acks(sq_t *s, int nacks) {
 /* Writes every buffered settlement inside the caller's transaction. */
 static int write_settlements(sq_t *s) {
   int nacks = 0;
-  for (int i = 0; i < s->nset; i++) {
-    if (s->set[i].kind == SET_ACK) {
+  for (int i = 0; i < s->set.n; i++) {
+    if (s->set.v[i].kind == STORE_ACK) {
       nacks++;
       continue;
     }
-    int rc = s->set[i].kind == SET_EMIT ? insert_list(s->st[ST_INSERT], s->set[i].follow)
-                                        : write_one(s, &s->set[i]);
+    int rc = s->set.v[i].kind == SETTLE_EMIT ? insert_list(s->st[ST_INSERT], s->set.v[i].follow)
+                                             : write_one(s, &s->set.v[i]);
     if (rc != SQLITE_OK) return rc;
   }
   return nacks ? write_acks(s, nacks) : SQLITE_OK;
 }
 
-static void drop_settlements(sq_t *s) {
-  for (int i = 0; i < s->nset; i++) {
-    free(s->set[i].err);
-    store_event_list_free(s->set[i].follow);
-  }
-  s->nset = 0;
-}
-
 /* After the commit that wrote them: retries and scheduled new events get a timer,
  * the buffer empties. */
 static void settlements_committed(sq_t *s) {
-  for (int i = 0; i < s->nset; i++) {
-    const settle_t *x = &s->set[i];
-    if (x->kind == SET_FAIL || x->kind == SET_DEFER) arm_due(s, x->arg);
-    for (const store_event_t *f = x->follow; f; f = f->next)
-      if (f->available_at > 0) arm_due(s, f->available_at);
-  }
-  drop_settlements(s);
+  int64_t due;
+  if (settles_due(&s->set, &due)) arm_due(s, due);
+  settles_clear(&s->set);
   db_ok(s);
 }
 
 /* Writes buffered settlements in their own transaction. Returns the number
  * written, or a negative code with the settlements still buffered. */
 static int flush_now(sq_t *s) {
-  int n = s->nset;
+  int n = s->set.n;
   if (!n) return 0;
   int rc = begin(s);
   if (rc != SQLITE_DONE) goto fail;
@@ -657,50 +627,24 @@ static int flush_in_call(sq_t *s) {
   return 0;
 }
 
-/* Appends a settlement to the buffer (its follow-ups taken over) and arms the flush. */
-static void buffer(sq_t *s, int64_t id, int kind, int64_t arg, const char *err,
-                   store_event_t *follow) {
-  if (s->nset == s->capset) {
-    int cap = s->capset ? s->capset * 2 : 64;
-    settle_t *set = realloc(s->set, (size_t)cap * sizeof *set);
-    if (!set) {
-      log_at(LOG_ERROR, "out of memory; the event returns when its lease expires", KI("id", id));
-      store_event_list_free(follow);
-      return;
-    }
-    s->set = set;
-    s->capset = cap;
-  }
-  settle_t *x = &s->set[s->nset++];
-  x->id = id;
-  x->kind = kind;
-  x->arg = kind == SET_FAIL || kind == SET_DEFER ? store_clamp_time(arg) : arg;
-  x->err = store_error_text(err);
-  x->follow = follow;
+/* Appends settlement x to the buffer (what it owns taken over) and arms the flush. */
+static void buffer(sq_t *s, settle_t *x) {
+  if (settles_add(&s->set, x)) return;
   /* A full batch is written on the next loop pass, unless a claim comes first and
    * writes it in its own transaction (one commit instead of two). */
   int batch = s->base.opts.batch > 0 ? s->base.opts.batch : 1;
-  if (s->nset >= batch)
+  if (s->set.n >= batch)
     timer_after(&s->flush_timer, on_flush, 0);
   else if (!uv_is_active((uv_handle_t *)&s->flush_timer))
     timer_after(&s->flush_timer, on_flush, FLUSH_DELAY_MS);
 }
 
-/* Takes over `ev`: remembers what the write needs (an ack keeps its follow-ups),
- * frees the event. */
-static void settle(sq_t *s, store_event_t *ev, int kind, int64_t arg, const char *err) {
-  int64_t id = ev->id;
-  store_event_t *follow = NULL;
-  if (kind == SET_ACK) {
-    follow = ev->follow;
-    ev->follow = NULL;
-  }
-  idset_del(&s->out, id);
-  store_event_free(ev);
-  buffer(s, id, kind, arg, err, follow);
+static void sq_settle(store_t *b, store_event_t *ev, int kind, int64_t arg, const char *err) {
+  sq_t *s = (sq_t *)b;
+  idset_del(&s->out, ev->id);
+  settle_t x = settle_take(ev, kind, arg, err);
+  buffer(s, &x);
 }
-
-static void sq_ack(store_t *b, store_event_t *ev) { settle((sq_t *)b, ev, SET_ACK, 0, NULL); }
 
 static void sq_push(store_t *b, store_event_t *list) {
   sq_t *s = (sq_t *)b;
@@ -708,23 +652,8 @@ static void sq_push(store_t *b, store_event_t *list) {
     store_event_list_free(list);
     return;
   }
-  buffer(s, 0, SET_EMIT, 0, NULL, list);
-}
-
-static void sq_fail(store_t *b, store_event_t *ev, int64_t available_at, const char *err) {
-  settle((sq_t *)b, ev, SET_FAIL, available_at, err);
-}
-
-static void sq_dead(store_t *b, store_event_t *ev, int ran, const char *err) {
-  settle((sq_t *)b, ev, SET_DEAD, ran ? 1 : 0, err);
-}
-
-static void sq_release(store_t *b, store_event_t *ev) {
-  settle((sq_t *)b, ev, SET_RELEASE, 0, NULL);
-}
-
-static void sq_defer(store_t *b, store_event_t *ev, int64_t available_at) {
-  settle((sq_t *)b, ev, SET_DEFER, available_at, NULL);
+  settle_t x = settle_emit(list);
+  buffer(s, &x);
 }
 
 static int sq_flush(store_t *b) { return flush_in_call((sq_t *)b); }
@@ -1114,7 +1043,7 @@ static int sq_claim(store_t *b, int max, store_event_t **out, int *n) {
   if (max <= 0 || s->closing) return 0;
   if (file_gone(s)) return -ENOENT;
   uv_timer_stop(&s->flush_timer);
-  claim_t cl = {.now = now_ms(), .max = max};
+  claim_t cl = {.now = store_now_ms(), .max = max};
   int got = 0, lapse_kind = STORE_LAPSED;
   cl.c = malloc(2 * (size_t)max * sizeof *cl.c);
   cl.heads = malloc((size_t)max * sizeof *cl.heads);
@@ -1145,7 +1074,7 @@ fail:;
   rollback(s);
   unclaim(s, out, got);
   claim_done(&cl);
-  if (s->nset) timer_after(&s->flush_timer, on_flush, RETRY_MS);
+  if (s->set.n) timer_after(&s->flush_timer, on_flush, RETRY_MS);
   if (code == -EAGAIN) arm_due(s, cl.now + RETRY_MS);
   return code;
 }
@@ -1176,16 +1105,16 @@ static int renew_all(sq_t *s, int64_t until, int64_t **lost, size_t *nlost) {
  * still out. An id whose row is no longer ours is logged and forgotten. */
 static void on_lease(uv_timer_t *t) {
   sq_t *s = t->data;
-  if (!s->out.n && !s->nset) return;
+  if (!s->out.n && !s->set.n) return;
   int64_t lease = s->base.opts.lease_ms > 0 ? s->base.opts.lease_ms : 30000;
   int64_t *lost = NULL;
   size_t nlost = 0;
-  int settled = s->nset;
+  int settled = s->set.n;
   int rc = begin(s);
   if (rc != SQLITE_DONE) goto fail;
   rc = write_settlements(s);
   if (rc != SQLITE_OK) goto fail;
-  rc = renew_all(s, now_ms() + lease, &lost, &nlost);
+  rc = renew_all(s, store_now_ms() + lease, &lost, &nlost);
   if (rc != SQLITE_OK) goto fail;
   rc = run(s, ST_COMMIT);
   if (rc != SQLITE_DONE) goto fail;
@@ -1317,7 +1246,7 @@ static int prune_batch(sq_t *s, int dead, int64_t keep) {
   sqlite3_stmt *st = s->st[dead ? ST_PRUNE_DEAD : ST_PRUNE_DONE];
   int rc = begin(s);
   if (rc != SQLITE_DONE) goto fail;
-  sqlite3_bind_int64(st, 2, now_ms() - keep);
+  sqlite3_bind_int64(st, 2, store_now_ms() - keep);
   sqlite3_bind_int(st, 3, s->prune_batch);
   rc = sqlite3_step(st);
   done_stmt(st);
@@ -1453,7 +1382,7 @@ static int sq_counts(store_t *b, store_counts_t *c) {
   st = s->st[ST_OLDEST];
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
-    int64_t age = now_ms() - sqlite3_column_int64(st, 0);
+    int64_t age = store_now_ms() - sqlite3_column_int64(st, 0);
     c->oldest_pending_age_ms = age > 0 ? age : 0;
   }
   done_stmt(st);
@@ -1495,8 +1424,7 @@ static int sq_list_dead(store_t *b, int max,
 static void destroy(sq_t *s) {
   for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
   sqlite3_close(s->db);
-  drop_settlements(s);
-  free(s->set);
+  settles_free(&s->set);
   idset_free(&s->out);
   free(s->path);
   free(s->wal_path);
@@ -1539,8 +1467,8 @@ static void sq_close(store_t *b, void (*cb)(void *arg), void *arg) {
   sqlite3_busy_timeout(s->db, CMD_BUSY_MS);
   if (flush_now(s) < 0) {
     log_at(LOG_ERROR, "settlements not written; those events return when their leases expire",
-           KS("db", s->path), KI("events", s->nset));
-    drop_settlements(s);
+           KS("db", s->path), KI("events", s->set.n));
+    settles_clear(&s->set);
   }
   uv_handle_t *list[9];
   int n = handles(s, list);
@@ -1570,8 +1498,8 @@ static int salvage_step(sq_t *s, sqlite3 *db, const char *sql, const settle_t *x
  * written, new events of an emit always. */
 static int salvage_settle(sq_t *s, sqlite3 *db, const settle_t *x) {
   int changed = 0, rc = SQLITE_OK;
-  if (x->kind != SET_EMIT) rc = salvage_step(s, db, sql_text[settle_stmt(s, x)], x, &changed);
-  if (rc != SQLITE_OK || !x->follow || (x->kind == SET_ACK && !changed)) return rc;
+  if (x->kind != SETTLE_EMIT) rc = salvage_step(s, db, sql_text[settle_stmt(s, x)], x, &changed);
+  if (rc != SQLITE_OK || !x->follow || (x->kind == STORE_ACK && !changed)) return rc;
   sqlite3_stmt *st;
   rc = sqlite3_prepare_v2(db, sql_text[ST_INSERT], -1, &st, NULL);
   if (rc != SQLITE_OK) return rc;
@@ -1591,9 +1519,9 @@ static int sq_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf
     sqlite3_busy_timeout(db, CMD_BUSY_MS);
     rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
   }
-  for (int i = 0; i < s->nset && rc == SQLITE_OK; i++) rc = salvage_settle(s, db, &s->set[i]);
+  for (int i = 0; i < s->set.n && rc == SQLITE_OK; i++) rc = salvage_settle(s, db, &s->set.v[i]);
   if (rc == SQLITE_OK && dead_id > 0) {
-    settle_t x = {dead_id, 1, SET_DEAD, store_error_text(err), NULL};
+    settle_t x = {dead_id, 1, STORE_DEAD, store_error_text(err), 0, NULL};
     rc = salvage_step(s, db, sql_text[ST_DEAD], &x, NULL);
     free(x.err);
   }
@@ -1641,11 +1569,7 @@ static const store_ops_t sqlite_ops = {
     .filters = 1,
     .name = "sqlite",
     .claim = sq_claim,
-    .ack = sq_ack,
-    .fail = sq_fail,
-    .dead = sq_dead,
-    .release = sq_release,
-    .defer = sq_defer,
+    .settle = sq_settle,
     .flush = sq_flush,
     .exhausted = sq_exhausted,
     .counts = sq_counts,
