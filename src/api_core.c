@@ -16,6 +16,7 @@
 #include "nats.h"
 #include "redis.h"
 #include "store.h"
+#include "store_open.h"
 
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "store.h"
+#include "store_open.h"
 
 /* ------------------------------------------------------------------ URLs */
 

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "ndjson.h"
 #include "store.h"
+#include "store_open.h"
 
 #define ENQUEUE_TX 1000 /* NDJSON lines per transaction */
 #define DEAD_SHOWN 5    /* dead events listed by `status` */

@@ -35,6 +35,7 @@ extern char **environ;
 #include "routes.h"
 #include "statusline.h"
 #include "store.h"
+#include "store_open.h"
 #include "watch.h"
 #include "watchdog.h"
 

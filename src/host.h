@@ -9,8 +9,8 @@
 #include <uv.h>
 
 #include "config.h"
+#include "event.h"
 #include "routes.h"
-#include "store.h"
 
 typedef struct host host_t;
 typedef struct host_gen host_gen_t;

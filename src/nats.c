@@ -33,6 +33,7 @@
 #include "broker.h"
 #include "log.h"
 #include "store.h"
+#include "store_open.h"
 
 #define NATS_MT "outbox.nats"
 #define NATS_DEFAULT_TIMEOUT_S 5.0

@@ -22,6 +22,7 @@
 #include "broker.h"
 #include "log.h"
 #include "store.h"
+#include "store_open.h"
 
 #define REDIS_MT "outbox.redis"
 #define REDIS_CONNECT_TIMEOUT_MS 5000

@@ -1,11 +1,11 @@
 /* store — where events come from and where their outcomes go.
  * One interface, one file per backend: store_ndjson.c (stdin or a file, in memory),
- * store_sqlite.c, store_pg.c. Every call is non-blocking for the loop: claims
- * return what is at hand (a backend may prefetch), settlements are buffered and
- * written in batches (flushed by size, by a short timer, and by store_flush).
- * Ownership: a claimed event belongs to the dispatcher until it hands it back
- * through exactly one of store_ack / fail / dead / release / defer; the store then
- * frees it. */
+ * store_sqlite.c, store_pg.c; store_open.c picks one from a --db value. Every call
+ * is non-blocking for the loop: claims return what is at hand (a backend may
+ * prefetch), settlements are buffered and written in batches (flushed by size, by a
+ * short timer, and by store_flush). Ownership: a claimed event belongs to the
+ * dispatcher until it hands it back through exactly one of store_ack / fail / dead /
+ * release / defer; the store then frees it. */
 #ifndef OUTBOXD_STORE_H
 #define OUTBOXD_STORE_H
 
@@ -14,56 +14,16 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "event.h"
 #include "topics.h"
 
 typedef struct store store_t;
-
-typedef struct store_event {
-  int64_t id;
-  char *topic;   /* NUL-terminated, never NULL */
-  char *key;     /* NULL when the event has none */
-  char *payload; /* raw text (JSON text when it was not a string) */
-  size_t payload_len;
-  int payload_escaped;  /* 1: payload is a JSON string's body still holding its escapes
-                           (NDJSON); the host unescapes it when a handler reads it */
-  char *headers;        /* JSON object text, or NULL */
-  int attempts;         /* runs already made before this claim */
-  int lapsed;           /* 0, or STORE_LAPSED / STORE_SUSPECT: see below */
-  int64_t created_at;   /* ms since the epoch */
-  int64_t available_at; /* enqueue: not claimable before (ms since the epoch); 0: at once */
-  void *owner;          /* free for the dispatcher */
-  void *priv;           /* free for the store */
-  /* Follow-ups (outbox.enqueue in the event's handler): a list linked by `next`, to
-   * be inserted in the same transaction as this event's ack and only if that ack is
-   * written. Owned by the event: any other settlement frees them with it. */
-  struct store_event *follow;
-  struct store_event *next; /* the next event of a follow-up list */
-} store_event_t;
 
 /* The largest payload dispatched; a larger one is dead-lettered unread. An NDJSON
  * line may be larger by STORE_ENVELOPE_MAX (topic, key, headers) before it is
  * skipped as it streams. */
 #define STORE_PAYLOAD_MAX (16u << 20)
 #define STORE_ENVELOPE_MAX (1u << 20)
-
-/* A claim that takes an event over from a host whose lease ran out (the host stopped
- * mid-run) counts that run as an attempt (`attempts` includes it) and sets `lapsed`.
- * STORE_SUSPECT: the host that took it over after an earlier lapse stopped too; the
- * store hands such an event out alone, and the dispatcher runs it alone, so an event
- * that kills its host takes no neighbours with it. */
-#define STORE_LAPSED 1
-#define STORE_SUSPECT 2
-#define STORE_LAPSE_ERROR "lease expired: the host running it stopped"
-
-/* Allocates an event with its strings in one block (lengths exclude NUL; key and
- * headers may be NULL). Returns NULL on ENOMEM. Free with store_event_free. */
-store_event_t *store_event_new(int64_t id, const char *topic, size_t topic_len, const char *key,
-                               size_t key_len, const char *payload, size_t payload_len,
-                               const char *headers, size_t headers_len, size_t extra);
-/* Frees an event from store_event_new (one block) and its follow-ups; NULL is ignored. */
-void store_event_free(store_event_t *ev);
-/* Frees every event of a list linked by `next` (and their follow-ups). */
-void store_event_list_free(store_event_t *list);
 
 /* The longest last_error a store writes, in bytes. */
 #define STORE_ERROR_MAX 2048
@@ -226,8 +186,8 @@ void store_topics_free(store_t *s);
  * one; -1 for NULL (every topic). */
 int store_topic_pattern(const char *topic, int *prefix);
 
-/* What store_open returns for a SQLite path that does not exist: only
- * store_init_schema (`outboxd init`) creates a database. Callers exit 2. */
+/* What store_open (store_open.h) returns for a SQLite path that does not exist:
+ * only store_init_schema (`outboxd init`) creates a database. Callers exit 2. */
 #define STORE_NO_DB (-ENXIO)
 
 /* Retention (--keep-done, --keep-dead): a dispatching store deletes done and dead
@@ -255,36 +215,6 @@ int64_t store_prune_idle_ms(const store_opts_t *o);
  * whose batches run on the loop thread (SQLite) gives a few ms; one whose batches
  * only hold its connection (PostgreSQL) more. */
 int store_prune_batch(int batch, int64_t took_us, int64_t budget_ms);
-
-/* Opens the store named by `url` ("sqlite:PATH", a bare path, "postgres://...",
- * "ndjson:PATH", "ndjson:-"). On error returns a negative code and writes a one-line
- * message into errbuf. */
-int store_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, store_t **out,
-               char *errbuf, size_t errlen);
-
-/* Copies the database URL `url` into out (len bytes, NUL-terminated, cut when
- * longer) with every password replaced by "***": the one in a URI's user info
- * (postgres://app:***@db/shop) and any password=VALUE, as a conninfo keyword or a
- * query parameter (quoted values included). Everything that prints a database URL
- * prints this. Returns out. */
-const char *store_url_redact(const char *url, char *out, size_t len);
-
-/* Creates the outbox table(s) if missing (`outboxd init`). */
-int store_init_schema(const char *url, char *errbuf, size_t errlen);
-
-/* Backends, chosen by store_open from the --db value. Each opens its store on
- * `loop` (ndjson: a file or -, read once; sqlite: an existing database; pg: a
- * libpq URL, connected in the background) into *out, or returns a negative errno
- * (STORE_NO_DB for a missing SQLite file) with a one-line message in errbuf. The
- * *_init_schema functions are `outboxd init`'s: they create what is missing. */
-int store_ndjson_open(uv_loop_t *loop, const char *path, const store_opts_t *opts, store_t **out,
-                      char *errbuf, size_t errlen);
-int store_sqlite_open(uv_loop_t *loop, const char *path, const store_opts_t *opts, store_t **out,
-                      char *errbuf, size_t errlen);
-int store_sqlite_init_schema(const char *path, char *errbuf, size_t errlen);
-int store_pg_open(uv_loop_t *loop, const char *url, const store_opts_t *opts, store_t **out,
-                  char *errbuf, size_t errlen);
-int store_pg_init_schema(const char *url, char *errbuf, size_t errlen);
 
 #define store_claim(s, max, out, n) ((s)->ops->claim((s), (max), (out), (n)))
 #define store_ack(s, ev) ((s)->ops->settle((s), (ev), STORE_ACK, 0, NULL))

@@ -12,7 +12,7 @@
 
 #include "log.h"
 #include "ndjson.h"
-#include "store.h"
+#include "store_backends.h"
 
 #define READ_CHUNK (128 << 10) /* small enough to stay in cache between read and parse */
 #define PIPE_HIGH (4 << 20)    /* complete lines buffered from a pipe before reading pauses */

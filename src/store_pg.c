@@ -5,7 +5,7 @@
  * buffer only when its statement succeeded, so a lost connection loses nothing. */
 #include "idset.h"
 #include "settle.h"
-#include "store.h"
+#include "store_backends.h"
 
 #include <errno.h>
 #include <inttypes.h>

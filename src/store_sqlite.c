@@ -4,7 +4,7 @@
  * status = 'processing'), so a host whose lease lapsed never overwrites a newer claim. */
 #include "idset.h"
 #include "settle.h"
-#include "store.h"
+#include "store_backends.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,9 +1,11 @@
 /* bench_store_sqlite — claim+ack throughput of the SQLite store, no handlers:
  * enqueue N rows, then claim(batch) and ack every event until nothing is left.
  * usage: bench_store_sqlite [N=1000000] [BATCH=50] [KEYS=0 (0: no keys)] [DIR=/tmp]
- * build: cc -std=c11 -D_GNU_SOURCE -O2 -Isrc $(pkg-config --cflags libuv sqlite3)
- *          tests/bench/bench_store_sqlite.c build/store_sqlite.o build/store.o build/log.o
- *          build/ndjson.o build/store_ndjson.o -o bench $(pkg-config --libs libuv sqlite3) -lm */
+ * build (after make): cc -std=c11 -D_GNU_SOURCE -O2 -Isrc $(pkg-config --cflags libuv sqlite3
+ *          libpq) tests/bench/bench_store_sqlite.c build/store_open.o build/store.o
+ *          build/event.o build/settle.o build/idset.o build/topics.o build/utf8.o build/log.o
+ *          build/ndjson.o build/store_ndjson.o build/store_sqlite.o build/store_pg.o
+ *          -o bench $(pkg-config --libs libuv sqlite3 libpq) -lm */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 #include <uv.h>
 
 #include "store.h"
+#include "store_open.h"
 
 static double now_s(void) {
   struct timespec ts;
@@ -70,8 +73,8 @@ int main(int argc, char **argv) {
   fill(&loop, path, n, keys);
   double t1 = now_s();
 
-  store_opts_t o = {.batch = batch, .ordering_key = 1, .lease_ms = 30000, .poll_ms = 5000,
-                    .host_id = "bench"};
+  store_opts_t o = {
+      .batch = batch, .ordering_key = 1, .lease_ms = 30000, .poll_ms = 5000, .host_id = "bench"};
   store_t *s;
   char err[256];
   if (store_open(&loop, path, &o, &s, err, sizeof err)) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "store.h"
+#include "store_open.h"
 
 static const char *cases[][2] = {
     {"postgres://app:s3cret@db/shop", "postgres://app:***@db/shop"},

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "store.h"
+#include "store_backends.h"
 
 #undef fail /* check.h's deprecated fail() would rewrite ops->fail */
 
