@@ -1,6 +1,7 @@
 /* api_time — outbox.sleep(seconds), outbox.now(), outbox.every and outbox.after.
- * sleep yields the calling coroutine on a libuv timer; timers are kept for reuse,
- * and an abandoned sleep (timeout, shutdown) stops its timer and returns it.
+ * sleep yields the calling coroutine on a libuv timer; timers are kept for reuse in
+ * the host's state of this area (closed by host_close), and an abandoned sleep
+ * (timeout, shutdown) stops its timer and returns it.
  * every/after hand their schedule to the host (host_timer_*), which runs each tick
  * in a coroutine of the generation that made the timer. */
 #include <errno.h>
@@ -14,27 +15,51 @@
 #include "api.h"
 #include "host.h"
 
+typedef struct sleeps sleeps_t;
+
 typedef struct sleeper {
   uv_timer_t timer;
   task_t *task;
+  sleeps_t *owner;
   struct sleeper *next; /* free list */
 } sleeper_t;
 
-static sleeper_t *pool;
-static int fake;       /* outboxd test: sleeps return at once */
-static double skipped; /* seconds the fake clock is ahead of the real one */
+/* A host's clock state: its timers kept for reuse, and the fake clock. */
+struct sleeps {
+  sleeper_t *pool;
+  int fake;       /* outboxd test: sleeps return at once */
+  double skipped; /* seconds the fake clock is ahead of the real one */
+};
 
-void api_time_fake(void) { fake = 1; }
+static void on_closed(uv_handle_t *h) { free(h->data); }
 
-void api_time_advance(double seconds) {
-  if (fake && seconds > 0) skipped += seconds;
+static void sleeps_close(void *state) {
+  sleeps_t *c = state;
+  while (c->pool) {
+    sleeper_t *s = c->pool;
+    c->pool = s->next;
+    uv_close((uv_handle_t *)&s->timer, on_closed);
+  }
+  free(c);
+}
+
+static const host_area_t area = {sizeof(sleeps_t), sleeps_close};
+
+void api_time_fake(host_t *h) {
+  sleeps_t *c = host_area_state(h, &area);
+  if (c) c->fake = 1;
+}
+
+void api_time_advance(host_t *h, double seconds) {
+  sleeps_t *c = host_area_state(h, &area);
+  if (c && c->fake && seconds > 0) c->skipped += seconds;
 }
 
 static void put(sleeper_t *s) {
   uv_timer_stop(&s->timer);
   s->task = NULL;
-  s->next = pool;
-  pool = s;
+  s->next = s->owner->pool;
+  s->owner->pool = s;
 }
 
 static void on_fire(uv_timer_t *timer) {
@@ -52,30 +77,34 @@ static void on_cancel(task_t *t, void *data) {
 static int l_sleep(lua_State *L) {
   double secs = luaL_checknumber(L, 1);
   if (!(secs >= 0) || !isfinite(secs)) return luaL_argerror(L, 1, "seconds must be >= 0");
-  sleeper_t *s = pool;
+  sleeps_t *c = host_area_state(host_of(L), &area);
+  if (!c) return luaL_error(L, "out of memory");
+  sleeper_t *s = c->pool;
   if (s) {
-    pool = s->next;
+    c->pool = s->next;
   } else {
     s = calloc(1, sizeof *s);
     if (!s) return luaL_error(L, "out of memory");
     uv_timer_init(host_loop(L), &s->timer);
     s->timer.data = s;
+    s->owner = c;
   }
   if (host_wait(L, on_cancel, s)) {
-    s->next = pool;
-    pool = s;
+    s->next = c->pool;
+    c->pool = s;
     return luaL_error(L, "outbox.sleep can only wait inside a handler or hook");
   }
   s->task = host_task(L);
-  api_time_advance(secs);
-  uv_timer_start(&s->timer, on_fire, fake ? 0 : (uint64_t)llround(secs * 1000.0), 0);
+  if (c->fake) c->skipped += secs;
+  uv_timer_start(&s->timer, on_fire, c->fake ? 0 : (uint64_t)llround(secs * 1000.0), 0);
   return lua_yield(L, 0);
 }
 
 static int l_now(lua_State *L) {
   struct timeval tv;
+  sleeps_t *c = host_area_state(host_of(L), &area);
   gettimeofday(&tv, NULL);
-  lua_pushnumber(L, (lua_Number)tv.tv_sec + (lua_Number)tv.tv_usec / 1e6 + skipped);
+  lua_pushnumber(L, (lua_Number)tv.tv_sec + (lua_Number)tv.tv_usec / 1e6 + (c ? c->skipped : 0));
   return 1;
 }
 
@@ -167,14 +196,4 @@ void api_time_register(lua_State *L) {
   lua_pushliteral(L, "outbox.timer");
   lua_setfield(L, -2, "__metatable");
   lua_pop(L, 1); /* the metatable, kept in the registry */
-}
-
-static void on_closed(uv_handle_t *h) { free(h->data); }
-
-void api_time_shutdown(void) {
-  while (pool) {
-    sleeper_t *s = pool;
-    pool = s->next;
-    uv_close((uv_handle_t *)&s->timer, on_closed);
-  }
 }

@@ -26,7 +26,6 @@ extern char **environ;
 #include "breaker.h"
 #include "broker.h"
 #include "host.h"
-#include "http.h"
 #include "limiter.h"
 #include "log.h"
 #include "memmon.h"
@@ -533,7 +532,7 @@ static void settle_failure(dispatch_t *d, job_t *j, const char *msg, double dela
     delay = room;
   d->retried++;
   if (report) { /* fake clock: the delay passes at once */
-    api_time_advance((double)delay / 1000.0);
+    api_time_advance(d->host, (double)delay / 1000.0);
     delay = 0;
   }
   report_attempt(ev, attempt, "retry", msg);
@@ -1508,7 +1507,8 @@ int dispatch_run(config_t *cfg, const char *script) {
   d->script = script;
   d->loop = uv_default_loop();
   host_callbacks_t cb = {on_outcome, fill_stats, NULL, d, on_lua_limit_met, on_enqueue};
-  if (host_init(&d->host, d->loop, cfg, &cb)) return 1;
+  if (host_init(&d->host, d->loop, cfg, &cb, api_push_core)) return 1;
+  if (report) api_time_fake(d->host); /* outboxd test */
   uint64_t limit = cfg->memory_limit > 0 ? (uint64_t)cfg->memory_limit : memmon_default_limit();
   host_set_lua_limit(d->host, cfg->lua_memory_limit > 0 ? (uint64_t)cfg->lua_memory_limit : limit);
   if (watchdog_start(on_stall, d))
@@ -1617,8 +1617,6 @@ close:
   close_all(d);
   store_close(d->store, store_closed, NULL);
   host_close(d->host, host_closed, NULL);
-  api_time_shutdown();
-  http_shutdown();
   broker_shutdown();
   uv_run(d->loop, UV_RUN_DEFAULT);
   watchdog_stop();
@@ -1659,7 +1657,6 @@ static void on_check_stall(void *arg, const watchdog_run_t *r, uint64_t ran_ms) 
 
 int dispatch_test(config_t *cfg, const char *script, const dispatch_report_t *r) {
   report = r;
-  api_time_fake();
   int rc = dispatch_run(cfg, script);
   report = NULL;
   return rc;
@@ -1672,7 +1669,7 @@ int dispatch_check(const char *script) {
   config_defaults(&cfg);
   host_callbacks_t cb = {NULL, NULL, NULL, NULL, NULL, NULL};
   uv_loop_t *loop = uv_default_loop();
-  if (host_init(&h, loop, &cfg, &cb)) return 1;
+  if (host_init(&h, loop, &cfg, &cb, api_push_core)) return 1;
   if (watchdog_start(on_check_stall, NULL))
     fprintf(stderr,
             "outboxd: no watchdog thread: a script that never ends would hang this check\n");

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
 #include "blockcache.h"
 #include "log.h"
 #include "timers.h"
@@ -95,10 +94,19 @@ struct host_gen {
   blockcache_t blocks; /* small blocks the state freed, for its next ones of their size */
 };
 
+/* The state of one API area (host_area_state). */
+typedef struct area_slot {
+  const host_area_t *area;
+  void *state;
+  struct area_slot *next;
+} area_slot_t;
+
 struct host {
   uv_loop_t *loop;
   config_t *cfg;
   host_callbacks_t cb;
+  host_module_fn module; /* opens the outbox module's C half in each state */
+  area_slot_t *areas;
   host_gen_t *gens; /* every live generation, newest first */
   host_gen_t *cur;
   int counter;
@@ -985,7 +993,7 @@ static int load_module(host_gen_t *g, char *err, size_t errlen) {
     snprintf(err, errlen, "internal: cannot load the outbox module");
     return -EINVAL;
   }
-  api_push_core(L, &DONE_SENTINEL); /* the C half */
+  g->host->module(L, &DONE_SENTINEL); /* the C half */
   if (lua_pcall(L, 1, 2, 0)) {
     snprintf(err, errlen, "internal: %s", lua_tostring(L, -1));
     return -EINVAL;
@@ -1202,12 +1210,14 @@ int host_load(host_t *h, const char *path, char *err, size_t errlen) {
 
 /* ------------------------------------------------------------------ lifecycle */
 
-int host_init(host_t **out, uv_loop_t *loop, config_t *cfg, const host_callbacks_t *cb) {
+int host_init(host_t **out, uv_loop_t *loop, config_t *cfg, const host_callbacks_t *cb,
+              host_module_fn module) {
   host_t *h = calloc(1, sizeof *h);
   if (!h) return -ENOMEM;
   h->loop = loop;
   h->cfg = cfg;
   h->cb = *cb;
+  h->module = module;
   uv_timer_init(loop, &h->ttimer);
   h->ttimer.data = h;
   uv_unref((uv_handle_t *)&h->ttimer);
@@ -1384,6 +1394,34 @@ static void on_handle_closed(uv_handle_t *handle) {
   }
 }
 
+void *host_area_state(host_t *h, const host_area_t *area) {
+  area_slot_t *a = h->areas;
+  while (a && a->area != area) a = a->next;
+  if (a) return a->state;
+  if (h->closing) return NULL;
+  a = calloc(1, sizeof *a);
+  void *state = a ? calloc(1, area->size) : NULL;
+  if (!state) {
+    free(a);
+    return NULL;
+  }
+  a->area = area;
+  a->state = state;
+  a->next = h->areas;
+  h->areas = a;
+  return state;
+}
+
+/* Releases every API area's state (its tasks were cancelled). */
+static void areas_close(host_t *h) {
+  while (h->areas) {
+    area_slot_t *a = h->areas;
+    h->areas = a->next;
+    a->area->close(a->state);
+    free(a);
+  }
+}
+
 void host_close(host_t *h, void (*cb)(void *arg), void *arg) {
   h->closing = 1;
   host_cancel_all(h);
@@ -1393,6 +1431,7 @@ void host_close(host_t *h, void (*cb)(void *arg), void *arg) {
     g->refs = 0;
     gen_close(g);
   }
+  areas_close(h);
   timers_free(&h->timers);
   h->close_cb = cb;
   h->close_arg = arg;

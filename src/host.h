@@ -80,9 +80,15 @@ typedef struct host_callbacks {
   void (*enqueue)(void *arg, store_event_t *list);
 } host_callbacks_t;
 
-/* Creates the host on `loop`. `cfg` is the live configuration (outbox.configure
- * writes into it with the lowest precedence). Returns 0 or a negative code. */
-int host_init(host_t **out, uv_loop_t *loop, config_t *cfg, const host_callbacks_t *cb);
+/* The C half of the `outbox` module (api_push_core): pushes the `core` table that
+ * lua/outbox.lua receives; `done` is the sentinel a worker yields to say a run ended. */
+typedef void (*host_module_fn)(lua_State *L, void *done);
+
+/* Creates the host on `loop`; every state it makes opens the outbox module with
+ * `module`. `cfg` is the live configuration (outbox.configure writes into it with
+ * the lowest precedence). Returns 0 or a negative code. */
+int host_init(host_t **out, uv_loop_t *loop, config_t *cfg, const host_callbacks_t *cb,
+              host_module_fn module);
 
 /* Loads `path` into a fresh Lua state. On success it becomes the current
  * generation and 0 is returned; the previous one retires: its timers stop, its
@@ -153,10 +159,25 @@ void host_set_lua_limit(host_t *h, uint64_t bytes);
 /* Runs a full garbage collection in every live state. */
 void host_full_gc(host_t *h);
 
-/* Closes every state and handle; `cb` runs when all is released. */
+/* Cancels every task, closes every state, releases the API areas' state (see
+ * host_area_state) and closes the host's handles; `cb` runs when the host itself is
+ * released. Run the loop afterwards: areas may finish in close callbacks of their own. */
 void host_close(host_t *h, void (*cb)(void *arg), void *arg);
 
 /* ---- for the Lua API files (api_*.c, http.c) ---- */
+
+/* An API area that keeps state for the host's lifetime (sleep's reusable timers,
+ * HTTP's multi handle and transfers), known by its address. */
+typedef struct host_area {
+  size_t size;                /* bytes of state, zeroed when made */
+  void (*close)(void *state); /* run by host_close once every task is cancelled: releases
+                                 what the state holds and the state itself (at once, or
+                                 from close callbacks of its own handles) */
+} host_area_t;
+
+/* The state of `area` in h, made on first use. Returns NULL when out of memory or
+ * once the host is closing. */
+void *host_area_state(host_t *h, const host_area_t *area);
 
 /* The task running in coroutine L, or NULL (main chunk, foreign coroutine). */
 task_t *host_task(lua_State *L);

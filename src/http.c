@@ -29,11 +29,14 @@ typedef struct buf {
 } buf_t;
 
 /* A socket curl asked us to watch. Sockets curl opened through on_open_socket are
- * "owned": their poller lives as long as the socket (found by fd in H.byfd), so a
+ * "owned": their poller lives as long as the socket (found by fd in H->byfd), so a
  * keep-alive connection going idle and coming back costs no epoll_ctl. Others (a
  * resolver's socketpair) get a poller from CURL_POLL_IN/OUT until CURL_POLL_REMOVE. */
+typedef struct http http_t;
+
 typedef struct http_sock {
   uv_poll_t poll;
+  http_t *http;
   curl_socket_t fd;
   int events;                    /* what the poller watches now: UV_READABLE | UV_WRITABLE, or 0 */
   int wanted;                    /* curl wants events; 0 while parked in the connection cache */
@@ -44,6 +47,7 @@ typedef struct http_sock {
 
 typedef struct xfer {
   CURL *easy;
+  http_t *http;
   task_t *task;              /* the waiting task; NULL once woken or cancelled */
   buf_t hdr;                 /* request header lines, each ending in NUL */
   struct curl_slist *hnodes; /* the list curl reads, pointing into hdr */
@@ -61,7 +65,8 @@ typedef struct xfer {
   struct xfer *next; /* free list */
 } xfer_t;
 
-static struct {
+/* A host's HTTP side (its state of this area, closed by host_close). */
+struct http {
   uv_loop_t *loop;
   CURLM *multi;
   uv_timer_t timer;
@@ -77,7 +82,8 @@ static struct {
   /* The proxy settings of the environment, read once (curl would read five
    * variables for every request): "" when there is none. */
   const char *proxy_http, *proxy_https, *no_proxy;
-} H;
+  int handles; /* of timer and kick, not yet closed */
+};
 
 /* ------------------------------------------------------------------ buffers */
 
@@ -132,16 +138,18 @@ static void set_fixed_options(xfer_t *x) {
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-  curl_easy_setopt(e, CURLOPT_NOPROXY, H.no_proxy);
+  curl_easy_setopt(e, CURLOPT_NOPROXY, x->http->no_proxy);
   curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x->http);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, x->http);
 }
 
-static xfer_t *xfer_get(void) {
-  xfer_t *x = H.pool;
+static xfer_t *xfer_get(http_t *H) {
+  xfer_t *x = H->pool;
   if (x) {
-    H.pool = x->next;
-    H.pooled--;
+    H->pool = x->next;
+    H->pooled--;
     x->next = NULL;
     return x;
   }
@@ -152,6 +160,7 @@ static xfer_t *xfer_get(void) {
     free(x);
     return NULL;
   }
+  x->http = H;
   set_fixed_options(x);
   return x;
 }
@@ -171,6 +180,7 @@ static void xfer_free(xfer_t *x) {
 /* Releases what one request held and pools the transfer; its buffers are kept
  * (small ones) for the next request. */
 static void xfer_put(xfer_t *x) {
+  http_t *H = x->http;
   x->task = NULL;
   buf_reset(&x->hdr);
   buf_reset(&x->req);
@@ -178,13 +188,13 @@ static void xfer_put(xfer_t *x) {
   buf_reset(&x->head);
   x->too_big = x->oom = 0;
   x->errbuf[0] = '\0';
-  if (H.pooled >= HTTP_POOL_MAX) {
+  if (H->pooled >= HTTP_POOL_MAX) {
     xfer_free(x);
     return;
   }
-  x->next = H.pool;
-  H.pool = x;
-  H.pooled++;
+  x->next = H->pool;
+  H->pool = x;
+  H->pooled++;
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg) {
@@ -324,15 +334,15 @@ static int push_result(lua_State *co, void *arg) {
 
 /* ------------------------------------------------------------------ the loop side */
 
-static void check_done(void) {
+static void check_done(http_t *H) {
   CURLMsg *m;
   int left;
-  while ((m = curl_multi_info_read(H.multi, &left))) {
+  while ((m = curl_multi_info_read(H->multi, &left))) {
     if (m->msg != CURLMSG_DONE) continue;
     xfer_t *x = NULL;
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
     x->result = m->data.result;
-    curl_multi_remove_handle(H.multi, x->easy); /* m is invalid from here */
+    curl_multi_remove_handle(H->multi, x->easy); /* m is invalid from here */
     task_t *t = x->task;
     x->task = NULL;
     if (t) host_wake(t, push_result, x); /* may start new transfers */
@@ -342,6 +352,7 @@ static void check_done(void) {
 
 static void on_poll(uv_poll_t *p, int status, int events) {
   http_sock_t *s = p->data;
+  http_t *H = s->http;
   if (!s->wanted) {
     /* A parked keep-alive connection became readable (closed by the peer) or is
      * writable: stop watching until curl reuses or closes it; curl checks that the
@@ -355,35 +366,39 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
   if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   int running;
-  curl_multi_socket_action(H.multi, s->fd, flags, &running); /* may close s */
-  check_done();
+  curl_multi_socket_action(H->multi, s->fd, flags, &running); /* may close s */
+  check_done(H);
 }
 
 static void on_timer(uv_timer_t *t) {
+  http_t *H = t->data;
   int running;
-  curl_multi_socket_action(H.multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  check_done();
+  curl_multi_socket_action(H->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_done(H);
 }
 
 /* Runs curl's due work once per loop pass however many times it asked for a
  * timeout of 0 (every curl_multi_add_handle does) since the last pass. */
 static void on_kick(uv_idle_t *i) {
+  http_t *H = i->data;
   uv_idle_stop(i);
-  on_timer(&H.timer);
+  on_timer(&H->timer);
 }
 
 static void on_sock_closed(uv_handle_t *h) { free(h->data); }
 
 static void sock_link(http_sock_t *s) {
+  http_t *H = s->http;
   s->prev = NULL;
-  s->next = H.socks;
-  if (H.socks) H.socks->prev = s;
-  H.socks = s;
+  s->next = H->socks;
+  if (H->socks) H->socks->prev = s;
+  H->socks = s;
 }
 
 /* Stops watching s and frees it (after the close callback when it has a poller). */
 static void sock_close(http_sock_t *s) {
-  if (s->owned && (size_t)s->fd < H.nbyfd && H.byfd[s->fd] == s) H.byfd[s->fd] = NULL;
+  http_t *H = s->http;
+  if (s->owned && (size_t)s->fd < H->nbyfd && H->byfd[s->fd] == s) H->byfd[s->fd] = NULL;
   if (!s->started) {
     free(s);
     return;
@@ -391,7 +406,7 @@ static void sock_close(http_sock_t *s) {
   if (s->prev)
     s->prev->next = s->next;
   else
-    H.socks = s->next;
+    H->socks = s->next;
   if (s->next) s->next->prev = s->prev;
   uv_close((uv_handle_t *)&s->poll, on_sock_closed);
 }
@@ -400,7 +415,7 @@ static void sock_close(http_sock_t *s) {
  * events change. Returns 0 or a negative code. */
 static int sock_watch(http_sock_t *s, int ev) {
   if (!s->started) {
-    if (uv_poll_init_socket(H.loop, &s->poll, s->fd)) return -EINVAL;
+    if (uv_poll_init_socket(s->http->loop, &s->poll, s->fd)) return -EINVAL;
     s->poll.data = s;
     s->started = 1;
     sock_link(s);
@@ -414,17 +429,18 @@ static int sock_watch(http_sock_t *s, int ev) {
   return ev ? uv_poll_start(&s->poll, ev, on_poll) : uv_poll_stop(&s->poll);
 }
 
-static http_sock_t *sock_owned(curl_socket_t fd) {
-  return fd >= 0 && (size_t)fd < H.nbyfd ? H.byfd[fd] : NULL;
+static http_sock_t *sock_owned(http_t *H, curl_socket_t fd) {
+  return fd >= 0 && (size_t)fd < H->nbyfd ? H->byfd[fd] : NULL;
 }
 
 /* CURLMOPT_SOCKETFUNCTION: start, change or stop watching a socket. */
 static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp) {
-  http_sock_t *s = socketp ? socketp : sock_owned(fd);
+  http_t *H = userp;
+  http_sock_t *s = socketp ? socketp : sock_owned(H, fd);
   if (what == CURL_POLL_REMOVE) {
     if (!s) return 0;
     if (!s->owned) {
-      curl_multi_assign(H.multi, fd, NULL);
+      curl_multi_assign(H->multi, fd, NULL);
       sock_close(s);
       return 0;
     }
@@ -434,60 +450,64 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
   }
   if (!s) {
     if (!(s = calloc(1, sizeof *s))) return -1;
+    s->http = H;
     s->fd = fd;
-    curl_multi_assign(H.multi, fd, s);
+    curl_multi_assign(H->multi, fd, s);
   }
   s->wanted = 1;
   int ev = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
   return sock_watch(s, ev) ? -1 : 0;
 }
 
-/* Grows H.byfd to hold fd. Returns 0 or -ENOMEM. */
-static int byfd_fit(curl_socket_t fd) {
-  if ((size_t)fd < H.nbyfd) return 0;
-  size_t n = H.nbyfd ? H.nbyfd : 64;
+/* Grows H->byfd to hold fd. Returns 0 or -ENOMEM. */
+static int byfd_fit(http_t *H, curl_socket_t fd) {
+  if ((size_t)fd < H->nbyfd) return 0;
+  size_t n = H->nbyfd ? H->nbyfd : 64;
   while (n <= (size_t)fd) n *= 2;
-  http_sock_t **b = realloc(H.byfd, n * sizeof *b);
+  http_sock_t **b = realloc(H->byfd, n * sizeof *b);
   if (!b) return -ENOMEM;
-  memset(b + H.nbyfd, 0, (n - H.nbyfd) * sizeof *b);
-  H.byfd = b;
-  H.nbyfd = n;
+  memset(b + H->nbyfd, 0, (n - H->nbyfd) * sizeof *b);
+  H->byfd = b;
+  H->nbyfd = n;
   return 0;
 }
 
 /* CURLOPT_OPENSOCKETFUNCTION: a connection's socket, which on_close_socket closes. */
 static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a) {
+  http_t *H = clientp;
   curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
   if (fd == CURL_SOCKET_BAD) return fd;
-  http_sock_t *s = byfd_fit(fd) ? NULL : calloc(1, sizeof *s);
+  http_sock_t *s = byfd_fit(H, fd) ? NULL : calloc(1, sizeof *s);
   if (!s) {
     close(fd);
     return CURL_SOCKET_BAD;
   }
-  if (H.byfd[fd]) /* closed behind our back: forget it */
-    sock_close(H.byfd[fd]);
+  if (H->byfd[fd]) /* closed behind our back: forget it */
+    sock_close(H->byfd[fd]);
+  s->http = H;
   s->fd = fd;
   s->owned = 1;
-  H.byfd[fd] = s;
+  H->byfd[fd] = s;
   return fd;
 }
 
 /* CURLOPT_CLOSESOCKETFUNCTION: the poller goes before the socket does. */
 static int on_close_socket(void *clientp, curl_socket_t fd) {
-  http_sock_t *s = sock_owned(fd);
+  http_sock_t *s = sock_owned(clientp, fd);
   if (s) sock_close(s);
   return close(fd);
 }
 
 /* CURLMOPT_TIMERFUNCTION: curl wants to be called back in timeout_ms (-1: never). */
 static int on_timer_set(CURLM *m, long timeout_ms, void *userp) {
+  http_t *H = userp;
   if (timeout_ms < 0) {
-    uv_timer_stop(&H.timer);
+    uv_timer_stop(&H->timer);
   } else if (timeout_ms == 0) {
-    uv_timer_stop(&H.timer);
-    uv_idle_start(&H.kick, on_kick);
+    uv_timer_stop(&H->timer);
+    uv_idle_start(&H->kick, on_kick);
   } else {
-    uv_timer_start(&H.timer, on_timer, (uint64_t)timeout_ms, 0);
+    uv_timer_start(&H->timer, on_timer, (uint64_t)timeout_ms, 0);
   }
   return 0;
 }
@@ -505,30 +525,34 @@ static const char *env_first(const char *const *names) {
 /* The proxies curl would find in the environment, as it looks for them: for http
  * only the lower-case http_proxy, for https either case, then all_proxy. Given to
  * curl as CURLOPT_PROXY and CURLOPT_NOPROXY ("" is none), so it does not look. */
-static void read_proxy_env(void) {
+static void read_proxy_env(http_t *H) {
   static const char *const http[] = {"http_proxy", "all_proxy", "ALL_PROXY", NULL};
   static const char *const https[] = {"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", NULL};
   static const char *const none[] = {"no_proxy", "NO_PROXY", NULL};
-  H.proxy_http = env_first(http);
-  H.proxy_https = env_first(https);
-  H.no_proxy = env_first(none);
+  H->proxy_http = env_first(http);
+  H->proxy_https = env_first(https);
+  H->no_proxy = env_first(none);
 }
 
 /* Creates the multi handle on first use. Returns 0 or a negative code. */
-static int multi_open(uv_loop_t *loop) {
-  if (H.multi) return H.loop == loop ? 0 : -EINVAL;
-  if (!H.curl_ready) {
+static int multi_open(http_t *H, uv_loop_t *loop) {
+  if (H->multi) return H->loop == loop ? 0 : -EINVAL;
+  if (!H->curl_ready) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT)) return -ENOMEM;
-    H.curl_ready = 1;
+    H->curl_ready = 1;
   }
-  H.multi = curl_multi_init();
-  if (!H.multi) return -ENOMEM;
-  read_proxy_env();
-  H.loop = loop;
-  uv_timer_init(loop, &H.timer);
-  uv_idle_init(loop, &H.kick);
-  curl_multi_setopt(H.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(H.multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
+  H->multi = curl_multi_init();
+  if (!H->multi) return -ENOMEM;
+  read_proxy_env(H);
+  H->loop = loop;
+  uv_timer_init(loop, &H->timer);
+  uv_idle_init(loop, &H->kick);
+  H->timer.data = H->kick.data = H;
+  H->handles = 2;
+  curl_multi_setopt(H->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  curl_multi_setopt(H->multi, CURLMOPT_SOCKETDATA, H);
+  curl_multi_setopt(H->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
+  curl_multi_setopt(H->multi, CURLMOPT_TIMERDATA, H);
   return 0;
 }
 
@@ -588,11 +612,11 @@ static void read_req(lua_State *L, req_t *r, int arg) {
 
 static int header_ok(const char *s) { return s[strcspn(s, "\r\n")] == '\0'; }
 
-/* Appends a header line for curl and its NUL to H.scratch: "name: value", or
+/* Appends a header line for curl and its NUL to H->scratch: "name: value", or
  * "name;" (curl sends that as an empty value) when vn is 0, or just `k` when v is
  * NULL ("Name:" tells curl not to send its own). Returns 0 or -ENOMEM. */
-static int scratch_line(const char *k, size_t kn, const char *v, size_t vn) {
-  buf_t *b = &H.scratch;
+static int scratch_line(http_t *H, const char *k, size_t kn, const char *v, size_t vn) {
+  buf_t *b = &H->scratch;
   if (buf_room(b, kn + 2 + vn + 1)) return -ENOMEM;
   char *p = b->data + b->len;
   memcpy(p, k, kn);
@@ -606,20 +630,20 @@ static int scratch_line(const char *k, size_t kn, const char *v, size_t vn) {
   }
   *p = '\0'; /* the NUL ends the line */
   b->len = (size_t)(p + 1 - b->data);
-  H.scratch_lines++;
+  H->scratch_lines++;
   return 0;
 }
 
-/* Reads the headers table (slot F_HEADERS) into H.scratch, one NUL-terminated line each;
+/* Reads the headers table (slot F_HEADERS) into H->scratch, one NUL-terminated line each;
  * raises on bad entries (nothing is held but the scratch buffer, which is reused).
  * Returns 0 or -ENOMEM. Without a Content-Type of the caller's, none is sent (curl
  * would send a form type with a POST body); without a User-Agent, "outboxd" is
  * (a line of the list: curl's own User-Agent would cost a formatted copy per request). */
-static int read_headers(lua_State *L, int arg) {
+static int read_headers(http_t *H, lua_State *L, int arg) {
   int has_type = 0, has_agent = 0, rc = 0;
-  H.scratch.len = 0;
-  H.scratch_lines = 0;
-  rc = scratch_line("Expect:", 7, NULL, 0);      /* no 100-continue */
+  H->scratch.len = 0;
+  H->scratch_lines = 0;
+  rc = scratch_line(H, "Expect:", 7, NULL, 0);   /* no 100-continue */
   if (lua_istable(L, F_HEADERS)) lua_pushnil(L); /* first key */
   while (lua_istable(L, F_HEADERS) && lua_next(L, F_HEADERS)) {
     if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
@@ -630,11 +654,11 @@ static int read_headers(lua_State *L, int arg) {
       luaL_argerror(L, arg, "header names must be tokens, values without CR or LF");
     has_type |= kn == 12 && strcasecmp(k, "Content-Type") == 0;
     has_agent |= kn == 10 && strcasecmp(k, "User-Agent") == 0;
-    if (!rc) rc = scratch_line(k, kn, v, vn);
+    if (!rc) rc = scratch_line(H, k, kn, v, vn);
     lua_pop(L, 1); /* value; keep key */
   }
-  if (!has_type && !rc) rc = scratch_line("Content-Type:", 13, NULL, 0);
-  if (!has_agent && !rc) rc = scratch_line("User-Agent", 10, "outboxd", 7);
+  if (!has_type && !rc) rc = scratch_line(H, "Content-Type:", 13, NULL, 0);
+  if (!has_agent && !rc) rc = scratch_line(H, "User-Agent", 10, "outboxd", 7);
   return rc;
 }
 
@@ -642,11 +666,12 @@ static int read_headers(lua_State *L, int arg) {
  * list nodes live in x, so a request allocates nothing once x has served one of
  * its size. Returns 0 or -ENOMEM. */
 static int take_headers(xfer_t *x) {
+  http_t *H = x->http;
   buf_t t = x->hdr;
-  x->hdr = H.scratch;
-  H.scratch = t;
-  H.scratch.len = 0;
-  size_t n = (size_t)H.scratch_lines;
+  x->hdr = H->scratch;
+  H->scratch = t;
+  H->scratch.len = 0;
+  size_t n = (size_t)H->scratch_lines;
   if (n > x->hnodes_cap) {
     struct curl_slist *nodes = realloc(x->hnodes, n * sizeof *nodes);
     if (!nodes) return -ENOMEM;
@@ -687,7 +712,7 @@ static int xfer_url(xfer_t *x, const char *url, char *err, size_t n) {
     goto out;
   }
   curl_easy_setopt(x->easy, CURLOPT_CURLU, u);
-  curl_easy_setopt(x->easy, CURLOPT_PROXY, scheme[4] ? H.proxy_https : H.proxy_http);
+  curl_easy_setopt(x->easy, CURLOPT_PROXY, scheme[4] ? x->http->proxy_https : x->http->proxy_http);
   curl_url_cleanup(x->uh);
   free(x->url);
   x->uh = u;
@@ -733,14 +758,15 @@ static void set_options(xfer_t *x, const req_t *r) {
 /* The cancel of a waiting task: the transfer is dropped, its connection closed. */
 static void on_cancel(task_t *t, void *data) {
   xfer_t *x = data;
-  curl_multi_remove_handle(H.multi, x->easy);
+  curl_multi_remove_handle(x->http->multi, x->easy);
   xfer_put(x);
 }
 
 /* Fills a pooled transfer from the request; returns it, or NULL with a message. */
-static xfer_t *prepare(lua_State *L, const req_t *r, int arg, task_t *t, char *err, size_t n) {
-  int rc = read_headers(L, arg); /* may raise; nothing held yet */
-  xfer_t *x = rc ? NULL : xfer_get();
+static xfer_t *prepare(http_t *H, lua_State *L, const req_t *r, int arg, task_t *t, char *err,
+                       size_t n) {
+  int rc = read_headers(H, L, arg); /* may raise; nothing held yet */
+  xfer_t *x = rc ? NULL : xfer_get(H);
   if (x && xfer_url(x, r->url, err, n)) {
     xfer_put(x);
     return NULL;
@@ -757,6 +783,10 @@ static xfer_t *prepare(lua_State *L, const req_t *r, int arg, task_t *t, char *e
   return x;
 }
 
+static void http_close(void *state);
+
+static const host_area_t area = {sizeof(http_t), http_close};
+
 /* Starts the request whose fields are in slots F_HEADERS..F_MAX_BODY and yields;
  * `arg` is the argument named when an option is wrong. */
 static int start(lua_State *L, int arg) {
@@ -765,19 +795,20 @@ static int start(lua_State *L, int arg) {
   read_req(L, &r, arg);
   task_t *t = host_task(L);
   if (!t) return luaL_error(L, "outbox.http can only wait inside a handler or hook");
-  if (multi_open(host_loop(L))) return luaL_error(L, "outbox.http: cannot start libcurl");
-  xfer_t *x = prepare(L, &r, arg, t, err, sizeof err);
+  http_t *H = host_area_state(host_of(L), &area);
+  if (!H || multi_open(H, host_loop(L))) return luaL_error(L, "outbox.http: cannot start libcurl");
+  xfer_t *x = prepare(H, L, &r, arg, t, err, sizeof err);
   if (!x) {
     lua_pushnil(L);
     lua_pushstring(L, err);
     return 2;
   }
-  if (curl_multi_add_handle(H.multi, x->easy) != CURLM_OK) {
+  if (curl_multi_add_handle(H->multi, x->easy) != CURLM_OK) {
     xfer_put(x);
     return luaL_error(L, "outbox.http: cannot add the transfer");
   }
   if (host_wait(L, on_cancel, x)) {
-    curl_multi_remove_handle(H.multi, x->easy);
+    curl_multi_remove_handle(H->multi, x->easy);
     xfer_put(x);
     return luaL_error(L, "outbox.http can only wait inside a handler or hook");
   }
@@ -853,33 +884,39 @@ void http_register(lua_State *L) {
   lua_setfield(L, -2, "http_date");
 }
 
-static void on_timer_closed(uv_handle_t *h) { (void)h; }
+/* The last of timer and kick closed: the state goes. */
+static void on_handle_closed(uv_handle_t *h) {
+  http_t *H = h->data;
+  if (--H->handles == 0) free(H);
+}
 
-void http_shutdown(void) {
-  while (H.pool) {
-    xfer_t *x = H.pool;
-    H.pool = x->next;
+/* host_close: the pooled easy handles and the multi handle are freed, the timer and
+ * the socket pollers closed (every transfer was cancelled with its task). */
+static void http_close(void *state) {
+  http_t *H = state;
+  while (H->pool) {
+    xfer_t *x = H->pool;
+    H->pool = x->next;
     xfer_free(x);
   }
-  H.pooled = 0;
-  if (H.multi) {
-    while (H.socks) { /* stop watching before curl closes the sockets */
-      if (!H.socks->owned) curl_multi_assign(H.multi, H.socks->fd, NULL);
-      sock_close(H.socks);
+  H->pooled = 0;
+  if (H->multi) {
+    while (H->socks) { /* stop watching before curl closes the sockets */
+      if (!H->socks->owned) curl_multi_assign(H->multi, H->socks->fd, NULL);
+      sock_close(H->socks);
     }
-    for (size_t i = 0; i < H.nbyfd; i++) /* owned, never watched */
-      if (H.byfd[i]) sock_close(H.byfd[i]);
-    curl_multi_cleanup(H.multi); /* closes the cached connections */
-    H.multi = NULL;
-    uv_close((uv_handle_t *)&H.timer, on_timer_closed);
-    uv_close((uv_handle_t *)&H.kick, on_timer_closed);
+    for (size_t i = 0; i < H->nbyfd; i++) /* owned, never watched */
+      if (H->byfd[i]) sock_close(H->byfd[i]);
+    curl_multi_cleanup(H->multi); /* closes the cached connections */
+    H->multi = NULL;
   }
-  free(H.byfd);
-  H.byfd = NULL;
-  H.nbyfd = 0;
-  free(H.scratch.data);
-  memset(&H.scratch, 0, sizeof H.scratch);
-  if (H.curl_ready) curl_global_cleanup();
-  H.curl_ready = 0;
-  H.loop = NULL;
+  free(H->byfd); /* after the multi handle: closing it closes owned sockets */
+  free(H->scratch.data);
+  if (H->curl_ready) curl_global_cleanup();
+  if (H->handles) {
+    uv_close((uv_handle_t *)&H->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&H->kick, on_handle_closed);
+  } else {
+    free(H);
+  }
 }

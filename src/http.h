@@ -7,18 +7,14 @@
 
 #include <lua.h>
 
-/* Adds http_request, http_get, http_post and http_date to the table on top of the stack (the
- * `core` table); the multi handle is created on the first request, on the loop of
- * the calling state. http_request{method=, url=, headers=, body=, timeout=,
- * max_body=}, http_get(url, opts), http_post(url, body, opts) yield, then return
+/* Adds http_request, http_get, http_post and http_date to the table on top of the
+ * stack (the `core` table). The multi handle is made on the first request, one per
+ * host (its state of this area: host_close releases it with the pooled transfers).
+ * http_request{method=, url=, headers=, body=, timeout=, max_body=},
+ * http_get(url, opts), http_post(url, body, opts) yield, then return
  * {status=, headers=, body=} or nil, msg; bad arguments raise. The headers table
  * and the body are copied before the call yields: the caller may reuse them.
  * http_date(s) returns the epoch seconds of an HTTP date, or nil. */
 void http_register(lua_State *L);
-
-/* Frees the pooled easy handles and the multi handle, and closes the timer and the
- * socket pollers. Transfers still pending must have been cancelled first
- * (host_close does that); run the loop afterwards so the close callbacks run. */
-void http_shutdown(void);
 
 #endif
