@@ -30,6 +30,18 @@ int64_t store_clamp_time(int64_t ms) {
   return ms < 0 ? 0 : ms > STORE_TIME_MAX ? STORE_TIME_MAX : ms;
 }
 
+void store_counts_set(store_counts_t *c, const char *status, int64_t n) {
+  if (!status) return;
+  if (strcmp(status, "pending") == 0)
+    c->pending = n;
+  else if (strcmp(status, "processing") == 0)
+    c->processing = n;
+  else if (strcmp(status, "done") == 0)
+    c->done = n;
+  else if (strcmp(status, "dead") == 0)
+    c->dead = n;
+}
+
 int64_t store_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

@@ -68,6 +68,10 @@ typedef struct store_counts {
   int64_t oldest_pending_age_ms; /* 0 when nothing is pending */
 } store_counts_t;
 
+/* Sets the count of `status` ("pending", "processing", "done" or "dead", as the
+ * outbox table spells it) in c to n; any other status, or NULL, is ignored. */
+void store_counts_set(store_counts_t *c, const char *status, int64_t n);
+
 /* The outcomes a claimed event is handed back with (store_ops_t's settle). */
 enum { STORE_ACK, STORE_FAIL, STORE_DEAD, STORE_RELEASE, STORE_DEFER };
 

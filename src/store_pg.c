@@ -1846,17 +1846,6 @@ static int pg_pause(store_t *b, const char *pattern, int on, int *changed) {
   return rc;
 }
 
-static void add_count(store_counts_t *c, const char *status, int64_t n) {
-  if (strcmp(status, "pending") == 0)
-    c->pending = n;
-  else if (strcmp(status, "processing") == 0)
-    c->processing = n;
-  else if (strcmp(status, "done") == 0)
-    c->done = n;
-  else if (strcmp(status, "dead") == 0)
-    c->dead = n;
-}
-
 /* While dispatching, counts are read on the loop's connection between other
  * statements: this returns the last ones read and asks for fresh ones; -EAGAIN
  * (not a failure) before the first arrive. */
@@ -1881,7 +1870,7 @@ static int pg_counts(store_t *b, store_counts_t *c) {
   PGresult *r = ops_exec(s, counts_sql, 0, NULL, "counting");
   if (!r) return -EIO;
   for (int i = 0; i < PQntuples(r); i++)
-    add_count(c, PQgetvalue(r, i, 0), strtoll(PQgetvalue(r, i, 1), NULL, 10));
+    store_counts_set(c, PQgetvalue(r, i, 0), strtoll(PQgetvalue(r, i, 1), NULL, 10));
   PQclear(r);
   r = ops_exec(s, oldest_sql, 0, NULL, "counting");
   if (!r) return -EIO;

@@ -1358,25 +1358,13 @@ fail:;
   return code;
 }
 
-static void add_count(store_counts_t *c, const char *status, int64_t n) {
-  if (!status) return;
-  if (strcmp(status, "pending") == 0)
-    c->pending = n;
-  else if (strcmp(status, "processing") == 0)
-    c->processing = n;
-  else if (strcmp(status, "done") == 0)
-    c->done = n;
-  else if (strcmp(status, "dead") == 0)
-    c->dead = n;
-}
-
 static int sq_counts(store_t *b, store_counts_t *c) {
   sq_t *s = (sq_t *)b;
   memset(c, 0, sizeof *c);
   sqlite3_stmt *st = s->st[ST_COUNTS];
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-    add_count(c, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1));
+    store_counts_set(c, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1));
   done_stmt(st);
   if (rc != SQLITE_DONE) return db_error(s, rc, "counting");
   st = s->st[ST_OLDEST];
