@@ -43,20 +43,22 @@ typedef struct memo {
 typedef struct dec {
   lua_State *L; /* NULL: check the text, push nothing */
   const char *p, *end;
-  char *buf;    /* unescaped strings: room for the document plus 16 bytes */
-  memo_t *memo; /* NULL: none */
-  int memo_at;  /* stack index of the memo's string table */
-  int raw;      /* the text is a JSON string's body: quotes come as \" (and no other escape) */
+  char *buf;        /* unescaped strings: room for the document plus 16 bytes */
+  memo_t *memo;     /* NULL: none */
+  int memo_strings; /* with memo: stack index of the table of its strings (an upvalue) */
+  int memo_at;      /* ... and where document() puts it */
+  int top;          /* the stack top before the document */
+  int raw;          /* the text is a JSON string's body: quotes come as \" (and no other escape) */
   int depth;
   unsigned opened;  /* containers opened so far */
   unsigned strings; /* strings pushed so far */
 } dec_t;
 
-static void skip_ws(dec_t *d) {
+static inline void skip_ws(dec_t *d) {
   while (d->p < d->end && (*d->p == ' ' || *d->p == '\t' || *d->p == '\n' || *d->p == '\r')) d->p++;
 }
 
-static int is_digit(char c) { return c >= '0' && c <= '9'; }
+static inline int is_digit(char c) { return c >= '0' && c <= '9'; }
 
 static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
@@ -113,9 +115,22 @@ static int number(dec_t *d) {
   return 0;
 }
 
+/* 1 when the n bytes at a and b are the same (n is short: no call to memcmp). */
+static inline int same_bytes(const char *a, const char *b, size_t n) {
+  for (; n >= 8; a += 8, b += 8, n -= 8) {
+    uint64_t x, y;
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    if (x != y) return 0;
+  }
+  while (n--)
+    if (*a++ != *b++) return 0;
+  return 1;
+}
+
 /* Pushes the string s[0..n), from the memo when the string in the same place of the
  * previous document was the same. */
-static void push_string(dec_t *d, const char *s, size_t n) {
+static inline void push_string(dec_t *d, const char *s, size_t n) {
   lua_State *L = d->L;
   memo_t *m = d->memo;
   unsigned slot = d->strings++;
@@ -123,7 +138,7 @@ static void push_string(dec_t *d, const char *s, size_t n) {
     lua_pushlstring(L, s, n);
     return;
   }
-  if (m->len[slot] == n + 1 && memcmp(m->text[slot], s, n) == 0) {
+  if (m->len[slot] == n + 1 && same_bytes(m->text[slot], s, n)) {
     lua_rawgeti(L, d->memo_at, (int)slot + 1);
     m->misses[slot] = 0;
     return;
@@ -149,7 +164,7 @@ static int escaped_string(dec_t *d) {
 }
 
 /* 1 when a string starts at d->p: a quote, or \" in a string body. */
-static int at_string(const dec_t *d) {
+static inline int at_string(const dec_t *d) {
   if (!d->raw) return d->p < d->end && *d->p == '"';
   return d->end - d->p >= 2 && d->p[0] == '\\' && d->p[1] == '"';
 }
@@ -260,15 +275,22 @@ static int value(dec_t *d) {
 /* The whole text is one value between blanks; 0 with it pushed (when d->L), -1
  * with the stack as it was. */
 static int document(dec_t *d) {
-  int top = d->L ? lua_gettop(d->L) : 0;
+  lua_State *L = d->L;
   memo_t *m = d->memo;
-  if (m && ++m->documents % MEMO_RELEARN == 0) memset(m->misses, 0, sizeof m->misses);
+  if (m) {
+    if (++m->documents % MEMO_RELEARN == 0) memset(m->misses, 0, sizeof m->misses);
+    lua_pushvalue(L, d->memo_strings); /* at a plain index, reached faster */
+    d->memo_at = lua_gettop(L);
+  }
   skip_ws(d);
   if (value(d) == 0) {
     skip_ws(d);
-    if (d->p == d->end) return 0;
+    if (d->p == d->end) {
+      if (L) lua_replace(L, d->top + 1), lua_settop(L, d->top + 1); /* the value only */
+      return 0;
+    }
   }
-  if (d->L) lua_settop(d->L, top);
+  if (L) lua_settop(L, d->top);
   return -1;
 }
 
@@ -281,24 +303,21 @@ static char *scratch(lua_State *L, char *local, size_t local_size, size_t len) {
 /* Pushes the value of the JSON text s[0..len) (s[len] is a NUL, as in every Lua
  * string); 0, or -EINVAL with nothing pushed when it is not strict JSON. Raises only
  * on memory errors. */
-static int push_text(lua_State *L, const char *s, size_t len, memo_t *memo, int memo_at) {
+static int push_text(lua_State *L, const char *s, size_t len, memo_t *memo, int memo_strings) {
   char local[STACK_TEXT];
-  int top = lua_gettop(L);
-  dec_t d = {.L = L, .p = s, .end = s + len, .memo = memo, .memo_at = memo_at};
-  d.buf = scratch(L, local, sizeof local, len);
-  if (document(&d) == 0) {
-    if (lua_gettop(L) > top + 1) lua_remove(L, top + 1); /* the scratch userdata */
-    return 0;
-  }
-  lua_settop(L, top);
-  return -EINVAL;
+  dec_t d = {.L = L, .p = s, .end = s + len, .memo = memo, .memo_strings = memo_strings};
+  d.top = lua_gettop(L);
+  d.buf = scratch(L, local, sizeof local, len); /* pushed when it is a userdata */
+  return document(&d) ? -EINVAL : 0;
 }
 
 /* The same for the body of a JSON string whose only escapes are the quotes of the
  * document's strings (\"), read as it is: -EINVAL for any other body (it is then
  * unescaped and decoded as text). */
-static int push_raw(lua_State *L, const char *raw, size_t len, memo_t *memo, int memo_at) {
-  dec_t d = {.L = L, .p = raw, .end = raw + len, .memo = memo, .memo_at = memo_at, .raw = 1};
+static int push_raw(lua_State *L, const char *raw, size_t len, memo_t *memo, int memo_strings) {
+  dec_t d = {.L = L, .p = raw, .end = raw + len, .memo = memo, .memo_strings = memo_strings};
+  d.raw = 1;
+  d.top = lua_gettop(L);
   return document(&d) ? -EINVAL : 0;
 }
 
