@@ -2,6 +2,7 @@
  * from the WAL file. One connection, used only on the loop thread.
  * Invariant: every write to a claimed row is fenced on (id, locked_by = this host,
  * status = 'processing'), so a host whose lease lapsed never overwrites a newer claim. */
+#include "checkpoint.h"
 #include "idset.h"
 #include "settle.h"
 #include "store_backends.h"
@@ -28,6 +29,9 @@
 #define CHECK_TRIES 10    /* looks after one event, the delay doubling: ~1 s in all */
 #define BUSY_LOG_MS 60000 /* "database busy" at most this often */
 #define PRUNE_BUDGET_MS 4 /* a retention batch holds the loop about this long at most */
+#define WAL_PAGES 10000   /* log pages between checkpoints (see open_db) */
+#define STR(x) #x
+#define XSTR(x) STR(x)
 
 /* ---------------------------------------------------------------- schema */
 
@@ -319,6 +323,8 @@ typedef struct sq {
   int prune_batch; /* rows per retention batch (adapts to PRUNE_BUDGET_MS) */
   int prune_dead;  /* the batch prunes dead rows (else done rows) */
   uv_fs_event_t wal_watch, db_watch;
+  checkpoint_t ckpt; /* a dispatching host checkpoints off the loop thread */
+  int ckpt_on;
   int unwatched;    /* the watches are stopped while claims come back full */
   int watch_failed; /* a watch could not start (logged once) */
   int nopen; /* handles not yet closed */
@@ -1301,6 +1307,7 @@ static void start_dispatching(sq_t *s) {
   watch(s, &s->wal_watch, s->wal_path);
   watch(s, &s->db_watch, s->path);
   s->prune_batch = store_prune_batch(0, 0, PRUNE_BUDGET_MS);
+  s->ckpt_on = checkpoint_attach(&s->ckpt, s->base.loop, s->db, s->path, WAL_PAGES) == 0;
   if (store_prunes(&s->base.opts)) timer_after(&s->prune_timer, on_prune, STORE_PRUNE_GAP_MS);
 }
 
@@ -1422,14 +1429,17 @@ static void destroy(sq_t *s) {
   free(s);
 }
 
-static void on_closed(uv_handle_t *h) {
-  sq_t *s = h->data;
+/* One more handle (or the checkpoint) closed; the last one frees the store. */
+static void one_closed(void *store) {
+  sq_t *s = store;
   if (--s->nopen) return;
   void (*cb)(void *) = s->close_cb;
   void *arg = s->close_arg;
   destroy(s);
   if (cb) cb(arg);
 }
+
+static void on_closed(uv_handle_t *h) { one_closed(h->data); }
 
 /* Every libuv handle the store owns; returns how many. */
 static int handles(sq_t *s, uv_handle_t **list) {
@@ -1460,7 +1470,8 @@ static void sq_close(store_t *b, void (*cb)(void *arg), void *arg) {
   }
   uv_handle_t *list[9];
   int n = handles(s, list);
-  s->nopen = n;
+  s->nopen = n + s->ckpt_on;
+  if (s->ckpt_on) checkpoint_close(&s->ckpt, one_closed, s);
   for (int i = 0; i < n; i++) uv_close(list[i], on_closed);
 }
 
@@ -1715,10 +1726,12 @@ static int open_db(const char *path, enum open_mode mode, sqlite3 **out, char *e
    * write (key heads, the rows of many keys) are written again and again, and each
    * checkpoint copies each of them once and syncs. 10^5 events over 1000 keys: 262
    * syncs -> 28, 216k page writes -> 186k, 39k page reads -> 9k. The WAL file is cut
-   * back to 64 MiB after a checkpoint that let it grow past that. */
+   * back to 64 MiB after a checkpoint that let it grow past that. A dispatching host
+   * runs its checkpoints on a thread of its own (checkpoint.c). */
   rc = sqlite3_exec(db,
                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                    " PRAGMA wal_autocheckpoint=10000; PRAGMA journal_size_limit=67108864;",
+                    " PRAGMA journal_size_limit=67108864;"
+                    " PRAGMA wal_autocheckpoint=" XSTR(WAL_PAGES),
                     NULL, NULL, NULL);
   if (rc != SQLITE_OK) goto fail;
   if (mode != OPEN_EXISTING) rc = create_schema(db, path);
