@@ -55,6 +55,7 @@ typedef struct dec {
 } dec_t;
 
 static inline void skip_ws(dec_t *d) {
+  if (d->p < d->end && (unsigned char)*d->p > ' ') return; /* the usual case: no blank */
   while (d->p < d->end && (*d->p == ' ' || *d->p == '\t' || *d->p == '\n' || *d->p == '\r')) d->p++;
 }
 
@@ -115,8 +116,20 @@ static int number(dec_t *d) {
   return 0;
 }
 
-/* 1 when the n bytes at a and b are the same (n is short: no call to memcmp). */
-static inline int same_bytes(const char *a, const char *b, size_t n) {
+/* 1 when the n bytes of the memo's text a and of b are the same; b_end is how far b
+ * may be read (a, a memo text, has MEMO_LEN bytes). Short strings cost no call to
+ * memcmp, and those under 8 bytes one masked compare where 8 bytes of b can be read. */
+static inline int same_bytes(const char *a, const char *b, size_t n, const char *b_end) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (n < 8 && b_end - b >= 8) {
+    uint64_t x, y;
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    return ((x ^ y) & ((1ULL << (8 * n)) - 1)) == 0;
+  }
+#else
+  (void)b_end;
+#endif
   for (; n >= 8; a += 8, b += 8, n -= 8) {
     uint64_t x, y;
     memcpy(&x, a, 8);
@@ -130,7 +143,8 @@ static inline int same_bytes(const char *a, const char *b, size_t n) {
 
 /* Pushes the string s[0..n), from the memo when the string in the same place of the
  * previous document was the same. */
-static inline void push_string(dec_t *d, const char *s, size_t n) {
+static inline __attribute__((always_inline)) void push_string(dec_t *d, const char *s, size_t n,
+                                                              const char *s_end) {
   lua_State *L = d->L;
   memo_t *m = d->memo;
   unsigned slot = d->strings++;
@@ -138,7 +152,7 @@ static inline void push_string(dec_t *d, const char *s, size_t n) {
     lua_pushlstring(L, s, n);
     return;
   }
-  if (m->len[slot] == n + 1 && same_bytes(m->text[slot], s, n)) {
+  if (m->len[slot] == n + 1 && same_bytes(m->text[slot], s, n, s_end)) {
     lua_rawgeti(L, d->memo_at, (int)slot + 1);
     m->misses[slot] = 0;
     return;
@@ -159,7 +173,10 @@ static int escaped_string(dec_t *d) {
   const char *s = d->p + 1, *q = ndjson_skip_string(d->p, d->end, &escaped);
   if (!q) return -1;
   d->p = q;
-  if (d->L) push_string(d, d->buf, ndjson_unescape_to(d->buf, s, (size_t)(q - 1 - s)));
+  if (d->L) {
+    size_t n = ndjson_unescape_to(d->buf, s, (size_t)(q - 1 - s));
+    push_string(d, d->buf, n, d->buf + n);
+  }
   return 0;
 }
 
@@ -191,7 +208,7 @@ static int string(dec_t *d) {
     q += n;
   }
   d->p = q + 1 + d->raw;
-  if (d->L) push_string(d, s, (size_t)(q - s));
+  if (d->L) push_string(d, s, (size_t)(q - s), d->end);
   return 0;
 }
 
