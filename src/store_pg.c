@@ -183,28 +183,36 @@ static const char schema_sql[] =
   " AND locked_by = $1 AND status = 'processing' RETURNING id"
 
 /* $1 host. Milliseconds until something not claimable now becomes claimable: a retry
- * coming due, or another host's lease running out. NULL when nothing waits. */
+ * coming due, or another host's lease running out. NULL when nothing waits. Each is
+ * the first entry of its index (an ORDER BY with a limit: as min(), a plan made before
+ * the table had statistics read every entry ahead). Leases are left out while a
+ * pending row comes due within a second: the claim it brings takes over lapsed
+ * leases too, and the lease index holds every row this host has out, all read. */
 #define DUE_NAME "outboxd_due"
+#define DUE_PENDING " FROM outbox WHERE status = 'pending' AND available_at > now()"
 #define NEXT_DUE_SQL                                                                               \
   "SELECT ceil(extract(epoch FROM min(t) - now()) * 1000)::bigint FROM ("                          \
-  "SELECT min(available_at) AS t FROM outbox WHERE status = 'pending' AND available_at > now()"    \
-  " UNION ALL SELECT min(locked_until) FROM outbox WHERE status = 'processing'"                    \
-  " AND locked_by IS DISTINCT FROM $1 AND locked_until >= now()) x"
+  "(SELECT available_at AS t" DUE_PENDING " ORDER BY available_at LIMIT 1) UNION ALL"              \
+  " (SELECT locked_until FROM outbox WHERE status = 'processing'"                                  \
+  " AND locked_by IS DISTINCT FROM $1 AND locked_until >= now()"                                   \
+  " AND NOT EXISTS (SELECT 1" DUE_PENDING " AND available_at <= now() + interval '1 second')"      \
+  " ORDER BY locked_until LIMIT 1)) x"
 
 /* Claimable rows without the key rule (keyless ones under per-key order: `free_c`
  * and `free_l` say so of c and l), skipping rows other hosts are claiming right now.
  * Each part stops at $3 rows: pending rows whose time has come, in due order off a
- * due-time index, and lapsed leases off the lease index (their key is tested after
- * the limit: with it inside, a planner without statistics walks an index of every
- * keyless row instead). Rows still ahead are never visited, however many wait. */
+ * due-time index, and lapsed leases, the oldest lapse first, off the lease index
+ * (their key is tested after the limit: with it inside, a planner without statistics
+ * walks an index of every keyless row instead; in id order, one with statistics walks
+ * every live row). Rows still ahead are never visited, however many wait. */
 #define FREE_CTE(free_c, free_l)                                                                   \
-  " fdue AS (SELECT c.id, false AS lapsed FROM outbox c WHERE NOT EXISTS (SELECT 1 FROM "          \
-  "sus)" free_c " AND c.status = 'pending' AND c.available_at <= now()"                            \
-  " ORDER BY c.available_at LIMIT $3 FOR UPDATE SKIP LOCKED),"                                     \
+  " fdue AS (SELECT c.id, false AS lapsed FROM outbox c"                                           \
+  " WHERE NOT EXISTS (SELECT 1 FROM sus)" free_c " AND c.status = 'pending'"                       \
+  " AND c.available_at <= now() ORDER BY c.available_at LIMIT $3 FOR UPDATE SKIP LOCKED),"         \
   " flap AS (SELECT l.id, true AS lapsed FROM (SELECT c.id, c.key FROM outbox c"                   \
   " WHERE NOT EXISTS (SELECT 1 FROM sus) AND c.status = 'processing' AND c.locked_until < now()"   \
-  " AND NOT (c.id = ANY ($4::bigint[])) ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED) l" free_l   \
-  "),"                                                                                             \
+  " AND NOT (c.id = ANY ($4::bigint[])) ORDER BY c.locked_until LIMIT $3"                          \
+  " FOR UPDATE SKIP LOCKED) l" free_l "),"                                                         \
   " free AS (SELECT id, lapsed FROM fdue UNION ALL SELECT id, lapsed FROM flap)"
 
 /* Without per-key order: the oldest claimable rows by id. */

@@ -78,6 +78,30 @@ t_pg_enqueue_delay_and_at() {
   assert_eq "$(sql "SELECT available_at <= now() FROM outbox WHERE payload = 'c'")" t "no delay: due at once"
 }
 
+# Scheduled keyless events on PostgreSQL: claimed by due time, and one due in a second
+# behind 5000 due in ten minutes starts on time within a generous bound (as on SQLite).
+t_pg_scheduled_events_run_by_due_time() {
+  pg_fresh || return 1
+  printf 'return function(ev) outbox.log.info("HANDLED", { p = ev.payload, ms = math.floor(outbox.now() * 1000) }) end\n' > h.lua
+  sql "INSERT INTO outbox (topic, payload, available_at) VALUES ('t', 'c', now() - interval '1 s'),
+    ('t', 'b', now() - interval '2 s'), ('t', 'a', now() - interval '3 s')" || fail "insert"
+  "$OUTBOXD" run h.lua --db "$PGURL" --once --batch 1 --concurrency 1 --log text 2> log1 || fail "run --once exit $?"
+  assert_eq "$(grep -oE 'p=[a-c]' log1 | tr '\n' ' ')" "p=a p=b p=c " "due order"
+  sql "INSERT INTO outbox (topic, payload, available_at)
+    SELECT 't', 'later', now() + interval '10 minutes' FROM generate_series(1, 5000)" || fail "insert later"
+  "$OUTBOXD" run h.lua --db "$PGURL" --log text 2> log2 &
+  local pid=$! due ran
+  wait_for 'database connected' log2 || { kill $pid; return 1; }
+  due=$(( $(date +%s%3N) + 1000 ))
+  "$OUTBOXD" enqueue --db "$PGURL" --topic t --payload soon --at "$due" 2> /dev/null || fail "enqueue --at"
+  wait_for 'HANDLED .*p=soon' log2 60 || { kill $pid; return 1; }
+  kill $pid; wait $pid
+  ran=$(grep 'p=soon' log2 | grep -oE 'ms=[0-9]+' | cut -d= -f2)
+  [ "$ran" -ge "$due" ] || fail "ran at $ran, before it was due ($due)"
+  [ $((ran - due)) -le 10000 ] || fail "ran $((ran - due)) ms after it was due"
+  assert_no_grep 'p=later' log2 "nothing due in ten minutes ran"
+}
+
 # status per topic and requeue --dead --topic on PostgreSQL.
 t_pg_status_and_requeue_per_topic() {
   pg_fresh || return 1

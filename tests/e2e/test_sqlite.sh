@@ -341,6 +341,31 @@ t_sqlite_enqueue_delay_and_at() {
   assert_no_grep 'p=later' log2 "the event due in 10 minutes did not run"
 }
 
+# Scheduled keyless events are claimed by due time: whose time came first runs first
+# (one claimed at a time; the last inserted is the earliest due). And an event due
+# in a second, behind 5000 due in ten minutes, starts on a waiting host no earlier
+# than its time and well within a generous bound (claims read no row still ahead).
+t_sqlite_scheduled_events_run_by_due_time() {
+  printf 'return function(ev) outbox.log.info("HANDLED", { p = ev.payload, ms = math.floor(outbox.now() * 1000) }) end\n' > h.lua
+  "$OUTBOXD" init --db x.db 2> /dev/null || fail "init"
+  sql x.db "INSERT INTO outbox (topic, payload, available_at) VALUES ('t', 'c', 3000), ('t', 'b', 2000), ('t', 'a', 1000)"
+  "$OUTBOXD" run h.lua --db x.db --once --batch 1 --concurrency 1 --log text 2> log1 || fail "run --once exit $?"
+  assert_eq "$(grep -oE 'p=[a-c]' log1 | tr '\n' ' ')" "p=a p=b p=c " "due order"
+  sql x.db "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+    INSERT INTO outbox (topic, payload, available_at) SELECT 't', 'later', unixepoch() * 1000 + 600000 FROM n"
+  "$OUTBOXD" run h.lua --db x.db --log text 2> log2 &
+  local pid=$! due ran
+  wait_for 'started' log2 || { kill $pid; return 1; }
+  due=$(( $(date +%s%3N) + 1000 ))
+  "$OUTBOXD" enqueue --db x.db --topic t --payload soon --at "$due" 2> /dev/null || fail "enqueue --at"
+  wait_for 'HANDLED .*p=soon' log2 60 || { kill $pid; return 1; }
+  kill $pid; wait $pid
+  ran=$(grep 'p=soon' log2 | grep -oE 'ms=[0-9]+' | cut -d= -f2)
+  [ "$ran" -ge "$due" ] || fail "ran at $ran, before it was due ($due)"
+  [ $((ran - due)) -le 10000 ] || fail "ran $((ran - due)) ms after it was due"
+  assert_no_grep 'p=later' log2 "nothing due in ten minutes ran"
+}
+
 # status counts per topic (text and --json "topics"); requeue --dead --topic moves
 # only the matching topics' dead events, and the next run runs exactly those.
 t_sqlite_status_and_requeue_per_topic() {
