@@ -18,7 +18,7 @@ void adaptive_init(adaptive_t *a, int initial, int max, int64_t now) {
   a->min = 1;
   a->limit = initial < 1 ? 1 : initial > a->max ? a->max : initial;
   a->noload_us = 0;
-  a->sum_us = 0;
+  a->min_us = 0;
   a->count = 0;
   a->max_inflight = 0;
   a->dropped = 0;
@@ -39,7 +39,8 @@ static double clamp(const adaptive_t *a, double v) {
 
 /* The window is over: move the limit. */
 static void close_window(adaptive_t *a) {
-  int64_t rtt = a->sum_us / a->count;
+  int64_t rtt = a->min_us; /* the window's fastest run: queueing delays them all, a
+                              host held up now and then only some */
   if (rtt < 1) rtt = 1;
   if (++a->windows >= PROBE_WINDOWS) {
     /* Probe, as GradientLimit does: the no-load RTT may have drifted, and a limit
@@ -48,7 +49,7 @@ static void close_window(adaptive_t *a) {
     a->windows = 0;
     a->noload_us = 0;
     a->limit = clamp(a, sqrt(a->limit));
-    a->sum_us = 0;
+    a->min_us = 0;
     a->count = 0;
     a->max_inflight = 0;
     a->dropped = 0;
@@ -70,14 +71,15 @@ static void close_window(adaptive_t *a) {
     a->limit = clamp(a, target); /* back off, or grow, at once */
   else
     a->limit = clamp(a, a->limit * (1 - SMOOTHING) + target * SMOOTHING);
-  a->sum_us = 0;
+  a->min_us = 0;
   a->count = 0;
   a->max_inflight = 0;
   a->dropped = 0;
 }
 
 int adaptive_sample(adaptive_t *a, int64_t rtt_us, int inflight, int dropped, int64_t now) {
-  a->sum_us += rtt_us > 0 ? rtt_us : 0;
+  if (rtt_us < 0) rtt_us = 0;
+  if (a->count == 0 || rtt_us < a->min_us) a->min_us = rtt_us;
   a->count++;
   if (inflight > a->max_inflight) a->max_inflight = inflight;
   if (dropped) a->dropped = 1;

@@ -1,6 +1,7 @@
 /* adaptive — a concurrency limit that follows latency, after the gradient limit of
- * Netflix's concurrency-limits (GradientLimit): the no-load latency is the lowest
- * round-trip time seen; each window's average RTT gives the gradient
+ * Netflix's concurrency-limits (GradientLimit: "the gradient of change in the
+ * samples minimum RTT and absolute minimum RTT"): each window's RTT is its fastest
+ * run's, the no-load latency the lowest window RTT seen; they give the gradient
  * 2 * noload / rtt (clamped to [0.5, 1]: its rttTolerance of 2, latency may double
  * before the limit shrinks) and the new limit is limit * gradient + sqrt(limit),
  * taken at once when it grows and smoothed when it shrinks, as GradientLimit does.
@@ -16,7 +17,7 @@ typedef struct adaptive {
   double limit;      /* current estimate */
   int min, max;      /* bounds of the limit */
   int64_t noload_us; /* lowest window RTT seen since the last probe; 0: none yet */
-  int64_t sum_us;    /* RTTs of this window */
+  int64_t min_us;    /* lowest RTT of this window */
   int count;         /* samples in this window */
   int max_inflight;  /* highest in-flight count seen in this window */
   int dropped;       /* a failure in this window */

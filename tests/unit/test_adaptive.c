@@ -1,9 +1,9 @@
 /* Unit tests for src/adaptive.c on a fake clock and a model downstream: the limit
  * settles near the knee of a server that runs 20 requests at a time and queues the
  * rest (at about twice it: latency may double before the limit shrinks), grows at
- * once while latency stays low, keeps the server busy when the host itself stalls
- * now and then, backs off on failures, stays put when the route does not use its
- * limit, and never leaves [1, max]. */
+ * once while latency stays low, tells a few slow runs from queueing, keeps the
+ * server busy when the host itself stalls now and then, backs off on failures,
+ * stays put when the route does not use its limit, and never leaves [1, max]. */
 #include <check.h>
 
 #include "check_main.h"
@@ -58,7 +58,7 @@ START_TEST(settles_near_the_knee) {
   /* From far above: the first no-load RTT seen is 90 ms, so the limit stays high
    * until the first probe drops it to sqrt(limit), about 31, and measures again.
    * 31 in flight is past the knee, so that no-load RTT (3.1 ms) is still above the
-   * true one and the limit settles higher than from below (82), until a later
+   * true one and the limit settles higher than from below (about 70), until a later
    * probe; far below 900 all the same. */
   adaptive_init(&a, 900, 1000, now);
   l = drive(&a, &now, 60000, 20, 2);
@@ -99,6 +99,23 @@ START_TEST(grows_at_once_while_latency_is_low) {
   int after = one_window(&a, &now, 20000);
   ck_assert_int_lt(after, l);
   ck_assert_int_ge(after, (int)(l * 0.9));
+}
+END_TEST
+
+START_TEST(a_few_slow_runs_are_not_queueing) {
+  adaptive_t a;
+  int64_t now = 0;
+  adaptive_init(&a, 40, 1000, now);
+  one_window(&a, &now, 2000); /* the no-load RTT: 2 ms */
+  /* two runs of ten held up 50 ms (the host was away), the rest at no-load speed:
+   * the limit grows as before (their average, 11.6 ms, would have shrunk it) */
+  int l = adaptive_limit(&a);
+  now += 20;
+  for (int i = 0; i < 10; i++) adaptive_sample(&a, i < 2 ? 50000 : 2000, l, 0, now);
+  ck_assert_int_gt(adaptive_limit(&a), l);
+  /* every run slower (the downstream queues): it shrinks */
+  l = adaptive_limit(&a);
+  ck_assert_int_lt(one_window(&a, &now, 11600), l);
 }
 END_TEST
 
@@ -169,6 +186,7 @@ Suite *unit_suite(void) {
   TCase *tc = tcase_create("adaptive");
   tcase_add_test(tc, settles_near_the_knee);
   tcase_add_test(tc, grows_at_once_while_latency_is_low);
+  tcase_add_test(tc, a_few_slow_runs_are_not_queueing);
   tcase_add_test(tc, host_stalls_keep_the_server_busy);
   tcase_add_test(tc, failures_back_off);
   tcase_add_test(tc, unused_limit_stays);
