@@ -147,3 +147,22 @@ if os.getenv("TOP") then -- the file top_at: epoch ms before and after the call
 end
 LUA
 }
+
+# due_soon_on_time DB READY: with h.lua logging HANDLED p= ms= and DB holding rows due
+# in ten minutes, a waiting host (ready once its log has READY) starts an event
+# enqueued --at one second ahead no earlier than its time and within 10 s, and runs
+# nothing else.
+due_soon_on_time() {
+  local db=$1 ready=$2 pid due ran
+  "$OUTBOXD" run h.lua --db "$db" --log text 2> log2 &
+  pid=$!
+  wait_for "$ready" log2 || { kill $pid; return 1; }
+  due=$(( $(date +%s%3N) + 1000 ))
+  "$OUTBOXD" enqueue --db "$db" --topic t --payload soon --at "$due" 2> /dev/null || fail "enqueue --at"
+  wait_for 'HANDLED .*p=soon' log2 60 || { kill $pid; return 1; }
+  kill $pid; wait $pid
+  ran=$(grep 'p=soon' log2 | grep -oE 'ms=[0-9]+' | cut -d= -f2)
+  [ "$ran" -ge "$due" ] || fail "ran at $ran, before it was due ($due)"
+  [ $((ran - due)) -le 10000 ] || fail "ran $((ran - due)) ms after it was due"
+  assert_no_grep 'p=later' log2 "nothing due in ten minutes ran"
+}
