@@ -1635,19 +1635,29 @@ static void create_private(const char *path) {
   if (fd >= 0) close(fd);
 }
 
-/* Drops index `name` when it exists and its definition lacks `text` (an earlier
- * version's), logging `why`; the schema then builds it anew. Returns an SQLite code. */
-static int drop_old_index(sqlite3 *db, const char *path, const char *name, const char *text,
-                          const char *why) {
+/* Sets *has to -1 when index `name` does not exist, else to whether its definition
+ * contains `text`. Returns an SQLite code. */
+static int index_has(sqlite3 *db, const char *name, const char *text, int *has) {
   sqlite3_stmt *st;
+  *has = -1;
   int rc = sqlite3_prepare_v2(
       db, "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1", -1, &st, NULL);
   if (rc != SQLITE_OK) return rc;
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-  int old = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) &&
-            !strstr((const char *)sqlite3_column_text(st, 0), text);
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    const char *sql = (const char *)sqlite3_column_text(st, 0);
+    *has = sql && strstr(sql, text) != NULL;
+  }
   sqlite3_finalize(st);
-  if (!old) return SQLITE_OK;
+  return SQLITE_OK;
+}
+
+/* Drops index `name` when it exists and its definition lacks `text` (an earlier
+ * version's), logging `why`; the schema then builds it anew. Returns an SQLite code. */
+static int drop_old_index(sqlite3 *db, const char *path, const char *name, const char *text,
+                          const char *why) {
+  int has, rc = index_has(db, name, text, &has);
+  if (rc != SQLITE_OK || has != 0) return rc;
   log_at(LOG_INFO, "upgrading the schema", KS("index", name), KS("change", why), KS("db", path));
   char sql[96];
   snprintf(sql, sizeof sql, "DROP INDEX %s", name);
@@ -1660,21 +1670,16 @@ static int drop_old_index(sqlite3 *db, const char *path, const char *name, const
  * gone. Runs inside the caller's transaction, before the schema's CREATE ... IF NOT
  * EXISTS. */
 static int migrate(sqlite3 *db, const char *path) {
-  sqlite3_stmt *st;
-  int rc = drop_old_index(db, path, "outbox_key_head", "key IS NOT NULL",
+  int extra, rc = drop_old_index(db, path, "outbox_key_head", "key IS NOT NULL",
                           "key index limited to rows with a key");
   if (rc == SQLITE_OK)
     rc = drop_old_index(db, path, "outbox_keyless", "(available_at)",
                         "keyless rows indexed by due time");
   if (rc != SQLITE_OK) return rc;
   /* a (topic, key) index of an earlier version: claims by topic use the key index */
-  rc = sqlite3_prepare_v2(
-      db, "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'outbox_topic_key'", -1, &st,
-      NULL);
+  rc = index_has(db, "outbox_topic_key", "", &extra);
   if (rc != SQLITE_OK) return rc;
-  int extra = sqlite3_step(st) == SQLITE_ROW;
-  sqlite3_finalize(st);
-  return extra ? sqlite3_exec(db, "DROP INDEX outbox_topic_key", NULL, NULL, NULL) : SQLITE_OK;
+  return extra > 0 ? sqlite3_exec(db, "DROP INDEX outbox_topic_key", NULL, NULL, NULL) : SQLITE_OK;
 }
 
 /* Creates the table and indexes if missing, migrating an older schema first. The
@@ -1756,14 +1761,9 @@ fail:
  * failure here (another host holds the write lock) is logged and left alone. */
 static void fit_key_index(sq_t *s) {
   sqlite3_stmt *st;
-  int live = 0, want = s->base.opts.keep_done_ms != 0;
-  if (sqlite3_prepare_v2(s->db,
-                         "SELECT sql LIKE '%status%' FROM sqlite_master"
-                         " WHERE type = 'index' AND name = 'outbox_key_head'",
-                         -1, &st, NULL) != SQLITE_OK)
-    return;
-  if (sqlite3_step(st) == SQLITE_ROW) live = sqlite3_column_int(st, 0);
-  sqlite3_finalize(st);
+  int live, want = s->base.opts.keep_done_ms != 0;
+  if (index_has(s->db, "outbox_key_head", "status", &live) != SQLITE_OK) return;
+  live = live > 0;
   if (live && !want &&
       sqlite3_prepare_v2(s->db,
                          "SELECT 1 FROM outbox INDEXED BY outbox_settled"
