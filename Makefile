@@ -63,7 +63,7 @@ LDLIBS  += $(PKG_LIBS) $(CJSON_LIBS) -lhttp_parser -lm -lpthread -ldl
 
 # Core modules: pure C, no libuv, no Lua. Unit-tested with a fake clock.
 CORE_SRC := src/limiter.c src/breaker.c src/memmon.c src/backoff.c src/idset.c src/bucket.c \
-            src/adaptive.c src/routes.c src/timers.c src/topics.c src/blockcache.c
+            src/adaptive.c src/routes.c src/timers.c src/topics.c src/blockcache.c src/walvfs.c
 APP_SRC  := $(filter-out $(CORE_SRC) src/main.c,$(wildcard src/*.c))
 LUA_SRC  := $(wildcard lua/*.lua)
 

@@ -6,6 +6,7 @@
 #include "idset.h"
 #include "settle.h"
 #include "store_backends.h"
+#include "walvfs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1724,7 +1725,10 @@ static int open_db(const char *path, enum open_mode mode, sqlite3 **out, char *e
   /* NOMUTEX: a connection is only ever used by the thread that opened it. */
   int flags =
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (mode == OPEN_CREATE ? SQLITE_OPEN_CREATE : 0);
-  int rc = sqlite3_open_v2(path, &db, flags, NULL);
+  /* On the VFS that writes each transaction's log in one block (walvfs.h); on the
+   * default one if that could not be set up. */
+  const char *vfs = walvfs_register() == SQLITE_OK ? WALVFS_NAME : NULL;
+  int rc = sqlite3_open_v2(path, &db, flags, vfs);
   if (rc != SQLITE_OK) goto fail;
   sqlite3_busy_timeout(db, CMD_BUSY_MS);
   /* A checkpoint every 10000 WAL pages instead of 1000: the pages a claim and its acks
