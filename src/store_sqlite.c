@@ -47,6 +47,9 @@
 #define KEY_INDEX_ALL " WHERE key IS NOT NULL"
 #define KEY_INDEX_SQL(where) "CREATE INDEX IF NOT EXISTS outbox_key_head ON outbox(key, id)" where
 #define TOPIC_FREE_WHERE " WHERE key IS NULL AND status = 'pending'"
+/* A statement reads outbox_taken when its WHERE repeats this condition. */
+#define TAKEN " status <> 'pending'"
+#define TAKEN_WHERE " WHERE" TAKEN
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS outbox (\n"
@@ -64,9 +67,11 @@ static const char schema_sql[] =
     "  locked_until INTEGER,\n"
     "  last_error   TEXT\n"
     ");\n"
-    /* Claims scan one status in id order; available_at rides along so rows not yet
-     * due are skipped without touching the table. */
-    "CREATE INDEX IF NOT EXISTS outbox_claim ON outbox(status, id, available_at);\n"
+    /* Rows taken (processing, done, dead) by status in id order: leases that ran out,
+     * the dead. Waiting rows are not in it, so a claim adds an entry and deletes none
+     * (the waiting rows are found through the indexes below); 10^5-row claims of 1000
+     * cost about a fifth less. */
+    "CREATE INDEX IF NOT EXISTS outbox_taken ON outbox(status, id)" TAKEN_WHERE ";\n"
     /* Keyless rows waiting, by due time (0, at once, in id order): claims with
      * per-key order take them here, reading only rows that are due. */
     "CREATE INDEX IF NOT EXISTS outbox_keyless ON outbox(available_at)"
@@ -94,9 +99,11 @@ static const char schema_sql[] =
     "(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))\n"
     ");\n";
 
-/* Without per-key order, claims by topic take every waiting row of a topic in id
- * order; dispatching hosts with --ordering none create this index. */
+/* Without per-key order, claims take every waiting row in id order (of a topic, when
+ * claiming by topic); dispatching hosts with --ordering none create these indexes. */
 static const char topic_pending_sql[] =
+    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(id, available_at)"
+    " WHERE status = 'pending';"
     "CREATE INDEX IF NOT EXISTS outbox_topic_pending ON outbox(topic, id, available_at)"
     " WHERE status = 'pending'";
 
@@ -151,9 +158,10 @@ enum {
 /* Rows under lease are found through the status index: they are few (what hosts hold
  * now), but with ANALYZE statistics of a table where nearly every row is pending,
  * SQLite would rather scan the whole table for them. */
-#define LEASED_ROWS " INDEXED BY outbox_claim"
+#define LEASED_ROWS " INDEXED BY outbox_taken"
 /* ?1 now, ?2 host. Held by another host whose lease ran out: it stopped mid-run. */
-#define LAPSED " o.status = 'processing' AND o.locked_until < ?1 AND o.locked_by IS NOT ?2"
+#define LAPSED                                                                                     \
+  " o." TAKEN " AND o.status = 'processing' AND o.locked_until < ?1 AND o.locked_by IS NOT ?2"
 /* ...and it had already been taken over after such a lapse. */
 #define SUSPECT LAPSED " AND o.last_error LIKE '" STORE_LAPSE_ERROR "%'"
 /* A row is the head of its key when no live row of that key has a smaller id. */
@@ -258,23 +266,27 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_NEXT_DUE] = "SELECT min(t) FROM (SELECT min(available_at) AS t"
                     " FROM outbox INDEXED BY outbox_due"
                     " WHERE status = 'pending' AND available_at > 0 AND available_at > ?1"
-                    " UNION ALL SELECT min(locked_until) FROM outbox"
-                    " WHERE status = 'processing' AND locked_by IS NOT ?2"
+                    " UNION ALL SELECT min(locked_until) FROM outbox INDEXED BY outbox_taken"
+                    " WHERE" TAKEN " AND status = 'processing' AND locked_by IS NOT ?2"
                     " AND locked_until >= ?1)",
     [ST_DATA_VERSION] = "PRAGMA data_version",
     [ST_INSERT] = "INSERT INTO outbox (topic, key, payload, headers, available_at)"
                   " VALUES (?1, ?2, ?3, ?4, ?5)",
-    [ST_REQUEUE_DEAD] = "UPDATE OR FAIL outbox SET status = 'pending', attempts = 0,"
-                        " available_at = 0," UNLOCK " WHERE status = 'dead'"
+    [ST_REQUEUE_DEAD] = "UPDATE OR FAIL outbox INDEXED BY outbox_taken SET status = 'pending',"
+                        " attempts = 0, available_at = 0," UNLOCK " WHERE" TAKEN
+                        " AND status = 'dead'"
                         " AND (?1 IS NULL OR topic = ?1"
                         " OR (?2 AND substr(topic, 1, length(?1)) = ?1))",
     [ST_REQUEUE_ID] =
         "UPDATE outbox SET status = 'pending', attempts = 0,"
         " available_at = 0," UNLOCK " WHERE id = ?1 AND status IN ('dead', 'pending', 'done')",
-    [ST_COUNTS] = "SELECT status, count(*) FROM outbox GROUP BY status",
-    [ST_OLDEST] = "SELECT min(created_at) FROM outbox WHERE status = 'pending'",
-    [ST_LIST_DEAD] = "SELECT id, topic, attempts, last_error FROM outbox"
-                     " WHERE status = 'dead' ORDER BY id DESC LIMIT ?1",
+    /* every row, then the taken ones by status: one statement, one snapshot */
+    [ST_COUNTS] = "SELECT NULL, count(*) FROM outbox UNION ALL SELECT status, count(*)"
+                  " FROM outbox INDEXED BY outbox_taken" TAKEN_WHERE " GROUP BY status",
+    /* the first waiting row in id order: the oldest but for rows given a created_at */
+    [ST_OLDEST] = "SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1",
+    [ST_LIST_DEAD] = "SELECT id, topic, attempts, last_error FROM outbox INDEXED BY outbox_taken"
+                     " WHERE" TAKEN " AND status = 'dead' ORDER BY id DESC LIMIT ?1",
     [ST_TOPIC_COUNTS] = "SELECT topic, sum(status = 'pending'), sum(status = 'processing'),"
                         " sum(status = 'dead') FROM outbox"
                         " WHERE status IN ('pending', 'processing', 'dead')"
@@ -1370,11 +1382,17 @@ static int sq_counts(store_t *b, store_counts_t *c) {
   sq_t *s = (sq_t *)b;
   memset(c, 0, sizeof *c);
   sqlite3_stmt *st = s->st[ST_COUNTS];
+  int64_t all = 0;
   int rc;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-    store_counts_set(c, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1));
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (sqlite3_column_type(st, 0) == SQLITE_NULL)
+      all = sqlite3_column_int64(st, 1);
+    else
+      store_counts_set(c, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1));
+  }
   done_stmt(st);
   if (rc != SQLITE_DONE) return db_error(s, rc, "counting");
+  c->pending = all - c->processing - c->done - c->dead; /* the rows not taken */
   st = s->st[ST_OLDEST];
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
@@ -1382,7 +1400,7 @@ static int sq_counts(store_t *b, store_counts_t *c) {
     c->oldest_pending_age_ms = age > 0 ? age : 0;
   }
   done_stmt(st);
-  if (rc != SQLITE_ROW) return db_error(s, rc, "counting");
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(s, rc, "counting");
   return 0;
 }
 
@@ -1527,8 +1545,8 @@ static int sq_salvage(store_t *b, int64_t dead_id, const char *err, char *errbuf
   }
   if (rc == SQLITE_OK)
     rc = salvage_step(s, db,
-                      "UPDATE outbox SET status = 'pending'," UNLOCK
-                      " WHERE locked_by = ?2 AND status = 'processing'",
+                      "UPDATE outbox INDEXED BY outbox_taken SET status = 'pending'," UNLOCK
+                      " WHERE" TAKEN " AND status = 'processing' AND locked_by = ?2",
                       NULL, &released);
   if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
@@ -1654,11 +1672,12 @@ static int index_has(sqlite3 *db, const char *name, const char *text, int *has) 
 }
 
 /* Drops index `name` when it exists and its definition lacks `text` (an earlier
- * version's), logging `why`; the schema then builds it anew. Returns an SQLite code. */
+ * version's; NULL: whatever it is), logging `why`; the schema then builds what
+ * replaces it. Returns an SQLite code. */
 static int drop_old_index(sqlite3 *db, const char *path, const char *name, const char *text,
                           const char *why) {
-  int has, rc = index_has(db, name, text, &has);
-  if (rc != SQLITE_OK || has != 0) return rc;
+  int has, rc = index_has(db, name, text ? text : "", &has);
+  if (rc != SQLITE_OK || has < 0 || (text && has)) return rc;
   log_at(LOG_INFO, "upgrading the schema", KS("index", name), KS("change", why), KS("db", path));
   char sql[96];
   snprintf(sql, sizeof sql, "DROP INDEX %s", name);
@@ -1667,20 +1686,22 @@ static int drop_old_index(sqlite3 *db, const char *path, const char *name, const
 
 /* Brings a database written by an earlier version up to this schema: the key index
  * used to cover keyless rows too (it is rebuilt over keyed rows only), the keyless
- * index was in id order (it is rebuilt by due time), and a (topic, key) index is
- * gone. Runs inside the caller's transaction, before the schema's CREATE ... IF NOT
- * EXISTS. */
+ * index was in id order (it is rebuilt by due time), the status index covered the
+ * waiting rows too (outbox_taken replaces it), and a (topic, key) index is gone. Runs
+ * inside the caller's transaction, before the schema's CREATE ... IF NOT EXISTS. */
 static int migrate(sqlite3 *db, const char *path) {
-  int extra, rc = drop_old_index(db, path, "outbox_key_head", "key IS NOT NULL",
+  int rc = drop_old_index(db, path, "outbox_key_head", "key IS NOT NULL",
                           "key index limited to rows with a key");
   if (rc == SQLITE_OK)
     rc = drop_old_index(db, path, "outbox_keyless", "(available_at)",
                         "keyless rows indexed by due time");
-  if (rc != SQLITE_OK) return rc;
-  /* a (topic, key) index of an earlier version: claims by topic use the key index */
-  rc = index_has(db, "outbox_topic_key", "", &extra);
-  if (rc != SQLITE_OK) return rc;
-  return extra > 0 ? sqlite3_exec(db, "DROP INDEX outbox_topic_key", NULL, NULL, NULL) : SQLITE_OK;
+  if (rc == SQLITE_OK)
+    rc = drop_old_index(db, path, "outbox_claim", NULL,
+                        "status index without the waiting rows (outbox_taken)");
+  if (rc == SQLITE_OK)
+    rc = drop_old_index(db, path, "outbox_topic_key", NULL,
+                        "claims by topic use the key index");
+  return rc;
 }
 
 /* Creates the table and indexes if missing, migrating an older schema first. The

@@ -168,8 +168,9 @@ START_TEST(schema_created) {
   ck_assert_str_eq(mode, "wal");
   ck_assert_int_eq(raw_int("SELECT count(*) FROM pragma_table_info('outbox')"), 12);
   ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE type = 'index'"
-                           " AND name IN ('outbox_claim', 'outbox_key_head')"),
+                           " AND name IN ('outbox_taken', 'outbox_key_head')"),
                    2);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'outbox_claim'"), 0);
   raw_exec("INSERT INTO outbox (topic, payload) VALUES ('t', 'p')");
   int64_t created = raw_int("SELECT created_at FROM outbox");
   ck_assert_int_le(llabs(created - now_ms()), 2000);
@@ -818,6 +819,8 @@ START_TEST(old_schema_migrated) {
   raw_text("SELECT sql FROM sqlite_master WHERE name = 'outbox_key_head'", buf, sizeof buf);
   ck_assert_ptr_nonnull(strstr(buf, "key IS NOT NULL"));
   ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'outbox_keyless'"), 1);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'outbox_taken'"), 1);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'outbox_claim'"), 0);
   store_event_t *out[4];
   ck_assert_int_eq(claim(s, 4, out), 3);
   ck_assert_str_eq(out[0]->payload, "A1");
