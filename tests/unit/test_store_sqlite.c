@@ -5,6 +5,7 @@
 #include "check_main.h"
 #include <errno.h>
 #include <sqlite3.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,6 +311,30 @@ START_TEST(fenced_ack_writes_no_follow_ups) {
   ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 1);
   close_store(s1);
   close_store(s2);
+}
+END_TEST
+
+/* Acks without follow-ups go out as one DELETE whose count tells whether any was
+ * fenced out: the row another host took over stays, the one it settled stays gone,
+ * the others are written. */
+START_TEST(plain_acks_fenced_out_leave_the_other_hosts_rows) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  for (int i = 0; i < 3; i++) put(s, "t", NULL, "x");
+  store_event_t *out[3];
+  ck_assert_int_eq(claim(s, 3, out), 3);
+  char sql[96];
+  snprintf(sql, sizeof sql, "UPDATE outbox SET locked_by = 'h2' WHERE id = %" PRId64, out[0]->id);
+  raw_exec(sql);
+  snprintf(sql, sizeof sql, "DELETE FROM outbox WHERE id = %" PRId64, out[1]->id);
+  raw_exec(sql);
+  int64_t taken = out[0]->id;
+  for (int i = 0; i < 3; i++) store_ack(s, out[i]);
+  ck_assert_int_eq(store_flush(s), 0);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox"), 1);
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM outbox WHERE id = %" PRId64
+           " AND locked_by = 'h2' AND status = 'processing'", taken);
+  ck_assert_int_eq(raw_int(sql), 1);
+  close_store(s);
 }
 END_TEST
 
@@ -998,6 +1023,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, retention_deletes_old_rows_only);
   tcase_add_test(tc, follow_ups_with_the_ack_only);
   tcase_add_test(tc, fenced_ack_writes_no_follow_ups);
+  tcase_add_test(tc, plain_acks_fenced_out_leave_the_other_hosts_rows);
   tcase_add_test(tc, follow_ups_roll_back_with_the_ack);
   tcase_add_test(tc, pushed_and_salvaged);
   tcase_add_test(tc, claim_honours_max);
