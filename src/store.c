@@ -30,6 +30,20 @@ int64_t store_clamp_time(int64_t ms) {
   return ms < 0 ? 0 : ms > STORE_TIME_MAX ? STORE_TIME_MAX : ms;
 }
 
+size_t store_put_int(char *out, int64_t v) {
+  char t[20];
+  size_t n = 0, len = 0;
+  uint64_t u = (uint64_t)v;
+  if (v < 0) {
+    out[len++] = '-';
+    u = 0 - u;
+  }
+  do t[n++] = (char)('0' + u % 10);
+  while ((u /= 10) != 0);
+  while (n) out[len++] = t[--n];
+  return len;
+}
+
 void store_counts_set(store_counts_t *c, const char *status, int64_t n) {
   if (!status) return;
   if (strcmp(status, "pending") == 0)

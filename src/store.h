@@ -43,6 +43,12 @@ int64_t store_clamp_time(int64_t ms);
  * available_at and retention cut-off is measured with it. */
 int64_t store_now_ms(void);
 
+/* Writes the decimal digits of v (an id, a time: >= 0; a negative v gets its sign) to
+ * out, which has room for 20 bytes, and returns their count. No terminating NUL. The
+ * id lists of a claim and its acks are built with it (snprintf: ~1.5k instructions an
+ * event at batch 1000). */
+size_t store_put_int(char *out, int64_t v);
+
 /* Called by the store when claim() may return more than it did (new rows, a retry
  * came due, a prefetch completed, input arrived). May be called from any loop
  * callback, never from inside a store call. */

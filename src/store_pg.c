@@ -589,8 +589,7 @@ static void sb_str(sbuf_t *b, const char *s) { sb_put(b, s, strlen(s)); }
 
 static void sb_int(sbuf_t *b, int64_t v) {
   char t[24];
-  int n = snprintf(t, sizeof t, "%" PRId64, v);
-  sb_put(b, t, (size_t)n);
+  sb_put(b, t, store_put_int(t, v));
 }
 
 /* One element of a text[] literal: NULL, or double-quoted with \ and " escaped. */

@@ -587,9 +587,10 @@ static int write_acks(sq_t *s, int nacks) {
   if (!ids) return SQLITE_NOMEM;
   ids[len++] = '[';
   for (int i = 0; i < s->set.n; i++)
-    if (s->set.v[i].kind == STORE_ACK)
-      len +=
-          (size_t)snprintf(ids + len, cap - len, "%s%" PRId64, len > 1 ? "," : "", s->set.v[i].id);
+    if (s->set.v[i].kind == STORE_ACK) {
+      if (len > 1) ids[len++] = ',';
+      len += store_put_int(ids + len, s->set.v[i].id);
+    }
   ids[len++] = ']';
   int follows = 0;
   for (int i = 0; i < s->set.n && !follows; i++)
@@ -1028,8 +1029,10 @@ static int take_rows(sq_t *s, claim_t *cl, int lapse_kind, store_event_t **out, 
   char *ids = malloc(cap);
   if (!ids) return SQLITE_NOMEM;
   ids[len++] = '[';
-  for (int i = 0; i < cl->nc; i++)
-    len += (size_t)snprintf(ids + len, cap - len, "%s%" PRId64, i ? "," : "", cl->c[i].id);
+  for (int i = 0; i < cl->nc; i++) {
+    if (i) ids[len++] = ',';
+    len += store_put_int(ids + len, cl->c[i].id);
+  }
   ids[len++] = ']';
   sqlite3_stmt *st = s->st[ST_TAKE];
   int64_t lease = s->base.opts.lease_ms > 0 ? s->base.opts.lease_ms : 30000;

@@ -3,6 +3,8 @@
 #include <check.h>
 
 #include "check_main.h"
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "store.h"
@@ -42,6 +44,19 @@ START_TEST(redaction_fits_small_buffers) {
 END_TEST
 
 /* Retention: which statuses are pruned, how long a store rests, how a batch adapts. */
+/* Ids and times as text, against snprintf, at the edges of int64. */
+START_TEST(integers_as_text) {
+  const int64_t v[] = {0, 7, 10, 99, 1234567890123, INT64_MAX, -1, -42, INT64_MIN};
+  for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+    char want[32], got[32] = {0};
+    snprintf(want, sizeof want, "%" PRId64, v[i]);
+    size_t n = store_put_int(got, v[i]);
+    ck_assert_uint_eq(n, strlen(want));
+    ck_assert_str_eq(got, want);
+  }
+}
+END_TEST
+
 START_TEST(retention_plan) {
   store_opts_t o = {0};
   o.keep_dead_ms = -1;
@@ -74,6 +89,7 @@ Suite *unit_suite(void) {
   tcase_add_loop_test(tc, redacts_passwords, 0, (int)(sizeof cases / sizeof cases[0]));
   tcase_add_test(tc, redaction_fits_small_buffers);
   tcase_add_test(tc, retention_plan);
+  tcase_add_test(tc, integers_as_text);
   suite_add_tcase(s, tc);
   return s;
 }
