@@ -124,6 +124,7 @@ enum {
   ST_NEXT_HEAD,
   ST_FOLLOWERS,
   ST_TAKE,
+  ST_TAKEN,
   ST_ACK_DELETE,
   ST_ACK_GONE,
   ST_ACK_DONE,
@@ -240,14 +241,17 @@ static const char *const sql_text[ST_COUNT] = {
                      " FROM outbox INDEXED BY outbox_key_head" KEY_HEAD_WHERE
                      " AND key = ?1 AND id > ?2 ORDER BY key, id LIMIT ?4",
     /* ?1 JSON array of ids, ?2 host, ?3 locked_until. A row taken over from a lapsed
-     * lease (still 'processing') counts the stopped run. One statement per claim:
-     * RETURNING gathers its rows in a temporary table, once per statement. */
+     * lease (still 'processing') counts the stopped run. One statement per claim. */
     [ST_TAKE] = "UPDATE OR FAIL outbox SET status = 'processing', locked_by = ?2,"
                 " locked_until = ?3, attempts = attempts + (status = 'processing'),"
                 " last_error = CASE WHEN status = 'processing'"
                 " THEN '" STORE_LAPSE_ERROR " (attempt ' || (attempts + 1) || ')'"
-                " ELSE last_error END WHERE id IN (SELECT value FROM json_each(?1))"
-                " RETURNING id, topic, key, payload, headers, attempts, created_at",
+                " ELSE last_error END WHERE id IN (SELECT value FROM json_each(?1))",
+    /* ?1 the same array: the rows just taken, read in the same transaction (a
+     * RETURNING clause would copy each row, payload and all, into a temporary table
+     * first: 2*10^5 events at batch 1000, ~10% of a claim). */
+    [ST_TAKEN] = "SELECT o.id, o.topic, o.key, o.payload, o.headers, o.attempts, o.created_at"
+                 " FROM json_each(?1) j JOIN outbox o ON o.id = j.value",
     /* ?1 JSON array of ids, ?2 host. Returns the ids written. */
     [ST_ACK_DELETE] = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))"
                       " AND locked_by = ?2 AND status = 'processing' RETURNING id",
@@ -1020,8 +1024,8 @@ static store_event_t *row_event(sqlite3_stmt *st) {
   return ev;
 }
 
-/* Leases the picked rows to this host in one statement; the events go to out[] and
- * on lease, marked `lapse_kind` when their lease had lapsed. */
+/* Leases the picked rows to this host in one statement, then reads them; the events
+ * go to out[] and on lease, marked `lapse_kind` when their lease had lapsed. */
 static int take_rows(sq_t *s, claim_t *cl, int lapse_kind, store_event_t **out, int *got) {
   if (!cl->nc) return SQLITE_OK;
   qsort(cl->c, (size_t)cl->nc, sizeof *cl->c, by_cand_id);
@@ -1039,7 +1043,14 @@ static int take_rows(sq_t *s, claim_t *cl, int lapse_kind, store_event_t **out, 
   sqlite3_bind_text(st, 1, ids, (int)len, SQLITE_STATIC);
   bind_host(s, st);
   sqlite3_bind_int64(st, 3, cl->now + lease);
-  int rc;
+  int rc = sqlite3_step(st);
+  done_stmt(st);
+  if (rc != SQLITE_DONE) {
+    free(ids);
+    return rc;
+  }
+  st = s->st[ST_TAKEN];
+  sqlite3_bind_text(st, 1, ids, (int)len, SQLITE_STATIC);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW && *got < cl->max) {
     store_event_t *ev = row_event(st);
     if (!ev || idset_add(&s->out, ev->id)) {
