@@ -29,6 +29,10 @@ settle_t settle_emit(store_event_t *list) {
   return x;
 }
 
+int settle_frees(const settle_t *x, int keyed) {
+  return keyed || (x->kind != STORE_ACK && x->kind != STORE_DEAD) || x->follow != NULL;
+}
+
 void settle_drop(settle_t *x) {
   free(x->err);
   x->err = NULL;

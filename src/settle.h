@@ -40,6 +40,12 @@ settle_t settle_take(store_event_t *ev, int kind, int64_t arg, const char *err);
 /* A SETTLE_EMIT settlement owning `list` (new events linked by `next`). */
 settle_t settle_emit(store_event_t *list);
 
+/* 1 when writing x may make some event claimable at once: a release, retry or
+ * deferral (the event itself), new events, or any outcome of an event whose key
+ * holds others back (`keyed`: it has one under per-key order); 0 for an ack or
+ * dead-letter of any other event, whose write frees nothing a claim could take. */
+int settle_frees(const settle_t *x, int keyed);
+
 /* Frees what x owns (its error, its follow-ups). */
 void settle_drop(settle_t *x);
 

@@ -56,10 +56,30 @@ void store_counts_set(store_counts_t *c, const char *status, int64_t n) {
     c->dead = n;
 }
 
-int64_t store_now_ms(void) {
+int64_t store_now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t store_now_ms(void) { return store_now_us() / 1000; }
+
+int store_take_due(store_event_t **buf, int *n, int max, int64_t now, store_event_t **out,
+                   int64_t *next) {
+  int got = 0, kept = 0;
+  *next = 0;
+  for (int i = 0; i < *n; i++) {
+    store_event_t *ev = buf[i];
+    if (got < max && ev->available_at <= now) {
+      out[got++] = ev;
+      continue;
+    }
+    int64_t at = ev->available_at > now ? ev->available_at : now;
+    if (!*next || at < *next) *next = at;
+    buf[kept++] = ev;
+  }
+  *n = kept;
+  return got;
 }
 
 const char *store_refuses(store_t *s, const store_event_t *ev) {

@@ -49,6 +49,17 @@ int64_t store_now_ms(void);
  * event at batch 1000). */
 size_t store_put_int(char *out, int64_t v);
 
+/* The same clock in microseconds. */
+int64_t store_now_us(void);
+
+/* For a store that claims events before they are due and holds them: moves to `out`
+ * (at most `max`) the events of buf[0..*n) due by `now` (available_at 0 or at most
+ * `now`, ms since the epoch), in buffer order; the rest stay in order, *n updated.
+ * Returns how many moved; *next gets when the first event left is due: `now` when
+ * one is due already (max reached), 0 when none is left. */
+int store_take_due(store_event_t **buf, int *n, int max, int64_t now, store_event_t **out,
+                   int64_t *next);
+
 /* Called by the store when claim() may return more than it did (new rows, a retry
  * came due, a prefetch completed, input arrived). May be called from any loop
  * callback, never from inside a store call. */

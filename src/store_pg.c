@@ -29,6 +29,14 @@
 #define APP_NAME "outboxd"
 #define CLAIM_TOPICS_NAME "outboxd_claim_topics"
 #define PAUSED_NOTE "paused" /* the payload of a NOTIFY that the paused list changed */
+/* Keyless events are claimed up to this long before they are due and started at their
+ * time: a claim's round trip (milliseconds, tens on a busy machine) is spent while
+ * they wait, not after. Events with a key wait for their time in the table: one held
+ * here would hold back its key on other hosts. */
+#define HORIZON_MS 50
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define HORIZON " interval '" STR(HORIZON_MS) " milliseconds'"
 
 /* ---------------------------------------------------------------- schema */
 
@@ -133,10 +141,15 @@ static const char schema_sql[] =
 
 /* $1 host, $2 lease ms, $3 limit, $4 ids this host still has out (never taken over),
  * $5 (per-key order) the key after which the key scan starts.
- * Claimable: pending and due, or processing under a lease that ran out. */
+ * Claimable: pending and due (keyless: due within the horizon), or processing under a
+ * lease that ran out. The horizon bound comes first: an index bound for every row. */
+#define DUE_BY(x)                                                                                  \
+  " " x ".available_at <= now() +" HORIZON " AND (" x ".key IS NULL"                               \
+  " OR " x ".available_at <= now())"
+#define DUE_BY_C DUE_BY("c")
 #define CLAIMABLE(x)                                                                               \
-  " ((" x ".status = 'pending' AND " x ".available_at <= now()) OR (" x ".status = 'processing'"   \
-  " AND " x ".locked_until < now() AND NOT (" x ".id = ANY ($4::bigint[]))))"
+  " ((" x ".status = 'processing' AND " x ".locked_until < now()"                                  \
+  " AND NOT (" x ".id = ANY ($4::bigint[]))) OR (" x ".status = 'pending' AND" DUE_BY(x) "))"
 
 /* A row is the head of its key when no live row of that key has a smaller id. */
 #define HEAD_OF_KEY                                                                                \
@@ -162,9 +175,12 @@ static const char schema_sql[] =
 /* Leases `took`; a lapsed lease counts the stopped run as an attempt. Column 7 says
  * how the row was taken: 0, STORE_LAPSED or STORE_SUSPECT; column 8 (`more`) whether
  * the statement stopped at its limit before it ran out of claimable rows, so that
- * another claim right away could find more. Each row is found by its id from `took`
- * (an extra `= ANY` of all the ids, without statistics, was tested against the whole
- * array at every row: a million comparisons for a claim of 1000). */
+ * another claim right away could find more; column 9 how long until the row is due,
+ * in microseconds (0 when it is); column 10 what the next-due look would say after
+ * it (NEXT_DUE), so that a claim that took rows needs no look of its own. Each
+ * row is found by its id from `took` (an extra `= ANY` of all the ids, without
+ * statistics, was tested against the whole array at every row: a million comparisons
+ * for a claim of 1000). */
 #define TAKE_SQL(more) TAKE_SQL_FROM("took", more)
 #define TAKE_SQL_FROM(took, more)                                                                  \
   " UPDATE outbox o SET status = 'processing', locked_by = $1,"                                    \
@@ -174,7 +190,9 @@ static const char schema_sql[] =
   " FROM " took " t WHERE o.id = t.id"                                                             \
   " RETURNING o.id, o.topic, o.key, o.payload, o.headers, o.attempts,"                             \
   " (extract(epoch FROM o.created_at) * 1000)::bigint,"                                            \
-  " CASE WHEN NOT t.lapsed THEN 0 WHEN EXISTS (SELECT 1 FROM sus) THEN 2 ELSE 1 END, " more
+  " CASE WHEN NOT t.lapsed THEN 0 WHEN EXISTS (SELECT 1 FROM sus) THEN 2 ELSE 1 END, " more        \
+  ", greatest(0, ceil(extract(epoch FROM o.available_at - clock_timestamp()) * 1000000))::bigint," \
+  " (" NEXT_DUE_AFTER(took) ")"
 
 /* The common case, every settlement an ack without --keep-done. $1 host, $2 ids. */
 #define ACK_NAME "outboxd_ack"
@@ -183,20 +201,29 @@ static const char schema_sql[] =
   " AND locked_by = $1 AND status = 'processing' RETURNING id"
 
 /* $1 host. Milliseconds until something not claimable now becomes claimable: a retry
- * coming due, or another host's lease running out. NULL when nothing waits. Each is
- * the first entry of its index (an ORDER BY with a limit: as min(), a plan made before
- * the table had statistics read every entry ahead). Leases are left out while a
- * pending row comes due within a second: the claim it brings takes over lapsed
- * leases too, and the lease index holds every row this host has out, all read. */
+ * coming due (a keyless one: entering the horizon), or another host's lease running
+ * out; counted from the server's clock as the answer leaves (not from the start of
+ * the statement, which may have waited or run for a while), so that the wait starts
+ * from the answer's arrival. NULL when nothing waits. Each is the first entry of its
+ * index (an ORDER BY with a limit: as min(), a plan made before the table had
+ * statistics read every entry ahead). Leases are left out while a pending row comes
+ * due within a second: the claim it brings takes over lapsed leases too, and the
+ * lease index holds every row this host has out, all read. `skip`: rows to pass over
+ * (a claim's own, still pending in the claim's snapshot). */
 #define DUE_NAME "outboxd_due"
 #define DUE_PENDING " FROM outbox WHERE status = 'pending' AND available_at > now()"
-#define NEXT_DUE_SQL                                                                               \
-  "SELECT ceil(extract(epoch FROM min(t) - now()) * 1000)::bigint FROM ("                          \
-  "(SELECT available_at AS t" DUE_PENDING " ORDER BY available_at LIMIT 1) UNION ALL"              \
+#define NEXT_DUE(skip)                                                                             \
+  "SELECT ceil(extract(epoch FROM min(t) - clock_timestamp()) * 1000)::bigint FROM ("              \
+  "(SELECT available_at AS t" DUE_PENDING skip " ORDER BY available_at LIMIT 1) UNION ALL"         \
+  " (SELECT available_at -" HORIZON " FROM outbox WHERE key IS NULL AND status = 'pending'"        \
+  " AND available_at > now() +" HORIZON " ORDER BY available_at LIMIT 1) UNION ALL"                \
   " (SELECT locked_until FROM outbox WHERE status = 'processing'"                                  \
   " AND locked_by IS DISTINCT FROM $1 AND locked_until >= now()"                                   \
-  " AND NOT EXISTS (SELECT 1" DUE_PENDING " AND available_at <= now() + interval '1 second')"      \
+  " AND NOT EXISTS (SELECT 1" DUE_PENDING skip " AND available_at <= now() + interval '1 second')" \
   " ORDER BY locked_until LIMIT 1)) x"
+#define NEXT_DUE_SQL NEXT_DUE("")
+/* After a claim, in its RETURNING: the rows it took (`took`) pass for pending still. */
+#define NEXT_DUE_AFTER(took) NEXT_DUE(" AND id NOT IN (SELECT id FROM " took ")")
 
 /* Claimable rows without the key rule (keyless ones under per-key order: `free_c`
  * and `free_l` say so of c and l), skipping rows other hosts are claiming right now.
@@ -207,8 +234,8 @@ static const char schema_sql[] =
  * every live row). Rows still ahead are never visited, however many wait. */
 #define FREE_CTE(free_c, free_l)                                                                   \
   " fdue AS (SELECT c.id, false AS lapsed FROM outbox c"                                           \
-  " WHERE NOT EXISTS (SELECT 1 FROM sus)" free_c " AND c.status = 'pending'"                       \
-  " AND c.available_at <= now() ORDER BY c.available_at LIMIT $3 FOR UPDATE SKIP LOCKED),"         \
+  " WHERE NOT EXISTS (SELECT 1 FROM sus)" free_c " AND c.status = 'pending' AND" DUE_BY_C          \
+  " ORDER BY c.available_at LIMIT $3 FOR UPDATE SKIP LOCKED),"                                     \
   " flap AS (SELECT l.id, true AS lapsed FROM (SELECT c.id, c.key FROM outbox c"                   \
   " WHERE NOT EXISTS (SELECT 1 FROM sus) AND c.status = 'processing' AND c.locked_until < now()"   \
   " AND NOT (c.id = ANY ($4::bigint[])) ORDER BY c.locked_until LIMIT $3"                          \
@@ -542,6 +569,7 @@ typedef struct pg {
   int64_t counts_next_ms; /* no new counts before this: they cost at most 1% of the time */
   int dirty;              /* something may have become claimable since the last claim */
   settles_t set;          /* buffered settlements */
+  int set_frees;          /* one of them may free an event for a claim (settle_frees) */
   settles_t sending;      /* the settlements in the flush in flight */
   int64_t *renewing;      /* ids in the renewal in flight */
   size_t nrenewing;
@@ -549,8 +577,9 @@ typedef struct pg {
   int nbuf, capbuf, claim_limit;
   idset_t out;    /* every id claimed and not yet settled (buffered or handed out) */
   int64_t due_at; /* when due_timer fires (ms since the epoch), 0 when idle */
-  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, retry_timer, kick_timer, close_timer,
-      deadline_timer, prune_timer;
+  uv_timer_t flush_timer, lease_timer, poll_timer, due_timer, hold_timer, retry_timer, kick_timer,
+      close_timer, deadline_timer, prune_timer;
+  int64_t hold_at;     /* when hold_timer fires: the first held event is due (ms since the epoch) */
   int want_prune;      /* a retention batch is wanted (lowest priority) */
   int prune_batch;     /* rows per batch (adapts to STORE_PRUNE_BUDGET_MS) */
   int prune_dead;      /* the batch prunes dead rows (else done rows) */
@@ -606,16 +635,21 @@ static void sb_text_elem(sbuf_t *b, const char *s) {
   sb_put(b, "\"", 1);
 }
 
-/* "{1,2,3}" for every id in the set. */
-static void sb_idset(sbuf_t *b, const idset_t *set) {
+/* One more element of an array literal, after a comma unless it is the first. */
+static void sb_elem(sbuf_t *b, int64_t v, int *first) {
+  if (!*first) sb_put(b, ",", 1);
+  sb_int(b, v);
+  *first = 0;
+}
+
+/* "{1,2,3}" for every id in the set, then those settled in `more` (may be NULL). */
+static void sb_ids(sbuf_t *b, const idset_t *set, const settles_t *more) {
   int first = 1;
   sb_put(b, "{", 1);
-  for (size_t i = 0; i < set->cap; i++) {
-    if (!set->slot[i]) continue;
-    if (!first) sb_put(b, ",", 1);
-    sb_int(b, set->slot[i]);
-    first = 0;
-  }
+  for (size_t i = 0; i < set->cap; i++)
+    if (set->slot[i]) sb_elem(b, set->slot[i], &first);
+  for (int i = 0; more && i < more->n; i++)
+    if (more->v[i].kind != SETTLE_EMIT) sb_elem(b, more->v[i].id, &first);
   sb_put(b, "}", 1);
 }
 
@@ -650,14 +684,32 @@ static void on_due(uv_timer_t *t) {
   wake(s);
 }
 
-/* Makes sure a wake-up happens no later than `at` (ms since the epoch). */
-static void arm_due(pg_t *s, int64_t at) {
+/* Arms timer t to run cb once `at` (ms since the epoch) has passed, never before it
+ * and within a millisecond after, unless it is armed for no later already (*when: its
+ * time, 0 when not armed). The loop's clock counts whole milliseconds behind the
+ * precise one: a timer fires once that count has moved on by its timeout, so the
+ * part of a millisecond it lags is added before rounding up. */
+static void arm_at(pg_t *s, uv_timer_t *t, uv_timer_cb cb, int64_t *when, int64_t at) {
   if (!s->dispatching || s->closing) return;
-  if (s->due_at && s->due_at <= at) return;
-  s->due_at = at;
+  if (*when && *when <= at) return;
+  *when = at;
   uv_update_time(s->base.loop);
-  timer_after(&s->due_timer, on_due, at - store_now_ms() + 1);
+  int64_t lag_us = (int64_t)(uv_hrtime() / 1000) - (int64_t)uv_now(s->base.loop) * 1000;
+  int64_t in_us = at * 1000 - store_now_us() + (lag_us > 0 ? lag_us : 0);
+  timer_after(t, cb, (in_us + 999) / 1000);
 }
+
+/* Makes sure a wake-up happens no later than `at` (ms since the epoch). */
+static void arm_due(pg_t *s, int64_t at) { arm_at(s, &s->due_timer, on_due, &s->due_at, at); }
+
+static void on_hold(uv_timer_t *t) {
+  pg_t *s = t->data;
+  s->hold_at = 0;
+  wake(s);
+}
+
+/* Makes sure the dispatcher asks again once the first held event is due (`at`). */
+static void arm_hold(pg_t *s, int64_t at) { arm_at(s, &s->hold_timer, on_hold, &s->hold_at, at); }
 
 /* ------------------------------------------------------------ the socket */
 
@@ -728,7 +780,10 @@ static void drop_conn(pg_t *s) {
 static void abandon_op(pg_t *s) {
   uv_timer_stop(&s->deadline_timer);
   s->op_failed = 0;
-  if (s->op == OP_FLUSH) settles_restore(&s->sending, &s->set);
+  if (s->op == OP_FLUSH) {
+    settles_restore(&s->sending, &s->set);
+    s->set_frees = 1; /* written before the next claim, as it may have been */
+  }
   if (s->op == OP_CLAIM) s->dirty = 1;
   if (s->op == OP_RENEW) s->want_renew = 1;
   if (s->op == OP_PRUNE) s->want_prune = 1; /* sent again once connected */
@@ -910,6 +965,7 @@ static int send_flush(pg_t *s) {
     s->sending = s->set;
     s->set = t;
     s->split = 0;
+    s->set_frees = 0;
   }
   s->want_flush = 0;
   s->op = OP_FLUSH;
@@ -968,7 +1024,8 @@ static int send_claim(pg_t *s) {
   s->claim_limit = batch;
   snprintf(lease, sizeof lease, "%" PRId64, lease_ms(s));
   snprintf(limit, sizeof limit, "%d", batch);
-  sb_idset(&own, &s->out);
+  /* never taken over: events out, and those settled whose write may follow the claim */
+  sb_ids(&own, &s->out, &s->set);
   if (own.oom) {
     free(own.p);
     return -ENOMEM;
@@ -1028,7 +1085,7 @@ static int send_renew(pg_t *s) {
   s->nrenewing = 0;
   for (size_t i = 0; i < s->out.cap; i++)
     if (s->out.slot[i]) s->renewing[s->nrenewing++] = s->out.slot[i];
-  sb_idset(&ids, &s->out);
+  sb_ids(&ids, &s->out, NULL);
   snprintf(lease, sizeof lease, "%" PRId64, lease_ms(s));
   const char *v[] = {s->host, ids.p, lease};
   int rc = ids.oom ? -ENOMEM
@@ -1113,8 +1170,8 @@ static void send_next(pg_t *s) {
     rc = send_migrate(s);
   else if (s->want_paused && !s->closing)
     rc = send_paused(s);
-  else if (s->set.n && (s->want_flush || s->want_claim || s->closing))
-    rc = send_flush(s);
+  else if (s->set.n && (s->want_flush || (s->want_claim && s->set_frees) || s->closing))
+    rc = send_flush(s); /* before a claim only when the claim could take more after it */
   else if (s->want_claim && !s->closing)
     rc = s->prepared ? send_claim(s) : send_prepare(s); /* the claim follows the prepare */
   else if (s->want_renew && s->out.n && !s->closing)
@@ -1187,13 +1244,30 @@ static void move_cursor(pg_t *s, const PGresult *r) {
   s->cursor = copy;
 }
 
+/* A next-due answer (column `col` of row 0): wake up then (now when it is due
+ * already); NULL: nothing waits. */
+static void due_from(pg_t *s, const PGresult *r, int col) {
+  if (PQntuples(r) < 1 || PQgetisnull(r, 0, col)) return;
+  int64_t in = strtoll(PQgetvalue(r, 0, col), NULL, 10);
+  if (in > 0) {
+    arm_due(s, (store_now_us() + 999) / 1000 + in); /* rounded up: never early */
+    return;
+  }
+  s->dirty = 1; /* due already (it came due while the answer was made): no timer */
+  wake(s);
+}
+
 /* Claimed rows go to the prefetch buffer (in id order) and on lease. A row we cannot
  * hold (out of memory) stays leased to us and comes back when the lease expires. */
 static void claim_done(pg_t *s, const PGresult *r) {
   int rows = PQntuples(r), start = s->nbuf;
+  int64_t now_us = store_now_us();
   if (s->base.opts.ordering_key) move_cursor(s, r);
   for (int i = 0; i < rows; i++) {
     store_event_t *ev = row_event(r, i);
+    int64_t in_us = strtoll(PQgetvalue(r, i, 9), NULL, 10);
+    if (ev && in_us > 0) /* claimed ahead: held until due, counted from the answer */
+      ev->available_at = (now_us + in_us + 999) / 1000;
     if (ev && idset_add(&s->out, ev->id) == 0) {
       if (buf_push(s, ev) == 0) continue;
       idset_del(&s->out, ev->id);
@@ -1204,9 +1278,12 @@ static void claim_done(pg_t *s, const PGresult *r) {
   if (s->nbuf > start) qsort(s->buf + start, (size_t)(s->nbuf - start), sizeof *s->buf, by_id);
   /* A full claim that still left claimable rows behind goes on at once. One that ran
    * out (with per-key order often a full batch of runs behind the heads it took) waits
-   * for a settlement, a notification or the next due time instead of asking again. */
+   * for a settlement, a notification or the next due time instead of asking again:
+   * the time it brought along, or (no rows to bring it) a look of its own. */
   if (rows >= s->claim_limit && PQgetvalue(r, 0, 8)[0] == 't')
     s->dirty = 1;
+  else if (rows > 0)
+    due_from(s, r, 10);
   else
     s->want_due = 1;
 }
@@ -1248,12 +1325,6 @@ static void renew_done(pg_t *s, const PGresult *r) {
   free(s->renewing);
   s->renewing = NULL;
   s->nrenewing = 0;
-}
-
-static void next_due_done(pg_t *s, const PGresult *r) {
-  if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) return;
-  int64_t in = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-  arm_due(s, store_now_ms() + (in > 0 ? in : 0));
 }
 
 static int64_t count_at(const PGresult *r, int col) {
@@ -1309,7 +1380,9 @@ static int on_result(pg_t *s, PGresult *r) {
   case OP_FLUSH: flush_done(s, r); break;
   case OP_CLAIM: claim_done(s, r); break;
   case OP_RENEW: renew_done(s, r); break;
-  case OP_NEXT_DUE: next_due_done(s, r); break;
+  case OP_NEXT_DUE:
+    if (PQntuples(r) == 1) due_from(s, r, 0);
+    break;
   case OP_COUNTS: counts_done(s, r); break;
   case OP_PRUNE: prune_done(s, r); break;
   default: break;
@@ -1537,9 +1610,12 @@ static void on_flush_timer(uv_timer_t *t) {
   send_next(s);
 }
 
-/* Appends settlement x to the buffer (its follow-ups taken over) and arms the flush. */
-static void buffer(pg_t *s, settle_t *x) {
+/* Appends settlement x to the buffer (its follow-ups taken over) and arms the flush.
+ * `keyed`: x settles an event whose key holds others back. */
+static void buffer(pg_t *s, settle_t *x, int keyed) {
+  int frees = settle_frees(x, keyed);
   if (settles_add(&s->set, x)) return;
+  s->set_frees |= frees;
   int batch = s->base.opts.batch > 0 ? s->base.opts.batch : 1;
   if (s->set.n >= batch) {
     s->want_flush = 1;
@@ -1577,9 +1653,10 @@ static void pg_settle(store_t *b, store_event_t *ev, int kind, int64_t arg, cons
   pg_t *s = (pg_t *)b;
   if (kind != STORE_ACK && kind != STORE_DEAD && ev->key && s->base.opts.ordering_key && s->nbuf)
     release_buffered_key(s, ev);
+  int keyed = ev->key && s->base.opts.ordering_key;
   idset_del(&s->out, ev->id);
   settle_t x = settle_take(ev, kind, arg, err);
-  buffer(s, &x);
+  buffer(s, &x, keyed);
 }
 
 static void pg_push(store_t *b, store_event_t *list) {
@@ -1589,7 +1666,7 @@ static void pg_push(store_t *b, store_event_t *list) {
     return;
   }
   settle_t x = settle_emit(list);
-  buffer(s, &x);
+  buffer(s, &x, 0);
 }
 
 /* Asks for the buffer to be written now; the write completes on the loop. */
@@ -1622,22 +1699,24 @@ static int pg_claim(store_t *b, int max, store_event_t **out, int *n) {
     return -ENOTCONN; /* down and reconnecting: a failure, not a claim under way */
   if (s->claim_retry_at && s->nbuf == 0 && store_now_ms() < s->claim_retry_at)
     return -EIO; /* the last claim was refused (s->base.err); tried again when due */
-  int got = max < s->nbuf ? max : s->nbuf;
-  if (got) {
-    memcpy(out, s->buf, (size_t)got * sizeof *out);
-    memmove(s->buf, s->buf + got, (size_t)(s->nbuf - got) * sizeof *s->buf);
-    s->nbuf -= got;
-  }
+  int64_t now = store_now_ms(), next;
+  int got = store_take_due(s->buf, &s->nbuf, max, now, out, &next);
   *n = got;
-  if (s->set.n || s->op == OP_FLUSH) s->dirty = 1; /* settled heads may unblock keys */
-  if (s->dirty && s->op != OP_CLAIM && !s->want_claim && s->nbuf == 0) {
+  int held = next > now; /* every event left is claimed ahead and not due yet */
+  if (held) arm_hold(s, next);
+  /* Written settlements may free events (heads that unblock their keys, releases,
+   * retries): a claim follows a flush in flight, and waits for buffered ones that
+   * may free some. Plain acks of other events free nothing: claims do not wait for
+   * them, nor come because of them (they are written within FLUSH_DELAY_MS). */
+  if (s->set_frees || s->op == OP_FLUSH) s->dirty = 1;
+  if (s->dirty && s->op != OP_CLAIM && !s->want_claim && (s->nbuf == 0 || held)) {
     s->want_claim = 1;
     s->in_call++;
     send_next(s);
     s->in_call--;
   }
   if (uv_is_active((uv_handle_t *)&s->poll_timer)) uv_timer_again(&s->poll_timer);
-  if (got == 0 && (s->want_claim || s->op == OP_CLAIM)) return -EINPROGRESS;
+  if (got == 0 && (s->want_claim || s->op == OP_CLAIM || held)) return -EINPROGRESS;
   return 0;
 }
 
@@ -1660,9 +1739,9 @@ static void on_poll(uv_timer_t *t) {
 /* ---------------------------------------------------------- open, close */
 
 static uv_timer_t *timer_at(pg_t *s, int i) {
-  uv_timer_t *all[] = {&s->flush_timer, &s->lease_timer,    &s->poll_timer,
-                       &s->due_timer,   &s->retry_timer,    &s->kick_timer,
-                       &s->close_timer, &s->deadline_timer, &s->prune_timer};
+  uv_timer_t *all[] = {&s->flush_timer,    &s->lease_timer, &s->poll_timer, &s->due_timer,
+                       &s->hold_timer,     &s->retry_timer, &s->kick_timer, &s->close_timer,
+                       &s->deadline_timer, &s->prune_timer};
   return i < (int)(sizeof all / sizeof all[0]) ? all[i] : NULL;
 }
 
@@ -1717,7 +1796,7 @@ static void pg_close(store_t *b, void (*cb)(void *arg), void *arg) {
   s->nbuf = 0; /* released whole: none of them overtakes another */
   for (int i = 0; i < n; i++) pg_settle(&s->base, s->buf[i], STORE_RELEASE, 0, NULL);
   s->closing = 1;
-  for (int i = 0; i < 5; i++) uv_timer_stop(timer_at(s, i));
+  for (int i = 0; i < 6; i++) uv_timer_stop(timer_at(s, i)); /* flush .. retry */
   if (!s->dispatching || s->state != ST_READY) {
     finish_close(s);
     return;

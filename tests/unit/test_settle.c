@@ -1,6 +1,7 @@
 /* Unit tests for src/settle.c: settlements taken over from events (follow-ups,
  * clamped times, cleaned errors), the list's order through a failed write, and the
- * earliest due time a written list leaves behind. Leaks show under make asan. */
+ * earliest due time a written list leaves behind; the outcomes whose write can free
+ * an event for a claim. Leaks show under make asan. */
 #include <check.h>
 
 #include "check_main.h"
@@ -174,6 +175,31 @@ START_TEST(due_is_the_earliest_wait) {
 }
 END_TEST
 
+/* What a claim must wait for: only writes that can free a claimable event. */
+START_TEST(frees_only_what_a_claim_could_take) {
+  const int kinds[] = {STORE_FAIL, STORE_RELEASE, STORE_DEFER};
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+    settle_t x = settle_take(event(1, 0), kinds[i], 5, NULL);
+    ck_assert_int_eq(settle_frees(&x, 0), 1); /* the event itself comes back */
+    settle_drop(&x);
+  }
+  settle_t x = settle_take(event(1, 0), STORE_ACK, 0, NULL);
+  ck_assert_int_eq(settle_frees(&x, 0), 0);
+  ck_assert_int_eq(settle_frees(&x, 1), 1); /* the next of its key */
+  settle_drop(&x);
+  x = settle_take(event(1, 0), STORE_DEAD, 1, NULL);
+  ck_assert_int_eq(settle_frees(&x, 0), 0);
+  ck_assert_int_eq(settle_frees(&x, 1), 1);
+  settle_drop(&x);
+  x = settle_take(event_with_follow(2, 0, 0), STORE_ACK, 0, NULL);
+  ck_assert_int_eq(settle_frees(&x, 0), 1); /* its follow-ups are new events */
+  settle_drop(&x);
+  x = settle_emit(list(0, 0));
+  ck_assert_int_eq(settle_frees(&x, 0), 1);
+  settle_drop(&x);
+}
+END_TEST
+
 Suite *unit_suite(void) {
   Suite *s = suite_create("settle");
   TCase *tc = tcase_create("core");
@@ -185,6 +211,7 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, list_grows_in_order);
   tcase_add_test(tc, restore_puts_the_failed_write_first);
   tcase_add_test(tc, due_is_the_earliest_wait);
+  tcase_add_test(tc, frees_only_what_a_claim_could_take);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -1,5 +1,6 @@
 /* Tests of the backend-neutral store code: passwords never survive redaction of a
- * database URL, whatever form the URL takes. */
+ * database URL, whatever form the URL takes; retention plans; events claimed ahead
+ * are handed out only once due. */
 #include <check.h>
 
 #include "check_main.h"
@@ -83,6 +84,41 @@ START_TEST(retention_plan) {
 }
 END_TEST
 
+/* Events claimed ahead wait in the buffer until due; the rest keep their order. */
+START_TEST(take_due_holds_events_not_due) {
+  const int64_t at[] = {0, 120, 100, 0, 150, 90};
+  store_event_t *buf[6], *out[6];
+  int n = 6;
+  int64_t next;
+  for (int i = 0; i < n; i++) {
+    buf[i] = store_event_new(i + 1, "t", 1, NULL, 0, "{}", 2, NULL, 0, 0);
+    ck_assert_ptr_nonnull(buf[i]);
+    buf[i]->available_at = at[i];
+  }
+  ck_assert_int_eq(store_take_due(buf, &n, 6, 100, out, &next), 4); /* 0, 100, 0, 90 */
+  ck_assert_int_eq(out[0]->id, 1);
+  ck_assert_int_eq(out[1]->id, 3);
+  ck_assert_int_eq(out[2]->id, 4);
+  ck_assert_int_eq(out[3]->id, 6);
+  ck_assert_int_eq(n, 2);
+  ck_assert_int_eq(buf[0]->id, 2);
+  ck_assert_int_eq(buf[1]->id, 5);
+  ck_assert_int_eq(next, 120); /* the first held one */
+  for (int i = 0; i < 4; i++) store_event_free(out[i]);
+  ck_assert_int_eq(store_take_due(buf, &n, 6, 119, out, &next), 0); /* nothing due yet */
+  ck_assert_int_eq(next, 120);
+  ck_assert_int_eq(store_take_due(buf, &n, 1, 200, out, &next), 1); /* at most max */
+  ck_assert_int_eq(out[0]->id, 2);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(next, 200); /* one due left behind: due now */
+  store_event_free(out[0]);
+  ck_assert_int_eq(store_take_due(buf, &n, 6, 200, out, &next), 1);
+  ck_assert_int_eq(n, 0);
+  ck_assert_int_eq(next, 0); /* none left */
+  store_event_free(out[0]);
+}
+END_TEST
+
 Suite *unit_suite(void) {
   Suite *s = suite_create("store");
   TCase *tc = tcase_create("core");
@@ -90,6 +126,7 @@ Suite *unit_suite(void) {
   tcase_add_test(tc, redaction_fits_small_buffers);
   tcase_add_test(tc, retention_plan);
   tcase_add_test(tc, integers_as_text);
+  tcase_add_test(tc, take_due_holds_events_not_due);
   suite_add_tcase(s, tc);
   return s;
 }
