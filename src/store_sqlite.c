@@ -86,8 +86,8 @@ static const char schema_sql[] =
      * topic in id order. Key heads of the claimable topics come from the key index
      * (a second index of keyed rows by topic would double the pages every keyed
      * claim and ack writes). */
-    "CREATE INDEX IF NOT EXISTS outbox_topic_free ON outbox(topic, id, "
-    "available_at)" TOPIC_FREE_WHERE ";\n"
+    "CREATE INDEX IF NOT EXISTS outbox_topic_free ON outbox(topic, available_at)"
+    TOPIC_FREE_WHERE ";\n"
     /* Done and dead rows by the time they settled (their available_at): retention
      * deletes the oldest first. Empty unless rows are kept (--keep-done). */
     "CREATE INDEX IF NOT EXISTS outbox_settled ON outbox(status, available_at)"
@@ -217,6 +217,17 @@ enum {
 #define TOPIC_ROWS(index, where)                                                                   \
   "SELECT id FROM outbox INDEXED BY " index where " AND topic = ?1 AND available_at <= ?2"         \
   " ORDER BY id LIMIT ?3"
+/* The same for keyless rows, off their per-topic due-time index as FREE_NOW_SQL and
+ * FREE_DUE_SQL read all topics: those due at once in id order, then those whose time
+ * has come in due order; rows still ahead are never visited. */
+#define TOPIC_FREE_ROWS                                                                            \
+  "SELECT id FROM outbox INDEXED BY outbox_topic_free" TOPIC_FREE_WHERE " AND topic = ?1 AND"      \
+  " available_at"
+#define TOPIC_FREE_SQL                                                                             \
+  "SELECT id FROM (" TOPIC_FREE_ROWS " = 0 ORDER BY id LIMIT ?3) UNION ALL"                        \
+  " SELECT id FROM (" TOPIC_FREE_ROWS " < 0 ORDER BY available_at LIMIT ?3) UNION ALL"             \
+  " SELECT id FROM (" TOPIC_FREE_ROWS " > 0 AND available_at <= ?2 ORDER BY available_at"          \
+  " LIMIT ?3) LIMIT ?3"
 
 /* Statements that may write several rows say OR FAIL: a failure keeps the rows already
  * written instead of undoing them, so SQLite opens no statement journal for them (the
@@ -313,7 +324,7 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_F_LAPSED_ANY] =
         "SELECT o.id, o.topic FROM outbox o" LEASED_ROWS " WHERE" LAPSED " ORDER BY o.id",
     [ST_F_TOPIC_FREE] = NEXT_TOPIC("outbox_topic_free", TOPIC_FREE_WHERE),
-    [ST_F_ROWS_FREE] = TOPIC_ROWS("outbox_topic_free", TOPIC_FREE_WHERE),
+    [ST_F_ROWS_FREE] = TOPIC_FREE_SQL,
     [ST_F_TOPIC_ANY] = NEXT_TOPIC("outbox_topic_pending", " WHERE status = 'pending'"),
     [ST_F_ROWS_ANY] = TOPIC_ROWS("outbox_topic_pending", " WHERE status = 'pending'"),
 };
@@ -1743,15 +1754,19 @@ static int drop_old_index(sqlite3 *db, const char *path, const char *name, const
 
 /* Brings a database written by an earlier version up to this schema: the key index
  * used to cover keyless rows too (it is rebuilt over keyed rows only), the keyless
- * index was in id order (it is rebuilt by due time), the status index covered the
- * waiting rows too (outbox_taken replaces it), and a (topic, key) index is gone. Runs
- * inside the caller's transaction, before the schema's CREATE ... IF NOT EXISTS. */
+ * index and its per-topic form were in id order (they are rebuilt by due time), the
+ * status index covered the waiting rows too (outbox_taken replaces it), and a (topic,
+ * key) index is gone. Runs inside the caller's transaction, before the schema's
+ * CREATE ... IF NOT EXISTS. */
 static int migrate(sqlite3 *db, const char *path) {
   int rc = drop_old_index(db, path, "outbox_key_head", "key IS NOT NULL",
                           "key index limited to rows with a key");
   if (rc == SQLITE_OK)
     rc = drop_old_index(db, path, "outbox_keyless", "(available_at)",
                         "keyless rows indexed by due time");
+  if (rc == SQLITE_OK)
+    rc = drop_old_index(db, path, "outbox_topic_free", "(topic, available_at)",
+                        "keyless rows by topic indexed by due time");
   if (rc == SQLITE_OK)
     rc = drop_old_index(db, path, "outbox_claim", NULL,
                         "status index without the waiting rows (outbox_taken)");

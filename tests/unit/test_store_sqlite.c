@@ -597,6 +597,35 @@ START_TEST(claims_by_topic_keep_key_order) {
 }
 END_TEST
 
+/* Claims by topic read keyless rows as the unfiltered claim does: those due at once
+ * in id order, then those whose time has come, earliest due first; never one still
+ * ahead. */
+START_TEST(claims_by_topic_take_scheduled_rows_by_due_time) {
+  store_t *s = open_as("h1", 1, 10, 30000, NULL);
+  char sql[320];
+  int64_t now = now_ms();
+  snprintf(sql, sizeof sql,
+           "INSERT INTO outbox (topic, payload, available_at) VALUES"
+           " ('order.a', 'ahead', %" PRId64 "), ('order.a', 'due 2 s ago', %" PRId64 "),"
+           " ('order.a', 'at once', 0), ('order.a', 'due 5 s ago', %" PRId64 "),"
+           " ('user.x', 'not claimed', 0)",
+           now + 3600000, now - 2000, now - 5000);
+  raw_exec(sql);
+  claim_only(s, "order.*");
+  store_event_t *out[4];
+  ck_assert_int_eq(claim(s, 2, out), 2);
+  ck_assert_str_eq(out[0]->payload, "at once");
+  ck_assert_str_eq(out[1]->payload, "due 5 s ago");
+  for (int i = 0; i < 2; i++) store_ack(s, out[i]);
+  ck_assert_int_eq(claim(s, 4, out), 1);
+  ck_assert_str_eq(out[0]->payload, "due 2 s ago");
+  store_ack(s, out[0]);
+  ck_assert_int_eq(claim(s, 4, out), 0);
+  ck_assert_int_eq(raw_int("SELECT count(*) FROM outbox WHERE status = 'pending'"), 2);
+  close_store(s);
+}
+END_TEST
+
 /* A paused pattern (outbox_paused) is taken out of what a host claims, whatever it
  * handles; resuming brings it back. The key scan by topic takes turns, too. */
 START_TEST(claims_by_topic_pause_and_turns) {
@@ -835,6 +864,8 @@ START_TEST(old_schema_migrated) {
            " status TEXT NOT NULL DEFAULT 'pending', locked_by TEXT, locked_until INTEGER,"
            " last_error TEXT);"
            "CREATE INDEX outbox_claim ON outbox(status, id, available_at);"
+           "CREATE INDEX outbox_topic_free ON outbox(topic, id, available_at)"
+           " WHERE key IS NULL AND status = 'pending';"
            "CREATE INDEX outbox_key_head ON outbox(key, id)"
            " WHERE status IN ('pending','processing');"
            "INSERT INTO outbox (topic, key, payload) VALUES ('t', 'A', 'A1'), ('t', 'A', 'A2'),"
@@ -846,6 +877,8 @@ START_TEST(old_schema_migrated) {
   ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'outbox_keyless'"), 1);
   ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'outbox_taken'"), 1);
   ck_assert_int_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'outbox_claim'"), 0);
+  raw_text("SELECT sql FROM sqlite_master WHERE name = 'outbox_topic_free'", buf, sizeof buf);
+  ck_assert_ptr_nonnull(strstr(buf, "(topic, available_at)"));
   store_event_t *out[4];
   ck_assert_int_eq(claim(s, 4, out), 3);
   ck_assert_str_eq(out[0]->payload, "A1");
@@ -1046,6 +1079,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, not_a_database);
   tcase_add_test(tc, unwritable_paths);
   tcase_add_test(tc, claims_by_topic_keep_key_order);
+  tcase_add_test(tc, claims_by_topic_take_scheduled_rows_by_due_time);
   tcase_add_test(tc, claims_by_topic_pause_and_turns);
   suite_add_tcase(s, tc);
   return s;
