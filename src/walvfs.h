@@ -15,7 +15,10 @@
  * So what other connections and processes read of the log, and what a crash can
  * leave in it, is what SQLite wrote: frames of a transaction not yet published may be
  * missing, as they may be after any crash, and SQLite ignores them. Writes to every
- * other file pass straight through. */
+ * other file pass straight through. Nothing is held between transactions (the end of
+ * each releases the log's write lock, which writes the block), so a connection may
+ * move between threads as SQLite allows, but a transaction must end on the thread
+ * that wrote it. */
 #ifndef OUTBOXD_WALVFS_H
 #define OUTBOXD_WALVFS_H
 
