@@ -1704,11 +1704,14 @@ static int pg_claim(store_t *b, int max, store_event_t **out, int *n) {
   *n = got;
   int held = next > now; /* every event left is claimed ahead and not due yet */
   if (held) arm_hold(s, next);
-  /* Written settlements may free events (heads that unblock their keys, releases,
-   * retries): a claim follows a flush in flight, and waits for buffered ones that
-   * may free some. Plain acks of other events free nothing: claims do not wait for
-   * them, nor come because of them (they are written within FLUSH_DELAY_MS). */
-  if (s->set_frees || s->op == OP_FLUSH) s->dirty = 1;
+  /* A settlement makes room, and what did not fit in the last claim (or what its
+   * write frees: heads that unblock their keys, releases, retries) is claimed then: a
+   * claim follows a flush in flight, and waits for buffered settlements that may free
+   * an event. Plain acks of other events free nothing, so a claim does not wait for
+   * their write (within FLUSH_DELAY_MS) and passes over their rows. Without a claim
+   * after plain acks, a host whose last claim was full took nothing more while
+   * another host took every key. */
+  if (s->set.n || s->op == OP_FLUSH) s->dirty = 1;
   if (s->dirty && s->op != OP_CLAIM && !s->want_claim && (s->nbuf == 0 || held)) {
     s->want_claim = 1;
     s->in_call++;
