@@ -177,18 +177,18 @@ enum {
   "SELECT o.id FROM outbox o" index " WHERE" where                                                 \
   " o.status = 'pending' AND o.available_at <= ?1"                                                 \
   " ORDER BY o.id LIMIT ?3"
-/* Keyless waiting rows off their due-time index, each read stopping at ?3 rows: those
- * due at once (available_at 0) in id order, and those whose time has come (?1 now)
- * in due order, the few with a time before the epoch first. Rows still ahead are
- * never visited, however many wait. */
+/* Waiting rows off a due-time index (`rows`: a SELECT of id whose WHERE ends in
+ * "available_at"), each read stopping at ?3 rows: those due at once (available_at 0)
+ * in id order, and those whose time has come (`now`) in due order, the few with a
+ * time before the epoch first. Rows still ahead are never visited, however many wait. */
+#define DUE_AT_ONCE(rows) rows " = 0 ORDER BY id LIMIT ?3"
+#define DUE_BY_NOW(rows, now)                                                                      \
+  "SELECT id FROM (" rows " < 0 ORDER BY available_at LIMIT ?3) UNION ALL SELECT id FROM (" rows   \
+  " > 0 AND available_at <= " now " ORDER BY available_at LIMIT ?3) LIMIT ?3"
+/* Keyless waiting rows (?1 now). */
 #define FREE_ROWS                                                                                  \
   "SELECT id FROM outbox INDEXED BY outbox_keyless WHERE key IS NULL AND"                          \
   " status = 'pending' AND available_at"
-#define FREE_NOW_SQL FREE_ROWS " = 0 ORDER BY id LIMIT ?3"
-#define FREE_DUE_SQL                                                                               \
-  "SELECT id FROM (" FREE_ROWS                                                                     \
-  " < 0 ORDER BY available_at LIMIT ?3) UNION ALL SELECT id FROM (" FREE_ROWS                      \
-  " > 0 AND available_at <= ?1 ORDER BY available_at LIMIT ?3) LIMIT ?3"
 /* ?1 now, ?2 host, ?3 max: rows whose lease lapsed, in id order. */
 #define LAPSED_SQL(where)                                                                          \
   "SELECT o.id FROM outbox o" LEASED_ROWS " WHERE" where LAPSED " ORDER BY o.id LIMIT ?3"
@@ -217,17 +217,14 @@ enum {
 #define TOPIC_ROWS(index, where)                                                                   \
   "SELECT id FROM outbox INDEXED BY " index where " AND topic = ?1 AND available_at <= ?2"         \
   " ORDER BY id LIMIT ?3"
-/* The same for keyless rows, off their per-topic due-time index as FREE_NOW_SQL and
- * FREE_DUE_SQL read all topics: those due at once in id order, then those whose time
- * has come in due order; rows still ahead are never visited. */
+/* The same for keyless rows, off their per-topic due-time index, read as the keyless
+ * claim reads all topics (DUE_AT_ONCE, then DUE_BY_NOW), in one statement. */
 #define TOPIC_FREE_ROWS                                                                            \
   "SELECT id FROM outbox INDEXED BY outbox_topic_free" TOPIC_FREE_WHERE " AND topic = ?1 AND"      \
   " available_at"
 #define TOPIC_FREE_SQL                                                                             \
-  "SELECT id FROM (" TOPIC_FREE_ROWS " = 0 ORDER BY id LIMIT ?3) UNION ALL"                        \
-  " SELECT id FROM (" TOPIC_FREE_ROWS " < 0 ORDER BY available_at LIMIT ?3) UNION ALL"             \
-  " SELECT id FROM (" TOPIC_FREE_ROWS " > 0 AND available_at <= ?2 ORDER BY available_at"          \
-  " LIMIT ?3) LIMIT ?3"
+  "SELECT id FROM (" DUE_AT_ONCE(TOPIC_FREE_ROWS) ") UNION ALL SELECT id FROM ("                   \
+  DUE_BY_NOW(TOPIC_FREE_ROWS, "?2") ") LIMIT ?3"
 
 /* Statements that may write several rows say OR FAIL: a failure keeps the rows already
  * written instead of undoing them, so SQLite opens no statement journal for them (the
@@ -240,8 +237,8 @@ static const char *const sql_text[ST_COUNT] = {
                    " ORDER BY o.id LIMIT 1",
     [ST_SUSPECT_ANY] =
         "SELECT o.id FROM outbox o" LEASED_ROWS " WHERE" SUSPECT " ORDER BY o.id LIMIT 1",
-    [ST_CAND_FREE] = FREE_NOW_SQL,
-    [ST_DUE_FREE] = FREE_DUE_SQL,
+    [ST_CAND_FREE] = DUE_AT_ONCE(FREE_ROWS),
+    [ST_DUE_FREE] = DUE_BY_NOW(FREE_ROWS, "?1"),
     [ST_CAND_ANY] = CAND_SQL("", ""),
     [ST_LAPSED_FREE] = LAPSED_SQL(" o.key IS NULL AND"),
     [ST_LAPSED_ANY] = LAPSED_SQL(""),
@@ -571,15 +568,37 @@ static int write_one(sq_t *s, const settle_t *x) {
   return SQLITE_OK;
 }
 
+/* A JSON array of ids, the ?1 of a statement that reads it with json_each. */
+typedef struct idlist {
+  char *text;
+  size_t len;
+} idlist_t;
+
+/* An empty list with room for n ids; SQLITE_NOMEM when there is none. */
+static int idlist_open(idlist_t *l, int n) {
+  l->len = 0;
+  l->text = malloc((size_t)n * 21 + 3); /* "[", n of "-9223372036854775808,", "]" */
+  if (!l->text) return SQLITE_NOMEM;
+  l->text[l->len++] = '[';
+  return SQLITE_OK;
+}
+
+static void idlist_add(idlist_t *l, int64_t id) {
+  if (l->len > 1) l->text[l->len++] = ',';
+  l->len += store_put_int(l->text + l->len, id);
+}
+
+static void idlist_close(idlist_t *l) { l->text[l->len++] = ']'; }
+
 /* After ST_ACK_GONE wrote `written` of nacks acks (ids: their JSON array): the rows
  * still there were fenced out (another host holds them); the rest of the shortfall
  * had been settled by another host already. Logs them. Returns an SQLite code. */
-static int report_fenced(sq_t *s, const char *ids, size_t len, int nacks, int written) {
+static int report_fenced(sq_t *s, const idlist_t *ids, int nacks, int written) {
   sqlite3_stmt *st;
   int rc = sqlite3_prepare_v2(
       s->db, "SELECT id FROM outbox WHERE id IN (SELECT value FROM json_each(?1))", -1, &st, NULL);
   if (rc != SQLITE_OK) return rc;
-  sqlite3_bind_text(st, 1, ids, (int)len, SQLITE_STATIC);
+  sqlite3_bind_text(st, 1, ids->text, (int)ids->len, SQLITE_STATIC);
   int held = 0;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     fenced_out(s, sqlite3_column_int64(st, 0), STORE_ACK);
@@ -596,39 +615,33 @@ static int report_fenced(sq_t *s, const char *ids, size_t len, int nacks, int wr
  * follow-ups (or done rows are kept), the rows written come back, and an id missing
  * from them was fenced out; else the count written tells. */
 static int write_acks(sq_t *s, int nacks) {
-  size_t cap = (size_t)nacks * 21 + 3, len = 0;
-  char *ids = malloc(cap);
+  idlist_t ids;
   idset_t got = {0};
-  if (!ids) return SQLITE_NOMEM;
-  ids[len++] = '[';
+  int follows = 0;
+  if (idlist_open(&ids, nacks) != SQLITE_OK) return SQLITE_NOMEM;
   for (int i = 0; i < s->set.n; i++)
     if (s->set.v[i].kind == STORE_ACK) {
-      if (len > 1) ids[len++] = ',';
-      len += store_put_int(ids + len, s->set.v[i].id);
+      idlist_add(&ids, s->set.v[i].id);
+      follows |= s->set.v[i].follow != NULL;
     }
-  ids[len++] = ']';
-  int follows = 0;
-  for (int i = 0; i < s->set.n && !follows; i++)
-    follows = s->set.v[i].kind == STORE_ACK && s->set.v[i].follow;
+  idlist_close(&ids);
   int gone = !follows && !s->base.opts.keep_done_ms;
   sqlite3_stmt *st =
       s->st[gone ? ST_ACK_GONE : s->base.opts.keep_done_ms ? ST_ACK_DONE : ST_ACK_DELETE];
-  sqlite3_bind_text(st, 1, ids, (int)len, SQLITE_STATIC);
+  sqlite3_bind_text(st, 1, ids.text, (int)ids.len, SQLITE_STATIC);
   bind_host(s, st);
   int rc, oom = 0;
   if (gone) {
     rc = sqlite3_step(st);
     done_stmt(st);
-    int written = rc == SQLITE_DONE ? sqlite3_changes(s->db) : 0;
-    rc = rc != SQLITE_DONE    ? rc
-         : written < nacks ? report_fenced(s, ids, len, nacks, written)
-                              : SQLITE_OK;
-    free(ids);
+    int written = sqlite3_changes(s->db);
+    if (rc == SQLITE_DONE) rc = written < nacks ? report_fenced(s, &ids, nacks, written) : SQLITE_OK;
+    free(ids.text);
     return rc;
   }
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) oom |= idset_add(&got, sqlite3_column_int64(st, 0));
   done_stmt(st);
-  free(ids);
+  free(ids.text);
   if (rc == SQLITE_DONE && oom) rc = SQLITE_NOMEM; /* which acks were written is unknown */
   /* the follow-ups of the acks written, in the same transaction; none for the fenced */
   for (int i = 0; i < s->set.n && rc == SQLITE_DONE; i++) {
@@ -1040,28 +1053,23 @@ static store_event_t *row_event(sqlite3_stmt *st) {
 static int take_rows(sq_t *s, claim_t *cl, int lapse_kind, store_event_t **out, int *got) {
   if (!cl->nc) return SQLITE_OK;
   qsort(cl->c, (size_t)cl->nc, sizeof *cl->c, by_cand_id);
-  size_t cap = (size_t)cl->nc * 21 + 3, len = 0;
-  char *ids = malloc(cap);
-  if (!ids) return SQLITE_NOMEM;
-  ids[len++] = '[';
-  for (int i = 0; i < cl->nc; i++) {
-    if (i) ids[len++] = ',';
-    len += store_put_int(ids + len, cl->c[i].id);
-  }
-  ids[len++] = ']';
+  idlist_t ids;
+  if (idlist_open(&ids, cl->nc) != SQLITE_OK) return SQLITE_NOMEM;
+  for (int i = 0; i < cl->nc; i++) idlist_add(&ids, cl->c[i].id);
+  idlist_close(&ids);
   sqlite3_stmt *st = s->st[ST_TAKE];
   int64_t lease = s->base.opts.lease_ms > 0 ? s->base.opts.lease_ms : 30000;
-  sqlite3_bind_text(st, 1, ids, (int)len, SQLITE_STATIC);
+  sqlite3_bind_text(st, 1, ids.text, (int)ids.len, SQLITE_STATIC);
   bind_host(s, st);
   sqlite3_bind_int64(st, 3, cl->now + lease);
   int rc = sqlite3_step(st);
   done_stmt(st);
   if (rc != SQLITE_DONE) {
-    free(ids);
+    free(ids.text);
     return rc;
   }
   st = s->st[ST_TAKEN];
-  sqlite3_bind_text(st, 1, ids, (int)len, SQLITE_STATIC);
+  sqlite3_bind_text(st, 1, ids.text, (int)ids.len, SQLITE_STATIC);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW && *got < cl->max) {
     store_event_t *ev = row_event(st);
     if (!ev || idset_add(&s->out, ev->id)) {
@@ -1075,7 +1083,7 @@ static int take_rows(sq_t *s, claim_t *cl, int lapse_kind, store_event_t **out, 
     out[(*got)++] = ev;
   }
   done_stmt(st);
-  free(ids);
+  free(ids.text);
   return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
@@ -1759,20 +1767,18 @@ static int drop_old_index(sqlite3 *db, const char *path, const char *name, const
  * key) index is gone. Runs inside the caller's transaction, before the schema's
  * CREATE ... IF NOT EXISTS. */
 static int migrate(sqlite3 *db, const char *path) {
-  int rc = drop_old_index(db, path, "outbox_key_head", "key IS NOT NULL",
-                          "key index limited to rows with a key");
-  if (rc == SQLITE_OK)
-    rc = drop_old_index(db, path, "outbox_keyless", "(available_at)",
-                        "keyless rows indexed by due time");
-  if (rc == SQLITE_OK)
-    rc = drop_old_index(db, path, "outbox_topic_free", "(topic, available_at)",
-                        "keyless rows by topic indexed by due time");
-  if (rc == SQLITE_OK)
-    rc = drop_old_index(db, path, "outbox_claim", NULL,
-                        "status index without the waiting rows (outbox_taken)");
-  if (rc == SQLITE_OK)
-    rc = drop_old_index(db, path, "outbox_topic_key", NULL,
-                        "claims by topic use the key index");
+  static const struct {
+    const char *name, *has, *why; /* has: what this version's definition says; NULL: gone */
+  } old[] = {
+      {"outbox_key_head", "key IS NOT NULL", "key index limited to rows with a key"},
+      {"outbox_keyless", "(available_at)", "keyless rows indexed by due time"},
+      {"outbox_topic_free", "(topic, available_at)", "keyless rows by topic indexed by due time"},
+      {"outbox_claim", NULL, "status index without the waiting rows (outbox_taken)"},
+      {"outbox_topic_key", NULL, "claims by topic use the key index"},
+  };
+  int rc = SQLITE_OK;
+  for (size_t i = 0; i < sizeof old / sizeof *old && rc == SQLITE_OK; i++)
+    rc = drop_old_index(db, path, old[i].name, old[i].has, old[i].why);
   return rc;
 }
 

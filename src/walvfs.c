@@ -38,6 +38,7 @@ static void unhold(wfile_t *f) {
  * made is reported failed (to this call's caller), and SQLite rolls the transaction
  * back, which never reads those frames. */
 static int flush(wfile_t *f) {
+  if (f->len == 0) return SQLITE_OK; /* holds nothing: not on the held list either */
   int rc = SQLITE_OK;
   for (size_t at = 0; at < f->len && rc == SQLITE_OK; at += WALVFS_WRITE) {
     size_t n = f->len - at < WALVFS_WRITE ? f->len - at : WALVFS_WRITE;
