@@ -17,6 +17,9 @@
 #define READ_CHUNK (128 << 10) /* small enough to stay in cache between read and parse */
 #define PIPE_HIGH (4 << 20)    /* complete lines buffered from a pipe before reading pauses */
 #define LINE_MAX_BYTES (STORE_PAYLOAD_MAX + STORE_ENVELOPE_MAX) /* longer: skipped */
+/* New events' ids start above it: past any line number, and short enough that Lua
+ * prints them whole. */
+#define NEW_ID_BASE INT64_C(1000000000000) /* 10^12 */
 
 typedef struct node { /* per-event store data, after the event's strings */
   int64_t available_at;
@@ -436,12 +439,14 @@ static void settle(nd_t *d, store_event_t *ev) {
 
 static int hold(nd_t *d, store_event_t *ev, int64_t available_at);
 
-/* New events join the run: each gets the next id after every id seen so far,
- * waits for its available_at, and for its key like any other event. */
+/* New events join the run: each gets the next id after every id seen so far and
+ * after NEW_ID_BASE, so no line read later has it (the input is read as claims
+ * go), waits for its available_at, and for its key like any other event. */
 static void adopt(nd_t *d, store_event_t *list) {
   for (store_event_t *f = list; f; f = f->next) {
     d->now_ms = store_now_ms();
-    store_event_t *ev = new_event(d, d->last_id + 1, f->topic, strlen(f->topic), f->key,
+    int64_t id = (d->last_id > NEW_ID_BASE ? d->last_id : NEW_ID_BASE) + 1;
+    store_event_t *ev = new_event(d, id, f->topic, strlen(f->topic), f->key,
                                   f->key ? strlen(f->key) : 0, f->payload, f->payload_len,
                                   f->headers, f->headers ? strlen(f->headers) : 0);
     if (!ev) {

@@ -18,6 +18,25 @@ t_enqueue_ndjson_joins_the_run() {
   assert_grep 'processed=8 done=6 failed=1 dead=1' log "3 jobs (4 runs), 2 follow-ups, the hook's and the top level's"
 }
 
+# With ndjson: follow-ups enqueued while later lines are still unread never take a
+# line's id (its line number): every event of the run has an id of its own.
+t_enqueue_ndjson_ids_stay_unique() {
+  cat > h.lua <<'LUA'
+local f = assert(io.open("ids", "a"))
+outbox.handle("a", function(ev)
+  f:write(ev.id, "\n"); f:flush()
+  outbox.enqueue{ topic = "b", payload = "x" }
+end)
+outbox.handle("b", function(ev) f:write(ev.id, "\n"); f:flush() end)
+LUA
+  for i in $(seq 200); do echo '{"topic":"a","payload":"x"}'; done > in.ndjson
+  timeout 60 "$OUTBOXD" run h.lua --db ndjson:in.ndjson --batch 10 --log text 2> log
+  assert_eq "$?" 0 "exit code"
+  assert_eq "$(wc -l < ids)" 400 "200 lines and 200 follow-ups ran"
+  assert_eq "$(sort ids | uniq -d | head -3 | tr '\n' ' ')" "" "no id twice"
+  assert_eq "$(sort -n ids | tail -1)" 1000000000200 "follow-ups numbered after 10^12"
+}
+
 # outboxd test prints each enqueued event after the done line of its run (none for
 # a failed run), and those of hooks and the top level; nothing runs them.
 t_enqueue_outboxd_test_prints_enqueue_lines() {

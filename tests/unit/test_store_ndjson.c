@@ -73,7 +73,7 @@ static int claim(store_t *s, store_event_t **out) {
   return n;
 }
 
-/* A done run's follow-ups are claimable next, with ids after the input's; a failed
+/* A done run's follow-ups are claimable next, with ids from 10^12 + 1 on; a failed
  * run's are dropped (its retry carries none); a follow-up waits for its key. */
 START_TEST(follow_ups_join_the_run) {
   store_t *s = open_store();
@@ -95,11 +95,33 @@ START_TEST(follow_ups_join_the_run) {
   ck_assert_ptr_null(got[0]->follow);
   ck_assert_str_eq(seen[1], "a.next");
   ck_assert_str_eq(seen[2], "free");
-  ck_assert_int_eq(ids[1], 3);
-  ck_assert_int_eq(ids[2], 4);
+  ck_assert_int_eq(ids[1], INT64_C(1000000000001));
+  ck_assert_int_eq(ids[2], INT64_C(1000000000002));
   for (int i = 0; i < n; i++) store_ack(s, got[i]);
   ck_assert_int_eq(claim(s, got), 0);
   ck_assert_int_eq(store_exhausted(s), 1);
+  close_store(s);
+}
+END_TEST
+
+/* A follow-up of the first line, added before the second line is read, does not
+ * take the second line's id (its line number). */
+START_TEST(follow_ups_never_take_a_later_lines_id) {
+  store_t *s = open_store();
+  store_event_t *out[10];
+  int n = -1;
+  ck_assert_int_eq(store_claim(s, 1, out, &n), 0);
+  ck_assert_int_eq(n, 1);
+  ck_assert_int_eq(out[0]->id, 1);
+  out[0]->follow = new_event("a.next", NULL, 0);
+  store_ack(s, out[0]);
+  ck_assert_int_eq(claim(s, out), 2);
+  ck_assert_int_ne(out[0]->id, out[1]->id);
+  int line = strcmp(out[0]->topic, "b") == 0 ? 0 : 1;
+  ck_assert_str_eq(out[line]->topic, "b");
+  ck_assert_int_eq(out[line]->id, 2);
+  ck_assert_int_eq(out[1 - line]->id, INT64_C(1000000000001));
+  for (int i = 0; i < 2; i++) store_ack(s, out[i]);
   close_store(s);
 }
 END_TEST
@@ -129,6 +151,7 @@ Suite *unit_suite(void) {
   TCase *tc = tcase_create("core");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, follow_ups_join_the_run);
+  tcase_add_test(tc, follow_ups_never_take_a_later_lines_id);
   tcase_add_test(tc, pushed_events_wait_for_their_time);
   suite_add_tcase(su, tc);
   return su;
