@@ -446,9 +446,9 @@ static void adopt(nd_t *d, store_event_t *list) {
   for (store_event_t *f = list; f; f = f->next) {
     d->now_ms = store_now_ms();
     int64_t id = (d->last_id > NEW_ID_BASE ? d->last_id : NEW_ID_BASE) + 1;
-    store_event_t *ev = new_event(d, id, f->topic, strlen(f->topic), f->key,
-                                  f->key ? strlen(f->key) : 0, f->payload, f->payload_len,
-                                  f->headers, f->headers ? strlen(f->headers) : 0);
+    store_event_t *ev =
+        new_event(d, id, f->topic, strlen(f->topic), f->key, f->key ? strlen(f->key) : 0,
+                  f->payload, f->payload_len, f->headers, f->headers ? strlen(f->headers) : 0);
     if (!ev) {
       log_at(LOG_ERROR, "out of memory: new event dropped", KS("topic", f->topic));
       continue;
