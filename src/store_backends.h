@@ -9,6 +9,10 @@
 
 #include "store.h"
 
+/* A numeric macro as a string literal, for SQL built at compile time. */
+#define STORE_STR_(x) #x
+#define STORE_STR(x) STORE_STR_(x)
+
 /* Each opens its store on `loop` into *out and returns 0, or returns a negative
  * errno with a one-line message in errbuf. ndjson: `path` is a file or "-" (stdin),
  * read once and held in memory; sqlite: an existing database (STORE_NO_DB when the

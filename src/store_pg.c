@@ -34,9 +34,7 @@
  * they wait, not after. Events with a key wait for their time in the table: one held
  * here would hold back its key on other hosts. */
 #define HORIZON_MS 50
-#define STR_(x) #x
-#define STR(x) STR_(x)
-#define HORIZON " interval '" STR(HORIZON_MS) " milliseconds'"
+#define HORIZON " interval '" STORE_STR(HORIZON_MS) " milliseconds'"
 
 /* ---------------------------------------------------------------- schema */
 

@@ -31,8 +31,6 @@
 #define BUSY_LOG_MS 60000 /* "database busy" at most this often */
 #define PRUNE_BUDGET_MS 4 /* a retention batch holds the loop about this long at most */
 #define WAL_PAGES 10000   /* log pages between checkpoints (see open_db) */
-#define STR(x) #x
-#define XSTR(x) STR(x)
 
 /* ---------------------------------------------------------------- schema */
 
@@ -83,9 +81,9 @@ static const char schema_sql[] =
      * scan over it visits one entry per key. Keyless rows cost nothing. */
     KEY_INDEX_SQL(KEY_INDEX_ALL) ";\n"
     /* Claims by topic (a host that handles some topics): keyless rows waiting, per
-     * topic by due time (0, at once, in id order). Key heads of the claimable topics come from the key index
-     * (a second index of keyed rows by topic would double the pages every keyed
-     * claim and ack writes). */
+     * topic by due time (0, at once, in id order). Key heads of the claimable topics
+     * come from the key index (a second index of keyed rows by topic would double the
+     * pages every keyed claim and ack writes). */
     "CREATE INDEX IF NOT EXISTS outbox_topic_free ON outbox(topic, available_at)"
     TOPIC_FREE_WHERE ";\n"
     /* Done and dead rows by the time they settled (their available_at): retention
@@ -226,6 +224,11 @@ enum {
   "SELECT id FROM (" DUE_AT_ONCE(TOPIC_FREE_ROWS) ") UNION ALL SELECT id FROM ("                   \
   DUE_BY_NOW(TOPIC_FREE_ROWS, "?2") ") LIMIT ?3"
 
+/* ?1 JSON array of ids, ?2 host: the acked rows still leased to this host. */
+#define ACK_DELETE_SQL                                                                             \
+  "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))"                               \
+  " AND locked_by = ?2 AND status = 'processing'"
+
 /* Statements that may write several rows say OR FAIL: a failure keeps the rows already
  * written instead of undoing them, so SQLite opens no statement journal for them (the
  * surrounding transaction is rolled back as a whole on error anyway). */
@@ -261,13 +264,11 @@ static const char *const sql_text[ST_COUNT] = {
     [ST_TAKEN] = "SELECT o.id, o.topic, o.key, o.payload, o.headers, o.attempts, o.created_at"
                  " FROM json_each(?1) j JOIN outbox o ON o.id = j.value",
     /* ?1 JSON array of ids, ?2 host. Returns the ids written. */
-    [ST_ACK_DELETE] = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))"
-                      " AND locked_by = ?2 AND status = 'processing' RETURNING id",
+    [ST_ACK_DELETE] = ACK_DELETE_SQL " RETURNING id",
     /* The same, when no ack has follow-ups: the count written says whether any was
      * fenced out (RETURNING gathers its rows in a temporary table: ~8% of a claim
      * and its acks). */
-    [ST_ACK_GONE] = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))"
-                    " AND locked_by = ?2 AND status = 'processing'",
+    [ST_ACK_GONE] = ACK_DELETE_SQL,
     [ST_ACK_DONE] =
         "UPDATE OR FAIL outbox SET status = 'done', attempts = attempts + 1,"
         " available_at =" NOW_MS "," UNLOCK " WHERE id IN (SELECT value FROM json_each(?1))"
@@ -1839,7 +1840,7 @@ static int open_db(const char *path, enum open_mode mode, sqlite3 **out, char *e
   rc = sqlite3_exec(db,
                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                     " PRAGMA journal_size_limit=67108864;"
-                    " PRAGMA wal_autocheckpoint=" XSTR(WAL_PAGES),
+                    " PRAGMA wal_autocheckpoint=" STORE_STR(WAL_PAGES),
                     NULL, NULL, NULL);
   if (rc != SQLITE_OK) goto fail;
   if (mode != OPEN_EXISTING) rc = create_schema(db, path);

@@ -44,7 +44,6 @@ START_TEST(redaction_fits_small_buffers) {
 }
 END_TEST
 
-/* Retention: which statuses are pruned, how long a store rests, how a batch adapts. */
 /* Ids and times as text, against snprintf, at the edges of int64. */
 START_TEST(integers_as_text) {
   const int64_t v[] = {0, 7, 10, 99, 1234567890123, INT64_MAX, -1, -42, INT64_MIN};
@@ -58,6 +57,7 @@ START_TEST(integers_as_text) {
 }
 END_TEST
 
+/* Retention: which statuses are pruned, how long a store rests, how a batch adapts. */
 START_TEST(retention_plan) {
   store_opts_t o = {0};
   o.keep_dead_ms = -1;
